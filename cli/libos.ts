@@ -1,0 +1,322 @@
+/**
+ * `libos`: the command line. Subcommands: run, audit, ps, caps, events, effects.
+ *
+ * Exit codes: 0 ok, 1 the agent failed or an audit did not verify, 2 bad usage
+ * or bad input (the message names the field).
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { dirname } from "node:path";
+import { assertStoreOutside, Runtime } from "../runtime/runtime.ts";
+import { parseGrantFlag } from "../runtime/capabilities.ts";
+import { invalid, LibosError } from "../runtime/errors.ts";
+import { parseImage } from "../runtime/images.ts";
+import { ConsoleHuman, parseScript, ScriptedHuman } from "../runtime/providers/scripted.ts";
+import type { HumanAnswer, HumanProvider } from "../runtime/providers/types.ts";
+import { SqliteStore } from "../runtime/store/sqlite.ts";
+import { BUILTIN_TOOL_NAMES } from "../tools/builtin.ts";
+import type { ProcessRecord } from "../runtime/types.ts";
+
+const USAGE = `usage:
+  libos run IMAGE.json --workspace DIR --script SCRIPT.json [--store FILE] [--grant RESOURCE=RIGHT,RIGHT]... [--goal TEXT] [--human deny|script:FILE] [--json]
+  libos audit --store FILE [--verify] [--pid N] [--json]
+  libos ps --store FILE [--json]
+  libos caps --store FILE --pid N [--json]
+  libos events --store FILE [--json]
+  libos effects --store FILE [--json]`;
+
+/** Default store location, relative to the current directory. */
+export const DEFAULT_STORE = ".libos/libos.db";
+
+class _Usage extends Error {}
+
+async function _readJson(path: string, field: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch {
+    throw invalid(field, `cannot read '${path}'`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw invalid(field, `'${path}' is not valid JSON (${(e as Error).message})`);
+  }
+}
+
+function _humanAnswers(raw: unknown): HumanAnswer[] {
+  const map: Record<string, HumanAnswer> = {
+    once: "allow_once",
+    always: "always_allow",
+    deny: "deny",
+    always_deny: "always_deny",
+  };
+  const o = raw as { answers?: unknown };
+  if (!o || typeof o !== "object" || !Array.isArray(o.answers)) {
+    throw invalid("--human", 'script must be {"answers": [...]}');
+  }
+  return o.answers.map((a, i) => {
+    if (typeof a !== "string" || !map[a]) {
+      throw invalid(`--human.answers[${i}]`, "must be once, always, deny or always_deny");
+    }
+    return map[a];
+  });
+}
+
+async function _openStore(path: string | undefined, mustExist: boolean): Promise<Runtime> {
+  const file = path ?? DEFAULT_STORE;
+  if (mustExist) {
+    try {
+      await Deno.stat(file);
+    } catch {
+      throw invalid("--store", `'${file}' does not exist`);
+    }
+  } else {
+    await Deno.mkdir(dirname(file), { recursive: true });
+  }
+  return await Runtime.open({ store: file });
+}
+
+async function _run(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      workspace: { type: "string" },
+      script: { type: "string" },
+      store: { type: "string" },
+      grant: { type: "string", multiple: true },
+      goal: { type: "string" },
+      human: { type: "string" },
+      json: { type: "boolean" },
+    },
+  });
+  if (positionals.length !== 1) throw new _Usage("run: give exactly one IMAGE.json");
+  if (!values.workspace) throw new _Usage("run: --workspace DIR is required");
+  if (!values.script) throw new _Usage("run: --script SCRIPT.json is required");
+  // Validate everything before the store is touched: bad input leaves no state.
+  const image = parseImage(await _readJson(positionals[0], "image"), BUILTIN_TOOL_NAMES);
+  const script = parseScript(await _readJson(values.script, "script"));
+  const grants = (values.grant ?? []).map(parseGrantFlag);
+  let human: HumanProvider = new ConsoleHuman();
+  const h = values.human ?? "deny";
+  if (h.startsWith("script:")) {
+    human = new ScriptedHuman(_humanAnswers(await _readJson(h.slice(7), "--human")));
+  } else if (h !== "deny") {
+    throw invalid("--human", "must be deny or script:FILE");
+  }
+  const storePath = values.store ?? DEFAULT_STORE;
+  await assertStoreOutside(storePath, values.workspace);
+  await Deno.mkdir(dirname(storePath), { recursive: true });
+  const rt = await Runtime.open({ store: storePath, providers: { human } });
+  try {
+    const proc = await rt.launch({
+      image,
+      workspace: values.workspace,
+      grants,
+      script: { steps: script },
+      goal: values.goal,
+    });
+    await rt.runUntilIdle();
+    const done = await rt.process(proc.pid);
+    const steps = (await rt.steps(proc.pid)).map(({ step: _s, ...rest }) => rest);
+    const out = {
+      pid: done.pid,
+      status: done.status,
+      exit_code: done.exit_code,
+      exit_reason: done.exit_reason,
+      steps,
+    };
+    if (values.json) console.log(JSON.stringify(out));
+    else {
+      console.log(`pid ${done.pid} ${done.status} (exit ${done.exit_code ?? "-"})`);
+      steps.forEach((s, i) => {
+        const detail = s.ok
+          ? _short(JSON.stringify(s.value))
+          : `${s.error.code} ${s.error.message}`;
+        console.log(`  ${i} ${s.tool} ${s.ok ? "ok" : "FAILED"} ${detail}`);
+      });
+    }
+    return done.status === "exited" ? 0 : 1;
+  } finally {
+    await rt.close();
+  }
+}
+
+function _short(s: string | undefined): string {
+  if (s === undefined) return "";
+  return s.length > 100 ? s.slice(0, 100) + "…" : s;
+}
+
+async function _audit(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      store: { type: "string" },
+      verify: { type: "boolean" },
+      pid: { type: "string" },
+      json: { type: "boolean" },
+    },
+  });
+  const store = await _openStoreOnly(values.store);
+  try {
+    if (values.verify) {
+      const v = await store.verifyAudit();
+      if (values.json) console.log(JSON.stringify(v));
+      else if (v.ok) console.log(`audit ok: ${v.count} records, head ${v.head}`);
+      else {
+        console.log(
+          `audit TAMPERED: record ${v.firstBad!.seq} (${v.firstBad!.record_id}): ${
+            v.firstBad!.problem
+          }`,
+        );
+      }
+      return v.ok ? 0 : 1;
+    }
+    const recs = await store.listAudit(values.pid ? { actor: `pid:${values.pid}` } : {});
+    if (values.json) console.log(JSON.stringify(recs));
+    else {
+      for (const r of recs) {
+        console.log(
+          `${r.seq}\t${r.timestamp}\t${r.actor}\t${r.action}\t${r.target}\t${r.decision}\t${r.reason}`,
+        );
+      }
+    }
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function _openStoreOnly(path: string | undefined): Promise<SqliteStore> {
+  const file = path ?? DEFAULT_STORE;
+  try {
+    await Deno.stat(file);
+  } catch {
+    throw invalid("--store", `'${file}' does not exist`);
+  }
+  return SqliteStore.open(file);
+}
+
+function _tree(procs: ProcessRecord[]): string[] {
+  const lines: string[] = [];
+  const walk = (p: ProcessRecord, depth: number) => {
+    lines.push(
+      `${
+        "  ".repeat(depth)
+      }${p.pid}\t${p.status}\t${p.image}\t${p.origin}\tcwd=${p.cwd}\ttaint=${p.taint}`,
+    );
+    for (const c of procs.filter((c) => c.ppid === p.pid)) walk(c, depth + 1);
+  };
+  for (const root of procs.filter((p) => p.ppid === null)) walk(root, 0);
+  return lines;
+}
+
+async function _ps(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { store: { type: "string" }, json: { type: "boolean" } },
+  });
+  const store = await _openStoreOnly(values.store);
+  try {
+    const procs = await store.listProcesses();
+    if (values.json) {
+      console.log(JSON.stringify(procs.map((p) => ({
+        pid: p.pid,
+        ppid: p.ppid,
+        lineage: p.lineage,
+        status: p.status,
+        image: p.image,
+        origin: p.origin,
+        cwd: p.cwd,
+        usage: p.usage,
+      }))));
+    } else {
+      console.log("PID\tSTATUS\tIMAGE\tORIGIN\tCWD\tTAINT");
+      for (const l of _tree(procs)) console.log(l);
+    }
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function _caps(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { store: { type: "string" }, pid: { type: "string" }, json: { type: "boolean" } },
+  });
+  if (!values.pid || !/^\d+$/.test(values.pid)) throw invalid("--pid", "must be a process id");
+  const store = await _openStoreOnly(values.store);
+  try {
+    const caps = await store.capabilitiesOf(Number(values.pid));
+    if (values.json) console.log(JSON.stringify(caps));
+    else {
+      for (const c of caps) {
+        console.log(
+          `${c.cap_id}\t${c.status}\t${c.effect}\t${c.resource}\t${c.rights.join(",")}\tuses=${
+            c.uses_remaining ?? "∞"
+          }\tby=${c.issued_by}`,
+        );
+      }
+    }
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function _list(args: string[], what: "events" | "effects"): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { store: { type: "string" }, json: { type: "boolean" } },
+  });
+  const store = await _openStoreOnly(values.store);
+  try {
+    const rows = what === "events" ? await store.listEvents() : await store.listEffects();
+    if (values.json) console.log(JSON.stringify(rows));
+    else for (const r of rows) console.log(JSON.stringify(r));
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+/** Run the CLI with `args`; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const [cmd, ...rest] = args;
+  try {
+    switch (cmd) {
+      case "run":
+        return await _run(rest);
+      case "audit":
+        return await _audit(rest);
+      case "ps":
+        return await _ps(rest);
+      case "caps":
+        return await _caps(rest);
+      case "events":
+        return await _list(rest, "events");
+      case "effects":
+        return await _list(rest, "effects");
+      default:
+        throw new _Usage(cmd ? `unknown command '${cmd}'` : "no command given");
+    }
+  } catch (e) {
+    if (e instanceof _Usage) {
+      console.error(`libos: ${e.message}\n${USAGE}`);
+      return 2;
+    }
+    if (e instanceof LibosError) {
+      console.error(`libos: ${e.code} ${e.message}`);
+      return e.code === "EINVAL" ? 2 : 1;
+    }
+    if (e instanceof TypeError && (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+      console.error(`libos: ${e.message}\n${USAGE}`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,54 @@
+/**
+ * Agent libOS: a Deno-native runtime for long-running LLM agents.
+ *
+ * An agent is an AgentProcess with identity, lineage, lifecycle state, a tool
+ * table from its AgentImage, typed Object Memory, explicit capabilities and
+ * audit records. Tools are libc-like wrappers; the primitives in `primitives/`
+ * are the authority boundary: every effect is checked there and recorded.
+ *
+ * @example Run a scripted agent over a workspace
+ * ```ts
+ * import { Runtime } from "./mod.ts";
+ *
+ * const rt = await Runtime.open({ store: ":memory:" });
+ * const proc = await rt.launch({
+ *   image: { name: "reader", tools: ["read_file"] },
+ *   workspace: ".",
+ *   grants: [{ resource: "filesystem:workspace:README.md", rights: ["read"] }],
+ *   script: { steps: [{ tool: "read_file", args: { path: "README.md" } }] },
+ * });
+ * await rt.runUntilIdle();
+ * console.log((await rt.steps(proc.pid))[0].ok); // true
+ * await rt.close();
+ * ```
+ * @module
+ */
+export { assertStoreOutside, hostProviders, Runtime } from "./runtime/runtime.ts";
+export type { LaunchOptions, RuntimeOptions } from "./runtime/runtime.ts";
+export { Kernel } from "./runtime/kernel.ts";
+export { Scheduler } from "./runtime/scheduler.ts";
+export type { RunReport, StepResult } from "./runtime/scheduler.ts";
+export { SqliteStore } from "./runtime/store/sqlite.ts";
+export type { AuditVerification, Store } from "./runtime/store/store.ts";
+export { LibosError } from "./runtime/errors.ts";
+export type { ErrorCode } from "./runtime/errors.ts";
+export {
+  decide,
+  parseCapabilitySpec,
+  parseGrantFlag,
+  parseResource,
+  resourceCovers,
+  resourceMatches,
+} from "./runtime/capabilities.ts";
+export { parseImage, parsePolicy } from "./runtime/images.ts";
+export {
+  DenyingHuman,
+  parseScript,
+  ScriptedHuman,
+  ScriptedModel,
+} from "./runtime/providers/scripted.ts";
+export { HostClock, HostFileSystem, HostShell } from "./runtime/providers/host.ts";
+export type * from "./runtime/providers/types.ts";
+export type * from "./runtime/types.ts";
+export { syscall, SYSCALL_NAMES } from "./primitives/mod.ts";
+export { BUILTIN_TOOL_NAMES, BUILTIN_TOOLS } from "./tools/builtin.ts";

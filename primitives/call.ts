@@ -1,0 +1,86 @@
+/**
+ * The state of one syscall while it runs, and argument validators that name
+ * the offending field.
+ * @module
+ */
+import { invalid } from "../runtime/errors.ts";
+import type { Kernel } from "../runtime/kernel.ts";
+import type { Label, ProcessRecord } from "../runtime/types.ts";
+
+/** One in-flight syscall. */
+export interface Call {
+  /** Kernel services. */
+  k: Kernel;
+  /** The caller, as loaded when the call began. */
+  proc: ProcessRecord;
+  /** Syscall name. */
+  name: string;
+  /** Arguments as given (a plain object). */
+  args: Record<string, unknown>;
+  /** sha256 of the canonical arguments (what approvals bind to). */
+  argsHash: string;
+  /** Correlates audit records and events of this call. */
+  correlationId: string;
+  /** Resource the call acted on (set by the primitive, for audit). */
+  target: string;
+  /** Capabilities that decided (for audit). */
+  capRefs: string[];
+  /** Label of the result, so audit redacts its preview. */
+  resultLabel: Label;
+}
+
+/** A primitive: the only code that may ask a provider for an effect. */
+export interface Primitive {
+  /** Argument names it accepts; anything else is EINVAL. */
+  fields: readonly string[];
+  /** Validate, authorize, perform, return. */
+  run(call: Call): Promise<unknown>;
+}
+
+/** Reject argument names the primitive does not know. */
+export function checkFields(call: Call, allowed: readonly string[]): void {
+  for (const k of Object.keys(call.args)) {
+    if (!allowed.includes(k)) throw invalid(`${call.name}.${k}`, "unknown argument");
+  }
+}
+
+/** A required string argument. */
+export function str(call: Call, field: string, max = 1_000_000): string {
+  const v = call.args[field];
+  if (typeof v !== "string") throw invalid(`${call.name}.${field}`, "must be a string");
+  if (v.length > max) throw invalid(`${call.name}.${field}`, `longer than ${max} characters`);
+  if (v.includes("\u0000")) throw invalid(`${call.name}.${field}`, "contains a NUL character");
+  return v;
+}
+
+/** An optional string argument. */
+export function optStr(call: Call, field: string, max = 1_000_000): string | undefined {
+  return call.args[field] === undefined ? undefined : str(call, field, max);
+}
+
+/** A required integer argument within bounds. */
+export function int(call: Call, field: string, min: number, max: number): number {
+  const v = call.args[field];
+  if (!Number.isInteger(v) || (v as number) < min || (v as number) > max) {
+    throw invalid(`${call.name}.${field}`, `must be an integer from ${min} to ${max}`);
+  }
+  return v as number;
+}
+
+/** An optional integer argument. */
+export function optInt(call: Call, field: string, min: number, max: number): number | undefined {
+  return call.args[field] === undefined ? undefined : int(call, field, min, max);
+}
+
+/** An optional boolean argument. */
+export function optBool(call: Call, field: string): boolean | undefined {
+  const v = call.args[field];
+  if (v === undefined) return undefined;
+  if (typeof v !== "boolean") throw invalid(`${call.name}.${field}`, "must be a boolean");
+  return v;
+}
+
+/** A required pid argument. */
+export function pidArg(call: Call, field = "pid"): number {
+  return int(call, field, 1, Number.MAX_SAFE_INTEGER);
+}

@@ -1,0 +1,209 @@
+/**
+ * filesystem.* primitives. Every path is resolved to its real path (following
+ * every symlink) before authorization, and the real path must stay inside the
+ * caller's workspace. Authorization happens before existence is revealed.
+ * @module
+ */
+import { dirname, isAbsolute, join, normalize, relative, sep } from "node:path";
+import { denied, invalid, LibosError } from "../runtime/errors.ts";
+import { maxLabel, mayFlow, parseLabel } from "../runtime/labels.ts";
+import { resourceMatches } from "../runtime/capabilities.ts";
+import type { Label } from "../runtime/types.ts";
+import { authorize } from "./authorize.ts";
+import { type Call, optBool, type Primitive, str } from "./call.ts";
+import { withEffect } from "./effects.ts";
+
+/** Largest file filesystem.read returns. */
+export const MAX_READ_BYTES = 8 * 1024 * 1024;
+/** Largest content filesystem.write accepts. */
+export const MAX_WRITE_CHARS = 8 * 1024 * 1024;
+
+/** A path after resolution. */
+export interface ResolvedPath {
+  /** Absolute real path (symlinks resolved; missing tail components appended). */
+  real: string;
+  /** Path relative to the workspace (`.` for the root). */
+  rel: string;
+  /** `filesystem:workspace:<rel>`. */
+  resource: string;
+}
+
+/**
+ * Resolve a path argument for the caller: relative paths are taken from the
+ * process cwd; the deepest existing ancestor is realpath'd; a dangling symlink
+ * or anything whose real path leaves the workspace is EPERM.
+ */
+export async function resolvePath(call: Call, raw: string, field = "path"): Promise<ResolvedPath> {
+  if (raw.length === 0) throw invalid(`${call.name}.${field}`, "must not be empty");
+  if (raw.length > 4096) throw invalid(`${call.name}.${field}`, "longer than 4096 characters");
+  const fs = call.k.providers.fs;
+  const ws = call.proc.workspace;
+  const lexical = isAbsolute(raw) ? normalize(raw) : normalize(join(ws, call.proc.cwd, raw));
+  let head = lexical;
+  const tail: string[] = [];
+  let real: string | null = null;
+  while (real === null) {
+    try {
+      real = await fs.realPath(head);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) {
+        if (e instanceof Deno.errors.NotADirectory) {
+          throw new LibosError("ENOENT", `${call.name}.${field}: a parent is not a directory`);
+        }
+        throw e;
+      }
+      // A name that exists but cannot be resolved is a dangling symlink: following
+      // it on write would create a file wherever it points.
+      if (await _exists(call, head)) {
+        throw denied(`${call.name} ${raw}: dangling symlink refused`);
+      }
+      const parent = dirname(head);
+      if (parent === head) throw new LibosError("ENOENT", `${call.name}.${field}: no such path`);
+      tail.unshift(head.slice(parent.length + (parent.endsWith(sep) ? 0 : 1)));
+      head = parent;
+    }
+  }
+  const full = tail.length ? join(real, ...tail) : real;
+  const rel = relative(ws, full);
+  if (rel === ".." || rel.startsWith(".." + sep) || isAbsolute(rel)) {
+    throw denied(`${call.name} ${raw}: path resolves outside the workspace`);
+  }
+  const relPath = rel === "" ? "." : rel.split(sep).join("/");
+  return { real: full, rel: relPath, resource: `filesystem:workspace:${relPath}` };
+}
+
+async function _exists(call: Call, path: string): Promise<boolean> {
+  try {
+    await call.k.providers.fs.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Label of a workspace file: the higher of its recorded label and the policy's. */
+export async function fileLabel(call: Call, p: ResolvedPath): Promise<Label> {
+  let label: Label = (await call.k.store.getFileLabel(p.real)) ?? "normal";
+  for (const [pattern, l] of Object.entries(call.proc.policy.labels)) {
+    const full = pattern.startsWith("filesystem:") ? pattern : `filesystem:workspace:${pattern}`;
+    if (resourceMatches(full, p.resource)) label = maxLabel(label, l);
+  }
+  return label;
+}
+
+/** Raise the caller's taint to `label` (labels follow data into the process). */
+export async function taint(call: Call, label: Label): Promise<void> {
+  call.resultLabel = maxLabel(call.resultLabel, label);
+  if (maxLabel(call.proc.taint, label) !== call.proc.taint) {
+    call.proc.taint = label;
+    await call.k.saveProcess(call.proc.pid, { taint: label });
+  }
+}
+
+/** Refuse a flow of the caller's data into a sink with a lower label. */
+export async function checkFlow(call: Call, sink: Label, sinkName: string): Promise<void> {
+  if (!mayFlow(call.proc.taint, sink)) {
+    await call.k.emit("label.blocked", `pid:${call.proc.pid}`, sinkName, {
+      data: call.proc.taint,
+      sink,
+    }, call.correlationId);
+    throw denied(
+      `${call.name} ${sinkName}: ${call.proc.taint} data may not flow to a ${sink} sink`,
+    );
+  }
+}
+
+async function _target(call: Call): Promise<ResolvedPath> {
+  const raw = str(call, "path", 4096);
+  call.target = `filesystem:workspace:${raw}`; // as asked, until resolved
+  const p = await resolvePath(call, raw);
+  call.target = p.resource;
+  return p;
+}
+
+const read: Primitive = {
+  fields: ["path"],
+  async run(call) {
+    const p = await _target(call);
+    await authorize(call, { resource: p.resource, right: "read" });
+    const text = await call.k.providers.fs.readText(p.real, MAX_READ_BYTES);
+    await taint(call, await fileLabel(call, p));
+    return text;
+  },
+};
+
+const write: Primitive = {
+  fields: ["path", "content", "label"],
+  async run(call) {
+    const p = await _target(call);
+    const content = str(call, "content", MAX_WRITE_CHARS);
+    const asked = call.args.label === undefined
+      ? undefined
+      : parseLabel(call.args.label, `${call.name}.label`);
+    const current = await fileLabel(call, p);
+    const sink = maxLabel(current, asked ?? "public");
+    await authorize(call, { resource: p.resource, right: "write", label: call.proc.taint });
+    await checkFlow(call, sink, p.resource);
+    const fs = call.k.providers.fs;
+    const bytes = new TextEncoder().encode(content).length;
+    await withEffect(call, p.resource, async () => {
+      await fs.mkdir(dirname(p.real));
+      await fs.writeText(p.real, content);
+      return { bytes };
+    });
+    if (sink !== current) await call.k.store.setFileLabel(p.real, sink);
+    await call.k.emit(
+      "file.written",
+      `pid:${call.proc.pid}`,
+      p.resource,
+      { bytes },
+      call.correlationId,
+    );
+    return { path: p.rel, bytes, label: sink };
+  },
+};
+
+const remove: Primitive = {
+  fields: ["path", "recursive"],
+  async run(call) {
+    const p = await _target(call);
+    const recursive = optBool(call, "recursive") ?? false;
+    if (p.rel === ".") throw denied(`${call.name}: the workspace root cannot be deleted`);
+    await authorize(call, { resource: p.resource, right: "delete" });
+    // A recursive delete touches everything below: it needs that authority too.
+    if (recursive) await authorize(call, { resource: `${p.resource}/*`, right: "delete" });
+    const fs = call.k.providers.fs;
+    await fs.lstat(p.real); // ENOENT before the ledger records an intent
+    await withEffect(call, p.resource, () => fs.remove(p.real, recursive));
+    await call.k.emit("file.deleted", `pid:${call.proc.pid}`, p.resource, {}, call.correlationId);
+    return { path: p.rel, deleted: true };
+  },
+};
+
+const list: Primitive = {
+  fields: ["path"],
+  async run(call) {
+    const p = await _target(call);
+    await authorize(call, { resource: p.resource, right: "read" });
+    return await call.k.providers.fs.list(p.real);
+  },
+};
+
+const stat: Primitive = {
+  fields: ["path"],
+  async run(call) {
+    const p = await _target(call);
+    await authorize(call, { resource: p.resource, right: "read" });
+    const s = await call.k.providers.fs.lstat(p.real);
+    return { path: p.rel, ...s, label: await fileLabel(call, p) };
+  },
+};
+
+/** The filesystem family. */
+export const FILESYSTEM: Record<string, Primitive> = {
+  "filesystem.read": read,
+  "filesystem.write": write,
+  "filesystem.delete": remove,
+  "filesystem.list": list,
+  "filesystem.stat": stat,
+};

@@ -1,0 +1,142 @@
+/**
+ * The syscall table: one dispatch table, one file per family (xv6 style).
+ * {@link syscall} is the single entry into authority: it checks the caller is a
+ * live process within budget, validates the argument names, runs the
+ * primitive, and writes exactly one audit record for the call whether it was
+ * allowed, denied or failed, naming the capabilities that decided.
+ * @module
+ */
+import { hashValue, payloadRef } from "../runtime/canonical.ts";
+import { invalid, LibosError, toLibosError } from "../runtime/errors.ts";
+import type { Kernel } from "../runtime/kernel.ts";
+import { redactionFor } from "../runtime/labels.ts";
+import type { Decision, ProcessRecord } from "../runtime/types.ts";
+import { type Call, checkFields, type Primitive } from "./call.ts";
+import { CAPABILITY } from "./capability.ts";
+import { CLOCK } from "./clock.ts";
+import { FILESYSTEM } from "./filesystem.ts";
+import { HUMAN } from "./human.ts";
+import { IMAGE } from "./image.ts";
+import { MEMORY } from "./memory.ts";
+import { PROCESS } from "./process.ts";
+import { SHELL } from "./shell.ts";
+
+/** Every syscall, by name. */
+export const SYSCALLS: Readonly<Record<string, Primitive>> = Object.freeze({
+  ...FILESYSTEM,
+  ...MEMORY,
+  ...CLOCK,
+  ...PROCESS,
+  ...CAPABILITY,
+  ...SHELL,
+  ...IMAGE,
+  ...HUMAN,
+});
+
+/** Names of every syscall. */
+export const SYSCALL_NAMES: readonly string[] = Object.keys(SYSCALLS);
+
+/** Largest canonical-JSON size of one call's arguments. */
+export const MAX_ARGS_CHARS = 16 * 1024 * 1024;
+
+const _LIVE = new Set(["running", "runnable"]);
+
+function _decision(e: LibosError): Decision {
+  return e.code === "EPERM" ? "deny" : e.code === "EAGAIN" ? "info" : "error";
+}
+
+/** Optional call settings. */
+export interface SyscallOptions {
+  /** Correlation id tying this call to a larger operation. */
+  correlationId?: string;
+}
+
+/**
+ * Issue syscall `name` with `args` on behalf of process `pid`. The pid comes
+ * from the runtime (the scheduler or the JIT broker), never from a tool.
+ */
+export async function syscall(
+  k: Kernel,
+  pid: number,
+  name: string,
+  args: unknown,
+  options: SyscallOptions = {},
+): Promise<unknown> {
+  const correlationId = options.correlationId ?? k.newId("c");
+  const call: Call = {
+    k,
+    proc: undefined as unknown as ProcessRecord,
+    name: typeof name === "string" ? name.slice(0, 128) : "?",
+    args: {},
+    argsHash: "",
+    correlationId,
+    target: "",
+    capRefs: [],
+    resultLabel: "public",
+  };
+  let inputRef: unknown = null;
+  try {
+    const prim = typeof name === "string" && Object.hasOwn(SYSCALLS, name) ? SYSCALLS[name] : null;
+    if (!prim) throw new LibosError("ENOENT", `syscall: no syscall named '${call.name}'`);
+    if (args === null || typeof args !== "object" || Array.isArray(args)) {
+      throw invalid(`${name}`, "arguments must be a JSON object");
+    }
+    call.proc = await k.process(pid);
+    if (!_LIVE.has(call.proc.status)) {
+      throw new LibosError("ESTATE", `${name}: process ${pid} is ${call.proc.status}`);
+    }
+    const ref = payloadRef(args, redactionFor(call.proc.taint));
+    inputRef = ref;
+    if (ref.size > MAX_ARGS_CHARS) {
+      throw invalid(name, `arguments larger than ${MAX_ARGS_CHARS} bytes`);
+    }
+    call.args = args as Record<string, unknown>;
+    call.argsHash = hashValue(args);
+    const usage = k.usage(call.proc);
+    const max = call.proc.budgets.max_syscalls;
+    if (max !== null && usage.syscalls >= max) {
+      await k.emit("budget.exhausted", "kernel", `pid:${pid}`, { budget: "max_syscalls", max });
+      throw new LibosError("ELIMIT", `${name}: process ${pid} used its ${max} syscalls`);
+    }
+    usage.syscalls++;
+    checkFields(call, prim.fields);
+    const value = await prim.run(call);
+    await k.audit({
+      actor: `pid:${pid}`,
+      action: name,
+      target: call.target,
+      input_refs: inputRef,
+      output_refs: payloadRef(value, redactionFor(call.resultLabel)),
+      capability_refs: call.capRefs,
+      decision: "allow",
+      reason: call.capRefs.length
+        ? `allowed by ${call.capRefs.join(", ")}`
+        : "no capability needed",
+      correlation_id: correlationId,
+      parent_record_id: null,
+    });
+    return value;
+  } catch (e) {
+    const err = toLibosError(e);
+    const decision = _decision(err);
+    await k.audit({
+      actor: `pid:${pid}`,
+      action: call.name,
+      target: call.target,
+      input_refs: inputRef,
+      output_refs: { error: err.code },
+      capability_refs: call.capRefs,
+      decision,
+      reason: `${err.code}: ${err.message}`,
+      correlation_id: correlationId,
+      parent_record_id: null,
+    });
+    if (decision === "deny") {
+      await k.emit("syscall.denied", `pid:${pid}`, call.target, {
+        syscall: call.name,
+        message: err.message,
+      }, correlationId);
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,426 @@
+/**
+ * process.* primitives: spawn, fork, exec, wait, signal, exit, send, recv,
+ * self, chdir. A child never inherits authority implicitly: spawn gives it
+ * nothing, fork delegates narrowed copies, and every delegation carries the
+ * parent's DENY and ASK capabilities along. Signals reach direct children only.
+ * @module
+ */
+import { denied, invalid, LibosError } from "../runtime/errors.ts";
+import { isTerminal } from "../runtime/lifecycle.ts";
+import { maxLabel } from "../runtime/labels.ts";
+import { isLive, parseCapabilitySpec, resourceCovers } from "../runtime/capabilities.ts";
+import { parseScript } from "../runtime/providers/scripted.ts";
+import type { Kernel } from "../runtime/kernel.ts";
+import type {
+  AgentImage,
+  Capability,
+  CapabilitySpec,
+  Label,
+  ModelState,
+  ProcessRecord,
+  Right,
+} from "../runtime/types.ts";
+import { authorize } from "./authorize.ts";
+import { type Call, optInt, optStr, pidArg, type Primitive, str } from "./call.ts";
+import { delegate, findDelegable, propagateRestrictions } from "./capability.ts";
+import { resolvePath } from "./filesystem.ts";
+
+/** Fork modes. */
+export const FORK_MODES = ["copy", "restricted", "speculative", "worker"] as const;
+type ForkMode = typeof FORK_MODES[number];
+const READ_ONLY: Right[] = ["read", "diff"];
+/** Largest message body. */
+export const MAX_MESSAGE_CHARS = 64 * 1024;
+
+/** The image-shaped view of a running process (what a fork copies). */
+function _imageOf(p: ProcessRecord): AgentImage {
+  return {
+    name: p.image,
+    description: "",
+    system_prompt: p.system_prompt,
+    tools: p.tools,
+    capabilities: [],
+    policy: p.policy,
+    required_capabilities: [],
+    budgets: p.budgets,
+  };
+}
+
+function _childModel(call: Call): ModelState | null {
+  if (call.args.script !== undefined) {
+    return { kind: "scripted", state: { steps: parseScript(call.args.script), position: 0 } };
+  }
+  return call.proc.model ? { kind: call.proc.model.kind, state: {} } : null;
+}
+
+async function _putGoal(
+  k: Kernel,
+  child: ProcessRecord,
+  goal: string,
+  label: Label,
+): Promise<void> {
+  const at = k.now();
+  await k.store.insertObject({
+    oid: `obj_${crypto.randomUUID()}`,
+    namespace: child.namespace,
+    kind: "goal",
+    name: "goal",
+    version: 1,
+    label,
+    payload: { text: goal },
+    derived_from: [],
+    created_by: child.ppid ?? child.pid,
+    created_at: at,
+    updated_at: at,
+  });
+}
+
+async function _copyMemory(k: Kernel, from: ProcessRecord, to: ProcessRecord): Promise<void> {
+  for (const o of await k.store.listObjects(from.namespace)) {
+    if (o.kind === "goal" && o.name === "goal") continue;
+    const at = k.now();
+    await k.store.insertObject({
+      ...o,
+      oid: `obj_${crypto.randomUUID()}`,
+      namespace: to.namespace,
+      version: 1,
+      derived_from: [o.oid],
+      created_at: at,
+      updated_at: at,
+    });
+  }
+}
+
+function _capList(call: Call): CapabilitySpec[] {
+  const v = call.args.capabilities ?? [];
+  if (!Array.isArray(v)) throw invalid(`${call.name}.capabilities`, "must be an array");
+  return v.map((c, i) => parseCapabilitySpec(c, `${call.name}.capabilities[${i}]`));
+}
+
+/** Plan which delegations a fork makes, checking all of them before anything is created. */
+function _plan(
+  call: Call,
+  mode: ForkMode,
+  caps: Capability[],
+): { parent: Capability; spec: CapabilitySpec }[] {
+  const now = call.k.providers.clock.now();
+  const ownNs = `object_namespace:${call.proc.namespace}`;
+  if (mode === "restricted" || mode === "worker") {
+    return _capList(call).map((spec) => {
+      const { cap, why } = findDelegable(caps, spec, now);
+      if (!cap) throw denied(`${call.name}: cannot delegate ${spec.resource}: ${why}`);
+      return { parent: cap, spec };
+    });
+  }
+  const plan: { parent: Capability; spec: CapabilitySpec }[] = [];
+  for (const c of caps) {
+    if (!isLive(c, now) || c.effect !== "allow" || !c.delegable || c.constraints.binding) continue;
+    if (c.uses_remaining !== null || c.resource === ownNs) continue;
+    const rights = mode === "speculative"
+      ? c.rights.filter((r) => READ_ONLY.includes(r))
+      : c.rights;
+    if (rights.length === 0) continue;
+    plan.push({
+      parent: c,
+      spec: { resource: c.resource, rights, expires_at: c.expires_at, delegable: c.delegable },
+    });
+  }
+  return plan;
+}
+
+async function _newChild(
+  call: Call,
+  k: Kernel,
+  origin: string,
+  goal: string,
+  tools: string[],
+): Promise<ProcessRecord> {
+  return await k.createProcess({
+    ppid: call.proc.pid,
+    image: _imageOf(call.proc),
+    workspace: call.proc.workspace,
+    cwd: call.proc.cwd,
+    goal,
+    taint: call.proc.taint,
+    tools,
+    model: _childModel(call),
+    origin,
+  });
+}
+
+function _toolsArg(call: Call): string[] {
+  const v = call.args.tools;
+  if (v === undefined) return [...call.proc.tools];
+  if (!Array.isArray(v)) throw invalid(`${call.name}.tools`, "must be an array of tool names");
+  return v.map((t, i) => {
+    // A child's tool table can only be a subset of its parent's.
+    if (typeof t !== "string" || !call.proc.tools.includes(t)) {
+      throw invalid(`${call.name}.tools[${i}]`, `'${String(t)}' is not in the caller's tool table`);
+    }
+    return t;
+  });
+}
+
+async function _direct(call: Call, pid: number): Promise<ProcessRecord> {
+  const child = await call.k.store.getProcess(pid);
+  if (!child || child.ppid !== call.proc.pid) {
+    throw denied(`${call.name}: process ${pid} is not a direct child of ${call.proc.pid}`);
+  }
+  return child;
+}
+
+const spawn: Primitive = {
+  fields: ["goal", "tools", "script"],
+  async run(call) {
+    const goal = str(call, "goal", 100_000);
+    const tools = _toolsArg(call);
+    _childModel(call);
+    call.target = "process:spawn";
+    await authorize(call, { resource: call.target, right: "execute" });
+    const child = await call.k.atomically(async (k) => {
+      const child = await _newChild(call, k, "spawn", goal, tools);
+      await _putGoal(k, child, goal, call.proc.taint);
+      return child;
+    });
+    return { pid: child.pid };
+  },
+};
+
+const fork: Primitive = {
+  fields: ["mode", "goal", "capabilities", "tools", "script"],
+  async run(call) {
+    const mode = call.args.mode as ForkMode;
+    if (!FORK_MODES.includes(mode)) {
+      throw invalid(`${call.name}.mode`, `must be one of ${FORK_MODES.join(", ")}`);
+    }
+    const goal = optStr(call, "goal", 100_000) ?? call.proc.goal;
+    const tools = _toolsArg(call);
+    _childModel(call);
+    if ((mode === "copy" || mode === "speculative") && call.args.capabilities !== undefined) {
+      throw invalid(`${call.name}.capabilities`, `not used in ${mode} mode`);
+    }
+    call.target = "process:spawn";
+    await authorize(call, { resource: call.target, right: "execute" });
+    const plan = _plan(call, mode, await call.k.store.capabilitiesOf(call.proc.pid));
+    // All or nothing: a failed delegation leaves no half-made child behind.
+    const child = await call.k.atomically(async (k) => {
+      const child = await _newChild(call, k, `fork:${mode}`, goal, tools);
+      await _putGoal(k, child, goal, call.proc.taint);
+      if (mode !== "worker") await _copyMemory(k, call.proc, child);
+      for (const { parent, spec } of plan) await delegate(k, parent, child.pid, spec);
+      await propagateRestrictions(k, call.proc.pid, child.pid);
+      return child;
+    });
+    return { pid: child.pid, mode, delegated: plan.length };
+  },
+};
+
+const exec: Primitive = {
+  fields: ["image"],
+  async run(call) {
+    const name = str(call, "image", 128);
+    call.target = `image:${name}`;
+    await authorize(call, { resource: call.target, right: "execute" });
+    const image = await call.k.store.getImage(name);
+    if (!image) throw new LibosError("ENOENT", `${call.name}.image: no image '${name}'`);
+    // exec never grants: the process must already hold what the image requires.
+    const caps = await call.k.store.capabilitiesOf(call.proc.pid);
+    const now = call.k.providers.clock.now();
+    for (const req of image.required_capabilities) {
+      for (const right of req.rights) {
+        const held = caps.some((c) =>
+          isLive(c, now) && c.effect === "allow" && !c.constraints.binding &&
+          c.rights.includes(right) && resourceCovers(c.resource, req.resource)
+        );
+        if (!held) {
+          throw denied(
+            `${call.name} ${name}: requires ${right} on ${req.resource}, which the process does not hold`,
+          );
+        }
+      }
+    }
+    // Policy and budgets were set by the host at launch and stay: exec cannot loosen them.
+    await call.k.saveProcess(call.proc.pid, {
+      image: image.name,
+      tools: image.tools,
+      system_prompt: image.system_prompt,
+    });
+    await call.k.emit("process.exec", `pid:${call.proc.pid}`, call.target, {}, call.correlationId);
+    return { pid: call.proc.pid, image: image.name };
+  },
+};
+
+const wait: Primitive = {
+  fields: ["pid"],
+  async run(call) {
+    const child = await _direct(call, pidArg(call));
+    call.target = `process:${child.pid}`;
+    if (!isTerminal(child.status)) {
+      throw new LibosError("EAGAIN", `${call.name}: process ${child.pid} is ${child.status}`);
+    }
+    return {
+      pid: child.pid,
+      status: child.status,
+      exit_code: child.exit_code,
+      result: child.exit_reason,
+    };
+  },
+};
+
+const signal: Primitive = {
+  fields: ["pid", "signal"],
+  async run(call) {
+    const child = await _direct(call, pidArg(call));
+    const sig = call.args.signal;
+    call.target = `process:${child.pid}`;
+    const source = `pid:${call.proc.pid}`;
+    switch (sig) {
+      case "pause":
+        await call.k.transition(child.pid, "paused", {}, source);
+        break;
+      case "resume":
+        await call.k.transition(child.pid, "runnable", {}, source);
+        break;
+      case "cancel":
+        if (child.status === "running") {
+          await call.k.saveProcess(child.pid, { cancel_requested: true });
+        } else {
+          await call.k.transition(child.pid, "killed", { exit_reason: "cancelled" }, source);
+        }
+        break;
+      case "terminate":
+        await call.k.transition(child.pid, "killed", { exit_reason: "terminated" }, source);
+        break;
+      default:
+        throw invalid(`${call.name}.signal`, "must be pause, resume, cancel or terminate");
+    }
+    await call.k.emit("process.signal", source, call.target, { signal: sig }, call.correlationId);
+    return { pid: child.pid, signal: sig };
+  },
+};
+
+const exit: Primitive = {
+  fields: ["code", "result"],
+  async run(call) {
+    const code = optInt(call, "code", 0, 255) ?? 0;
+    const result = optStr(call, "result", 100_000) ?? null;
+    call.target = `process:${call.proc.pid}`;
+    await call.k.transition(call.proc.pid, "exited", { exit_code: code, exit_reason: result });
+    await call.k.emit(
+      "process.exited",
+      `pid:${call.proc.pid}`,
+      call.target,
+      { code },
+      call.correlationId,
+    );
+    return { pid: call.proc.pid, exit_code: code };
+  },
+};
+
+const send: Primitive = {
+  fields: ["pid", "body", "kind"],
+  async run(call) {
+    const to = pidArg(call);
+    const kind = call.args.kind ?? "normal";
+    if (kind !== "normal" && kind !== "interrupt") {
+      throw invalid(`${call.name}.kind`, "must be normal or interrupt");
+    }
+    const json = JSON.stringify(call.args.body);
+    if (json === undefined) throw invalid(`${call.name}.body`, "is required JSON");
+    if (json.length > MAX_MESSAGE_CHARS) throw invalid(`${call.name}.body`, "message too large");
+    const target = await call.k.store.getProcess(to);
+    const related = target && (target.ppid === call.proc.pid || call.proc.ppid === to);
+    if (!target || !related) {
+      throw denied(`${call.name}: process ${to} is neither parent nor child of ${call.proc.pid}`);
+    }
+    if (isTerminal(target.status)) {
+      throw new LibosError("ESTATE", `${call.name}: process ${to} has ended`);
+    }
+    call.target = `process:${to}`;
+    const m = await call.k.store.insertMessage({
+      from_pid: call.proc.pid,
+      to_pid: to,
+      kind,
+      // Messages carry the sender's label: reading one raises the receiver's.
+      body: { data: JSON.parse(json), label: call.proc.taint },
+      created_at: call.k.now(),
+    });
+    await call.k.emit(
+      "message.sent",
+      `pid:${call.proc.pid}`,
+      call.target,
+      { msg_id: m.msg_id, kind },
+      call.correlationId,
+      kind === "interrupt" ? 2 : 0,
+    );
+    return { msg_id: m.msg_id };
+  },
+};
+
+const recv: Primitive = {
+  fields: ["limit"],
+  async run(call) {
+    const limit = optInt(call, "limit", 1, 1000) ?? 100;
+    call.target = `process:${call.proc.pid}`;
+    const msgs = await call.k.store.takeMessages(call.proc.pid, limit);
+    let label = call.proc.taint;
+    const out = msgs.map((m) => {
+      const b = m.body as { data: unknown; label: Label };
+      label = maxLabel(label, b.label);
+      return { msg_id: m.msg_id, from: m.from_pid, kind: m.kind, body: b.data, label: b.label };
+    });
+    if (label !== call.proc.taint) {
+      call.proc.taint = label;
+      await call.k.saveProcess(call.proc.pid, { taint: label });
+    }
+    call.resultLabel = label;
+    return out;
+  },
+};
+
+const self: Primitive = {
+  fields: [],
+  run(call) {
+    const p = call.proc;
+    call.target = `process:${p.pid}`;
+    return Promise.resolve({
+      pid: p.pid,
+      ppid: p.ppid,
+      lineage: p.lineage,
+      image: p.image,
+      status: p.status,
+      cwd: p.cwd,
+      namespace: p.namespace,
+      tools: p.tools,
+      taint: p.taint,
+      goal: p.goal,
+    });
+  },
+};
+
+const chdir: Primitive = {
+  fields: ["path"],
+  async run(call) {
+    const p = await resolvePath(call, str(call, "path", 4096));
+    call.target = p.resource;
+    await authorize(call, { resource: p.resource, right: "read" });
+    const s = await call.k.providers.fs.lstat(p.real);
+    if (s.kind !== "dir") throw invalid(`${call.name}.path`, "is not a directory");
+    await call.k.saveProcess(call.proc.pid, { cwd: p.rel });
+    return { cwd: p.rel };
+  },
+};
+
+/** The process family. */
+export const PROCESS: Record<string, Primitive> = {
+  "process.spawn": spawn,
+  "process.fork": fork,
+  "process.exec": exec,
+  "process.wait": wait,
+  "process.signal": signal,
+  "process.exit": exit,
+  "process.send": send,
+  "process.recv": recv,
+  "process.self": self,
+  "process.chdir": chdir,
+};

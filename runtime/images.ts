@@ -1,0 +1,157 @@
+/**
+ * AgentImage parsing. An image is a JSON file naming a system prompt, tools
+ * from the builtin table, capabilities the host grants at launch, a policy and
+ * the capabilities a process must already hold to exec into it. Parsing checks
+ * every field and names the first bad one; it grants nothing.
+ * @module
+ */
+import { parseCapabilitySpec } from "./capabilities.ts";
+import { invalid } from "./errors.ts";
+import { parseLabel } from "./labels.ts";
+import type { AgentImage, Budgets, Label, Policy, ShellPolicyMode } from "./types.ts";
+
+const SHELL_MODES: ShellPolicyMode[] = [
+  "always_deny",
+  "allowlist_auto_else_ask",
+  "blocklist_ask_else_auto",
+  "always_allow",
+];
+
+/** The policy used when an image gives none: no shell, human sees up to confidential. */
+export const DEFAULT_POLICY: Policy = {
+  shell: "always_deny",
+  shell_allowlist: [],
+  shell_blocklist: [],
+  labels: {},
+  human_clearance: "confidential",
+};
+
+/** Budgets used when an image gives none. */
+export const DEFAULT_BUDGETS: Budgets = {
+  max_quanta: 10_000,
+  max_wall_ms: 600_000,
+  max_syscalls: 10_000,
+};
+
+function _obj(raw: unknown, field: string): Record<string, unknown> {
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
+    throw invalid(field, "must be an object");
+  }
+  return raw as Record<string, unknown>;
+}
+
+function _noUnknown(o: Record<string, unknown>, allowed: string[], field: string): void {
+  for (const k of Object.keys(o)) {
+    if (!allowed.includes(k)) throw invalid(field ? `${field}.${k}` : k, "unknown field");
+  }
+}
+
+function _str(v: unknown, field: string, max = 100_000): string {
+  if (typeof v !== "string") throw invalid(field, "must be a string");
+  if (v.length > max) throw invalid(field, `longer than ${max} characters`);
+  return v;
+}
+
+function _names(v: unknown, field: string): string[] {
+  if (!Array.isArray(v)) throw invalid(field, "must be an array of strings");
+  return v.map((x, i) => {
+    if (typeof x !== "string" || !/^[A-Za-z0-9_.+-]{1,128}$/.test(x)) {
+      throw invalid(`${field}[${i}]`, "must be a plain name");
+    }
+    return x;
+  });
+}
+
+/** Validate a policy object (missing fields take defaults). */
+export function parsePolicy(raw: unknown, field = "policy"): Policy {
+  if (raw === undefined) return structuredClone(DEFAULT_POLICY);
+  const o = _obj(raw, field);
+  _noUnknown(
+    o,
+    ["shell", "shell_allowlist", "shell_blocklist", "labels", "human_clearance"],
+    field,
+  );
+  const p = structuredClone(DEFAULT_POLICY);
+  if (o.shell !== undefined) {
+    if (!SHELL_MODES.includes(o.shell as ShellPolicyMode)) {
+      throw invalid(`${field}.shell`, `must be one of ${SHELL_MODES.join(", ")}`);
+    }
+    p.shell = o.shell as ShellPolicyMode;
+  }
+  if (o.shell_allowlist !== undefined) {
+    p.shell_allowlist = _names(o.shell_allowlist, `${field}.shell_allowlist`);
+  }
+  if (o.shell_blocklist !== undefined) {
+    p.shell_blocklist = _names(o.shell_blocklist, `${field}.shell_blocklist`);
+  }
+  if (o.labels !== undefined) {
+    const labels = _obj(o.labels, `${field}.labels`);
+    const out: Record<string, Label> = {};
+    for (const [pattern, label] of Object.entries(labels)) {
+      out[pattern] = parseLabel(label, `${field}.labels.${pattern}`);
+    }
+    p.labels = out;
+  }
+  if (o.human_clearance !== undefined) {
+    p.human_clearance = parseLabel(o.human_clearance, `${field}.human_clearance`);
+  }
+  return p;
+}
+
+function _budgets(raw: unknown): Budgets {
+  if (raw === undefined) return { ...DEFAULT_BUDGETS };
+  const o = _obj(raw, "budgets");
+  _noUnknown(o, ["max_quanta", "max_wall_ms", "max_syscalls"], "budgets");
+  const b = { ...DEFAULT_BUDGETS };
+  for (const k of ["max_quanta", "max_wall_ms", "max_syscalls"] as const) {
+    const v = o[k];
+    if (v === undefined) continue;
+    if (v !== null && (!Number.isInteger(v) || (v as number) < 1)) {
+      throw invalid(`budgets.${k}`, "must be a positive integer or null");
+    }
+    b[k] = v as number | null;
+  }
+  return b;
+}
+
+/** Validate an image document against the builtin tool table. */
+export function parseImage(raw: unknown, knownTools: readonly string[]): AgentImage {
+  const o = _obj(raw, "image");
+  _noUnknown(
+    o,
+    [
+      "name",
+      "description",
+      "system_prompt",
+      "tools",
+      "capabilities",
+      "policy",
+      "required_capabilities",
+      "budgets",
+    ],
+    "",
+  );
+  const name = _str(o.name, "name", 128);
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(name)) {
+    throw invalid("name", "must be letters, digits, '.', '_' or '-'");
+  }
+  const tools = o.tools === undefined ? [] : _names(o.tools, "tools");
+  tools.forEach((t, i) => {
+    if (!knownTools.includes(t)) throw invalid(`tools[${i}]`, `unknown builtin tool '${t}'`);
+  });
+  const caps = (v: unknown, field: string) => {
+    if (v === undefined) return [];
+    if (!Array.isArray(v)) throw invalid(field, "must be an array");
+    return v.map((c, i) => parseCapabilitySpec(c, `${field}[${i}]`));
+  };
+  return {
+    name,
+    description: o.description === undefined ? "" : _str(o.description, "description", 10_000),
+    system_prompt: o.system_prompt === undefined ? "" : _str(o.system_prompt, "system_prompt"),
+    tools,
+    capabilities: caps(o.capabilities, "capabilities"),
+    policy: parsePolicy(o.policy),
+    required_capabilities: caps(o.required_capabilities, "required_capabilities"),
+    budgets: _budgets(o.budgets),
+  };
+}

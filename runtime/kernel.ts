@@ -1,0 +1,260 @@
+/**
+ * Kernel services shared by every primitive: the store, the providers, ids,
+ * time, events, audit, process creation and lifecycle transitions. The kernel
+ * decides nothing about authority itself; primitives/ does, using these.
+ * @module
+ */
+import { parseCapabilitySpec } from "./capabilities.ts";
+import { LibosError } from "./errors.ts";
+import { assertTransition, isTerminal } from "./lifecycle.ts";
+import type { Providers } from "./providers/types.ts";
+import type { AuditDraft, Store } from "./store/store.ts";
+import type {
+  AgentImage,
+  AuditRecord,
+  Capability,
+  CapabilitySpec,
+  EventType,
+  Label,
+  LibosEvent,
+  ModelState,
+  ProcessRecord,
+  ProcessStatus,
+  Usage,
+} from "./types.ts";
+
+/** What a new process is made of. */
+export interface ProcessSpec {
+  /** Parent pid, or null for a host-launched root. */
+  ppid: number | null;
+  /** Image it runs. */
+  image: AgentImage;
+  /** Real path of the workspace. */
+  workspace: string;
+  /** Working directory relative to the workspace. */
+  cwd: string;
+  /** Goal text. */
+  goal: string;
+  /** Starting taint (a child inherits its parent's). */
+  taint: Label;
+  /** Tool table (defaults to the image's tools). */
+  tools?: string[];
+  /** Model state. */
+  model: ModelState | null;
+  /** root, spawn, fork:copy, ... */
+  origin: string;
+}
+
+interface _Shared {
+  usage: Map<number, Usage>;
+  idCounter: number;
+  idPrefix: string;
+}
+
+/** The kernel: state and services, no policy. */
+export class Kernel {
+  /** Durable state. */
+  readonly store: Store;
+  /** Effects. */
+  readonly providers: Providers;
+  /** Names of the builtin tools images may list. */
+  readonly toolNames: readonly string[];
+  #shared: _Shared;
+
+  /** Build a kernel over a store and providers. */
+  constructor(store: Store, providers: Providers, toolNames: readonly string[], shared?: _Shared) {
+    this.store = store;
+    this.providers = providers;
+    this.toolNames = toolNames;
+    this.#shared = shared ??
+      { usage: new Map(), idCounter: 0, idPrefix: crypto.randomUUID().slice(0, 8) };
+  }
+
+  get #usage(): Map<number, Usage> {
+    return this.#shared.usage;
+  }
+
+  /**
+   * Run `fn` against a kernel whose store is one transaction: every write it
+   * makes lands, or none does (no half-created process on bad input).
+   */
+  async atomically<T>(fn: (k: Kernel) => Promise<T>): Promise<T> {
+    return await this.store.transaction((tx) =>
+      fn(new Kernel(tx, this.providers, this.toolNames, this.#shared))
+    );
+  }
+
+  /** Now, from the clock provider, as ISO-8601. */
+  now(): string {
+    return new Date(this.providers.clock.now()).toISOString();
+  }
+
+  /** A fresh id with a readable prefix, unique across runtimes on one store. */
+  newId(prefix: string): string {
+    return `${prefix}_${this.#shared.idPrefix}${(++this.#shared.idCounter).toString(36)}`;
+  }
+
+  /** Append an event. */
+  async emit(
+    type: EventType,
+    source: string,
+    target: string,
+    payload: unknown,
+    correlation_id: string | null = null,
+    priority = 0,
+  ): Promise<LibosEvent> {
+    return await this.store.appendEvent({
+      type,
+      source,
+      target,
+      payload,
+      priority,
+      created_at: this.now(),
+      correlation_id,
+    });
+  }
+
+  /** Append an audit record (timestamped now). */
+  async audit(draft: Omit<AuditDraft, "timestamp">): Promise<AuditRecord> {
+    return await this.store.appendAudit({ timestamp: this.now(), ...draft });
+  }
+
+  /** Load a process or throw ENOENT. */
+  async process(pid: number): Promise<ProcessRecord> {
+    const p = await this.store.getProcess(pid);
+    if (!p) throw new LibosError("ENOENT", `pid: no process ${pid}`);
+    return p;
+  }
+
+  /** Usage counters, kept in memory between flushes. */
+  usage(proc: ProcessRecord): Usage {
+    let u = this.#usage.get(proc.pid);
+    if (!u) {
+      u = { ...proc.usage };
+      this.#usage.set(proc.pid, u);
+    }
+    return u;
+  }
+
+  /**
+   * Move a process to `to`, checking the transition is legal against the
+   * stored status (compare-and-swap, so a concurrent change is not overwritten).
+   */
+  async transition(
+    pid: number,
+    to: ProcessStatus,
+    patch: Partial<ProcessRecord> = {},
+    source = "kernel",
+  ): Promise<ProcessRecord> {
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const cur = await this.process(pid);
+      assertTransition(pid, cur.status, to);
+      const usage = this.#usage.get(pid) ?? cur.usage;
+      const next = { ...patch, status: to, usage: { ...usage }, updated_at: this.now() };
+      if (await this.store.updateProcess(pid, next, cur.status)) {
+        await this.emit("process.status", source, `pid:${pid}`, { from: cur.status, to });
+        if (isTerminal(to)) {
+          this.#usage.delete(pid);
+          await this.#wakeParent(cur.ppid);
+        }
+        return { ...cur, ...next };
+      }
+    }
+    throw new LibosError("ESTATE", `process ${pid}: status kept changing`);
+  }
+
+  // A parent blocked in wait() becomes runnable when a child ends; it re-runs its wait.
+  async #wakeParent(ppid: number | null): Promise<void> {
+    if (ppid === null) return;
+    const parent = await this.store.getProcess(ppid);
+    if (parent?.status === "waiting_event") await this.transition(ppid, "runnable");
+  }
+
+  /** Persist fields of a process (not its status) along with its usage counters. */
+  async saveProcess(pid: number, patch: Partial<ProcessRecord>): Promise<void> {
+    const usage = this.#usage.get(pid);
+    const next = usage ? { ...patch, usage: { ...usage } } : patch;
+    await this.store.updateProcess(pid, { ...next, updated_at: this.now() });
+  }
+
+  /** Create a process in `runnable` (via `created`), owning a fresh namespace. */
+  async createProcess(spec: ProcessSpec): Promise<ProcessRecord> {
+    const parent = spec.ppid === null ? null : await this.process(spec.ppid);
+    const at = this.now();
+    const rec = await this.store.insertProcess({
+      ppid: spec.ppid,
+      lineage: parent ? [...parent.lineage, parent.pid] : [],
+      image: spec.image.name,
+      status: "created",
+      workspace: spec.workspace,
+      cwd: spec.cwd,
+      namespace: "",
+      tools: spec.tools ?? [...spec.image.tools],
+      system_prompt: spec.image.system_prompt,
+      goal: spec.goal,
+      policy: structuredClone(spec.image.policy),
+      taint: spec.taint,
+      budgets: { ...spec.image.budgets },
+      usage: { quanta: 0, wall_ms: 0, syscalls: 0 },
+      model: spec.model,
+      pending: null,
+      exit_code: null,
+      exit_reason: null,
+      origin: spec.origin,
+      cancel_requested: false,
+      created_at: at,
+      updated_at: at,
+    });
+    const namespace = `proc:${rec.pid}`;
+    await this.store.updateProcess(rec.pid, { namespace });
+    // A process owns its namespace; it may delegate access to its children.
+    await this.grant(rec.pid, {
+      resource: `object_namespace:${namespace}`,
+      rights: ["read", "write", "link", "delete"],
+      delegable: true,
+    }, "kernel");
+    await this.emit("process.created", "kernel", `pid:${rec.pid}`, {
+      ppid: spec.ppid,
+      image: spec.image.name,
+      origin: spec.origin,
+    });
+    return await this.transition(rec.pid, "runnable", { namespace });
+  }
+
+  /** Insert a capability for `subject` from a spec. */
+  async grant(
+    subject: number,
+    spec: CapabilitySpec,
+    issuedBy: string,
+    extra: Partial<Capability> = {},
+  ): Promise<Capability> {
+    const s = parseCapabilitySpec(spec);
+    const cap: Capability = {
+      cap_id: this.newId("cap"),
+      subject,
+      resource: s.resource,
+      rights: s.rights,
+      constraints: {},
+      issued_by: issuedBy,
+      expires_at: s.expires_at ?? null,
+      delegable: s.delegable ?? true,
+      revocable: true,
+      effect: s.effect ?? "allow",
+      parent_cap_id: null,
+      delegation_depth: 0,
+      uses_remaining: s.uses_remaining ?? null,
+      status: "active",
+      created_at: this.now(),
+      ...extra,
+    };
+    await this.store.insertCapability(cap);
+    await this.emit("capability.granted", issuedBy, `pid:${subject}`, {
+      cap_id: cap.cap_id,
+      resource: cap.resource,
+      rights: cap.rights,
+      effect: cap.effect,
+      parent_cap_id: cap.parent_cap_id,
+    });
+    return cap;
+  }
+}

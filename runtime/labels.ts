@@ -1,0 +1,38 @@
+/**
+ * Data labels: public < normal < confidential < restricted < secret.
+ * Labels follow data (a derived object carries the highest label it came from)
+ * and gate where it may flow (never to a sink with a lower label).
+ * @module
+ */
+import { invalid } from "./errors.ts";
+import { type Label, LABELS } from "./types.ts";
+
+/** Numeric rank of a label. */
+export function labelRank(label: Label): number {
+  return LABELS.indexOf(label);
+}
+
+/** The higher of labels. */
+export function maxLabel(...labels: Label[]): Label {
+  let best: Label = "public";
+  for (const l of labels) if (labelRank(l) > labelRank(best)) best = l;
+  return best;
+}
+
+/** May data labelled `data` flow into a sink labelled `sink`? */
+export function mayFlow(data: Label, sink: Label): boolean {
+  return labelRank(data) <= labelRank(sink);
+}
+
+/** Validate a label. */
+export function parseLabel(value: unknown, field = "label"): Label {
+  if (typeof value !== "string" || !(LABELS as readonly string[]).includes(value)) {
+    throw invalid(field, `must be one of ${LABELS.join(", ")}`);
+  }
+  return value as Label;
+}
+
+/** Labels above `normal` are never previewed in audit or events. */
+export function redactionFor(label: Label): string | undefined {
+  return labelRank(label) > labelRank("normal") ? label : undefined;
+}

@@ -1,0 +1,159 @@
+/**
+ * Host-backed providers: the real file system, real subprocesses, the real
+ * clock. These are the only code that touches the host on a primitive's behalf.
+ * @module
+ */
+import { LibosError } from "../errors.ts";
+import type {
+  ClockProvider,
+  EntryKind,
+  FileStat,
+  FileSystemProvider,
+  ShellProvider,
+  ShellResult,
+  ShellRunOptions,
+} from "./types.ts";
+
+function _kind(info: Deno.FileInfo): EntryKind {
+  return info.isSymlink ? "symlink" : info.isFile ? "file" : info.isDirectory ? "dir" : "other";
+}
+
+/** The host file system. Small synchronous calls: cheaper than a thread-pool hop for 4 KB files. */
+export class HostFileSystem implements FileSystemProvider {
+  realPath(path: string): Promise<string> {
+    return Promise.resolve(Deno.realPathSync(path));
+  }
+  readText(path: string, maxBytes: number): Promise<string> {
+    const file = Deno.openSync(path, { read: true });
+    try {
+      const info = file.statSync();
+      if (!info.isFile) throw new LibosError("EINVAL", `path: not a regular file`);
+      if (info.size > maxBytes) {
+        throw new LibosError("ELIMIT", `path: file is ${info.size} bytes, limit ${maxBytes}`);
+      }
+      const buf = new Uint8Array(info.size);
+      let off = 0;
+      while (off < buf.length) {
+        const n = file.readSync(buf.subarray(off));
+        if (n === null) break;
+        off += n;
+      }
+      return Promise.resolve(new TextDecoder().decode(buf.subarray(0, off)));
+    } finally {
+      file.close();
+    }
+  }
+  writeText(path: string, content: string): Promise<void> {
+    Deno.writeTextFileSync(path, content);
+    return Promise.resolve();
+  }
+  mkdir(path: string): Promise<void> {
+    Deno.mkdirSync(path, { recursive: true });
+    return Promise.resolve();
+  }
+  remove(path: string, recursive: boolean): Promise<void> {
+    Deno.removeSync(path, { recursive });
+    return Promise.resolve();
+  }
+  list(path: string): Promise<{ name: string; kind: EntryKind }[]> {
+    const out: { name: string; kind: EntryKind }[] = [];
+    for (const e of Deno.readDirSync(path)) {
+      out.push({
+        name: e.name,
+        kind: e.isSymlink ? "symlink" : e.isFile ? "file" : e.isDirectory ? "dir" : "other",
+      });
+    }
+    out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return Promise.resolve(out);
+  }
+  lstat(path: string): Promise<FileStat> {
+    const info = Deno.lstatSync(path);
+    return Promise.resolve({
+      kind: _kind(info),
+      size: info.size,
+      mtime: info.mtime?.getTime() ?? null,
+    });
+  }
+}
+
+/** Fixed PATH for shell commands: the host's environment never leaks in. */
+export const SHELL_PATH = "/usr/local/bin:/usr/bin:/bin";
+
+/** Real subprocesses via Deno.Command: argv only, cleared environment, timeout, output caps. */
+export class HostShell implements ShellProvider {
+  async run(argv: string[], o: ShellRunOptions): Promise<ShellResult> {
+    const cmd = new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      cwd: o.cwd,
+      clearEnv: true,
+      env: { PATH: SHELL_PATH, HOME: o.cwd, LANG: "C.UTF-8" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    });
+    let child: Deno.ChildProcess;
+    try {
+      child = cmd.spawn();
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) {
+        throw new LibosError("ENOENT", `argv[0]: executable '${argv[0]}' not found`);
+      }
+      throw e;
+    }
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        child.kill("SIGKILL");
+      } catch { /* already gone */ }
+    }, o.timeoutMs);
+    try {
+      const [stdout, stderr, status] = await Promise.all([
+        _readCapped(child.stdout, o.maxOutputBytes),
+        _readCapped(child.stderr, o.maxOutputBytes),
+        child.status,
+      ]);
+      return {
+        code: status.code,
+        stdout: stdout.text,
+        stderr: stderr.text,
+        timed_out: timedOut,
+        truncated: stdout.truncated || stderr.truncated,
+      };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+async function _readCapped(
+  stream: ReadableStream<Uint8Array>,
+  max: number,
+): Promise<{ text: string; truncated: boolean }> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  let seen = 0;
+  for await (const chunk of stream) {
+    seen += chunk.length;
+    if (size < max) {
+      const take = chunk.subarray(0, Math.min(chunk.length, max - size));
+      chunks.push(take);
+      size += take.length;
+    }
+  }
+  const truncated = seen > max;
+  const all = new Uint8Array(size);
+  let off = 0;
+  for (const c of chunks) (all.set(c, off), off += c.length);
+  return { text: new TextDecoder().decode(all), truncated };
+}
+
+/** The real clock. */
+export class HostClock implements ClockProvider {
+  now(): number {
+    return Date.now();
+  }
+  sleep(ms: number): Promise<void> {
+    return new Promise((r) => setTimeout(r, ms));
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * Deterministic providers for demos, tests and benchmarks: a model that
+ * replays a JSON script of tool calls, and human channels that answer from a
+ * fixed list (or always deny, the non-interactive default).
+ * @module
+ */
+import { invalid } from "../errors.ts";
+import type { ProcessRecord } from "../types.ts";
+import type {
+  HumanAnswer,
+  HumanProvider,
+  HumanRequest,
+  ModelProvider,
+  ModelStep,
+} from "./types.ts";
+
+/** One scripted step: a tool call. */
+export interface ScriptStep {
+  /** Builtin tool name (or `exit`). */
+  tool: string;
+  /** Tool arguments. */
+  args: Record<string, unknown>;
+}
+
+/** Validate a script document `{"steps":[{"tool":..., "args":{...}}, ...]}`. */
+export function parseScript(raw: unknown): ScriptStep[] {
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
+    throw invalid("script", 'must be an object {"steps": [...]}');
+  }
+  const o = raw as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (k !== "steps") throw invalid(`script.${k}`, "unknown field");
+  if (!Array.isArray(o.steps)) throw invalid("script.steps", "must be an array");
+  if (o.steps.length > 100_000) throw invalid("script.steps", "more than 100000 steps");
+  return o.steps.map((s, i) => {
+    const f = `script.steps[${i}]`;
+    if (s === null || typeof s !== "object" || Array.isArray(s)) {
+      throw invalid(f, "must be an object");
+    }
+    const step = s as Record<string, unknown>;
+    for (const k of Object.keys(step)) {
+      if (k !== "tool" && k !== "args") throw invalid(`${f}.${k}`, "unknown field");
+    }
+    if (typeof step.tool !== "string" || !/^[a-z][a-z0-9_.]{0,63}$/.test(step.tool)) {
+      throw invalid(`${f}.tool`, "must be a tool name");
+    }
+    const args = step.args ?? {};
+    if (args === null || typeof args !== "object" || Array.isArray(args)) {
+      throw invalid(`${f}.args`, "must be an object");
+    }
+    return { tool: step.tool, args: args as Record<string, unknown> };
+  });
+}
+
+/**
+ * Replays `state.steps` from `state.position`; after the last step it exits 0.
+ * The position lives in the process record, so a restarted runtime continues
+ * where the last one stopped.
+ */
+export class ScriptedModel implements ModelProvider {
+  next(proc: ProcessRecord): Promise<{ step: ModelStep; state: Record<string, unknown> }> {
+    const state = proc.model?.state ?? {};
+    const steps = (state.steps ?? []) as ScriptStep[];
+    const position = Number(state.position ?? 0);
+    if (position >= steps.length) {
+      return Promise.resolve({ step: { type: "exit", code: 0 }, state: { ...state, position } });
+    }
+    const s = steps[position];
+    const next = { ...state, position: position + 1 };
+    if (s.tool === "exit") {
+      const code = Number.isInteger(s.args.code) ? s.args.code as number : 0;
+      const result = typeof s.args.result === "string" ? s.args.result : undefined;
+      return Promise.resolve({ step: { type: "exit", code, result }, state: next });
+    }
+    return Promise.resolve({ step: { type: "tool", tool: s.tool, args: s.args }, state: next });
+  }
+}
+
+/** Non-interactive human: every ASK is answered deny; output goes to a sink. */
+export class DenyingHuman implements HumanProvider {
+  /** Texts shown so far, in order. */
+  readonly shown: { pid: number; text: string }[] = [];
+  /** Requests seen, in order. */
+  readonly asked: HumanRequest[] = [];
+  output(pid: number, text: string): Promise<void> {
+    this.shown.push({ pid, text });
+    return Promise.resolve();
+  }
+  decide(request: HumanRequest): Promise<HumanAnswer> {
+    this.asked.push(request);
+    return Promise.resolve("deny");
+  }
+}
+
+/** Non-interactive human for the CLI: output goes to stderr, every ASK is denied. */
+export class ConsoleHuman extends DenyingHuman {
+  override output(pid: number, text: string): Promise<void> {
+    console.error(`[pid ${pid} -> human] ${text}`);
+    return super.output(pid, text);
+  }
+}
+
+/** Scripted human: answers in order, then deny. */
+export class ScriptedHuman extends ConsoleHuman {
+  #answers: HumanAnswer[];
+  /** Answers to give, in order. */
+  constructor(answers: HumanAnswer[]) {
+    super();
+    this.#answers = [...answers];
+  }
+  override decide(request: HumanRequest): Promise<HumanAnswer> {
+    this.asked.push(request);
+    return Promise.resolve(this.#answers.shift() ?? "deny");
+  }
+}

@@ -1,0 +1,196 @@
+/**
+ * The host-facing runtime: opens a store, recovers after a crash, launches
+ * images with the host's grants, and runs the scheduler. This is what the CLI,
+ * demos, tests and benchmarks drive.
+ * @module
+ */
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
+import { syscall } from "../primitives/mod.ts";
+import { BUILTIN_TOOL_NAMES } from "../tools/builtin.ts";
+import { parseCapabilitySpec } from "./capabilities.ts";
+import { invalid, LibosError } from "./errors.ts";
+import { parseImage } from "./images.ts";
+import { Kernel } from "./kernel.ts";
+import { HostClock, HostFileSystem, HostShell } from "./providers/host.ts";
+import { DenyingHuman, parseScript, ScriptedModel } from "./providers/scripted.ts";
+import type { Providers } from "./providers/types.ts";
+import { type RunReport, Scheduler, type StepResult } from "./scheduler.ts";
+import { SqliteStore } from "./store/sqlite.ts";
+import type { Store } from "./store/store.ts";
+import type { AgentImage, CapabilitySpec, ProcessRecord } from "./types.ts";
+
+/** How to open a runtime. */
+export interface RuntimeOptions {
+  /** A store file path (`:memory:` for a throwaway one) or an open store. */
+  store: string | Store;
+  /** Providers to replace (the rest are the host's). */
+  providers?: Partial<Providers>;
+}
+
+/** How to launch a root process. */
+export interface LaunchOptions {
+  /** Image document (validated here) or an already parsed image. */
+  image: unknown;
+  /** Workspace directory (must exist). */
+  workspace: string;
+  /** Goal text. */
+  goal?: string;
+  /** Extra host grants on top of the image's capabilities. */
+  grants?: CapabilitySpec[];
+  /** Script for the scripted model (`{"steps": [...]}`). */
+  script?: unknown;
+}
+
+/** The default host providers. */
+export function hostProviders(): Providers {
+  return {
+    fs: new HostFileSystem(),
+    shell: new HostShell(),
+    clock: new HostClock(),
+    human: new DenyingHuman(),
+    models: { scripted: new ScriptedModel() },
+  };
+}
+
+/** A runtime over one store. */
+export class Runtime {
+  /** Kernel services. */
+  readonly kernel: Kernel;
+  /** The scheduler. */
+  readonly scheduler: Scheduler;
+
+  private constructor(kernel: Kernel) {
+    this.kernel = kernel;
+    this.scheduler = new Scheduler(kernel);
+  }
+
+  /** Open a runtime and recover what a crashed one left behind. */
+  static async open(options: RuntimeOptions): Promise<Runtime> {
+    const store = typeof options.store === "string"
+      ? SqliteStore.open(options.store)
+      : options.store;
+    const providers = { ...hostProviders(), ...options.providers };
+    const rt = new Runtime(new Kernel(store, providers, BUILTIN_TOOL_NAMES));
+    await rt.#recover();
+    return rt;
+  }
+
+  // Effects whose outcome was never recorded become `unknown` (never replayed);
+  // a process caught mid-quantum gets that outcome as its step result.
+  async #recover(): Promise<void> {
+    const k = this.kernel;
+    const unknown = await k.store.markPendingEffectsUnknown(k.now());
+    if (unknown > 0) await k.emit("effect.unknown", "kernel", "ledger", { count: unknown });
+    for (const p of await k.store.listProcesses()) {
+      if (p.status !== "running") continue;
+      if (p.pending) {
+        const steps = await this.scheduler.steps(p.pid);
+        await k.store.insertObject({
+          oid: `obj_${crypto.randomUUID()}`,
+          namespace: p.namespace,
+          kind: "tool_result",
+          name: `step-${steps.length}`,
+          version: 1,
+          label: p.taint,
+          payload: {
+            step: steps.length,
+            tool: p.pending.tool,
+            ok: false,
+            error: {
+              code: "EIO",
+              message: "runtime stopped during this step; outcome unknown, not replayed",
+            },
+          },
+          derived_from: [],
+          created_by: p.pid,
+          created_at: k.now(),
+          updated_at: k.now(),
+        });
+      }
+      await k.transition(p.pid, "runnable", { pending: null }, "recovery");
+    }
+  }
+
+  /**
+   * Launch a root process: the host (not the image, not the agent) grants the
+   * image's capabilities plus `grants`.
+   */
+  async launch(options: LaunchOptions): Promise<ProcessRecord> {
+    const image: AgentImage = parseImage(options.image, BUILTIN_TOOL_NAMES);
+    const grants = (options.grants ?? []).map((g, i) => parseCapabilitySpec(g, `grants[${i}]`));
+    const script = options.script === undefined ? undefined : parseScript(options.script);
+    const workspace = await _realDir(options.workspace);
+    return await this.kernel.atomically(async (k) => {
+      await k.store.putImage(image, "host");
+      const proc = await k.createProcess({
+        ppid: null,
+        image,
+        workspace,
+        cwd: ".",
+        goal: options.goal ?? "",
+        taint: "public",
+        model: script ? { kind: "scripted", state: { steps: script, position: 0 } } : null,
+        origin: "root",
+      });
+      for (const spec of [...image.capabilities, ...grants]) await k.grant(proc.pid, spec, "host");
+      return proc;
+    });
+  }
+
+  /** Issue a syscall as `pid` (for hosts and tests; agents go through tools). */
+  async syscall(pid: number, name: string, args: Record<string, unknown> = {}): Promise<unknown> {
+    return await syscall(this.kernel, pid, name, args);
+  }
+
+  /** Run until nothing is runnable or `maxQuanta` quanta were used. */
+  async runUntilIdle(maxQuanta?: number): Promise<RunReport> {
+    return await this.scheduler.runUntilIdle(maxQuanta);
+  }
+
+  /** A process record. */
+  async process(pid: number): Promise<ProcessRecord> {
+    return await this.kernel.process(pid);
+  }
+
+  /** Tool-step results of a process. */
+  async steps(pid: number): Promise<StepResult[]> {
+    return await this.scheduler.steps(pid);
+  }
+
+  /** Close the store. */
+  async close(): Promise<void> {
+    await this.kernel.store.close();
+  }
+}
+
+async function _realDir(path: string): Promise<string> {
+  let real: string;
+  try {
+    real = await Deno.realPath(path);
+  } catch {
+    throw invalid("workspace", `'${path}' does not exist`);
+  }
+  const info = await Deno.stat(real);
+  if (!info.isDirectory) throw invalid("workspace", `'${path}' is not a directory`);
+  return real;
+}
+
+/** Refuse a store file inside the workspace: agents could read or rewrite their own audit. */
+export async function assertStoreOutside(storePath: string, workspace: string): Promise<void> {
+  if (storePath === ":memory:") return;
+  const ws = await _realDir(workspace);
+  const abs = resolve(storePath);
+  let dir: string;
+  try {
+    dir = await Deno.realPath(dirname(abs));
+  } catch {
+    throw invalid("--store", `directory of '${storePath}' does not exist`);
+  }
+  const rel = relative(ws, join(dir, basename(abs)));
+  if (!(rel === ".." || rel.startsWith(".." + sep) || isAbsolute(rel))) {
+    throw new LibosError(
+      "EINVAL",
+      `--store: '${storePath}' is inside the workspace; keep it outside`,
+    );
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * The scheduler: async round-robin over runnable processes. A quantum is one
+ * model step (decide the next action, durably) or one tool step (run that
+ * action through the builtin tool and the syscall table). Per-process budgets
+ * (quanta, wall time, syscalls) stop one busy process from starving others.
+ * @module
+ */
+import { syscall } from "../primitives/mod.ts";
+import { BUILTIN_TOOLS, runBuiltin } from "../tools/builtin.ts";
+import { payloadRef } from "./canonical.ts";
+import { LibosError, toLibosError } from "./errors.ts";
+import type { Kernel } from "./kernel.ts";
+import { isTerminal } from "./lifecycle.ts";
+import type { PendingAction, ProcessRecord } from "./types.ts";
+
+/** What a tool step produced (also stored as a `tool_result` object). */
+export type StepResult =
+  | { step: number; tool: string; ok: true; value: unknown }
+  | { step: number; tool: string; ok: false; error: { code: string; message: string } };
+
+/** Outcome of {@link Scheduler.runUntilIdle}. */
+export interface RunReport {
+  /** Quanta used. */
+  quanta: number;
+  /** True when nothing was left to run (false when `maxQuanta` stopped it). */
+  idle: boolean;
+}
+
+/** Round-robin scheduler over one kernel. */
+export class Scheduler {
+  #k: Kernel;
+  #lastPid = 0;
+
+  /** Schedule processes of `kernel`. */
+  constructor(kernel: Kernel) {
+    this.#k = kernel;
+  }
+
+  /** Run quanta round-robin until no process is runnable or `maxQuanta` were used. */
+  async runUntilIdle(maxQuanta = Number.MAX_SAFE_INTEGER): Promise<RunReport> {
+    let quanta = 0;
+    while (quanta < maxQuanta) {
+      const runnable = (await this.#k.store.listProcesses()).filter((p) => p.status === "runnable");
+      if (runnable.length === 0) return { quanta, idle: true };
+      // Continue after the last pid served, so every runnable process gets a turn per round.
+      const start = runnable.findIndex((p) => p.pid > this.#lastPid);
+      const order = start <= 0 ? runnable : [...runnable.slice(start), ...runnable.slice(0, start)];
+      for (const p of order) {
+        if (quanta >= maxQuanta) break;
+        this.#lastPid = p.pid;
+        await this.quantum(p.pid);
+        quanta++;
+      }
+    }
+    return { quanta, idle: false };
+  }
+
+  /** Give one quantum to `pid` if it is runnable. */
+  async quantum(pid: number): Promise<void> {
+    const k = this.#k;
+    let proc = await k.process(pid);
+    if (proc.status !== "runnable") return;
+    if (proc.cancel_requested) {
+      await k.transition(pid, "killed", { exit_reason: "cancelled" });
+      return;
+    }
+    const usage = k.usage(proc);
+    const b = proc.budgets;
+    const over = b.max_quanta !== null && usage.quanta >= b.max_quanta
+      ? `max_quanta ${b.max_quanta}`
+      : b.max_wall_ms !== null && usage.wall_ms >= b.max_wall_ms
+      ? `max_wall_ms ${b.max_wall_ms}`
+      : b.max_syscalls !== null && usage.syscalls >= b.max_syscalls
+      ? `max_syscalls ${b.max_syscalls}`
+      : null;
+    if (over) {
+      await k.emit("budget.exhausted", "scheduler", `pid:${pid}`, { budget: over });
+      await this.#fail(pid, `budget exhausted: ${over}`);
+      return;
+    }
+    proc = await k.transition(pid, "running");
+    const t0 = performance.now();
+    usage.quanta++;
+    try {
+      if (proc.pending) await this.#toolStep(proc, proc.pending);
+      else await this.#modelStep(proc);
+    } catch (e) {
+      const err = toLibosError(e);
+      const cur = await k.process(pid);
+      if (!isTerminal(cur.status)) await this.#fail(pid, `${err.code}: ${err.message}`);
+      return;
+    } finally {
+      usage.wall_ms += Math.round(performance.now() - t0);
+    }
+    const cur = await k.process(pid);
+    if (cur.status === "running") await k.transition(pid, "runnable");
+    else await k.saveProcess(pid, {});
+  }
+
+  // The scheduler ending a process is recorded like any other decision.
+  async #fail(pid: number, reason: string): Promise<void> {
+    await this.#k.transition(pid, "failed", { exit_code: 1, exit_reason: reason }, "scheduler");
+    await this.#k.audit({
+      actor: "scheduler",
+      action: "process.fail",
+      target: `process:${pid}`,
+      input_refs: null,
+      output_refs: null,
+      capability_refs: [],
+      decision: "info",
+      reason,
+      correlation_id: null,
+      parent_record_id: null,
+    });
+  }
+
+  async #modelStep(proc: ProcessRecord): Promise<void> {
+    const k = this.#k;
+    if (!proc.model) {
+      await k.transition(proc.pid, "exited", { exit_code: 0, exit_reason: "no model" });
+      return;
+    }
+    const model = k.providers.models[proc.model.kind];
+    if (!model) throw new LibosError("ENOENT", `model: no provider for '${proc.model.kind}'`);
+    const results = await this.steps(proc.pid);
+    const { step, state } = await model.next(proc, results.at(-1) ?? null);
+    const modelState = { kind: proc.model.kind, state };
+    if (step.type === "exit") {
+      // The model's exit goes through the same primitive as a tool's, so it is audited.
+      await k.saveProcess(proc.pid, { model: modelState });
+      const args: Record<string, unknown> = { code: step.code };
+      if (step.result !== undefined) args.result = step.result;
+      await syscall(k, proc.pid, "process.exit", args);
+      return;
+    }
+    // Durable before the tool runs: a restart resumes the same action, never re-asks the model.
+    await k.saveProcess(proc.pid, {
+      model: modelState,
+      pending: { tool: step.tool, args: step.args },
+    });
+  }
+
+  async #toolStep(proc: ProcessRecord, action: PendingAction): Promise<void> {
+    const k = this.#k;
+    const stepNo = (await this.steps(proc.pid)).length;
+    let result: StepResult;
+    if (!Object.hasOwn(BUILTIN_TOOLS, action.tool) || !proc.tools.includes(action.tool)) {
+      const error = {
+        code: "ENOENT",
+        message: `tool: '${action.tool}' is not in process ${proc.pid}'s tool table`,
+      };
+      await k.audit({
+        actor: `pid:${proc.pid}`,
+        action: "tool.call",
+        target: `tool:${action.tool}`,
+        input_refs: payloadRef(action.args),
+        output_refs: { error: "ENOENT" },
+        capability_refs: [],
+        decision: "error",
+        reason: error.message,
+        correlation_id: null,
+        parent_record_id: null,
+      });
+      result = { step: stepNo, tool: action.tool, ok: false, error };
+    } else {
+      const correlationId = k.newId("step");
+      const sys = (name: string, args: Record<string, unknown>) =>
+        syscall(k, proc.pid, name, args, { correlationId });
+      try {
+        const value = await runBuiltin(action.tool, action.args, sys);
+        result = { step: stepNo, tool: action.tool, ok: true, value };
+      } catch (e) {
+        const err = e instanceof Error && (e as { code?: string }).code === "EINVAL"
+          ? new LibosError("EINVAL", e.message)
+          : toLibosError(e);
+        if (err.code === "EAGAIN") {
+          // Blocked (e.g. waiting for a child): keep the action, retry when woken.
+          const cur = await k.process(proc.pid);
+          if (cur.status === "running") await k.transition(proc.pid, "waiting_event");
+          return;
+        }
+        result = { step: stepNo, tool: action.tool, ok: false, error: err.toJSON() };
+      }
+    }
+    await this.#record(proc.pid, result);
+  }
+
+  async #record(pid: number, result: StepResult): Promise<void> {
+    const k = this.#k;
+    const proc = await k.process(pid);
+    const at = k.now();
+    await k.store.insertObject({
+      oid: `obj_${crypto.randomUUID()}`,
+      namespace: proc.namespace,
+      kind: "tool_result",
+      name: `step-${result.step}`,
+      version: 1,
+      // What a tool returned is at most as sensitive as everything its process has read.
+      label: proc.taint,
+      payload: result,
+      derived_from: [],
+      created_by: pid,
+      created_at: at,
+      updated_at: at,
+    });
+    await k.saveProcess(pid, { pending: null });
+  }
+
+  /** Tool results of a process, in step order. */
+  async steps(pid: number): Promise<StepResult[]> {
+    const proc = await this.#k.process(pid);
+    return (await this.#k.store.listObjects(proc.namespace))
+      .filter((o) => o.kind === "tool_result" && o.created_by === pid)
+      .map((o) => o.payload as StepResult);
+  }
+}

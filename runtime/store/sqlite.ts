@@ -1,0 +1,598 @@
+/**
+ * SQLite backend of the {@link Store} (node:sqlite, WAL). The default store.
+ *
+ * Concurrency: within one runtime, a transaction holds an async gate so other
+ * coroutines' statements never land inside it; across runtimes, SQLite's own
+ * write lock (`BEGIN IMMEDIATE`, busy timeout) serializes writers.
+ * @module
+ */
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { canonicalJson, sha256 } from "../canonical.ts";
+import type {
+  AgentImage,
+  AuditRecord,
+  Capability,
+  EffectRecord,
+  EffectStatus,
+  Label,
+  LibosEvent,
+  MailMessage,
+  MemoryObject,
+  ObjectLink,
+  ProcessRecord,
+  ProcessStatus,
+} from "../types.ts";
+import type { AuditDraft, AuditFilter, AuditVerification, EventDraft, Store } from "./store.ts";
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS processes (
+  pid INTEGER PRIMARY KEY AUTOINCREMENT, ppid INTEGER, status TEXT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS capabilities (
+  cap_id TEXT PRIMARY KEY, subject INTEGER NOT NULL, parent_cap_id TEXT, status TEXT NOT NULL,
+  uses_remaining INTEGER, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS caps_subject ON capabilities(subject);
+CREATE INDEX IF NOT EXISTS caps_parent ON capabilities(parent_cap_id);
+CREATE TABLE IF NOT EXISTS objects (
+  oid TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT, version INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS objects_ns ON objects(namespace);
+CREATE UNIQUE INDEX IF NOT EXISTS objects_name ON objects(namespace, name) WHERE name IS NOT NULL;
+CREATE TABLE IF NOT EXISTS object_versions (
+  oid TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (oid, version));
+CREATE TABLE IF NOT EXISTS links (
+  from_oid TEXT NOT NULL, to_oid TEXT NOT NULL, relation TEXT NOT NULL,
+  PRIMARY KEY (from_oid, to_oid, relation));
+CREATE TABLE IF NOT EXISTS mailbox (
+  msg_id INTEGER PRIMARY KEY AUTOINCREMENT, to_pid INTEGER NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS mailbox_to ON mailbox(to_pid);
+CREATE TABLE IF NOT EXISTS images (name TEXT PRIMARY KEY, registered_by TEXT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS file_labels (path TEXT PRIMARY KEY, label TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY, record_id TEXT NOT NULL UNIQUE, actor TEXT NOT NULL, action TEXT NOT NULL,
+  decision TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+  event_id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS effects (
+  effect_id TEXT PRIMARY KEY, status TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS effects_status ON effects(status);
+`;
+
+/** Hash of an audit record: sha256 over the previous hash and the canonical fields. */
+export function auditHash(prevHash: string, rec: Omit<AuditRecord, "hash" | "prev_hash">): string {
+  return sha256(prevHash + "\n" + canonicalJson(rec));
+}
+
+interface _AuditRow {
+  seq: number;
+  record_id: string;
+  actor: string;
+  action: string;
+  decision: string;
+  prev_hash: string;
+  hash: string;
+  body: string;
+}
+
+interface _Shared {
+  db: DatabaseSync;
+  tx: Promise<void> | null;
+  stmts: Map<string, StatementSync>;
+}
+
+/** Options for {@link SqliteStore.open}. */
+export interface SqliteOptions {
+  /** `FULL` survives power loss; `NORMAL` (default) survives a process crash. */
+  synchronous?: "NORMAL" | "FULL";
+}
+
+/** The SQLite store. Open with {@link SqliteStore.open}. */
+export class SqliteStore implements Store {
+  #s: _Shared;
+  #inTx: boolean;
+
+  private constructor(shared: _Shared, inTx: boolean) {
+    this.#s = shared;
+    this.#inTx = inTx;
+  }
+
+  /** Open (and create) a store file; `:memory:` for a throwaway store. */
+  static open(path: string, options: SqliteOptions = {}): SqliteStore {
+    const db = new DatabaseSync(path);
+    db.exec("PRAGMA busy_timeout = 5000");
+    if (path !== ":memory:") db.exec("PRAGMA journal_mode = WAL");
+    db.exec(`PRAGMA synchronous = ${options.synchronous ?? "NORMAL"}`);
+    db.exec("PRAGMA foreign_keys = ON");
+    db.exec(SCHEMA);
+    return new SqliteStore({ db, tx: null, stmts: new Map() }, false);
+  }
+
+  #q(sql: string): StatementSync {
+    let s = this.#s.stmts.get(sql);
+    if (!s) {
+      s = this.#s.db.prepare(sql);
+      this.#s.stmts.set(sql, s);
+    }
+    return s;
+  }
+
+  // Another coroutine's open transaction, which our statements must not join.
+  // Callers loop `while (this.#busy) await this.#busy;` inline: an extra async
+  // hop between the check and the statement would let a transaction slip in.
+  get #busy(): Promise<void> | null {
+    return this.#inTx ? null : this.#s.tx;
+  }
+
+  async transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
+    if (this.#inTx) return await fn(this);
+    while (this.#s.tx) await this.#s.tx;
+    let release!: () => void;
+    this.#s.tx = new Promise((r) => (release = r));
+    this.#s.db.exec("BEGIN IMMEDIATE");
+    try {
+      const out = await fn(new SqliteStore(this.#s, true));
+      this.#s.db.exec("COMMIT");
+      return out;
+    } catch (e) {
+      this.#s.db.exec("ROLLBACK");
+      throw e;
+    } finally {
+      this.#s.tx = null;
+      release();
+    }
+  }
+
+  // Run a synchronous multi-statement write atomically (own tx unless inside one).
+  #atomic<T>(fn: () => T): T {
+    if (this.#inTx) return fn();
+    this.#s.db.exec("BEGIN IMMEDIATE");
+    try {
+      const out = fn();
+      this.#s.db.exec("COMMIT");
+      return out;
+    } catch (e) {
+      this.#s.db.exec("ROLLBACK");
+      throw e;
+    }
+  }
+
+  async close(): Promise<void> {
+    while (this.#busy) await this.#busy;
+    this.#s.db.close();
+  }
+
+  // ---- processes
+  async insertProcess(p: Omit<ProcessRecord, "pid">): Promise<ProcessRecord> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q("INSERT INTO processes (ppid, status, body) VALUES (?, ?, ?)").run(
+      p.ppid,
+      p.status,
+      "{}",
+    );
+    const rec: ProcessRecord = { pid: Number(r.lastInsertRowid), ...p };
+    this.#q("UPDATE processes SET body = ? WHERE pid = ?").run(JSON.stringify(rec), rec.pid);
+    return rec;
+  }
+
+  async getProcess(pid: number): Promise<ProcessRecord | null> {
+    while (this.#busy) await this.#busy;
+    const row = this.#q("SELECT body FROM processes WHERE pid = ?").get(pid) as
+      | { body: string }
+      | undefined;
+    return row ? JSON.parse(row.body) : null;
+  }
+
+  async listProcesses(): Promise<ProcessRecord[]> {
+    while (this.#busy) await this.#busy;
+    return (this.#q("SELECT body FROM processes ORDER BY pid").all() as { body: string }[]).map(
+      (r) => JSON.parse(r.body),
+    );
+  }
+
+  async updateProcess(
+    pid: number,
+    patch: Partial<Omit<ProcessRecord, "pid">>,
+    expectStatus?: ProcessStatus,
+  ): Promise<boolean> {
+    while (this.#busy) await this.#busy;
+    return this.#atomic(() => {
+      const row = this.#q("SELECT body FROM processes WHERE pid = ?").get(pid) as
+        | { body: string }
+        | undefined;
+      if (!row) return false;
+      const cur = JSON.parse(row.body) as ProcessRecord;
+      if (expectStatus !== undefined && cur.status !== expectStatus) return false;
+      const next = { ...cur, ...patch, pid };
+      this.#q("UPDATE processes SET status = ?, body = ? WHERE pid = ?").run(
+        next.status,
+        JSON.stringify(next),
+        pid,
+      );
+      return true;
+    });
+  }
+
+  // ---- capabilities
+  async insertCapability(c: Capability): Promise<void> {
+    while (this.#busy) await this.#busy;
+    this.#q(
+      "INSERT INTO capabilities (cap_id, subject, parent_cap_id, status, uses_remaining, body) VALUES (?, ?, ?, ?, ?, ?)",
+    ).run(c.cap_id, c.subject, c.parent_cap_id, c.status, c.uses_remaining, JSON.stringify(c));
+  }
+
+  #capRow(r: { body: string; status: string; uses_remaining: number | null }): Capability {
+    const c = JSON.parse(r.body) as Capability;
+    c.status = r.status as Capability["status"];
+    c.uses_remaining = r.uses_remaining;
+    return c;
+  }
+
+  async getCapability(capId: string): Promise<Capability | null> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q("SELECT body, status, uses_remaining FROM capabilities WHERE cap_id = ?").get(
+      capId,
+    ) as { body: string; status: string; uses_remaining: number | null } | undefined;
+    return r ? this.#capRow(r) : null;
+  }
+
+  async capabilitiesOf(subject: number): Promise<Capability[]> {
+    while (this.#busy) await this.#busy;
+    return (this.#q(
+      "SELECT body, status, uses_remaining FROM capabilities WHERE subject = ? ORDER BY rowid",
+    ).all(subject) as { body: string; status: string; uses_remaining: number | null }[]).map((r) =>
+      this.#capRow(r)
+    );
+  }
+
+  async consumeCapability(capId: string): Promise<boolean> {
+    return await this.reserveUses(capId, 1);
+  }
+
+  async reserveUses(capId: string, n: number): Promise<boolean> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q(
+      `UPDATE capabilities SET uses_remaining = uses_remaining - ?,
+         status = CASE WHEN uses_remaining - ? <= 0 THEN 'exhausted' ELSE status END
+       WHERE cap_id = ? AND status = 'active' AND uses_remaining IS NOT NULL AND uses_remaining >= ?`,
+    ).run(n, n, capId, n);
+    return Number(r.changes) === 1;
+  }
+
+  async revokeCascade(capId: string): Promise<string[]> {
+    while (this.#busy) await this.#busy;
+    return this.#atomic(() => {
+      const ids = (this.#q(
+        `WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT c.cap_id FROM capabilities c JOIN tree t ON c.parent_cap_id = t.id)
+         SELECT id FROM tree`,
+      ).all(capId) as { id: string }[]).map((r) => r.id);
+      const upd = this.#q(
+        "UPDATE capabilities SET status = 'revoked' WHERE cap_id = ? AND status != 'revoked'",
+      );
+      return ids.filter((id) => Number(upd.run(id).changes) === 1);
+    });
+  }
+
+  // ---- objects
+  async insertObject(o: MemoryObject): Promise<void> {
+    while (this.#busy) await this.#busy;
+    this.#atomic(() => {
+      this.#q("INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, ?, ?)")
+        .run(o.oid, o.namespace, o.name, o.version, JSON.stringify(o));
+      this.#q("INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)").run(
+        o.oid,
+        o.version,
+        JSON.stringify(o),
+      );
+    });
+  }
+
+  async getObject(oid: string): Promise<MemoryObject | null> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q("SELECT body FROM objects WHERE oid = ?").get(oid) as
+      | { body: string }
+      | undefined;
+    return r ? JSON.parse(r.body) : null;
+  }
+
+  async getObjectByName(namespace: string, name: string): Promise<MemoryObject | null> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q("SELECT body FROM objects WHERE namespace = ? AND name = ?").get(
+      namespace,
+      name,
+    ) as { body: string } | undefined;
+    return r ? JSON.parse(r.body) : null;
+  }
+
+  async listObjects(namespace: string): Promise<MemoryObject[]> {
+    while (this.#busy) await this.#busy;
+    return (this.#q("SELECT body FROM objects WHERE namespace = ? ORDER BY rowid").all(
+      namespace,
+    ) as { body: string }[]).map((r) => JSON.parse(r.body));
+  }
+
+  async updateObject(
+    oid: string,
+    expectVersion: number,
+    patch: { payload: unknown; label: Label; updated_at: string },
+  ): Promise<MemoryObject | null> {
+    while (this.#busy) await this.#busy;
+    return this.#atomic(() => {
+      const r = this.#q("SELECT body FROM objects WHERE oid = ? AND version = ?").get(
+        oid,
+        expectVersion,
+      ) as { body: string } | undefined;
+      if (!r) return null;
+      const next: MemoryObject = { ...JSON.parse(r.body), ...patch, version: expectVersion + 1 };
+      const upd = this.#q("UPDATE objects SET version = ?, body = ? WHERE oid = ? AND version = ?")
+        .run(next.version, JSON.stringify(next), oid, expectVersion);
+      if (Number(upd.changes) !== 1) return null;
+      this.#q("INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)").run(
+        oid,
+        next.version,
+        JSON.stringify(next),
+      );
+      return next;
+    });
+  }
+
+  async insertLink(link: ObjectLink): Promise<void> {
+    while (this.#busy) await this.#busy;
+    this.#q("INSERT OR IGNORE INTO links (from_oid, to_oid, relation) VALUES (?, ?, ?)").run(
+      link.from_oid,
+      link.to_oid,
+      link.relation,
+    );
+  }
+
+  async linksFrom(oid: string): Promise<ObjectLink[]> {
+    while (this.#busy) await this.#busy;
+    return this.#q("SELECT from_oid, to_oid, relation FROM links WHERE from_oid = ? ORDER BY rowid")
+      .all(oid) as unknown as ObjectLink[];
+  }
+
+  // ---- mailbox
+  async insertMessage(m: Omit<MailMessage, "msg_id">): Promise<MailMessage> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q("INSERT INTO mailbox (to_pid, kind, body) VALUES (?, ?, ?)").run(
+      m.to_pid,
+      m.kind,
+      JSON.stringify(m),
+    );
+    return { msg_id: Number(r.lastInsertRowid), ...m };
+  }
+
+  async takeMessages(pid: number, limit: number): Promise<MailMessage[]> {
+    while (this.#busy) await this.#busy;
+    return this.#atomic(() => {
+      const rows = this.#q(
+        `SELECT msg_id, body FROM mailbox WHERE to_pid = ?
+         ORDER BY CASE kind WHEN 'interrupt' THEN 0 ELSE 1 END, msg_id LIMIT ?`,
+      ).all(pid, limit) as { msg_id: number; body: string }[];
+      const del = this.#q("DELETE FROM mailbox WHERE msg_id = ?");
+      return rows.map((r) => {
+        del.run(r.msg_id);
+        return { msg_id: r.msg_id, ...JSON.parse(r.body) };
+      });
+    });
+  }
+
+  // ---- images
+  async putImage(image: AgentImage, registeredBy: string): Promise<void> {
+    while (this.#busy) await this.#busy;
+    this.#q("INSERT OR REPLACE INTO images (name, registered_by, body) VALUES (?, ?, ?)").run(
+      image.name,
+      registeredBy,
+      JSON.stringify(image),
+    );
+  }
+
+  async getImage(name: string): Promise<AgentImage | null> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q("SELECT body FROM images WHERE name = ?").get(name) as
+      | { body: string }
+      | undefined;
+    return r ? JSON.parse(r.body) : null;
+  }
+
+  async listImages(): Promise<AgentImage[]> {
+    while (this.#busy) await this.#busy;
+    return (this.#q("SELECT body FROM images ORDER BY name").all() as { body: string }[]).map((r) =>
+      JSON.parse(r.body)
+    );
+  }
+
+  // ---- file labels
+  async getFileLabel(realPath: string): Promise<Label | null> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q("SELECT label FROM file_labels WHERE path = ?").get(realPath) as
+      | { label: Label }
+      | undefined;
+    return r?.label ?? null;
+  }
+
+  async setFileLabel(realPath: string, label: Label): Promise<void> {
+    while (this.#busy) await this.#busy;
+    this.#q("INSERT OR REPLACE INTO file_labels (path, label) VALUES (?, ?)").run(realPath, label);
+  }
+
+  // ---- audit (hash chain)
+  async appendAudit(draft: AuditDraft): Promise<AuditRecord> {
+    while (this.#busy) await this.#busy;
+    return this.#atomic(() => {
+      const last = this.#q("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").get() as
+        | { seq: number; hash: string }
+        | undefined;
+      const seq = (last?.seq ?? 0) + 1;
+      const prev_hash = last?.hash ?? "";
+      const base = { seq, record_id: `a${seq}`, ...draft };
+      const hash = auditHash(prev_hash, base);
+      const rec: AuditRecord = { ...base, prev_hash, hash };
+      this.#q(
+        "INSERT INTO audit (seq, record_id, actor, action, decision, prev_hash, hash, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+      ).run(
+        seq,
+        rec.record_id,
+        rec.actor,
+        rec.action,
+        rec.decision,
+        prev_hash,
+        hash,
+        JSON.stringify(rec),
+      );
+      this.#q("INSERT OR REPLACE INTO meta (key, value) VALUES ('audit_head', ?)").run(
+        JSON.stringify({ seq, hash }),
+      );
+      return rec;
+    });
+  }
+
+  async listAudit(filter: AuditFilter = {}): Promise<AuditRecord[]> {
+    while (this.#busy) await this.#busy;
+    const where: string[] = ["seq > ?"];
+    const params: (string | number)[] = [filter.afterSeq ?? 0];
+    if (filter.actor) (where.push("actor = ?"), params.push(filter.actor));
+    if (filter.action) (where.push("action = ?"), params.push(filter.action));
+    if (filter.decision) (where.push("decision = ?"), params.push(filter.decision));
+    params.push(filter.limit ?? -1);
+    return (this.#s.db.prepare(
+      `SELECT body FROM audit WHERE ${where.join(" AND ")} ORDER BY seq LIMIT ?`,
+    ).all(...params) as { body: string }[]).map((r) => JSON.parse(r.body));
+  }
+
+  async verifyAudit(): Promise<AuditVerification> {
+    while (this.#busy) await this.#busy;
+    let prev = "";
+    let expectSeq = 1;
+    let count = 0;
+    const rows = this.#q(
+      "SELECT seq, record_id, actor, action, decision, prev_hash, hash, body FROM audit ORDER BY seq",
+    ).iterate() as Iterable<_AuditRow>;
+    for (const row of rows) {
+      const bad = (problem: string): AuditVerification => ({
+        ok: false,
+        count,
+        head: prev,
+        firstBad: { seq: row.seq, record_id: row.record_id, problem },
+      });
+      if (row.seq !== expectSeq) return bad(`expected record ${expectSeq}: a record was removed`);
+      let rec: AuditRecord;
+      try {
+        rec = JSON.parse(row.body);
+      } catch {
+        return bad("record body is not valid JSON");
+      }
+      if (row.prev_hash !== prev || rec.prev_hash !== prev) {
+        return bad("prev_hash does not match the previous record");
+      }
+      const { hash: _h, prev_hash: _p, ...fields } = rec;
+      if (rec.seq !== row.seq || rec.record_id !== row.record_id) return bad("record id altered");
+      if (auditHash(prev, fields) !== row.hash || rec.hash !== row.hash) {
+        return bad("hash does not match the record's contents");
+      }
+      if (row.actor !== rec.actor || row.action !== rec.action || row.decision !== rec.decision) {
+        return bad("indexed columns disagree with the hashed record");
+      }
+      prev = row.hash;
+      expectSeq++;
+      count++;
+    }
+    const headRaw = await this.getMeta("audit_head");
+    if (count > 0 || headRaw) {
+      const head = headRaw ? JSON.parse(headRaw) as { seq: number; hash: string } : null;
+      if (!head || head.seq !== count || head.hash !== prev) {
+        return {
+          ok: false,
+          count,
+          head: prev,
+          firstBad: {
+            seq: count + 1,
+            record_id: `a${count + 1}`,
+            problem: `chain head says ${
+              head ? head.seq : "nothing"
+            } records, found ${count}: records were removed from the end`,
+          },
+        };
+      }
+    }
+    return { ok: true, count, head: prev };
+  }
+
+  // ---- events
+  async appendEvent(e: EventDraft): Promise<LibosEvent> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q("INSERT INTO events (type, body) VALUES (?, ?)").run(
+      e.type,
+      JSON.stringify(e),
+    );
+    return { event_id: Number(r.lastInsertRowid), ...e };
+  }
+
+  async listEvents(afterId = 0, limit = -1): Promise<LibosEvent[]> {
+    while (this.#busy) await this.#busy;
+    return (this.#q(
+      "SELECT event_id, body FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
+    )
+      .all(afterId, limit) as { event_id: number; body: string }[]).map((r) => ({
+        event_id: r.event_id,
+        ...JSON.parse(r.body),
+      }));
+  }
+
+  // ---- effect ledger
+  async insertEffect(e: EffectRecord): Promise<void> {
+    while (this.#busy) await this.#busy;
+    this.#q("INSERT INTO effects (effect_id, status, body) VALUES (?, ?, ?)").run(
+      e.effect_id,
+      e.status,
+      JSON.stringify(e),
+    );
+  }
+
+  async finishEffect(
+    effectId: string,
+    status: EffectStatus,
+    outcome: unknown,
+    at: string,
+  ): Promise<void> {
+    while (this.#busy) await this.#busy;
+    this.#atomic(() => {
+      const r = this.#q("SELECT body FROM effects WHERE effect_id = ?").get(effectId) as
+        | { body: string }
+        | undefined;
+      if (!r) return;
+      const next: EffectRecord = { ...JSON.parse(r.body), status, outcome, finished_at: at };
+      this.#q("UPDATE effects SET status = ?, body = ? WHERE effect_id = ?").run(
+        status,
+        JSON.stringify(next),
+        effectId,
+      );
+    });
+  }
+
+  async listEffects(status?: EffectStatus): Promise<EffectRecord[]> {
+    while (this.#busy) await this.#busy;
+    const rows = status
+      ? this.#q("SELECT body FROM effects WHERE status = ? ORDER BY rowid").all(status)
+      : this.#q("SELECT body FROM effects ORDER BY rowid").all();
+    return (rows as { body: string }[]).map((r) => JSON.parse(r.body));
+  }
+
+  async markPendingEffectsUnknown(at: string): Promise<number> {
+    const pending = await this.listEffects("pending");
+    for (const e of pending) await this.finishEffect(e.effect_id, "unknown", null, at);
+    return pending.length;
+  }
+
+  // ---- meta
+  async getMeta(key: string): Promise<string | null> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q("SELECT value FROM meta WHERE key = ?").get(key) as
+      | { value: string }
+      | undefined;
+    return r?.value ?? null;
+  }
+
+  async setMeta(key: string, value: string): Promise<void> {
+    while (this.#busy) await this.#busy;
+    this.#q("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)").run(key, value);
+  }
+}

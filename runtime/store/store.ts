@@ -1,0 +1,155 @@
+/**
+ * The store interface: every piece of durable kernel state goes through it.
+ * Methods are async so a networked backend (PostgreSQL) can implement the same
+ * interface; the SQLite backend answers synchronously underneath.
+ * @module
+ */
+import type {
+  AgentImage,
+  AuditRecord,
+  Capability,
+  CapabilityStatus,
+  EffectRecord,
+  EffectStatus,
+  Label,
+  LibosEvent,
+  MailMessage,
+  MemoryObject,
+  ObjectLink,
+  ProcessRecord,
+  ProcessStatus,
+} from "../types.ts";
+
+/** An audit record before the store numbers and chains it. */
+export type AuditDraft = Omit<AuditRecord, "seq" | "record_id" | "prev_hash" | "hash">;
+
+/** An event before the store numbers it. */
+export type EventDraft = Omit<LibosEvent, "event_id">;
+
+/** Filter for {@link Store.listAudit}. */
+export interface AuditFilter {
+  /** Only this actor. */
+  actor?: string;
+  /** Only this action. */
+  action?: string;
+  /** Only this decision. */
+  decision?: string;
+  /** Only records with seq greater than this. */
+  afterSeq?: number;
+  /** At most this many. */
+  limit?: number;
+}
+
+/** Result of {@link Store.verifyAudit}. */
+export interface AuditVerification {
+  /** True when the whole chain checks out. */
+  ok: boolean;
+  /** Records checked. */
+  count: number;
+  /** Hash of the last record (the chain head). */
+  head: string;
+  /** The first bad record and what is wrong with it. */
+  firstBad?: { seq: number; record_id: string; problem: string };
+}
+
+/** Durable kernel state. One interface, several backends. */
+export interface Store {
+  /** Run `fn` atomically: either everything it wrote lands or nothing does. */
+  transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T>;
+  /** Close the backend. */
+  close(): Promise<void>;
+
+  /** Insert a process; the store assigns the pid. */
+  insertProcess(p: Omit<ProcessRecord, "pid">): Promise<ProcessRecord>;
+  /** One process, or `null`. */
+  getProcess(pid: number): Promise<ProcessRecord | null>;
+  /** All processes in pid order. */
+  listProcesses(): Promise<ProcessRecord[]>;
+  /**
+   * Update fields of a process. When `expectStatus` is given the update only
+   * lands if the stored status still equals it (returns false otherwise).
+   */
+  updateProcess(
+    pid: number,
+    patch: Partial<Omit<ProcessRecord, "pid">>,
+    expectStatus?: ProcessStatus,
+  ): Promise<boolean>;
+
+  /** Insert a capability. */
+  insertCapability(c: Capability): Promise<void>;
+  /** One capability, or `null`. */
+  getCapability(capId: string): Promise<Capability | null>;
+  /** Every capability of a subject (all statuses). */
+  capabilitiesOf(subject: number): Promise<Capability[]>;
+  /** Atomically take one use; false if none was left. Marks it exhausted at zero. */
+  consumeCapability(capId: string): Promise<boolean>;
+  /** Atomically take `n` uses (for delegating part of a limited grant). */
+  reserveUses(capId: string, n: number): Promise<boolean>;
+  /** Set status on a capability and, transitively, all capabilities delegated from it. Returns the ids changed. */
+  revokeCascade(capId: string): Promise<string[]>;
+
+  /** Insert a new object (version 1). */
+  insertObject(o: MemoryObject): Promise<void>;
+  /** One object, or `null`. */
+  getObject(oid: string): Promise<MemoryObject | null>;
+  /** Object by name inside a namespace. */
+  getObjectByName(namespace: string, name: string): Promise<MemoryObject | null>;
+  /** Objects of a namespace. */
+  listObjects(namespace: string): Promise<MemoryObject[]>;
+  /** Compare-and-swap update: lands only if the version still equals `expectVersion`. */
+  updateObject(
+    oid: string,
+    expectVersion: number,
+    patch: { payload: unknown; label: Label; updated_at: string },
+  ): Promise<MemoryObject | null>;
+  /** Add a link (idempotent). */
+  insertLink(link: ObjectLink): Promise<void>;
+  /** Links leaving an object. */
+  linksFrom(oid: string): Promise<ObjectLink[]>;
+
+  /** Queue a message. */
+  insertMessage(m: Omit<MailMessage, "msg_id">): Promise<MailMessage>;
+  /** Remove and return up to `limit` messages, interrupts first. */
+  takeMessages(pid: number, limit: number): Promise<MailMessage[]>;
+
+  /** Store a registered image (replacing one with the same name). */
+  putImage(image: AgentImage, registeredBy: string): Promise<void>;
+  /** One image, or `null`. */
+  getImage(name: string): Promise<AgentImage | null>;
+  /** All images. */
+  listImages(): Promise<AgentImage[]>;
+
+  /** Label recorded for a workspace file (real path), or `null`. */
+  getFileLabel(realPath: string): Promise<Label | null>;
+  /** Record a file's label. */
+  setFileLabel(realPath: string, label: Label): Promise<void>;
+
+  /** Number, chain and append an audit record. */
+  appendAudit(draft: AuditDraft): Promise<AuditRecord>;
+  /** Audit records in order. */
+  listAudit(filter?: AuditFilter): Promise<AuditRecord[]>;
+  /** Recompute the hash chain; name the first record that does not check out. */
+  verifyAudit(): Promise<AuditVerification>;
+
+  /** Append an event. */
+  appendEvent(e: EventDraft): Promise<LibosEvent>;
+  /** Events after an id. */
+  listEvents(afterId?: number, limit?: number): Promise<LibosEvent[]>;
+
+  /** Record the intent of an external effect (status pending). */
+  insertEffect(e: EffectRecord): Promise<void>;
+  /** Record the outcome of an effect. */
+  finishEffect(effectId: string, status: EffectStatus, outcome: unknown, at: string): Promise<void>;
+  /** Effects, newest last. */
+  listEffects(status?: EffectStatus): Promise<EffectRecord[]>;
+  /** Recovery: mark every pending effect unknown (never replayed). Returns how many. */
+  markPendingEffectsUnknown(at: string): Promise<number>;
+
+  /** Raw key/value metadata. */
+  getMeta(key: string): Promise<string | null>;
+  /** Set metadata. */
+  setMeta(key: string, value: string): Promise<void>;
+}
+
+/** The cap status values, re-exported for backends. */
+export type { CapabilityStatus };

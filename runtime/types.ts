@@ -1,0 +1,429 @@
+/**
+ * Core data types of the kernel: processes, capabilities, objects, audit
+ * records, events and effect-ledger entries. Plain data only: no behaviour.
+ * @module
+ */
+
+/** The ten lifecycle states of an AgentProcess. */
+export const PROCESS_STATUSES = [
+  "created",
+  "runnable",
+  "running",
+  "waiting_event",
+  "waiting_tool",
+  "waiting_human",
+  "paused",
+  "exited",
+  "failed",
+  "killed",
+] as const;
+/** A lifecycle state. */
+export type ProcessStatus = typeof PROCESS_STATUSES[number];
+
+/** Per-process limits the scheduler enforces. `null` means unlimited. */
+export interface Budgets {
+  /** Most quanta (model steps + tool steps) the process may use. */
+  max_quanta: number | null;
+  /** Most wall-clock milliseconds spent inside the process's quanta. */
+  max_wall_ms: number | null;
+  /** Most syscalls the process may issue. */
+  max_syscalls: number | null;
+}
+
+/** What the process has used so far, checked against its {@link Budgets}. */
+export interface Usage {
+  /** Quanta consumed. */
+  quanta: number;
+  /** Wall-clock milliseconds consumed inside quanta. */
+  wall_ms: number;
+  /** Syscalls issued. */
+  syscalls: number;
+}
+
+/** The shell policy of an image (see the README's policy table). */
+export type ShellPolicyMode =
+  | "always_deny"
+  | "allowlist_auto_else_ask"
+  | "blocklist_ask_else_auto"
+  | "always_allow";
+
+/** Data labels, lowest to highest. */
+export const LABELS = ["public", "normal", "confidential", "restricted", "secret"] as const;
+/** A data label. */
+export type Label = typeof LABELS[number];
+
+/** Policy attached to a process by its image. */
+export interface Policy {
+  /** Shell consent mode. */
+  shell: ShellPolicyMode;
+  /** Executables run without asking under `allowlist_auto_else_ask`. */
+  shell_allowlist: string[];
+  /** Executables that ask under `blocklist_ask_else_auto`. */
+  shell_blocklist: string[];
+  /** Labels of workspace paths: pattern (`filesystem:workspace:<path>` or `<path>`) -> label. */
+  labels: Record<string, Label>;
+  /** Highest label that may flow to `human.output`. */
+  human_clearance: Label;
+}
+
+/** A model's position and configuration, durable with the process. */
+export interface ModelState {
+  /** Provider kind, e.g. `scripted`. */
+  kind: string;
+  /** Provider-specific durable state (for the scripted model: the script and the step index). */
+  state: Record<string, unknown>;
+}
+
+/** An action a process has decided on but not finished (retried after a wait). */
+export interface PendingAction {
+  /** Builtin tool name. */
+  tool: string;
+  /** Tool arguments as the model gave them. */
+  args: Record<string, unknown>;
+}
+
+/** One row of the process table. */
+export interface ProcessRecord {
+  /** Process id, unique in the store. */
+  pid: number;
+  /** Parent pid, `null` for a root process started by the host. */
+  ppid: number | null;
+  /** Ancestors, root first. */
+  lineage: number[];
+  /** Image name this process runs. */
+  image: string;
+  /** Lifecycle state. */
+  status: ProcessStatus;
+  /** Real path of the workspace root. */
+  workspace: string;
+  /** Working directory relative to the workspace (`.` is the root). */
+  cwd: string;
+  /** Object Memory namespace owned by this process. */
+  namespace: string;
+  /** Tool names this process may call (from its image plus process-local tools). */
+  tools: string[];
+  /** System prompt from the image. */
+  system_prompt: string;
+  /** Goal given at spawn. */
+  goal: string;
+  /** Image policy. */
+  policy: Policy;
+  /** Highest data label this process has read (labels follow data). */
+  taint: Label;
+  /** Limits. */
+  budgets: Budgets;
+  /** Usage so far. */
+  usage: Usage;
+  /** Durable model state (script position). */
+  model: ModelState | null;
+  /** Action to retry on the next quantum, if the last one blocked. */
+  pending: PendingAction | null;
+  /** Exit code once terminal. */
+  exit_code: number | null;
+  /** Exit result or failure reason once terminal. */
+  exit_reason: string | null;
+  /** How the process came to be: root, spawn or a fork mode. */
+  origin: string;
+  /** Set by a `cancel` signal: the process ends at its next quantum boundary. */
+  cancel_requested: boolean;
+  /** ISO time of creation. */
+  created_at: string;
+  /** ISO time of the last change. */
+  updated_at: string;
+}
+
+/** The eleven rights a capability can carry. */
+export const RIGHTS = [
+  "read",
+  "write",
+  "delete",
+  "execute",
+  "materialize",
+  "link",
+  "diff",
+  "grant",
+  "revoke",
+  "approve",
+  "admin",
+] as const;
+/** A right. */
+export type Right = typeof RIGHTS[number];
+
+/** What a matching capability says. */
+export type Effect = "allow" | "deny" | "ask";
+
+/** Lifecycle of a capability row. */
+export type CapabilityStatus = "active" | "revoked" | "exhausted";
+
+/** An exact one-shot binding: the capability only matches this syscall with these arguments. */
+export interface Binding {
+  /** Syscall name. */
+  syscall: string;
+  /** sha256 of the canonical arguments. */
+  args_hash: string;
+}
+
+/** A capability: explicit, attributable authority of one subject over one resource. */
+export interface Capability {
+  /** Unique id. */
+  cap_id: string;
+  /** Holder pid. */
+  subject: number;
+  /** Resource pattern (`filesystem:workspace:src/*`, `shell:git`, ...). */
+  resource: string;
+  /** Rights granted (or denied, or asked). */
+  rights: Right[];
+  /** Extra conditions; `binding` makes it an exact one-shot approval. */
+  constraints: { binding?: Binding; [key: string]: unknown };
+  /** Issuer: `host`, `human:<name>`, or `pid:<n>`. */
+  issued_by: string;
+  /** ISO expiry, or `null`. */
+  expires_at: string | null;
+  /** May the holder delegate it (narrowed) to a child? */
+  delegable: boolean;
+  /** May the issuer revoke it? */
+  revocable: boolean;
+  /** allow, deny or ask. */
+  effect: Effect;
+  /** The capability this one was delegated from. */
+  parent_cap_id: string | null;
+  /** 0 for a host grant, parent's depth + 1 for a delegation. */
+  delegation_depth: number;
+  /** Remaining uses, or `null` for unlimited. */
+  uses_remaining: number | null;
+  /** active, revoked or exhausted. */
+  status: CapabilityStatus;
+  /** ISO creation time. */
+  created_at: string;
+}
+
+/** The 24 kinds of typed Object Memory. */
+export const OBJECT_KINDS = [
+  "task",
+  "goal",
+  "plan",
+  "step",
+  "constraint",
+  "message",
+  "human_decision",
+  "human_request",
+  "tool_result",
+  "observation",
+  "error_trace",
+  "code_patch",
+  "test_result",
+  "evidence",
+  "claim",
+  "summary",
+  "skill",
+  "tool_spec",
+  "tool_candidate",
+  "tool_artifact",
+  "checkpoint",
+  "process_state",
+  "external_ref",
+  "artifact",
+] as const;
+/** An object kind. */
+export type ObjectKind = typeof OBJECT_KINDS[number];
+
+/** A versioned, labelled object in Object Memory. */
+export interface MemoryObject {
+  /** Object id. */
+  oid: string;
+  /** Namespace the object lives in. */
+  namespace: string;
+  /** Typed kind. */
+  kind: ObjectKind;
+  /** Optional name, unique per namespace when set. */
+  name: string | null;
+  /** Version, starting at 1; every update increments it. */
+  version: number;
+  /** Data label. */
+  label: Label;
+  /** JSON payload. */
+  payload: unknown;
+  /** Oids this object was derived from. */
+  derived_from: string[];
+  /** Pid that created it. */
+  created_by: number;
+  /** ISO creation time. */
+  created_at: string;
+  /** ISO time of the last version. */
+  updated_at: string;
+}
+
+/** A directed link between two objects. */
+export interface ObjectLink {
+  /** Source oid. */
+  from_oid: string;
+  /** Target oid. */
+  to_oid: string;
+  /** Relation name. */
+  relation: string;
+}
+
+/** A message in a process mailbox. */
+export interface MailMessage {
+  /** Message id. */
+  msg_id: number;
+  /** Sender pid (`null` for the host). */
+  from_pid: number | null;
+  /** Recipient pid. */
+  to_pid: number;
+  /** normal or interrupt (interrupts are delivered first). */
+  kind: "normal" | "interrupt";
+  /** Message body. */
+  body: unknown;
+  /** ISO time. */
+  created_at: string;
+}
+
+/** Decision recorded by an audit record. */
+export type Decision = "allow" | "deny" | "ask" | "error" | "info";
+
+/** One hash-chained audit record. */
+export interface AuditRecord {
+  /** Sequence number, 1-based and gap-free. */
+  seq: number;
+  /** Unique id. */
+  record_id: string;
+  /** ISO time. */
+  timestamp: string;
+  /** Who acted: `pid:<n>`, `host`, `human:<name>`. */
+  actor: string;
+  /** Syscall or operation name. */
+  action: string;
+  /** Resource acted on. */
+  target: string;
+  /** Bounded references to the inputs (preview, hash, size). */
+  input_refs: unknown;
+  /** Bounded references to the outputs. */
+  output_refs: unknown;
+  /** Capabilities that decided. */
+  capability_refs: string[];
+  /** allow, deny, ask, error or info. */
+  decision: Decision;
+  /** Why (error code and message, or the rule that decided). */
+  reason: string;
+  /** Groups records of one logical operation. */
+  correlation_id: string | null;
+  /** Record this one follows from. */
+  parent_record_id: string | null;
+  /** Hash of the previous record (`""` for the first). */
+  prev_hash: string;
+  /** sha256 over prev_hash and this record's canonical fields. */
+  hash: string;
+}
+
+/** The event types the runtime emits. */
+export const EVENT_TYPES = [
+  "process.created",
+  "process.status",
+  "process.exited",
+  "process.signal",
+  "process.exec",
+  "message.sent",
+  "capability.granted",
+  "capability.revoked",
+  "capability.consumed",
+  "syscall.denied",
+  "human.asked",
+  "human.decided",
+  "human.output",
+  "object.created",
+  "object.updated",
+  "object.linked",
+  "file.written",
+  "file.deleted",
+  "shell.executed",
+  "image.registered",
+  "effect.intent",
+  "effect.completed",
+  "effect.unknown",
+  "budget.exhausted",
+  "label.blocked",
+] as const;
+/** An event type. */
+export type EventType = typeof EVENT_TYPES[number];
+
+/** Event envelope. */
+export interface LibosEvent {
+  /** Sequence id. */
+  event_id: number;
+  /** Type. */
+  type: EventType;
+  /** Emitter (`pid:<n>`, `host`, `kernel`). */
+  source: string;
+  /** What the event is about. */
+  target: string;
+  /** Bounded payload. */
+  payload: unknown;
+  /** 0 normal, higher is more urgent. */
+  priority: number;
+  /** ISO time. */
+  created_at: string;
+  /** Correlates with audit records. */
+  correlation_id: string | null;
+}
+
+/** State of an external effect in the ledger. */
+export type EffectStatus = "pending" | "done" | "failed" | "unknown";
+
+/** An effect-ledger entry: intent before the effect, outcome after. */
+export interface EffectRecord {
+  /** Id. */
+  effect_id: string;
+  /** Pid that caused it. */
+  pid: number;
+  /** Syscall name. */
+  syscall: string;
+  /** Resource touched. */
+  resource: string;
+  /** sha256 of the canonical arguments. */
+  args_hash: string;
+  /** pending, done, failed or unknown (crash between intent and outcome). */
+  status: EffectStatus;
+  /** Outcome summary (hash/size or error), set when finished. */
+  outcome: unknown;
+  /** ISO time of the intent. */
+  created_at: string;
+  /** ISO time of the outcome. */
+  finished_at: string | null;
+}
+
+/** A registered AgentImage (validated). */
+export interface AgentImage {
+  /** Unique name. */
+  name: string;
+  /** What it is for. */
+  description: string;
+  /** System prompt for the model. */
+  system_prompt: string;
+  /** Builtin tool names. */
+  tools: string[];
+  /** Capabilities the host grants when it launches this image (never by register or exec). */
+  capabilities: CapabilitySpec[];
+  /** Policy. */
+  policy: Policy;
+  /** Capabilities the process must already hold to exec into this image. */
+  required_capabilities: CapabilitySpec[];
+  /** Default budgets. */
+  budgets: Budgets;
+}
+
+/** A capability as written in an image or on the command line. */
+export interface CapabilitySpec {
+  /** Resource pattern. */
+  resource: string;
+  /** Rights. */
+  rights: Right[];
+  /** allow (default), deny or ask. */
+  effect?: Effect;
+  /** Limited uses. */
+  uses_remaining?: number | null;
+  /** ISO expiry. */
+  expires_at?: string | null;
+  /** Delegable to children (default true). */
+  delegable?: boolean;
+}
