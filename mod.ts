@@ -26,10 +26,17 @@
 export { assertStoreOutside, hostProviders, Runtime } from "./runtime/runtime.ts";
 export type { LaunchOptions, RuntimeOptions } from "./runtime/runtime.ts";
 export { Kernel } from "./runtime/kernel.ts";
+export type { ProcessSpec } from "./runtime/kernel.ts";
 export { Scheduler } from "./runtime/scheduler.ts";
 export type { RunReport, StepResult } from "./runtime/scheduler.ts";
 export { SqliteStore } from "./runtime/store/sqlite.ts";
-export type { AuditVerification, Store } from "./runtime/store/store.ts";
+export type {
+  AuditDraft,
+  AuditFilter,
+  AuditVerification,
+  EventDraft,
+  Store,
+} from "./runtime/store/store.ts";
 export { LibosError } from "./runtime/errors.ts";
 export type { ErrorCode } from "./runtime/errors.ts";
 export {
@@ -40,8 +47,11 @@ export {
   resourceCovers,
   resourceMatches,
 } from "./runtime/capabilities.ts";
+export type { CapDecision } from "./runtime/capabilities.ts";
 export { parseImage, parsePolicy } from "./runtime/images.ts";
+export type { ScriptStep } from "./runtime/providers/scripted.ts";
 export {
+  ConsoleHuman,
   DenyingHuman,
   parseScript,
   ScriptedHuman,
@@ -51,4 +61,6 @@ export { HostClock, HostFileSystem, HostShell } from "./runtime/providers/host.t
 export type * from "./runtime/providers/types.ts";
 export type * from "./runtime/types.ts";
 export { syscall, SYSCALL_NAMES } from "./primitives/mod.ts";
+export type { SyscallOptions } from "./primitives/mod.ts";
 export { BUILTIN_TOOL_NAMES, BUILTIN_TOOLS } from "./tools/builtin.ts";
+export type { BuiltinTool, Sys } from "./tools/builtin.ts";

@@ -93,6 +93,7 @@ export class DenyingHuman implements HumanProvider {
 
 /** Non-interactive human for the CLI: output goes to stderr, every ASK is denied. */
 export class ConsoleHuman extends DenyingHuman {
+  /** Print to stderr (stdout stays machine-readable). */
   override output(pid: number, text: string): Promise<void> {
     console.error(`[pid ${pid} -> human] ${text}`);
     return super.output(pid, text);
@@ -107,6 +108,7 @@ export class ScriptedHuman extends ConsoleHuman {
     super();
     this.#answers = [...answers];
   }
+  /** The next scripted answer (deny once they run out). */
   override decide(request: HumanRequest): Promise<HumanAnswer> {
     this.asked.push(request);
     return Promise.resolve(this.#answers.shift() ?? "deny");
