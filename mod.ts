@@ -26,7 +26,7 @@
 export { assertStoreOutside, hostProviders, Runtime } from "./runtime/runtime.ts";
 export type { LaunchOptions, RuntimeOptions } from "./runtime/runtime.ts";
 export { Kernel } from "./runtime/kernel.ts";
-export type { ProcessSpec } from "./runtime/kernel.ts";
+export type { Dispatch, ProcessSpec } from "./runtime/kernel.ts";
 export { Scheduler } from "./runtime/scheduler.ts";
 export type { RunReport, StepResult } from "./runtime/scheduler.ts";
 export { SqliteStore } from "./runtime/store/sqlite.ts";
@@ -58,6 +58,14 @@ export {
   ScriptedModel,
 } from "./runtime/providers/scripted.ts";
 export { HostClock, HostFileSystem, HostShell } from "./runtime/providers/host.ts";
+export { HostSandbox, MAX_TOOL_SOURCE } from "./runtime/sandbox/provider.ts";
+export type { Artifact, SandboxProvider } from "./runtime/sandbox/provider.ts";
+export { DEFAULT_LIMITS } from "./runtime/sandbox/launcher.ts";
+export type { SandboxLimits, SandboxOutcome, SandboxRequest } from "./runtime/sandbox/launcher.ts";
+export type { PermissionHandler } from "./runtime/sandbox/broker.ts";
+export { accessFlags, deriveAccess } from "./runtime/sandbox/flags.ts";
+export type { DerivedAccess } from "./runtime/sandbox/flags.ts";
+export type { Libos, ToolRun } from "./tools/jit/libos.ts";
 export type * from "./runtime/providers/types.ts";
 export type * from "./runtime/types.ts";
 export { syscall, SYSCALL_NAMES } from "./primitives/mod.ts";

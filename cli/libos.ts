@@ -6,7 +6,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { dirname } from "node:path";
+import { basename, dirname } from "node:path";
 import { assertStoreOutside, Runtime } from "../runtime/runtime.ts";
 import { parseGrantFlag } from "../runtime/capabilities.ts";
 import { invalid, LibosError } from "../runtime/errors.ts";
@@ -23,7 +23,8 @@ const USAGE = `usage:
   libos ps --store FILE [--json]
   libos caps --store FILE --pid N [--json]
   libos events --store FILE [--json]
-  libos effects --store FILE [--json]`;
+  libos effects --store FILE [--json]
+  libos tool run TOOL.ts --workspace DIR [--grant RESOURCE=RIGHT,RIGHT]... [--args JSON] [--timeout-ms N] [--store FILE] [--json]`;
 
 /** Default store location, relative to the current directory. */
 export const DEFAULT_STORE = ".libos/libos.db";
@@ -282,6 +283,93 @@ async function _list(args: string[], what: "events" | "effects"): Promise<number
   }
 }
 
+function _toolName(path: string): string {
+  const base = basename(path).replace(/\.[^.]*$/, "").toLowerCase().replace(/[^a-z0-9_]/g, "_");
+  const name = /^[a-z]/.test(base) ? base : `jit_${base}`;
+  return (BUILTIN_TOOL_NAMES.includes(name) ? `jit_${name}` : name).slice(0, 64);
+}
+
+/** `tool run`: validate and run one JIT tool in a fresh process holding exactly the grants. */
+async function _tool(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub !== "run") throw new _Usage(`tool: unknown subcommand '${sub ?? ""}' (expected run)`);
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      workspace: { type: "string" },
+      grant: { type: "string", multiple: true },
+      args: { type: "string" },
+      "timeout-ms": { type: "string" },
+      store: { type: "string" },
+      json: { type: "boolean" },
+    },
+  });
+  if (positionals.length !== 1) throw new _Usage("tool run: give exactly one TOOL.ts");
+  if (!values.workspace) throw new _Usage("tool run: --workspace DIR is required");
+  let source: string;
+  try {
+    source = await Deno.readTextFile(positionals[0]);
+  } catch {
+    throw invalid("TOOL.ts", `cannot read '${positionals[0]}'`);
+  }
+  let toolArgs: unknown = {};
+  if (values.args !== undefined) {
+    try {
+      toolArgs = JSON.parse(values.args);
+    } catch {
+      throw invalid("--args", "is not valid JSON");
+    }
+    if (toolArgs === null || typeof toolArgs !== "object" || Array.isArray(toolArgs)) {
+      throw invalid("--args", "must be a JSON object");
+    }
+  }
+  const timeout = values["timeout-ms"];
+  if (timeout !== undefined && !/^[1-9][0-9]{0,4}$/.test(timeout)) {
+    throw invalid("--timeout-ms", "must be an integer from 1 to 60000");
+  }
+  const grants = (values.grant ?? []).map(parseGrantFlag);
+  const name = _toolName(positionals[0]);
+  const storePath = values.store ?? DEFAULT_STORE;
+  await assertStoreOutside(storePath, values.workspace);
+  await Deno.mkdir(dirname(storePath), { recursive: true });
+  const rt = await Runtime.open({ store: storePath, providers: { human: new ConsoleHuman() } });
+  let result: { ok: true; value: unknown } | {
+    ok: false;
+    error: { code: string; message: string };
+  };
+  try {
+    const proc = await rt.launch({
+      image: { name: "tool-runner", tools: [] },
+      workspace: values.workspace,
+      // The host lets this process register exactly this tool, and nothing else beyond the grants.
+      grants: [...grants, { resource: `tool:${name}`, rights: ["write"] }],
+      goal: `run JIT tool ${name}`,
+    });
+    try {
+      const cand = await rt.syscall(proc.pid, "jit.propose", { name, source }) as { oid: string };
+      const art = await rt.syscall(proc.pid, "jit.validate", { oid: cand.oid }) as { oid: string };
+      await rt.syscall(proc.pid, "jit.register", { oid: art.oid });
+      const callArgs: Record<string, unknown> = { name, args: toolArgs };
+      if (timeout !== undefined) callArgs.timeout_ms = Number(timeout);
+      result = { ok: true, value: await rt.syscall(proc.pid, "jit.call", callArgs) };
+    } catch (e) {
+      if (!(e instanceof LibosError)) throw e;
+      result = { ok: false, error: e.toJSON() };
+    }
+    const status = await rt.process(proc.pid);
+    if (status.status === "runnable") {
+      await rt.syscall(proc.pid, "process.exit", { code: result.ok ? 0 : 1 });
+    }
+  } finally {
+    await rt.close();
+  }
+  if (values.json) console.log(JSON.stringify(result));
+  else if (result.ok) console.log(JSON.stringify(result.value));
+  else console.error(`libos: ${result.error.code} ${result.error.message}`);
+  return result.ok ? 0 : 1;
+}
+
 /** Run the CLI with `args`; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   const [cmd, ...rest] = args;
@@ -299,6 +387,8 @@ export async function main(args: string[]): Promise<number> {
         return await _list(rest, "events");
       case "effects":
         return await _list(rest, "effects");
+      case "tool":
+        return await _tool(rest);
       default:
         throw new _Usage(cmd ? `unknown command '${cmd}'` : "no command given");
     }

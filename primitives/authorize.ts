@@ -8,7 +8,7 @@
 import { decide } from "../runtime/capabilities.ts";
 import { payloadRef } from "../runtime/canonical.ts";
 import { denied } from "../runtime/errors.ts";
-import { redactionFor } from "../runtime/labels.ts";
+import { guardText, maxLabel, mayFlow, redactionFor } from "../runtime/labels.ts";
 import type { HumanAnswer, HumanRequest } from "../runtime/providers/types.ts";
 import type { Capability, Effect, Label, Right } from "../runtime/types.ts";
 import type { Call } from "./call.ts";
@@ -44,7 +44,9 @@ export async function authorize(call: Call, req: AuthRequest): Promise<Capabilit
     let reason = d.reason;
     // Policy can only tighten; a human-issued allow already carries consent.
     const policy = req.policy ?? "allow";
-    if (effect !== "deny" && _STRICTNESS[policy] > _STRICTNESS[effect] && !d.humanConsent) {
+    // A human's consent answers a policy ASK, never a policy DENY.
+    const consented = d.humanConsent && policy === "ask";
+    if (effect !== "deny" && _STRICTNESS[policy] > _STRICTNESS[effect] && !consented) {
       effect = policy;
       reason = req.policyReason ?? `policy says ${policy}`;
     }
@@ -77,28 +79,34 @@ async function _askHuman(
 ): Promise<void> {
   const k = call.k;
   const pid = call.proc.pid;
-  const label = req.label ?? call.proc.taint;
+  const label = maxLabel(req.label ?? call.proc.taint, call.proc.taint);
+  // The human sees what it is asked about, unless the caller holds data above
+  // the human's clearance: then only labels and hashes, like the audit.
+  const shown = mayFlow(label, call.proc.policy.human_clearance) ? "public" : label;
   const request: HumanRequest = {
     request_id: k.newId("hr"),
     pid,
     effect: call.name,
     args: payloadRef(call.args, redactionFor(label)),
     args_hash: call.argsHash,
-    resource: req.resource,
+    resource: guardText(shown, req.resource),
     right: req.right,
     rule,
-    summary: `process ${pid} wants to ${req.right} ${req.resource} via ${call.name} (${reason})`,
+    summary: guardText(
+      shown,
+      `process ${pid} wants to ${req.right} ${req.resource} via ${call.name} (${reason})`,
+    ),
     label,
   };
   await k.audit({
     actor: `pid:${pid}`,
     action: "human.ask",
-    target: req.resource,
+    target: guardText(call.proc.taint, req.resource),
     input_refs: { request_id: request.request_id, args: request.args },
     output_refs: null,
     capability_refs: rule === "policy" ? [] : [rule],
     decision: "ask",
-    reason,
+    reason: guardText(call.proc.taint, reason),
     correlation_id: call.correlationId,
     parent_record_id: null,
   });
@@ -107,7 +115,7 @@ async function _askHuman(
   await k.audit({
     actor: "human:owner",
     action: "human.decide",
-    target: req.resource,
+    target: guardText(call.proc.taint, req.resource),
     input_refs: { request_id: request.request_id },
     output_refs: { answer },
     capability_refs: [],

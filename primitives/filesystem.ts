@@ -7,7 +7,7 @@
 import { dirname, isAbsolute, join, normalize, relative, sep } from "node:path";
 import { denied, invalid, LibosError } from "../runtime/errors.ts";
 import { maxLabel, mayFlow, parseLabel } from "../runtime/labels.ts";
-import { resourceMatches } from "../runtime/capabilities.ts";
+import { isLive, resourceMatches } from "../runtime/capabilities.ts";
 import type { Label } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
 import { type Call, optBool, type Primitive, str } from "./call.ts";
@@ -46,10 +46,9 @@ export async function resolvePath(call: Call, raw: string, field = "path"): Prom
     try {
       real = await fs.realPath(head);
     } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) {
-        if (e instanceof Deno.errors.NotADirectory) {
-          throw new LibosError("ENOENT", `${call.name}.${field}: a parent is not a directory`);
-        }
+      // A file used as a directory is treated like a missing tail: answering
+      // ENOENT here, before authorization, would reveal that the file exists.
+      if (!(e instanceof Deno.errors.NotFound) && !(e instanceof Deno.errors.NotADirectory)) {
         throw e;
       }
       // A name that exists but cannot be resolved is a dangling symlink: following
@@ -169,6 +168,16 @@ const remove: Primitive = {
     const p = await _target(call);
     const recursive = optBool(call, "recursive") ?? false;
     if (p.rel === ".") throw denied(`${call.name}: the workspace root cannot be deleted`);
+    if (recursive) {
+      // A DENY or ASK on anything below wins over any wildcard; checked first so
+      // a refused delete uses up no limited capability.
+      const now = call.k.providers.clock.now();
+      const below = (await call.k.store.capabilitiesOf(call.proc.pid)).find((c) =>
+        c.effect !== "allow" && isLive(c, now) && c.rights.includes("delete") &&
+        c.resource.startsWith(`${p.resource}/`)
+      );
+      if (below) throw denied(`${call.name} ${p.rel}: ${below.resource} is not deletable`);
+    }
     await authorize(call, { resource: p.resource, right: "delete" });
     // A recursive delete touches everything below: it needs that authority too.
     if (recursive) await authorize(call, { resource: `${p.resource}/*`, right: "delete" });

@@ -60,8 +60,10 @@ export async function authorizeObject(call: Call, obj: MemoryObject, right: Righ
   const binding = { syscall: call.name, args_hash: call.argsHash };
   const onObj = decide(caps, objRes, right, binding, now);
   const onNs = decide(caps, nsRes, right, binding, now);
-  // An explicit DENY on either wins; then the object's own capability; then the namespace's.
-  const explicitDeny = [onObj, onNs].find((d) => d.effect === "deny" && d.cap !== null);
+  // An explicit DENY on either wins, then an ASK on either (as everywhere: DENY > ASK >
+  // ALLOW); then the object's own capability; then the namespace's.
+  const explicitDeny = [onObj, onNs].find((d) => d.effect === "deny" && d.cap !== null) ??
+    [onObj, onNs].find((d) => d.effect === "ask");
   const resource = explicitDeny
     ? (explicitDeny === onObj ? objRes : nsRes)
     : onObj.cap
@@ -99,6 +101,11 @@ const put: Primitive = {
   fields: ["kind", "payload", "name", "label", "namespace", "derived_from"],
   async run(call) {
     const kind = _kind(call);
+    // Step results are the runtime's record of what tools returned: a process
+    // must not be able to forge one (or squat on a step's name).
+    if (kind === "tool_result") {
+      throw invalid(`${call.name}.kind`, "tool_result objects are written by the runtime only");
+    }
     const payload = _payload(call);
     const name = optStr(call, "name", 256) ?? null;
     const ns = _namespace(call);

@@ -6,10 +6,10 @@
  * allowed, denied or failed, naming the capabilities that decided.
  * @module
  */
-import { hashValue, payloadRef } from "../runtime/canonical.ts";
+import { payloadRef } from "../runtime/canonical.ts";
 import { invalid, LibosError, toLibosError } from "../runtime/errors.ts";
 import type { Kernel } from "../runtime/kernel.ts";
-import { redactionFor } from "../runtime/labels.ts";
+import { guardText, redactionFor } from "../runtime/labels.ts";
 import type { Decision, ProcessRecord } from "../runtime/types.ts";
 import { type Call, checkFields, type Primitive } from "./call.ts";
 import { CAPABILITY } from "./capability.ts";
@@ -17,6 +17,7 @@ import { CLOCK } from "./clock.ts";
 import { FILESYSTEM } from "./filesystem.ts";
 import { HUMAN } from "./human.ts";
 import { IMAGE } from "./image.ts";
+import { JIT } from "./jit.ts";
 import { MEMORY } from "./memory.ts";
 import { PROCESS } from "./process.ts";
 import { SHELL } from "./shell.ts";
@@ -31,6 +32,7 @@ export const SYSCALLS: Readonly<Record<string, Primitive>> = Object.freeze({
   ...SHELL,
   ...IMAGE,
   ...HUMAN,
+  ...JIT,
 });
 
 /** Names of every syscall. */
@@ -91,7 +93,8 @@ export async function syscall(
       throw invalid(name, `arguments larger than ${MAX_ARGS_CHARS} bytes`);
     }
     call.args = args as Record<string, unknown>;
-    call.argsHash = hashValue(args);
+    // The ref already hashed the canonical arguments: same value as hashValue(args).
+    call.argsHash = ref.sha256;
     const usage = k.usage(call.proc);
     const max = call.proc.budgets.max_syscalls;
     if (max !== null && usage.syscalls >= max) {
@@ -104,7 +107,7 @@ export async function syscall(
     await k.audit({
       actor: `pid:${pid}`,
       action: name,
-      target: call.target,
+      target: _guard(call, call.target),
       input_refs: inputRef,
       output_refs: payloadRef(value, redactionFor(call.resultLabel)),
       capability_refs: call.capRefs,
@@ -117,26 +120,41 @@ export async function syscall(
     });
     return value;
   } catch (e) {
-    const err = toLibosError(e);
+    const err = _hideHostPaths(call, toLibosError(e));
     const decision = _decision(err);
     await k.audit({
       actor: `pid:${pid}`,
       action: call.name,
-      target: call.target,
+      target: _guard(call, call.target),
       input_refs: inputRef,
       output_refs: { error: err.code },
       capability_refs: call.capRefs,
       decision,
-      reason: `${err.code}: ${err.message}`,
+      reason: _guard(call, `${err.code}: ${err.message}`),
       correlation_id: correlationId,
       parent_record_id: null,
     });
     if (decision === "deny") {
-      await k.emit("syscall.denied", `pid:${pid}`, call.target, {
+      await k.emit("syscall.denied", `pid:${pid}`, _guard(call, call.target), {
         syscall: call.name,
-        message: err.message,
+        message: _guard(call, err.message),
       }, correlationId);
     }
     throw err;
   }
+}
+
+/**
+ * Text derived from a tainted caller's arguments (a target, an error message)
+ * could carry what it read: above `normal` it is kept as a label and a hash only.
+ */
+function _guard(call: Call, text: string): string {
+  return call.proc ? guardText(call.proc.taint, text) : text;
+}
+
+/** Host errors name absolute paths; an agent sees workspace-relative ones. */
+function _hideHostPaths(call: Call, err: LibosError): LibosError {
+  const ws = call.proc?.workspace;
+  if (!ws || !err.message.includes(ws)) return err;
+  return new LibosError(err.code, err.message.replaceAll(ws + "/", "").replaceAll(ws, "."));
 }

@@ -15,6 +15,7 @@ import type {
   AgentImage,
   Capability,
   CapabilitySpec,
+  JitToolRef,
   Label,
   ModelState,
   ProcessRecord,
@@ -83,6 +84,8 @@ async function _copyMemory(k: Kernel, from: ProcessRecord, to: ProcessRecord): P
       ...o,
       oid: `obj_${crypto.randomUUID()}`,
       namespace: to.namespace,
+      // Step records are named step-<n> by the scheduler; the child numbers its own.
+      name: o.kind === "tool_result" ? null : o.name,
       version: 1,
       derived_from: [o.oid],
       created_at: at,
@@ -143,9 +146,28 @@ async function _newChild(
     goal,
     taint: call.proc.taint,
     tools,
+    jit_tools: _jitToolsArg(call),
     model: _childModel(call),
     origin,
   });
+}
+
+/** JIT tools the parent delegates by name (none unless listed). */
+function _jitToolsArg(call: Call): Record<string, JitToolRef> {
+  const v = call.args.jit_tools;
+  if (v === undefined) return {};
+  if (!Array.isArray(v)) throw invalid(`${call.name}.jit_tools`, "must be an array of tool names");
+  const out: Record<string, JitToolRef> = {};
+  v.forEach((t, i) => {
+    if (typeof t !== "string" || !Object.hasOwn(call.proc.jit_tools ?? {}, t)) {
+      throw invalid(
+        `${call.name}.jit_tools[${i}]`,
+        `'${String(t)}' is not in the caller's JIT tools`,
+      );
+    }
+    out[t] = call.proc.jit_tools[t];
+  });
+  return out;
 }
 
 function _toolsArg(call: Call): string[] {
@@ -170,7 +192,7 @@ async function _direct(call: Call, pid: number): Promise<ProcessRecord> {
 }
 
 const spawn: Primitive = {
-  fields: ["goal", "tools", "script"],
+  fields: ["goal", "tools", "jit_tools", "script"],
   async run(call) {
     const goal = str(call, "goal", 100_000);
     const tools = _toolsArg(call);
@@ -187,7 +209,7 @@ const spawn: Primitive = {
 };
 
 const fork: Primitive = {
-  fields: ["mode", "goal", "capabilities", "tools", "script"],
+  fields: ["mode", "goal", "capabilities", "tools", "jit_tools", "script"],
   async run(call) {
     const mode = call.args.mode as ForkMode;
     if (!FORK_MODES.includes(mode)) {

@@ -12,7 +12,8 @@ import type { Effect, Label } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
 import { type Call, optInt, type Primitive } from "./call.ts";
 import { withEffect } from "./effects.ts";
-import { fileLabel, resolvePath, taint } from "./filesystem.ts";
+import { checkFlow, fileLabel, resolvePath, taint } from "./filesystem.ts";
+import { mayFlow } from "../runtime/labels.ts";
 
 /** Default and largest timeout of a shell command. */
 export const SHELL_TIMEOUT_MS = { default: 30_000, max: 300_000 };
@@ -83,16 +84,21 @@ export function destructiveReason(argv: string[]): string | null {
   const [exe, ...rest] = argv;
   const flags = rest.filter((a) => a.startsWith("-"));
   const shortHas = (c: string) => flags.some((f) => /^-[A-Za-z]+$/.test(f) && f.includes(c));
+  // GNU getopt and git accept any unambiguous prefix of a long option (`--rec`).
+  const longHas = (name: string) =>
+    flags.some((f) =>
+      f.startsWith("--") && f.split("=")[0].length >= 3 && name.startsWith(f.split("=")[0])
+    );
   switch (exe) {
     case "rm":
-      if (shortHas("r") || shortHas("R") || flags.includes("--recursive")) return "recursive rm";
-      if (flags.includes("--no-preserve-root")) return "rm --no-preserve-root";
+      if (shortHas("r") || shortHas("R") || longHas("--recursive")) return "recursive rm";
+      if (longHas("--no-preserve-root")) return "rm --no-preserve-root";
       if (rest.some((a) => a === "/" || a === "/*" || a === "~")) return "rm of a root";
       return null;
     case "chmod":
     case "chown":
     case "chgrp":
-      return shortHas("R") || flags.includes("--recursive") ? `recursive ${exe}` : null;
+      return shortHas("R") || longHas("--recursive") ? `recursive ${exe}` : null;
     case "dd":
     case "shred":
     case "wipefs":
@@ -108,15 +114,17 @@ export function destructiveReason(argv: string[]): string | null {
     case "pkill":
       return `${exe} is destructive`;
     case "git": {
-      const sub = rest.find((a) => !a.startsWith("-"));
+      const sub = _gitSplit(rest).sub;
       if (
         sub === "push" &&
-        rest.some((a) => /^(-f|--force.*|--mirror|--delete|-d)$/.test(a) || a.startsWith("+"))
+        (shortHas("f") || shortHas("d") || longHas("--force") || longHas("--mirror") ||
+          longHas("--delete") ||
+          rest.some((a) => /^(-f|--force.*|--mirror|--delete|-d)$/.test(a) || a.startsWith("+")))
       ) {
         return "forced or deleting git push";
       }
-      if (sub === "reset" && rest.includes("--hard")) return "git reset --hard";
-      if (sub === "clean" && (shortHas("f") || rest.includes("--force"))) return "git clean -f";
+      if (sub === "reset" && longHas("--hard")) return "git reset --hard";
+      if (sub === "clean" && (shortHas("f") || longHas("--force"))) return "git clean -f";
       if (sub === "filter-branch" || sub === "filter-repo") return `git ${sub}`;
       if (
         sub === "branch" &&
@@ -136,12 +144,30 @@ export function destructiveReason(argv: string[]): string | null {
   return null;
 }
 
+/** Git's global options that take the next argument as their value. */
+const _GIT_VALUE_OPTS = ["-C", "-c", "--git-dir", "--work-tree", "--namespace", "--config-env"];
+
+/** Split a git argv (without `git`) into global options and the subcommand. */
+function _gitSplit(rest: string[]): { globals: string[]; sub: string | undefined } {
+  let i = 0;
+  while (i < rest.length && rest[i].startsWith("-")) i += _GIT_VALUE_OPTS.includes(rest[i]) ? 2 : 1;
+  return { globals: rest.slice(0, i), sub: rest[i] };
+}
+
+/** Is inline-code flag `flag` given by `arg`, also bundled (`-ec`) or attached (`-cCODE`, `--eval=`)? */
+function _flagGiven(arg: string, flag: string): boolean {
+  if (arg === flag) return true;
+  if (flag.startsWith("--")) return arg.startsWith(`${flag}=`);
+  if (/^-[A-Za-z]$/.test(flag)) return /^-[^-]/.test(arg) && arg.includes(flag[1]);
+  return false;
+}
+
 function _policyEffect(call: Call, argv: string[]): { effect: Effect; reason: string } {
   const exe = argv[0];
   const p = call.proc.policy;
   const inline = INLINE_CODE[exe];
   const hasInline = inline !== undefined &&
-    (inline.length === 0 || argv.slice(1).some((a) => inline.includes(a)));
+    (inline.length === 0 || argv.slice(1).some((a) => inline.some((f) => _flagGiven(a, f))));
   let effect: Effect;
   let reason: string;
   switch (p.shell) {
@@ -188,7 +214,11 @@ function _argv(call: Call): string[] {
 async function _checkPathArgs(call: Call, argv: string[]): Promise<Label> {
   let label: Label = "public";
   for (const arg of argv.slice(1)) {
-    const value = arg.startsWith("-") && arg.includes("=") ? arg.slice(arg.indexOf("=") + 1) : arg;
+    let value = arg.startsWith("-") && arg.includes("=") ? arg.slice(arg.indexOf("=") + 1) : arg;
+    // An option may carry its path attached (`-o/x`, `-t../dir`): check from where a path starts.
+    if (value.startsWith("-") && value.includes("/")) {
+      value = value.slice(value.slice(1).search(/[./~]/) + 1);
+    }
     if (value === "" || (value.startsWith("-") && !value.includes("/"))) continue;
     const pathLike = isAbsolute(value) || value.split("/").includes("..") || value.startsWith("~");
     const lexical = isAbsolute(value)
@@ -219,10 +249,14 @@ const run: Primitive = {
     call.target = resource;
     const destructive = destructiveReason(argv);
     if (destructive) throw denied(`${call.name} ${argv[0]}: ${destructive} is never run`);
-    const wraps = WRAPPERS.has(argv[0]) && argv.slice(1).some((a) => !a.startsWith("-"));
+    // Any argument to a wrapper may name a program (`env -S'cat .env'`, `xargs -a f`).
+    const wraps = WRAPPERS.has(argv[0]) && argv.length > 1;
+    // git's `-c`, `--config-env` and `--exec-path` define aliases, pagers, hooks: other programs.
+    const gitRuns = argv[0] === "git" &&
+      _gitSplit(argv.slice(1)).globals.some((a) => /^(-c|--config-env|--exec-path=)/.test(a));
     const findExec = argv[0] === "find" &&
       argv.some((a) => ["-exec", "-execdir", "-ok", "-okdir"].includes(a));
-    if (wraps || findExec) {
+    if (wraps || findExec || gitRuns) {
       throw denied(`${call.name} ${argv[0]}: wrappers that run another program are refused`);
     }
     const policy = _policyEffect(call, argv);
@@ -232,7 +266,14 @@ const run: Primitive = {
       policy: policy.effect,
       policyReason: policy.reason,
     });
+    // A command's sinks are unknown (files, network, other programs), so the shell is a
+    // `normal` sink: data labelled above that never flows into it, either from what the
+    // process has read or from the files the command is given.
+    await checkFlow(call, "normal", resource);
     const argLabel = await _checkPathArgs(call, argv);
+    if (!mayFlow(argLabel, "normal")) {
+      throw denied(`${call.name} ${argv[0]}: ${argLabel} files may not flow into a shell command`);
+    }
     const cwd = (await resolvePath(call, ".", "cwd")).real;
     const result = await withEffect(
       call,

@@ -27,6 +27,7 @@ const FAMILIES: Record<string, { minParts: number; maxParts: number }> = {
   process: { minParts: 1, maxParts: 1 },
   image: { minParts: 1, maxParts: 1 },
   skill: { minParts: 1, maxParts: 1 },
+  tool: { minParts: 1, maxParts: 1 }, // tool:<name>, JIT tool lifecycle
   checkpoint: { minParts: 2, maxParts: 2 }, // checkpoint:process:<pid>
   jsonrpc: { minParts: 2, maxParts: 2 }, // jsonrpc:<endpoint>:<method>
   mcp: { minParts: 2, maxParts: 2 }, // mcp:<server>:<tool>

@@ -17,6 +17,7 @@ export type ErrorCode =
   | "ELIMIT" // budget or size limit exceeded
   | "EAGAIN" // the caller must wait (child not finished, human not answered)
   | "ETIMEDOUT" // an effect ran out of time
+  | "EPROTO" // a sandboxed tool broke the frame protocol
   | "EIO"; // a provider failed
 
 /** An error carrying a stable code, safe to show to a model or a user. */

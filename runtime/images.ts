@@ -5,7 +5,7 @@
  * every field and names the first bad one; it grants nothing.
  * @module
  */
-import { parseCapabilitySpec } from "./capabilities.ts";
+import { parseCapabilitySpec, parseResource } from "./capabilities.ts";
 import { invalid } from "./errors.ts";
 import { parseLabel } from "./labels.ts";
 import type { AgentImage, Budgets, Label, Policy, ShellPolicyMode } from "./types.ts";
@@ -88,6 +88,12 @@ export function parsePolicy(raw: unknown, field = "policy"): Policy {
     const labels = _obj(o.labels, `${field}.labels`);
     const out: Record<string, Label> = {};
     for (const [pattern, label] of Object.entries(labels)) {
+      // Same grammar as capabilities: a pattern that can never match (`*.env`)
+      // would silently leave a secret file unlabelled.
+      parseResource(
+        pattern.startsWith("filesystem:") ? pattern : `filesystem:workspace:${pattern}`,
+        `${field}.labels.${pattern}`,
+      );
       out[pattern] = parseLabel(label, `${field}.labels.${pattern}`);
     }
     p.labels = out;

@@ -15,6 +15,7 @@ import type {
   Capability,
   CapabilitySpec,
   EventType,
+  JitToolRef,
   Label,
   LibosEvent,
   ModelState,
@@ -39,13 +40,24 @@ export interface ProcessSpec {
   taint: Label;
   /** Tool table (defaults to the image's tools). */
   tools?: string[];
+  /** JIT tools delegated by the parent (none by default). */
+  jit_tools?: Record<string, JitToolRef>;
   /** Model state. */
   model: ModelState | null;
   /** root, spawn, fork:copy, ... */
   origin: string;
 }
 
+/** How primitives issue nested syscalls (a JIT tool's) without importing the table. */
+export type Dispatch = (
+  pid: number,
+  name: string,
+  args: unknown,
+  options?: { correlationId?: string },
+) => Promise<unknown>;
+
 interface _Shared {
+  dispatch: Dispatch | null;
   usage: Map<number, Usage>;
   idCounter: number;
   idPrefix: string;
@@ -67,7 +79,20 @@ export class Kernel {
     this.providers = providers;
     this.toolNames = toolNames;
     this.#shared = shared ??
-      { usage: new Map(), idCounter: 0, idPrefix: crypto.randomUUID().slice(0, 8) };
+      { dispatch: null, usage: new Map(), idCounter: 0, idPrefix: crypto.randomUUID().slice(0, 8) };
+  }
+
+  /** The syscall table's entry point, installed by the runtime. */
+  get dispatch(): Dispatch {
+    if (!this.#shared.dispatch) {
+      throw new LibosError("EIO", "kernel: no syscall dispatcher installed");
+    }
+    return this.#shared.dispatch;
+  }
+
+  /** Install the syscall table's entry point (done once by the runtime). */
+  setDispatch(d: Dispatch): void {
+    this.#shared.dispatch = d;
   }
 
   get #usage(): Map<number, Usage> {
@@ -124,6 +149,13 @@ export class Kernel {
     const p = await this.store.getProcess(pid);
     if (!p) throw new LibosError("ENOENT", `pid: no process ${pid}`);
     return p;
+  }
+
+  /** Persist every in-memory usage counter (on close: a restart must not reset budgets). */
+  async flushUsage(): Promise<void> {
+    for (const [pid, usage] of this.#usage) {
+      await this.store.updateProcess(pid, { usage: { ...usage } });
+    }
   }
 
   /** Usage counters, kept in memory between flushes. */
@@ -190,6 +222,7 @@ export class Kernel {
       cwd: spec.cwd,
       namespace: "",
       tools: spec.tools ?? [...spec.image.tools],
+      jit_tools: spec.jit_tools ?? {},
       system_prompt: spec.image.system_prompt,
       goal: spec.goal,
       policy: structuredClone(spec.image.policy),

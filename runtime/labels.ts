@@ -4,6 +4,7 @@
  * and gate where it may flow (never to a sink with a lower label).
  * @module
  */
+import { sha256 } from "./canonical.ts";
 import { invalid } from "./errors.ts";
 import { type Label, LABELS } from "./types.ts";
 
@@ -30,6 +31,14 @@ export function parseLabel(value: unknown, field = "label"): Label {
     throw invalid(field, `must be one of ${LABELS.join(", ")}`);
   }
   return value as Label;
+}
+
+/**
+ * Text that may carry data labelled `label` (a target or message built from a
+ * tainted caller's arguments): above `normal` only the label and a hash remain.
+ */
+export function guardText(label: Label, text: string): string {
+  return redactionFor(label) ? `[redacted:${label}] sha256:${sha256(text).slice(0, 16)}` : text;
 }
 
 /** Labels above `normal` are never previewed in audit or events. */

@@ -13,6 +13,7 @@ import { parseImage } from "./images.ts";
 import { Kernel } from "./kernel.ts";
 import { HostClock, HostFileSystem, HostShell } from "./providers/host.ts";
 import { DenyingHuman, parseScript, ScriptedModel } from "./providers/scripted.ts";
+import { HostSandbox } from "./sandbox/provider.ts";
 import type { Providers } from "./providers/types.ts";
 import { type RunReport, Scheduler, type StepResult } from "./scheduler.ts";
 import { SqliteStore } from "./store/sqlite.ts";
@@ -25,6 +26,8 @@ export interface RuntimeOptions {
   store: string | Store;
   /** Providers to replace (the rest are the host's). */
   providers?: Partial<Providers>;
+  /** Where validated JIT tools are cached (default: `<store>.jit`, or a temp dir). */
+  jitCacheDir?: string;
 }
 
 /** How to launch a root process. */
@@ -41,14 +44,15 @@ export interface LaunchOptions {
   script?: unknown;
 }
 
-/** The default host providers. */
-export function hostProviders(): Providers {
+/** The default host providers; JIT artifacts are cached under `jitCacheDir`. */
+export function hostProviders(jitCacheDir: string): Providers {
   return {
     fs: new HostFileSystem(),
     shell: new HostShell(),
     clock: new HostClock(),
     human: new DenyingHuman(),
     models: { scripted: new ScriptedModel() },
+    sandbox: new HostSandbox(jitCacheDir),
   };
 }
 
@@ -59,9 +63,13 @@ export class Runtime {
   /** The scheduler. */
   readonly scheduler: Scheduler;
 
-  private constructor(kernel: Kernel) {
+  #tempCache: string | null;
+
+  private constructor(kernel: Kernel, tempCache: string | null) {
     this.kernel = kernel;
     this.scheduler = new Scheduler(kernel);
+    this.#tempCache = tempCache;
+    kernel.setDispatch((pid, name, args, opts) => syscall(kernel, pid, name, args, opts));
   }
 
   /** Open a runtime and recover what a crashed one left behind. */
@@ -69,8 +77,13 @@ export class Runtime {
     const store = typeof options.store === "string"
       ? SqliteStore.open(options.store)
       : options.store;
-    const providers = { ...hostProviders(), ...options.providers };
-    const rt = new Runtime(new Kernel(store, providers, BUILTIN_TOOL_NAMES));
+    const onDisk = typeof options.store === "string" && options.store !== ":memory:";
+    const tempCache = options.jitCacheDir || onDisk
+      ? null
+      : await Deno.makeTempDir({ prefix: "libos-jit-" });
+    const cacheDir = options.jitCacheDir ?? tempCache ?? `${options.store}.jit`;
+    const providers = { ...hostProviders(cacheDir), ...options.providers };
+    const rt = new Runtime(new Kernel(store, providers, BUILTIN_TOOL_NAMES), tempCache);
     await rt.#recover();
     return rt;
   }
@@ -157,9 +170,12 @@ export class Runtime {
     return await this.scheduler.steps(pid);
   }
 
-  /** Close the store. */
+  /** Close the store and the sandbox broker. */
   async close(): Promise<void> {
+    await this.kernel.providers.sandbox.close();
+    await this.kernel.flushUsage();
     await this.kernel.store.close();
+    if (this.#tempCache) await Deno.remove(this.#tempCache, { recursive: true }).catch(() => {});
   }
 }
 

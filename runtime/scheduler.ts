@@ -144,7 +144,9 @@ export class Scheduler {
     const k = this.#k;
     const stepNo = (await this.steps(proc.pid)).length;
     let result: StepResult;
-    if (!Object.hasOwn(BUILTIN_TOOLS, action.tool) || !proc.tools.includes(action.tool)) {
+    const builtin = Object.hasOwn(BUILTIN_TOOLS, action.tool) && proc.tools.includes(action.tool);
+    const jit = Object.hasOwn(proc.jit_tools ?? {}, action.tool);
+    if (!builtin && !jit) {
       const error = {
         code: "ENOENT",
         message: `tool: '${action.tool}' is not in process ${proc.pid}'s tool table`,
@@ -167,7 +169,9 @@ export class Scheduler {
       const sys = (name: string, args: Record<string, unknown>) =>
         syscall(k, proc.pid, name, args, { correlationId });
       try {
-        const value = await runBuiltin(action.tool, action.args, sys);
+        const value = jit
+          ? await sys("jit.call", { name: action.tool, args: action.args })
+          : await runBuiltin(action.tool, action.args, sys);
         result = { step: stepNo, tool: action.tool, ok: true, value };
       } catch (e) {
         const err = e instanceof Error && (e as { code?: string }).code === "EINVAL"
@@ -186,24 +190,27 @@ export class Scheduler {
   }
 
   async #record(pid: number, result: StepResult): Promise<void> {
-    const k = this.#k;
-    const proc = await k.process(pid);
-    const at = k.now();
-    await k.store.insertObject({
-      oid: `obj_${crypto.randomUUID()}`,
-      namespace: proc.namespace,
-      kind: "tool_result",
-      name: `step-${result.step}`,
-      version: 1,
-      // What a tool returned is at most as sensitive as everything its process has read.
-      label: proc.taint,
-      payload: result,
-      derived_from: [],
-      created_by: pid,
-      created_at: at,
-      updated_at: at,
+    // The result and the cleared pending action land together: a crash between
+    // them would otherwise record the step a second time on recovery.
+    await this.#k.atomically(async (k) => {
+      const proc = await k.process(pid);
+      const at = k.now();
+      await k.store.insertObject({
+        oid: `obj_${crypto.randomUUID()}`,
+        namespace: proc.namespace,
+        kind: "tool_result",
+        name: `step-${result.step}`,
+        version: 1,
+        // What a tool returned is at most as sensitive as everything its process has read.
+        label: proc.taint,
+        payload: result,
+        derived_from: [],
+        created_by: pid,
+        created_at: at,
+        updated_at: at,
+      });
+      await k.saveProcess(pid, { pending: null });
     });
-    await k.saveProcess(pid, { pending: null });
   }
 
   /** Tool results of a process, in step order. */

@@ -82,6 +82,14 @@ export interface PendingAction {
   args: Record<string, unknown>;
 }
 
+/** A registered JIT tool in a process's tool table. */
+export interface JitToolRef {
+  /** sha256 of the validated source. */
+  sha256: string;
+  /** Oid of the tool_artifact object. */
+  artifact: string;
+}
+
 /** One row of the process table. */
 export interface ProcessRecord {
   /** Process id, unique in the store. */
@@ -100,8 +108,10 @@ export interface ProcessRecord {
   cwd: string;
   /** Object Memory namespace owned by this process. */
   namespace: string;
-  /** Tool names this process may call (from its image plus process-local tools). */
+  /** Builtin tool names this process may call (from its image). */
   tools: string[];
+  /** Process-local JIT tools: name -> validated artifact. */
+  jit_tools: Record<string, JitToolRef>;
   /** System prompt from the image. */
   system_prompt: string;
   /** Goal given at spawn. */

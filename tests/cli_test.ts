@@ -17,6 +17,7 @@ async function libos(args: string[]): Promise<{ code: number; stdout: string; st
       "--allow-run",
       "--allow-env",
       "--allow-sys",
+      "--allow-net",
       CLI,
       ...args,
     ],

@@ -42,6 +42,38 @@ function _wrap(
   };
 }
 
+// Bridge tools: files <-> objects. Labels cross with the data because the
+// primitives carry them: reading raises the caller's taint, which the next
+// write inherits; writing an object out asks for the object's label on the file.
+const createObjectFromFile: BuiltinTool = {
+  description: "Read a workspace file into a new object (label carried).",
+  args: ["path", "kind", "name", "label"],
+  async run(a, sys) {
+    const text = await sys("filesystem.read", { path: a.path });
+    const put: Record<string, unknown> = {
+      kind: a.kind ?? "artifact",
+      payload: { path: a.path, text },
+    };
+    if (a.name !== undefined) put.name = a.name;
+    if (a.label !== undefined) put.label = a.label;
+    return await sys("memory.put", put);
+  },
+};
+
+const writeObjectToFile: BuiltinTool = {
+  description: "Write an object's text (or JSON) to a workspace file (label carried).",
+  args: ["oid", "name", "path"],
+  async run(a, sys) {
+    const get: Record<string, unknown> = a.oid !== undefined ? { oid: a.oid } : { name: a.name };
+    const obj = await sys("memory.get", get) as { payload: unknown; label: string };
+    const p = obj.payload as { text?: unknown } | null;
+    const content = p !== null && typeof p === "object" && typeof p.text === "string"
+      ? p.text
+      : JSON.stringify(obj.payload, null, 2);
+    return await sys("filesystem.write", { path: a.path, content, label: obj.label });
+  },
+};
+
 /** The builtin tool table. Images list tools by these names. */
 export const BUILTIN_TOOLS: Readonly<Record<string, BuiltinTool>> = Object.freeze({
   read_file: _wrap("Read a workspace file as text.", "filesystem.read", ["path"]),
@@ -77,6 +109,7 @@ export const BUILTIN_TOOLS: Readonly<Record<string, BuiltinTool>> = Object.freez
   spawn: _wrap("Start a fresh child with only a goal.", "process.spawn", [
     "goal",
     "tools",
+    "jit_tools",
     "script",
   ]),
   fork: _wrap("Fork a child (copy, restricted, speculative, worker).", "process.fork", [
@@ -84,6 +117,7 @@ export const BUILTIN_TOOLS: Readonly<Record<string, BuiltinTool>> = Object.freez
     "goal",
     "capabilities",
     "tools",
+    "jit_tools",
     "script",
   ]),
   exec: _wrap("Replace this process's image.", "process.exec", ["image"]),
@@ -107,6 +141,8 @@ export const BUILTIN_TOOLS: Readonly<Record<string, BuiltinTool>> = Object.freez
   ]),
   revoke: _wrap("Revoke a capability (cascades).", "capability.revoke", ["cap_id"]),
   capabilities: _wrap("List this process's live capabilities.", "capability.list", []),
+  create_object_from_file: createObjectFromFile,
+  write_object_to_file: writeObjectToFile,
   register_image: _wrap("Register an AgentImage (grants nothing).", "image.register", ["image"]),
   list_images: _wrap("List visible images.", "image.list", []),
 });

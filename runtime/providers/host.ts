@@ -24,6 +24,8 @@ export class HostFileSystem implements FileSystemProvider {
     return Promise.resolve(Deno.realPathSync(path));
   }
   readText(path: string, maxBytes: number): Promise<string> {
+    // Opening a FIFO would block the whole runtime: refuse anything but a regular file first.
+    if (!Deno.statSync(path).isFile) throw new LibosError("EINVAL", `path: not a regular file`);
     const file = Deno.openSync(path, { read: true });
     try {
       const info = file.statSync();

@@ -6,6 +6,7 @@
  * @module
  */
 import type { Label, ProcessRecord } from "../types.ts";
+import type { SandboxProvider } from "../sandbox/provider.ts";
 
 /** Kind of a directory entry. */
 export type EntryKind = "file" | "dir" | "symlink" | "other";
@@ -137,4 +138,6 @@ export interface Providers {
   human: HumanProvider;
   /** Models by kind (`scripted`, ...). */
   models: Record<string, ModelProvider>;
+  /** JIT tool validation and sandboxed calls. */
+  sandbox: SandboxProvider;
 }

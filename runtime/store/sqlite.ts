@@ -438,9 +438,11 @@ export class SqliteStore implements Store {
         hash,
         JSON.stringify(rec),
       );
-      this.#q("INSERT OR REPLACE INTO meta (key, value) VALUES ('audit_head', ?)").run(
-        JSON.stringify({ seq, hash }),
-      );
+      // An upsert rewrites only the row's table page; REPLACE would delete and
+      // reinsert, dirtying meta's key index too (one more WAL frame per call).
+      this.#q(
+        "INSERT INTO meta (key, value) VALUES ('audit_head', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+      ).run(JSON.stringify({ seq, hash }));
       return rec;
     });
   }

@@ -1,0 +1,113 @@
+/**
+ * Permission broker: Deno's experimental `DENO_PERMISSION_BROKER_PATH` hands
+ * every permission check of a child to us over a unix socket (NDJSON, one
+ * request per line, `{"v":1,"pid","id","datetime","permission","value"}` ->
+ * `{"id","result":"allow"|"deny","reason"}`). It overrides the child's flags
+ * and fails closed. One listener serves every sandbox of this runtime; each
+ * request is routed by the child's OS pid to the handler of its call.
+ * @module
+ */
+import { join } from "node:path";
+
+/** Decides one permission check of a sandboxed child. */
+export type PermissionHandler = (permission: string, value: string | null) => Promise<boolean>;
+
+/** A broker listening on a private unix socket. */
+export class PermissionBroker {
+  /** Socket path to hand to children. */
+  readonly path: string;
+  #listener: Deno.Listener;
+  #handlers = new Map<number, PermissionHandler>();
+  #conns = new Set<Deno.Conn>();
+
+  private constructor(path: string, listener: Deno.Listener) {
+    this.path = path;
+    this.#listener = listener;
+    this.#accept();
+  }
+
+  /** Listen on a fresh socket in a private (0700) temp directory. */
+  static async start(): Promise<PermissionBroker> {
+    const dir = await Deno.makeTempDir({ prefix: "libos-broker-" });
+    await Deno.chmod(dir, 0o700);
+    const path = join(dir, "broker.sock");
+    return new PermissionBroker(path, Deno.listen({ transport: "unix", path }));
+  }
+
+  /** Route checks from OS process `osPid` to `handler` (until {@link release}). */
+  attach(osPid: number, handler: PermissionHandler): void {
+    this.#handlers.set(osPid, handler);
+  }
+
+  /** Stop routing checks from `osPid`; later checks from it are denied. */
+  release(osPid: number): void {
+    this.#handlers.delete(osPid);
+  }
+
+  async #accept(): Promise<void> {
+    try {
+      for await (const conn of this.#listener) this.#serve(conn as Deno.Conn);
+    } catch { /* listener closed */ }
+  }
+
+  async #serve(conn: Deno.Conn): Promise<void> {
+    this.#conns.add(conn);
+    const decoder = new TextDecoder();
+    const encoder = new TextEncoder();
+    let buf = "";
+    try {
+      for await (const chunk of conn.readable) {
+        buf += decoder.decode(chunk, { stream: true });
+        let nl: number;
+        while ((nl = buf.indexOf("\n")) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          const reply = await this.#decide(line);
+          await conn.write(encoder.encode(JSON.stringify(reply) + "\n"));
+        }
+      }
+    } catch {
+      /* child went away */
+    } finally {
+      this.#conns.delete(conn);
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }
+  }
+
+  async #decide(line: string): Promise<{ id: unknown; result: "allow" | "deny"; reason: string }> {
+    let req: { pid?: unknown; id?: unknown; permission?: unknown; value?: unknown };
+    try {
+      req = JSON.parse(line);
+    } catch {
+      return { id: null, result: "deny", reason: "malformed request" };
+    }
+    const handler = typeof req.pid === "number" ? this.#handlers.get(req.pid) : undefined;
+    if (!handler || typeof req.permission !== "string") {
+      return { id: req.id, result: "deny", reason: "unknown sandbox" };
+    }
+    const value = typeof req.value === "string" ? req.value : null;
+    try {
+      const ok = await handler(req.permission, value);
+      return {
+        id: req.id,
+        result: ok ? "allow" : "deny",
+        reason: ok ? "allowed by libOS" : "denied by libOS",
+      };
+    } catch {
+      return { id: req.id, result: "deny", reason: "denied by libOS" };
+    }
+  }
+
+  /** Close the socket and every connection. */
+  async close(): Promise<void> {
+    this.#listener.close();
+    for (const c of this.#conns) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+    await Deno.remove(join(this.path, ".."), { recursive: true }).catch(() => {});
+  }
+}

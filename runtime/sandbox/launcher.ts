@@ -1,0 +1,318 @@
+/**
+ * Launches one JIT tool call in its own Deno subprocess and speaks the NDJSON
+ * frame protocol with it. The subprocess gets: `Deno.execPath()` under
+ * `prlimit --cpu`, `--no-config --no-remote --no-npm --cached-only
+ * --no-prompt`, an empty environment, a private HOME/DENO_DIR, a V8 heap cap,
+ * an RSS watchdog, a wall-clock limit, syscall/stdout/stderr/frame caps, and
+ * SIGKILL the moment anything is off or the result is in. Its permission
+ * checks go to the runtime's broker. Every frame is validated here; a hostile
+ * tool can only make its own call fail, never the host.
+ * @module
+ */
+import { LibosError } from "../errors.ts";
+import type { ErrorCode } from "../errors.ts";
+import type { PermissionBroker, PermissionHandler } from "./broker.ts";
+
+/** Limits of one call. */
+export interface SandboxLimits {
+  /** Wall clock, ms. */
+  timeoutMs: number;
+  /** CPU seconds (prlimit). */
+  cpuSeconds: number;
+  /** V8 old-space cap, MB. */
+  heapMb: number;
+  /** Resident set cap, MB (watchdog). */
+  rssMb: number;
+  /** Most syscalls. */
+  maxSyscalls: number;
+  /** Most stdout bytes (frames included). */
+  maxStdout: number;
+  /** Most stderr bytes kept before the tool is killed. */
+  maxStderr: number;
+}
+
+/** Defaults (the prototype's: 5 s, 64 syscalls, 1 MB stdout, 100 KB stderr). */
+export const DEFAULT_LIMITS: SandboxLimits = {
+  timeoutMs: 5_000,
+  cpuSeconds: 10,
+  heapMb: 128,
+  rssMb: 512,
+  maxSyscalls: 64,
+  maxStdout: 1024 * 1024,
+  maxStderr: 100 * 1024,
+};
+
+/** One call. */
+export interface SandboxRequest {
+  /** Directory holding the validated `tool.ts` (and the runner's cache). */
+  artifactDir: string;
+  /** Absolute path of the tool module. */
+  toolPath: string;
+  /** Arguments for `run`. */
+  args: unknown;
+  /** Derived `--allow-*` / `--deny-*` flags. */
+  flags: string[];
+  /** Host side of a syscall; throws LibosError to fail it. */
+  onSyscall(name: string, args: Record<string, unknown>): Promise<unknown>;
+  /** Permission checks of the child (through the broker); absent = deny all. */
+  onPermission?: PermissionHandler;
+  /** Limits. */
+  limits: SandboxLimits;
+}
+
+/** What a call came to. */
+export type SandboxOutcome =
+  | { ok: true; value: unknown; syscalls: number; stderr: string }
+  | { ok: false; error: { code: ErrorCode; message: string }; syscalls: number; stderr: string };
+
+const RUNNER = new URL("./runner.ts", import.meta.url).pathname;
+const PRLIMIT = ["/usr/bin/prlimit", "/bin/prlimit"].find((p) => {
+  try {
+    return Deno.statSync(p).isFile;
+  } catch {
+    return false;
+  }
+});
+const FRAME_KEYS: Record<string, string[]> = {
+  syscall: ["type", "id", "name", "args"],
+  result: ["type", "value"],
+  error: ["type", "message", "code"],
+};
+
+class _Violation extends Error {
+  constructor(readonly code: ErrorCode, message: string) {
+    super(message);
+  }
+}
+
+function _isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === "object" && !Array.isArray(v);
+}
+
+/** Validate one stdout line as a frame; throws _Violation. */
+function _parseFrame(line: string): Record<string, unknown> {
+  let frame: unknown;
+  try {
+    frame = JSON.parse(line);
+  } catch {
+    throw new _Violation("EPROTO", `garbage on stdout: ${JSON.stringify(line.slice(0, 60))}`);
+  }
+  if (!_isObject(frame) || typeof frame.type !== "string" || !FRAME_KEYS[frame.type]) {
+    throw new _Violation("EPROTO", "frame has no known type");
+  }
+  const allowed = FRAME_KEYS[frame.type];
+  for (const k of Object.keys(frame)) {
+    if (!allowed.includes(k)) {
+      throw new _Violation("EPROTO", `${frame.type} frame: unknown field '${k}'`);
+    }
+  }
+  if (frame.type === "syscall") {
+    if (!Number.isSafeInteger(frame.id) || (frame.id as number) < 1) {
+      throw new _Violation("EPROTO", "syscall frame: id must be a positive integer");
+    }
+    if (typeof frame.name !== "string" || frame.name.length > 128) {
+      throw new _Violation("EPROTO", "syscall frame: name must be a string");
+    }
+    if (!_isObject(frame.args)) {
+      throw new _Violation("EPROTO", "syscall frame: args must be an object");
+    }
+  } else if (frame.type === "error") {
+    if (typeof frame.message !== "string") {
+      throw new _Violation("EPROTO", "error frame: message must be a string");
+    }
+    if (frame.code !== undefined && frame.code !== null && typeof frame.code !== "string") {
+      throw new _Violation("EPROTO", "error frame: code must be a string");
+    }
+  } else if (!("value" in frame)) {
+    throw new _Violation("EPROTO", "result frame: value is required");
+  }
+  return frame;
+}
+
+/** Run one call. Never throws for anything the tool does; returns the outcome. */
+export async function runInSandbox(
+  broker: PermissionBroker | null,
+  req: SandboxRequest,
+): Promise<SandboxOutcome> {
+  const { limits } = req;
+  const denoArgs = [
+    "run",
+    "--no-config",
+    "--no-remote",
+    "--no-npm",
+    "--cached-only",
+    "--no-prompt",
+    "--no-lock",
+    `--v8-flags=--max-old-space-size=${limits.heapMb}`,
+    // Without a broker no direct access could be audited, so the derived
+    // flags are given up: the tool may read its own module and nothing else.
+    ...(broker ? req.flags : [`--allow-read=${req.toolPath}`]),
+    RUNNER,
+  ];
+  const env: Record<string, string> = {
+    HOME: `${req.artifactDir}/home`,
+    DENO_DIR: `${req.artifactDir}/deno_dir`,
+    NO_COLOR: "1",
+    DENO_NO_UPDATE_CHECK: "1",
+  };
+  if (broker) env.DENO_PERMISSION_BROKER_PATH = broker.path;
+  const [cmd, args] = PRLIMIT
+    ? [PRLIMIT, [`--cpu=${limits.cpuSeconds}`, "--", Deno.execPath(), ...denoArgs]]
+    : [Deno.execPath(), denoArgs];
+  const child = new Deno.Command(cmd, {
+    args,
+    cwd: req.artifactDir,
+    clearEnv: true,
+    env,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const denyAll: PermissionHandler = () => Promise.resolve(false);
+  broker?.attach(child.pid, req.onPermission ?? denyAll);
+
+  let syscalls = 0;
+  let stderr = "";
+  let stdoutBytes = 0;
+  let outcome: SandboxOutcome | null = null;
+  let killed = false;
+  const kill = () => {
+    if (killed) return;
+    killed = true;
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  };
+  const finish = (o: SandboxOutcome) => {
+    outcome ??= o;
+    kill();
+  };
+  const fail = (code: ErrorCode, message: string) =>
+    finish({ ok: false, error: { code, message }, syscalls, stderr });
+
+  const writer = child.stdin.getWriter();
+  let writes = Promise.resolve();
+  const encoder = new TextEncoder();
+  const write = (frame: unknown) => {
+    writes = writes.then(() => writer.write(encoder.encode(JSON.stringify(frame) + "\n"))).catch(
+      () => {},
+    );
+  };
+
+  const timer = setTimeout(
+    () => fail("ETIMEDOUT", `tool ran longer than ${limits.timeoutMs} ms`),
+    limits.timeoutMs,
+  );
+  const watchdog = setInterval(() => {
+    try {
+      const pages = Number(Deno.readTextFileSync(`/proc/${child.pid}/statm`).split(" ")[1]);
+      if (pages * 4096 > limits.rssMb * 1024 * 1024) {
+        fail("ELIMIT", `tool used more than ${limits.rssMb} MB of memory`);
+      }
+    } catch { /* exited */ }
+  }, 20);
+
+  const onFrame = (frame: Record<string, unknown>) => {
+    if (outcome) throw new _Violation("EPROTO", `${frame.type} frame after the call ended`);
+    if (frame.type === "result") return finish({ ok: true, value: frame.value, syscalls, stderr });
+    if (frame.type === "error") {
+      const code = typeof frame.code === "string" && /^E[A-Z]+$/.test(frame.code)
+        ? frame.code as ErrorCode
+        : "EIO";
+      return finish({
+        ok: false,
+        error: { code, message: `tool failed: ${frame.message}` },
+        syscalls,
+        stderr,
+      });
+    }
+    if (++syscalls > limits.maxSyscalls) {
+      throw new _Violation("ELIMIT", `more than ${limits.maxSyscalls} syscalls`);
+    }
+    const id = frame.id as number;
+    req.onSyscall(frame.name as string, frame.args as Record<string, unknown>).then(
+      (payload) => write({ type: "syscall_result", id, ok: true, payload: payload ?? null }),
+      (e) => {
+        const err = e instanceof LibosError ? e : new LibosError("EIO", String(e));
+        write({ type: "syscall_result", id, ok: false, error: err.toJSON() });
+      },
+    );
+  };
+
+  const readStdout = (async () => {
+    const decoder = new TextDecoder();
+    let buf = "";
+    for await (const chunk of child.stdout) {
+      stdoutBytes += chunk.length;
+      if (stdoutBytes > limits.maxStdout) {
+        fail("ELIMIT", `tool wrote more than ${limits.maxStdout} bytes to stdout`);
+        break;
+      }
+      buf += decoder.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        try {
+          onFrame(_parseFrame(line));
+        } catch (e) {
+          if (e instanceof _Violation) {
+            // A violation after a clean result still taints the call: report it.
+            outcome = null;
+            fail(e.code, e.message);
+          } else throw e;
+        }
+      }
+    }
+  })().catch(() => {});
+  const readStderr = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of child.stderr) {
+      stderr += decoder.decode(chunk, { stream: true });
+      if (stderr.length > limits.maxStderr) {
+        stderr = stderr.slice(0, limits.maxStderr);
+        fail("ELIMIT", `tool wrote more than ${limits.maxStderr} bytes to stderr`);
+        break;
+      }
+    }
+  })().catch(() => {});
+
+  write({ type: "run", tool: new URL(`file://${req.toolPath}`).href, args: req.args });
+  const status = await child.status;
+  clearTimeout(timer);
+  clearInterval(watchdog);
+  broker?.release(child.pid);
+  await Promise.all([readStdout, readStderr]);
+  try {
+    await writer.close();
+  } catch { /* child gone */ }
+  if (outcome) return outcome;
+  // Ended on its own without a result: say why in words a user can act on.
+  const sig = status.signal;
+  if (status.code === 133 || sig === "SIGTRAP") {
+    return {
+      ok: false,
+      error: { code: "ELIMIT", message: `tool exceeded the ${limits.heapMb} MB heap` },
+      syscalls,
+      stderr,
+    };
+  }
+  if (sig === "SIGXCPU" || sig === "SIGKILL" || status.code === 137 || status.code === 152) {
+    return {
+      ok: false,
+      error: { code: "ELIMIT", message: `tool exceeded its CPU limit (${limits.cpuSeconds} s)` },
+      syscalls,
+      stderr,
+    };
+  }
+  const tail = stderr.trim().split("\n").slice(-3).join(" | ").slice(0, 300);
+  return {
+    ok: false,
+    error: {
+      code: "EIO",
+      message: `tool exited (code ${status.code}) without a result${tail ? `: ${tail}` : ""}`,
+    },
+    syscalls,
+    stderr,
+  };
+}

@@ -1,0 +1,100 @@
+/** Fixes found by the attack suites: each test is the attack that used to work. */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Runtime } from "../runtime/runtime.ts";
+import { cap, launch, makeEnv, rejectsCode } from "./_helpers.ts";
+
+Deno.test("hardening: a tainted process cannot smuggle its secret into audit targets or events", async () => {
+  const SECRET = "TOPSECRET-7c1e0b";
+  await using env = await makeEnv({ files: { ".env": SECRET } });
+  const pid = await launch(env, [cap("filesystem:workspace:*", "read")], {
+    policy: { labels: { ".env": "secret" } },
+  });
+  assert.equal(await env.rt.syscall(pid, "filesystem.read", { path: ".env" }), SECRET);
+  // Now encode the secret into arguments that become targets and messages.
+  await rejectsCode(env.rt.syscall(pid, "filesystem.read", { path: SECRET }), "ENOENT");
+  await rejectsCode(
+    env.rt.syscall(pid, "filesystem.write", { path: SECRET, content: "x" }),
+    "EPERM",
+  );
+  await rejectsCode(
+    env.rt.syscall(pid, "capability.check", { resource: SECRET, right: "read" }),
+    "EINVAL",
+  );
+  await env.rt.close();
+  for (const suffix of ["", "-wal"]) {
+    let bytes = "";
+    try {
+      bytes = new TextDecoder().decode(await Deno.readFile(env.storePath + suffix));
+    } catch { /* no wal */ }
+    assert.ok(!bytes.includes(SECRET), `secret found in store${suffix}`);
+  }
+  const rt = await Runtime.open({ store: env.storePath });
+  const audit = await rt.kernel.store.listAudit({ actor: `pid:${pid}` });
+  assert.ok(audit.length >= 4);
+  assert.ok(
+    audit.slice(1).every((r) => r.target.startsWith("[redacted:secret]")),
+    "targets redacted",
+  );
+  await rt.close();
+});
+
+Deno.test("hardening: host paths never reach the agent in error messages", async () => {
+  await using env = await makeEnv({ files: { "dir/a.txt": "a" } });
+  const pid = await launch(env, [cap("filesystem:workspace:*", "read", "write")]);
+  const e = await rejectsCode(
+    env.rt.syscall(pid, "filesystem.write", { path: "dir", content: "x" }),
+    "EINVAL",
+  );
+  assert.ok(!e.message.includes(env.ws), e.message);
+  const audit = await env.rt.kernel.store.listAudit({ actor: `pid:${pid}` });
+  assert.ok(!audit.at(-1)!.reason.includes(env.root), audit.at(-1)!.reason);
+});
+
+Deno.test("hardening: reading a FIFO is refused instead of hanging the runtime", async () => {
+  await using env = await makeEnv();
+  const fifo = join(env.ws, "pipe");
+  const mk = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+  assert.ok(mk.success);
+  const pid = await launch(env, [cap("filesystem:workspace:*", "read")]);
+  await rejectsCode(env.rt.syscall(pid, "filesystem.read", { path: "pipe" }), "EINVAL");
+  assert.deepEqual(await env.rt.syscall(pid, "filesystem.list", { path: "." }), [{
+    name: "pipe",
+    kind: "other",
+  }]);
+});
+
+Deno.test("hardening: syscall budgets survive a restart of the runtime", async () => {
+  await using env = await makeEnv({ files: { "a.txt": "a" } });
+  const pid = await launch(env, [cap("filesystem:workspace:a.txt", "read")], {
+    budgets: { max_syscalls: 3 },
+  });
+  for (let i = 0; i < 3; i++) await env.rt.syscall(pid, "filesystem.read", { path: "a.txt" });
+  await rejectsCode(env.rt.syscall(pid, "filesystem.read", { path: "a.txt" }), "ELIMIT");
+  await env.rt.close();
+  const rt = await Runtime.open({ store: env.storePath });
+  try {
+    await rejectsCode(rt.syscall(pid, "filesystem.read", { path: "a.txt" }), "ELIMIT");
+    assert.equal((await rt.process(pid)).usage.syscalls, 3);
+  } finally {
+    await rt.close();
+  }
+});
+
+Deno.test("hardening: a refused recursive delete uses up no limited capability", async () => {
+  await using env = await makeEnv({ files: { "d/keep.txt": "k", "d/x.txt": "x" } });
+  const pid = await launch(env, [
+    { resource: "filesystem:workspace:d", rights: ["delete"], uses_remaining: 1 },
+    { resource: "filesystem:workspace:d/*", rights: ["delete"] },
+    { resource: "filesystem:workspace:d/keep.txt", rights: ["delete"], effect: "deny" },
+  ]);
+  await rejectsCode(
+    env.rt.syscall(pid, "filesystem.delete", { path: "d", recursive: true }),
+    "EPERM",
+  );
+  const caps = await env.rt.kernel.store.capabilitiesOf(pid);
+  const limited = caps.find((c) => c.resource === "filesystem:workspace:d")!;
+  assert.equal(limited.uses_remaining, 1);
+  assert.equal(limited.status, "active");
+  assert.equal(await Deno.readTextFile(join(env.ws, "d/keep.txt")), "k");
+});

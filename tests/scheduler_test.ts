@@ -1,0 +1,495 @@
+/**
+ * The scheduler with the scripted model: round-robin quanta, runUntilIdle
+ * limits, per-process budgets, the tool table, model-level exit, waiting on a
+ * child, durable model position across a restart, and crash recovery.
+ * @module
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Runtime } from "../runtime/runtime.ts";
+import type { StepResult } from "../runtime/scheduler.ts";
+import { cap, type Env, launch, makeEnv, rejectsCode } from "./_helpers.ts";
+
+// ---------------------------------------------------------------- local helpers
+
+function putStep(name: string): { tool: string; args: Record<string, unknown> } {
+  return { tool: "put_object", args: { kind: "observation", name, payload: { name } } };
+}
+
+function putSteps(prefix: string, n: number) {
+  return Array.from({ length: n }, (_, i) => putStep(`${prefix}${i}`));
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Names of the objects a step created (from put_object results), in step order. */
+function summary(steps: StepResult[]): [number, string, boolean][] {
+  return steps.map((s) => [s.step, s.tool, s.ok]);
+}
+
+async function namedObjects(env: Env | Runtime, pid: number): Promise<string[]> {
+  const rt = env instanceof Runtime ? env : env.rt;
+  const proc = await rt.process(pid);
+  return (await rt.kernel.store.listObjects(proc.namespace))
+    .filter((o) => o.kind === "observation")
+    .map((o) => o.name ?? "");
+}
+
+async function auditActors(rt: Runtime, action: string): Promise<string[]> {
+  return (await rt.kernel.store.listAudit({ action })).map((r) => r.actor);
+}
+
+// ---------------------------------------------------------------- round robin
+
+Deno.test("scheduler: round-robin interleaves two processes step by step", async () => {
+  await using env = await makeEnv();
+  const a = await launch(env, [], { script: { steps: putSteps("a", 3) } });
+  const b = await launch(env, [], { script: { steps: putSteps("b", 3) } });
+  const report = await env.rt.runUntilIdle();
+  assert.equal(report.idle, true);
+  // Each process: 3 model steps + 3 tool steps + 1 exit step.
+  assert.equal(report.quanta, 14);
+  const A = `pid:${a}`;
+  const B = `pid:${b}`;
+  assert.deepEqual(await auditActors(env.rt, "memory.put"), [A, B, A, B, A, B]);
+  assert.deepEqual(await auditActors(env.rt, "process.exit"), [A, B]);
+  for (const [pid, p] of [[a, "a"], [b, "b"]] as const) {
+    const rec = await env.rt.process(pid);
+    assert.equal(rec.status, "exited");
+    assert.equal(rec.exit_code, 0);
+    assert.deepEqual(summary(await env.rt.steps(pid)), [
+      [0, "put_object", true],
+      [1, "put_object", true],
+      [2, "put_object", true],
+    ]);
+    assert.deepEqual(await namedObjects(env, pid), [`${p}0`, `${p}1`, `${p}2`]);
+  }
+});
+
+Deno.test("scheduler: round-robin gives three processes of different lengths fair turns", async () => {
+  await using env = await makeEnv();
+  const a = await launch(env, [], { script: { steps: putSteps("a", 1) } });
+  const b = await launch(env, [], { script: { steps: putSteps("b", 3) } });
+  const c = await launch(env, [], { script: { steps: putSteps("c", 2) } });
+  await env.rt.runUntilIdle();
+  const [A, B, C] = [a, b, c].map((p) => `pid:${p}`);
+  assert.deepEqual(await auditActors(env.rt, "memory.put"), [A, B, C, B, C, B]);
+  for (const pid of [a, b, c]) assert.equal((await env.rt.process(pid)).status, "exited");
+});
+
+Deno.test("scheduler: runUntilIdle(maxQuanta) stops after that many quanta", async () => {
+  await using env = await makeEnv();
+  const a = await launch(env, [], { script: { steps: putSteps("a", 3) } });
+  const b = await launch(env, [], { script: { steps: putSteps("b", 3) } });
+  assert.deepEqual(await env.rt.runUntilIdle(5), { quanta: 5, idle: false });
+  // Quanta 1-4 were model, model, tool, tool: one object each so far; quantum 5 decided a's next.
+  assert.deepEqual(await namedObjects(env, a), ["a0"]);
+  assert.deepEqual(await namedObjects(env, b), ["b0"]);
+  assert.deepEqual((await env.rt.process(a)).pending?.args.name, "a1");
+  assert.equal((await env.rt.process(b)).pending, null);
+  assert.deepEqual(await env.rt.runUntilIdle(1), { quanta: 1, idle: false });
+  assert.deepEqual(await env.rt.runUntilIdle(), { quanta: 8, idle: true });
+  assert.deepEqual(await env.rt.runUntilIdle(), { quanta: 0, idle: true });
+  assert.deepEqual(await auditActors(env.rt, "memory.put"), [
+    `pid:${a}`,
+    `pid:${b}`,
+    `pid:${a}`,
+    `pid:${b}`,
+    `pid:${a}`,
+    `pid:${b}`,
+  ]);
+});
+
+Deno.test("scheduler: a process without a model exits on its first quantum", async () => {
+  await using env = await makeEnv();
+  const pid = await launch(env);
+  assert.deepEqual(await env.rt.runUntilIdle(), { quanta: 1, idle: true });
+  const rec = await env.rt.process(pid);
+  assert.equal(rec.status, "exited");
+  assert.equal(rec.exit_code, 0);
+  assert.deepEqual(await env.rt.steps(pid), []);
+});
+
+// ---------------------------------------------------------------- budgets
+
+Deno.test("scheduler: max_quanta stops a busy process while another still completes", async () => {
+  await using env = await makeEnv();
+  const busy = await launch(env, [], {
+    name: "busy",
+    budgets: { max_quanta: 5 },
+    script: { steps: putSteps("x", 20) },
+  });
+  const other = await launch(env, [], { name: "other", script: { steps: putSteps("o", 4) } });
+  const report = await env.rt.runUntilIdle();
+  assert.equal(report.idle, true);
+
+  const b = await env.rt.process(busy);
+  assert.equal(b.status, "failed");
+  assert.equal(b.exit_code, 1);
+  assert.match(b.exit_reason ?? "", /budget exhausted: max_quanta 5/);
+  assert.equal(b.usage.quanta, 5);
+  // Five quanta: model, tool, model, tool, model.
+  assert.deepEqual(await namedObjects(env, busy), ["x0", "x1"]);
+
+  const o = await env.rt.process(other);
+  assert.equal(o.status, "exited");
+  assert.equal(o.exit_code, 0);
+  assert.deepEqual(await namedObjects(env, other), ["o0", "o1", "o2", "o3"]);
+
+  const exhausted = (await env.rt.kernel.store.listEvents()).filter((e) =>
+    e.type === "budget.exhausted"
+  );
+  assert.deepEqual(exhausted.map((e) => e.target), [`pid:${busy}`]);
+  const fails = await env.rt.kernel.store.listAudit({ action: "process.fail" });
+  assert.equal(fails.length, 1);
+  assert.equal(fails[0].actor, "scheduler");
+  assert.equal(fails[0].target, `process:${busy}`);
+});
+
+Deno.test("scheduler: max_syscalls stops a process after its last allowed syscall", async () => {
+  await using env = await makeEnv();
+  const pid = await launch(env, [], {
+    budgets: { max_syscalls: 2 },
+    script: { steps: putSteps("s", 4) },
+  });
+  const other = await launch(env, [], { name: "other", script: { steps: putSteps("o", 3) } });
+  await env.rt.runUntilIdle();
+  const rec = await env.rt.process(pid);
+  assert.equal(rec.status, "failed");
+  assert.match(rec.exit_reason ?? "", /budget exhausted: max_syscalls 2/);
+  assert.equal(rec.usage.syscalls, 2);
+  // Stopped at the quantum boundary after the second syscall: the third step never started.
+  assert.deepEqual(summary(await env.rt.steps(pid)), [
+    [0, "put_object", true],
+    [1, "put_object", true],
+  ]);
+  assert.deepEqual(await namedObjects(env, pid), ["s0", "s1"]);
+  assert.equal((await env.rt.process(other)).status, "exited");
+  assert.deepEqual(await namedObjects(env, other), ["o0", "o1", "o2"]);
+
+  // Issued directly, the syscall past the budget is refused with ELIMIT.
+  const direct = await launch(env, [], { name: "direct", budgets: { max_syscalls: 2 } });
+  await env.rt.syscall(direct, "process.self", {});
+  await env.rt.syscall(direct, "process.self", {});
+  await rejectsCode(env.rt.syscall(direct, "process.self", {}), "ELIMIT");
+  await rejectsCode(env.rt.syscall(direct, "memory.put", { kind: "plan", payload: 1 }), "ELIMIT");
+  assert.deepEqual(await namedObjects(env, direct), []);
+  assert.equal((await env.rt.kernel.store.listObjects(`proc:${direct}`)).length, 0);
+});
+
+// ---------------------------------------------------------------- tool table
+
+Deno.test("scheduler: a tool outside the tool table is ENOENT and does not run", async () => {
+  await using env = await makeEnv();
+  const pid = await launch(env, [cap("filesystem:workspace:*", "read", "write")], {
+    tools: ["put_object", "exit"],
+    script: {
+      steps: [
+        { tool: "write_file", args: { path: "x.txt", content: "x" } },
+        { tool: "frobnicate", args: {} },
+        { tool: "constructor", args: {} },
+        { tool: "filesystem.write", args: { path: "y.txt", content: "y" } },
+        putStep("after"),
+      ],
+    },
+  });
+  await env.rt.runUntilIdle();
+  const steps = await env.rt.steps(pid);
+  assert.deepEqual(summary(steps), [
+    [0, "write_file", false],
+    [1, "frobnicate", false],
+    [2, "constructor", false],
+    [3, "filesystem.write", false],
+    [4, "put_object", true],
+  ]);
+  for (const s of steps.slice(0, 4)) {
+    assert.ok(!s.ok && s.error.code === "ENOENT", JSON.stringify(s));
+  }
+  assert.equal(await exists(join(env.ws, "x.txt")), false);
+  assert.equal(await exists(join(env.ws, "y.txt")), false);
+  assert.deepEqual(await auditActors(env.rt, "filesystem.write"), []);
+  const calls = await env.rt.kernel.store.listAudit({ action: "tool.call" });
+  assert.equal(calls.length, 4);
+  assert.ok(calls.every((r) => r.decision === "error" && r.actor === `pid:${pid}`));
+  assert.equal((await env.rt.process(pid)).status, "exited");
+});
+
+Deno.test("scheduler: a tool with an unknown argument is EINVAL and makes no syscall", async () => {
+  await using env = await makeEnv();
+  const pid = await launch(env, [cap("filesystem:workspace:*", "write")], {
+    script: {
+      steps: [{ tool: "write_file", args: { path: "x.txt", content: "x", mode: "0777" } }],
+    },
+  });
+  await env.rt.runUntilIdle();
+  const [s] = await env.rt.steps(pid);
+  assert.ok(!s.ok && s.error.code === "EINVAL", JSON.stringify(s));
+  assert.equal(await exists(join(env.ws, "x.txt")), false);
+  assert.deepEqual(await auditActors(env.rt, "filesystem.write"), []);
+});
+
+Deno.test("scheduler: a model-level exit ends the process through the audited process.exit", async () => {
+  await using env = await makeEnv();
+  const pid = await launch(env, [cap("filesystem:workspace:*", "write")], {
+    script: {
+      steps: [
+        putStep("before"),
+        { tool: "exit", args: { code: 3, result: "stopped early" } },
+        { tool: "write_file", args: { path: "after.txt", content: "x" } },
+      ],
+    },
+  });
+  await env.rt.runUntilIdle();
+  const rec = await env.rt.process(pid);
+  assert.equal(rec.status, "exited");
+  assert.equal(rec.exit_code, 3);
+  assert.equal(rec.exit_reason, "stopped early");
+  assert.deepEqual(summary(await env.rt.steps(pid)), [[0, "put_object", true]]);
+  assert.equal(await exists(join(env.ws, "after.txt")), false);
+  const exits = await env.rt.kernel.store.listAudit({ action: "process.exit" });
+  assert.equal(exits.length, 1);
+  assert.equal(exits[0].actor, `pid:${pid}`);
+  assert.equal(exits[0].decision, "allow");
+  assert.equal(exits[0].target, `process:${pid}`);
+  const exited = (await env.rt.kernel.store.listEvents()).filter((e) =>
+    e.type === "process.exited"
+  );
+  assert.deepEqual(exited.map((e) => e.payload), [{ code: 3 }]);
+});
+
+Deno.test("scheduler: a script that runs out exits 0", async () => {
+  await using env = await makeEnv();
+  const pid = await launch(env, [], { script: { steps: [putStep("only")] } });
+  await env.rt.runUntilIdle();
+  const rec = await env.rt.process(pid);
+  assert.equal(rec.status, "exited");
+  assert.equal(rec.exit_code, 0);
+  assert.equal((await env.rt.kernel.store.listAudit({ action: "process.exit" })).length, 1);
+});
+
+// ---------------------------------------------------------------- waiting on a child
+
+function waitScript(childPid: number) {
+  return {
+    steps: [
+      {
+        tool: "spawn",
+        args: {
+          goal: "count",
+          script: { steps: [putStep("c0"), putStep("c1"), { tool: "exit", args: { code: 4 } }] },
+        },
+      },
+      { tool: "wait", args: { pid: childPid } },
+    ],
+  };
+}
+
+Deno.test("scheduler: a parent waits for a scripted child and no step runs twice", async () => {
+  await using env = await makeEnv();
+  // Pids are allocated in order; the child is checked to be parent + 1 below.
+  const parent = await launch(env, [cap("process:spawn", "execute")], { script: waitScript(2) });
+  assert.equal(parent, 1);
+  await env.rt.runUntilIdle();
+  const child = 2;
+  const c = await env.rt.process(child);
+  assert.equal(c.ppid, parent);
+  assert.equal(c.status, "exited");
+  assert.equal(c.exit_code, 4);
+  assert.deepEqual(await namedObjects(env, child), ["c0", "c1"]);
+  assert.deepEqual(summary(await env.rt.steps(child)), [
+    [0, "put_object", true],
+    [1, "put_object", true],
+  ]);
+
+  const p = await env.rt.process(parent);
+  assert.equal(p.status, "exited");
+  assert.equal(p.exit_code, 0);
+  const steps = await env.rt.steps(parent);
+  assert.deepEqual(summary(steps), [[0, "spawn", true], [1, "wait", true]]);
+  assert.ok(steps[0].ok && steps[1].ok);
+  assert.deepEqual(steps[0].value, { pid: child });
+  assert.deepEqual(steps[1].value, { pid: child, status: "exited", exit_code: 4, result: null });
+
+  // The parent blocked, then was woken by the child's exit.
+  const moves = (await env.rt.kernel.store.listEvents())
+    .filter((e) => e.type === "process.status" && e.target === `pid:${parent}`)
+    .map((e) => e.payload as { from: string; to: string });
+  const blocked = moves.findIndex((m) => m.to === "waiting_event");
+  assert.ok(blocked > 0, JSON.stringify(moves));
+  assert.deepEqual(moves[blocked + 1], { from: "waiting_event", to: "runnable" });
+  assert.equal(moves.filter((m) => m.to === "waiting_event").length, 1);
+
+  assert.equal((await env.rt.kernel.store.listProcesses()).length, 2);
+  const spawns = await env.rt.kernel.store.listAudit({ action: "process.spawn" });
+  assert.deepEqual(spawns.map((r) => [r.actor, r.decision]), [[`pid:${parent}`, "allow"]]);
+  const waits = await env.rt.kernel.store.listAudit({ action: "process.wait" });
+  assert.deepEqual(waits.map((r) => r.decision), ["info", "allow"]);
+  assert.deepEqual(await auditActors(env.rt, "memory.put"), [`pid:${child}`, `pid:${child}`]);
+});
+
+// ---------------------------------------------------------------- durability
+
+Deno.test("scheduler: the model position survives a restart at every quantum", async () => {
+  // 4 tool steps: 4 model quanta + 4 tool quanta + 1 exit quantum.
+  for (let cut = 1; cut <= 8; cut++) {
+    await using env = await makeEnv();
+    const pid = await launch(env, [], { script: { steps: putSteps("s", 4) } });
+    assert.deepEqual(await env.rt.runUntilIdle(cut), { quanta: cut, idle: false });
+    await env.rt.close();
+    const rt = await Runtime.open({ store: env.storePath });
+    try {
+      const report = await rt.runUntilIdle();
+      assert.equal(report.idle, true);
+      assert.equal(report.quanta, 9 - cut, `cut ${cut}`);
+      const steps = await rt.steps(pid);
+      assert.deepEqual(summary(steps), [
+        [0, "put_object", true],
+        [1, "put_object", true],
+        [2, "put_object", true],
+        [3, "put_object", true],
+      ], `cut ${cut}`);
+      assert.deepEqual(
+        steps.map((s) => s.ok ? (s.value as { oid: string }).oid : null).filter(Boolean).length,
+        4,
+      );
+      assert.deepEqual(await namedObjects(rt, pid), ["s0", "s1", "s2", "s3"], `cut ${cut}`);
+      assert.equal((await auditActors(rt, "memory.put")).length, 4, `cut ${cut}`);
+      const rec = await rt.process(pid);
+      assert.equal(rec.status, "exited");
+      assert.equal(rec.exit_code, 0);
+    } finally {
+      await rt.close();
+    }
+  }
+});
+
+Deno.test("scheduler: a spawn and wait survive a restart without a second child", async () => {
+  for (const cut of [1, 2, 3, 4, 5, 6, 7]) {
+    await using env = await makeEnv();
+    const parent = await launch(env, [cap("process:spawn", "execute")], { script: waitScript(2) });
+    assert.equal(parent, 1);
+    await env.rt.runUntilIdle(cut);
+    await env.rt.close();
+    const rt = await Runtime.open({ store: env.storePath });
+    try {
+      await rt.runUntilIdle();
+      assert.equal((await rt.kernel.store.listProcesses()).length, 2, `cut ${cut}`);
+      assert.equal((await rt.kernel.store.listAudit({ action: "process.spawn" })).length, 1);
+      assert.deepEqual(summary(await rt.steps(parent)), [[0, "spawn", true], [1, "wait", true]]);
+      assert.deepEqual(await namedObjects(rt, 2), ["c0", "c1"], `cut ${cut}`);
+      assert.equal((await rt.process(parent)).status, "exited", `cut ${cut}`);
+      assert.equal((await rt.process(2)).exit_code, 4);
+    } finally {
+      await rt.close();
+    }
+  }
+});
+
+Deno.test("scheduler: a step caught mid-flight by a crash is recorded EIO and not replayed", async () => {
+  await using env = await makeEnv();
+  const pid = await launch(env, [cap("filesystem:workspace:*", "write")], {
+    script: {
+      steps: [{ tool: "write_file", args: { path: "crash.txt", content: "x" } }, putStep("next")],
+    },
+  });
+  // One model quantum: the write is decided and durable as the pending action.
+  await env.rt.runUntilIdle(1);
+  const before = await env.rt.process(pid);
+  assert.equal(before.pending?.tool, "write_file");
+  // Simulate the runtime dying inside the tool quantum.
+  assert.ok(await env.rt.kernel.store.updateProcess(pid, { status: "running" }));
+  await env.rt.close();
+
+  const rt = await Runtime.open({ store: env.storePath });
+  try {
+    const recovered = await rt.process(pid);
+    assert.equal(recovered.status, "runnable");
+    assert.equal(recovered.pending, null);
+    const steps = await rt.steps(pid);
+    assert.equal(steps.length, 1);
+    const s = steps[0];
+    assert.equal(s.tool, "write_file");
+    assert.ok(!s.ok && s.error.code === "EIO", JSON.stringify(s));
+    assert.match(s.error.message, /outcome unknown/);
+    const moved = (await rt.kernel.store.listEvents()).filter((e) =>
+      e.type === "process.status" && e.source === "recovery"
+    );
+    assert.deepEqual(moved.map((e) => e.payload), [{ from: "running", to: "runnable" }]);
+
+    await rt.runUntilIdle();
+    assert.equal(await exists(join(env.ws, "crash.txt")), false);
+    assert.deepEqual(await auditActors(rt, "filesystem.write"), []);
+    assert.deepEqual(summary(await rt.steps(pid)), [
+      [0, "write_file", false],
+      [1, "put_object", true],
+    ]);
+    assert.deepEqual(await namedObjects(rt, pid), ["next"]);
+    const rec = await rt.process(pid);
+    assert.equal(rec.status, "exited");
+    assert.equal(rec.exit_code, 0);
+  } finally {
+    await rt.close();
+  }
+});
+
+Deno.test("scheduler: a process caught running between steps is recovered without a made-up step", async () => {
+  await using env = await makeEnv();
+  const pid = await launch(env, [], { script: { steps: [putStep("one")] } });
+  assert.ok(await env.rt.kernel.store.updateProcess(pid, { status: "running" }));
+  await env.rt.close();
+  const rt = await Runtime.open({ store: env.storePath });
+  try {
+    assert.equal((await rt.process(pid)).status, "runnable");
+    assert.deepEqual(await rt.steps(pid), []);
+    await rt.runUntilIdle();
+    assert.deepEqual(summary(await rt.steps(pid)), [[0, "put_object", true]]);
+    assert.equal((await rt.process(pid)).status, "exited");
+  } finally {
+    await rt.close();
+  }
+});
+
+Deno.test("scheduler: recovery marks an unfinished effect unknown and never replays it", async () => {
+  await using env = await makeEnv();
+  const pid = await launch(env);
+  await env.rt.kernel.store.insertEffect({
+    effect_id: "fx_test_pending",
+    pid,
+    syscall: "filesystem.write",
+    resource: "filesystem:workspace:ghost.txt",
+    args_hash: "0".repeat(64),
+    status: "pending",
+    outcome: null,
+    created_at: new Date().toISOString(),
+    finished_at: null,
+  });
+  await env.rt.close();
+  const rt = await Runtime.open({ store: env.storePath });
+  try {
+    assert.deepEqual(await rt.kernel.store.listEffects("pending"), []);
+    const unknown = await rt.kernel.store.listEffects("unknown");
+    assert.deepEqual(unknown.map((e) => e.effect_id), ["fx_test_pending"]);
+    const ev = (await rt.kernel.store.listEvents()).filter((e) => e.type === "effect.unknown");
+    assert.deepEqual(ev.map((e) => e.payload), [{ count: 1 }]);
+    await rt.runUntilIdle();
+    assert.equal(await exists(join(env.ws, "ghost.txt")), false);
+    // A second restart finds nothing new to mark.
+  } finally {
+    await rt.close();
+  }
+  const again = await Runtime.open({ store: env.storePath });
+  try {
+    const ev = (await again.kernel.store.listEvents()).filter((e) => e.type === "effect.unknown");
+    assert.equal(ev.length, 1);
+    assert.equal((await again.kernel.store.listEffects("unknown")).length, 1);
+  } finally {
+    await again.close();
+  }
+});

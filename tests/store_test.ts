@@ -1,0 +1,647 @@
+/**
+ * SqliteStore durability and atomicity: every kind of state survives a close
+ * and reopen, transactions roll back completely, revocation cascades exactly
+ * over the delegation subtree, limited capabilities give exactly their uses.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { parseImage } from "../runtime/images.ts";
+import { Runtime } from "../runtime/runtime.ts";
+import { SqliteStore } from "../runtime/store/sqlite.ts";
+import type { Capability, EffectRecord, MemoryObject, ProcessRecord } from "../runtime/types.ts";
+import { cap, launch, makeEnv, rejectsCode } from "./_helpers.ts";
+
+// ---- local helpers
+
+const T = "2030-01-01T00:00:00.000Z";
+
+/** A temp dir with a store path; removed on dispose. */
+async function tempStore(): Promise<{ path: string; [Symbol.asyncDispose](): Promise<void> }> {
+  const dir = await Deno.makeTempDir({ prefix: "libos-store-test-" });
+  return {
+    path: join(dir, "store.db"),
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+function procDraft(over: Partial<ProcessRecord> = {}): Omit<ProcessRecord, "pid"> {
+  return {
+    ppid: null,
+    lineage: [],
+    image: "img",
+    status: "runnable",
+    workspace: "/tmp/ws",
+    cwd: ".",
+    namespace: "proc:x",
+    tools: ["read_file"],
+    system_prompt: "be careful",
+    goal: "do the thing",
+    policy: {
+      shell: "always_deny",
+      shell_allowlist: [],
+      shell_blocklist: [],
+      labels: { ".env": "secret" },
+      human_clearance: "confidential",
+    },
+    taint: "confidential",
+    budgets: { max_quanta: 10, max_wall_ms: null, max_syscalls: 5 },
+    usage: { quanta: 2, wall_ms: 7, syscalls: 3 },
+    model: { kind: "scripted", state: { steps: [], position: 1 } },
+    pending: { tool: "read_file", args: { path: "a" } },
+    exit_code: null,
+    exit_reason: null,
+    origin: "root",
+    cancel_requested: false,
+    created_at: T,
+    updated_at: T,
+    ...over,
+  } as Omit<ProcessRecord, "pid">;
+}
+
+function capRow(capId: string, over: Partial<Capability> = {}): Capability {
+  return {
+    cap_id: capId,
+    subject: 1,
+    resource: "filesystem:workspace:src/*",
+    rights: ["read", "write"],
+    constraints: {},
+    issued_by: "host",
+    expires_at: null,
+    delegable: true,
+    revocable: true,
+    effect: "allow",
+    parent_cap_id: null,
+    delegation_depth: 0,
+    uses_remaining: null,
+    status: "active",
+    created_at: T,
+    ...over,
+  };
+}
+
+function objRow(oid: string, over: Partial<MemoryObject> = {}): MemoryObject {
+  return {
+    oid,
+    namespace: "proc:1",
+    kind: "observation",
+    name: null,
+    version: 1,
+    label: "normal",
+    payload: { text: "hello" },
+    derived_from: [],
+    created_by: 1,
+    created_at: T,
+    updated_at: T,
+    ...over,
+  };
+}
+
+function effectRow(effectId: string, over: Partial<EffectRecord> = {}): EffectRecord {
+  return {
+    effect_id: effectId,
+    pid: 1,
+    syscall: "filesystem.write",
+    resource: "filesystem:workspace:a.txt",
+    args_hash: "h".repeat(64),
+    status: "pending",
+    outcome: null,
+    created_at: T,
+    finished_at: null,
+    ...over,
+  };
+}
+
+// ---- durability
+
+Deno.test("store: processes survive closing and reopening the store file", async () => {
+  await using tmp = await tempStore();
+  let s = SqliteStore.open(tmp.path);
+  const p1 = await s.insertProcess(procDraft());
+  const p2 = await s.insertProcess(procDraft({ ppid: p1.pid, lineage: [p1.pid], goal: "child" }));
+  assert.notEqual(p1.pid, p2.pid);
+  assert.equal(await s.updateProcess(p2.pid, { status: "running", cwd: "src" }, "runnable"), true);
+  // A stale expected status does not land.
+  assert.equal(await s.updateProcess(p2.pid, { status: "exited" }, "runnable"), false);
+  await s.close();
+
+  s = SqliteStore.open(tmp.path);
+  try {
+    assert.deepEqual(await s.getProcess(p1.pid), p1);
+    const c = await s.getProcess(p2.pid);
+    assert.equal(c?.status, "running");
+    assert.equal(c?.cwd, "src");
+    assert.equal(c?.goal, "child");
+    assert.deepEqual(c?.lineage, [p1.pid]);
+    assert.deepEqual(c?.pending, { tool: "read_file", args: { path: "a" } });
+    assert.deepEqual((await s.listProcesses()).map((p) => p.pid), [p1.pid, p2.pid]);
+    // pids are never reused after a reopen.
+    const p3 = await s.insertProcess(procDraft());
+    assert.ok(p3.pid > p2.pid);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: capabilities survive closing and reopening the store file", async () => {
+  await using tmp = await tempStore();
+  let s = SqliteStore.open(tmp.path);
+  const a = capRow("capA", { uses_remaining: 3, expires_at: "2031-01-01T00:00:00.000Z" });
+  const b = capRow("capB", {
+    subject: 2,
+    parent_cap_id: "capA",
+    delegation_depth: 1,
+    issued_by: "pid:1",
+    constraints: { binding: { syscall: "filesystem.read", args_hash: "abc" } },
+  });
+  const d = capRow("capD", { effect: "deny", rights: ["delete"] });
+  await s.insertCapability(a);
+  await s.insertCapability(b);
+  await s.insertCapability(d);
+  assert.equal(await s.consumeCapability("capA"), true);
+  await s.revokeCascade("capD");
+  await s.close();
+
+  s = SqliteStore.open(tmp.path);
+  try {
+    assert.deepEqual(await s.getCapability("capA"), { ...a, uses_remaining: 2 });
+    assert.deepEqual(await s.getCapability("capB"), b);
+    assert.equal((await s.getCapability("capD"))?.status, "revoked");
+    assert.deepEqual((await s.capabilitiesOf(1)).map((c) => c.cap_id), ["capA", "capD"]);
+    assert.deepEqual((await s.capabilitiesOf(2)).map((c) => c.cap_id), ["capB"]);
+    assert.equal(await s.getCapability("nope"), null);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: objects, versions and links survive closing and reopening", async () => {
+  await using tmp = await tempStore();
+  let s = SqliteStore.open(tmp.path);
+  await s.insertObject(objRow("o1", { name: "plan", kind: "plan", payload: { v: 1 } }));
+  await s.insertObject(objRow("o2"));
+  const v2 = await s.updateObject("o1", 1, {
+    payload: { v: 2 },
+    label: "confidential",
+    updated_at: T,
+  });
+  assert.equal(v2?.version, 2);
+  // Compare-and-swap: a stale version does not land.
+  assert.equal(
+    await s.updateObject("o1", 1, { payload: { v: 99 }, label: "public", updated_at: T }),
+    null,
+  );
+  await s.insertLink({ from_oid: "o1", to_oid: "o2", relation: "supports" });
+  await s.insertLink({ from_oid: "o1", to_oid: "o2", relation: "supports" }); // idempotent
+  await s.close();
+
+  s = SqliteStore.open(tmp.path);
+  try {
+    const o1 = await s.getObject("o1");
+    assert.equal(o1?.version, 2);
+    assert.deepEqual(o1?.payload, { v: 2 });
+    assert.equal(o1?.label, "confidential");
+    assert.equal((await s.getObjectByName("proc:1", "plan"))?.oid, "o1");
+    assert.deepEqual((await s.listObjects("proc:1")).map((o) => o.oid), ["o1", "o2"]);
+    assert.deepEqual((await s.linksFrom("o1")).map((l) => ({ ...l })), [
+      { from_oid: "o1", to_oid: "o2", relation: "supports" },
+    ]);
+    // CAS still works against the durable version, and the stale one still fails.
+    assert.equal(
+      await s.updateObject("o1", 1, { payload: { v: 3 }, label: "public", updated_at: T }),
+      null,
+    );
+    const v3 = await s.updateObject("o1", 2, { payload: { v: 3 }, label: "public", updated_at: T });
+    assert.equal(v3?.version, 3);
+  } finally {
+    await s.close();
+  }
+  // Every version is kept in the version table.
+  const { DatabaseSync } = await import("node:sqlite");
+  const db = new DatabaseSync(tmp.path);
+  try {
+    const rows = db.prepare(
+      "SELECT version, body FROM object_versions WHERE oid = 'o1' ORDER BY version",
+    )
+      .all() as { version: number; body: string }[];
+    assert.deepEqual(rows.map((r) => r.version), [1, 2, 3]);
+    assert.deepEqual(rows.map((r) => JSON.parse(r.body).payload.v), [1, 2, 3]);
+  } finally {
+    db.close();
+  }
+});
+
+Deno.test("store: the mailbox survives reopening and delivers interrupts first", async () => {
+  await using tmp = await tempStore();
+  let s = SqliteStore.open(tmp.path);
+  await s.insertMessage({ from_pid: 1, to_pid: 2, kind: "normal", body: "n1", created_at: T });
+  await s.insertMessage({
+    from_pid: null,
+    to_pid: 2,
+    kind: "interrupt",
+    body: "i1",
+    created_at: T,
+  });
+  await s.insertMessage({ from_pid: 1, to_pid: 2, kind: "normal", body: "n2", created_at: T });
+  await s.insertMessage({ from_pid: 1, to_pid: 3, kind: "normal", body: "other", created_at: T });
+  await s.insertMessage({ from_pid: 1, to_pid: 2, kind: "interrupt", body: "i2", created_at: T });
+  await s.close();
+
+  s = SqliteStore.open(tmp.path);
+  try {
+    const first = await s.takeMessages(2, 3);
+    assert.deepEqual(first.map((m) => m.body), ["i1", "i2", "n1"]);
+    assert.equal(first[0].from_pid, null);
+    assert.equal(first[0].kind, "interrupt");
+    // Taken messages are gone; the rest stay in order.
+    assert.deepEqual((await s.takeMessages(2, 10)).map((m) => m.body), ["n2"]);
+    assert.deepEqual(await s.takeMessages(2, 10), []);
+    assert.deepEqual((await s.takeMessages(3, 10)).map((m) => m.body), ["other"]);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: images, file labels and meta survive closing and reopening", async () => {
+  await using tmp = await tempStore();
+  let s = SqliteStore.open(tmp.path);
+  const img = parseImage({
+    name: "coder",
+    description: "writes code",
+    capabilities: [{ resource: "filesystem:workspace:src/*", rights: ["read"] }],
+    policy: { labels: { ".env": "secret" } },
+  }, []);
+  await s.putImage(img, "host");
+  await s.putImage(parseImage({ name: "alpha" }, []), "host");
+  await s.setFileLabel("/ws/.env", "secret");
+  await s.setFileLabel("/ws/a.txt", "public");
+  await s.setFileLabel("/ws/a.txt", "restricted"); // replaced
+  await s.setMeta("k", "v");
+  await s.close();
+
+  s = SqliteStore.open(tmp.path);
+  try {
+    assert.deepEqual(await s.getImage("coder"), img);
+    assert.deepEqual((await s.listImages()).map((i) => i.name), ["alpha", "coder"]);
+    assert.equal(await s.getImage("missing"), null);
+    assert.equal(await s.getFileLabel("/ws/.env"), "secret");
+    assert.equal(await s.getFileLabel("/ws/a.txt"), "restricted");
+    assert.equal(await s.getFileLabel("/ws/none"), null);
+    assert.equal(await s.getMeta("k"), "v");
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: audit, events and effects survive closing and reopening", async () => {
+  await using tmp = await tempStore();
+  let s = SqliteStore.open(tmp.path);
+  const draft = {
+    timestamp: T,
+    actor: "pid:1",
+    action: "filesystem.read",
+    target: "filesystem:workspace:a",
+    input_refs: { preview: "{}" },
+    output_refs: null,
+    capability_refs: ["capA"],
+    decision: "allow" as const,
+    reason: "ok",
+    correlation_id: "c1",
+    parent_record_id: null,
+  };
+  const a1 = await s.appendAudit(draft);
+  const a2 = await s.appendAudit({ ...draft, decision: "deny", capability_refs: ["capD"] });
+  await s.appendEvent({
+    type: "file.written",
+    source: "pid:1",
+    target: "filesystem:workspace:a",
+    payload: { bytes: 3 },
+    priority: 0,
+    created_at: T,
+    correlation_id: "c1",
+  });
+  await s.insertEffect(effectRow("fx1"));
+  await s.insertEffect(effectRow("fx2"));
+  await s.finishEffect("fx1", "done", { bytes: 3 }, T);
+  await s.close();
+
+  s = SqliteStore.open(tmp.path);
+  try {
+    assert.deepEqual(await s.listAudit(), [a1, a2]);
+    assert.equal(a2.prev_hash, a1.hash);
+    assert.deepEqual((await s.listAudit({ decision: "deny" })).map((r) => r.seq), [2]);
+    assert.deepEqual(await s.verifyAudit(), { ok: true, count: 2, head: a2.hash });
+    // The chain continues from the durable head.
+    const a3 = await s.appendAudit(draft);
+    assert.equal(a3.seq, 3);
+    assert.equal(a3.prev_hash, a2.hash);
+    const events = await s.listEvents();
+    assert.equal(events.length, 1);
+    assert.equal(events[0].type, "file.written");
+    assert.deepEqual(events[0].payload, { bytes: 3 });
+    const fx = await s.listEffects();
+    assert.deepEqual(fx.map((e) => [e.effect_id, e.status]), [["fx1", "done"], ["fx2", "pending"]]);
+    assert.deepEqual(fx[0].outcome, { bytes: 3 });
+    assert.equal(fx[0].finished_at, T);
+    assert.deepEqual((await s.listEffects("pending")).map((e) => e.effect_id), ["fx2"]);
+  } finally {
+    await s.close();
+  }
+});
+
+// ---- transactions
+
+Deno.test("store: a transaction that throws rolls back every kind of write", async () => {
+  await using tmp = await tempStore();
+  const s = SqliteStore.open(tmp.path);
+  try {
+    const keep = await s.insertProcess(procDraft());
+    await s.insertCapability(capRow("keep", { uses_remaining: 2 }));
+    await s.insertObject(objRow("kept"));
+    const boom = new Error("boom");
+    await assert.rejects(
+      s.transaction(async (tx) => {
+        await tx.insertProcess(procDraft({ goal: "ghost" }));
+        await tx.updateProcess(keep.pid, { status: "running" });
+        await tx.insertCapability(capRow("ghost"));
+        assert.equal(await tx.consumeCapability("keep"), true);
+        await tx.revokeCascade("keep");
+        await tx.insertObject(objRow("ghost"));
+        await tx.updateObject("kept", 1, { payload: 1, label: "public", updated_at: T });
+        await tx.insertLink({ from_oid: "kept", to_oid: "ghost", relation: "r" });
+        await tx.insertMessage({ from_pid: 1, to_pid: 1, kind: "normal", body: 1, created_at: T });
+        await tx.putImage(parseImage({ name: "ghost" }, []), "host");
+        await tx.setFileLabel("/ghost", "secret");
+        await tx.appendAudit({
+          timestamp: T,
+          actor: "host",
+          action: "x",
+          target: "",
+          input_refs: null,
+          output_refs: null,
+          capability_refs: [],
+          decision: "info",
+          reason: "",
+          correlation_id: null,
+          parent_record_id: null,
+        });
+        await tx.appendEvent({
+          type: "process.created",
+          source: "k",
+          target: "t",
+          payload: null,
+          priority: 0,
+          created_at: T,
+          correlation_id: null,
+        });
+        await tx.insertEffect(effectRow("ghost"));
+        await tx.setMeta("ghost", "1");
+        throw boom;
+      }),
+      (e) => e === boom,
+    );
+    const procs = await s.listProcesses();
+    assert.deepEqual(procs.map((p) => p.pid), [keep.pid]);
+    assert.equal(procs[0].status, "runnable");
+    assert.equal(await s.getCapability("ghost"), null);
+    const kept = await s.getCapability("keep");
+    assert.equal(kept?.status, "active");
+    assert.equal(kept?.uses_remaining, 2);
+    assert.equal(await s.getObject("ghost"), null);
+    assert.equal((await s.getObject("kept"))?.version, 1);
+    assert.deepEqual(await s.linksFrom("kept"), []);
+    assert.deepEqual(await s.takeMessages(1, 10), []);
+    assert.equal(await s.getImage("ghost"), null);
+    assert.equal(await s.getFileLabel("/ghost"), null);
+    assert.deepEqual(await s.listAudit(), []);
+    assert.deepEqual(await s.verifyAudit(), { ok: true, count: 0, head: "" });
+    assert.deepEqual(await s.listEvents(), []);
+    assert.deepEqual(await s.listEffects(), []);
+    assert.equal(await s.getMeta("ghost"), null);
+    // The store is usable afterwards and a committed transaction lands.
+    await s.transaction(async (tx) => {
+      await tx.insertCapability(capRow("landed"));
+    });
+    assert.equal((await s.getCapability("landed"))?.status, "active");
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: a failed launch or kernel transaction leaves no half-created process", async () => {
+  await using env = await makeEnv();
+  // The bad spec is refused up front (EINVAL naming the grant)...
+  await rejectsCode(
+    env.rt.launch({ image: { name: "x" }, workspace: env.ws, grants: [cap("*", "read")] }),
+    "EINVAL",
+  );
+  // ...and a failure inside the launch transaction rolls back the process too.
+  const k = env.rt.kernel;
+  await assert.rejects(
+    k.atomically(async (tk) => {
+      await tk.createProcess({
+        ppid: null,
+        image: parseImage({ name: "y" }, []),
+        workspace: env.ws,
+        cwd: ".",
+        goal: "",
+        taint: "public",
+        model: null,
+        origin: "root",
+      });
+      throw new Error("fail after create");
+    }),
+    /fail after create/,
+  );
+  assert.deepEqual(await k.store.listProcesses(), []);
+  assert.deepEqual(await k.store.capabilitiesOf(1), []);
+  assert.deepEqual(await k.store.listEvents(), []);
+});
+
+// ---- revocation
+
+Deno.test("store: revokeCascade revokes the whole delegation subtree and nothing else", async () => {
+  await using tmp = await tempStore();
+  const s = SqliteStore.open(tmp.path);
+  try {
+    //   root ─┬─ a ─┬─ a1 ── a1x
+    //         │     └─ a2
+    //         └─ b
+    //   other ── o1          lone
+    await s.insertCapability(capRow("root"));
+    await s.insertCapability(capRow("a", { subject: 2, parent_cap_id: "root" }));
+    await s.insertCapability(capRow("a1", { subject: 3, parent_cap_id: "a" }));
+    await s.insertCapability(capRow("a1x", { subject: 4, parent_cap_id: "a1", effect: "deny" }));
+    await s.insertCapability(capRow("a2", { subject: 3, parent_cap_id: "a", status: "exhausted" }));
+    await s.insertCapability(capRow("b", { subject: 2, parent_cap_id: "root" }));
+    await s.insertCapability(capRow("other"));
+    await s.insertCapability(capRow("o1", { subject: 2, parent_cap_id: "other" }));
+    await s.insertCapability(capRow("lone", { subject: 5 }));
+
+    const first = await s.revokeCascade("a");
+    assert.deepEqual([...first].sort(), ["a", "a1", "a1x", "a2"]);
+    const status = async (id: string) => (await s.getCapability(id))?.status;
+    for (const id of ["a", "a1", "a1x", "a2"]) assert.equal(await status(id), "revoked", id);
+    for (const id of ["root", "b", "other", "o1", "lone"]) {
+      assert.equal(await status(id), "active", id);
+    }
+
+    // Revoking the root reports only what changed now.
+    const second = await s.revokeCascade("root");
+    assert.deepEqual([...second].sort(), ["b", "root"]);
+    for (const id of ["other", "o1", "lone"]) assert.equal(await status(id), "active", id);
+    // Already revoked or unknown: nothing changes.
+    assert.deepEqual(await s.revokeCascade("root"), []);
+    assert.deepEqual(await s.revokeCascade("does-not-exist"), []);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: revocation through capability.revoke cascades to a child's delegations", async () => {
+  await using env = await makeEnv({ files: { "src/a.txt": "A" } });
+  const pid = await launch(env, [cap("filesystem:workspace:src/*", "read")]);
+  const k = env.rt.kernel;
+  const parentCap = (await k.store.capabilitiesOf(pid)).find((c) =>
+    c.resource === "filesystem:workspace:src/*"
+  )!;
+  // Delegate to two synthetic descendants directly in the store, the second from the first.
+  const { pid: _pid, ...base } = await k.process(pid);
+  const child = await k.store.insertProcess({ ...base, ppid: pid, lineage: [pid] });
+  const grand = await k.store.insertProcess({
+    ...base,
+    ppid: child.pid,
+    lineage: [pid, child.pid],
+  });
+  const r1 = await env.rt.syscall(pid, "capability.grant", {
+    cap_id: parentCap.cap_id,
+    to: child.pid,
+    resource: "filesystem:workspace:src/a.txt",
+  }) as { cap_id: string };
+  const r2 = await env.rt.syscall(child.pid, "capability.grant", {
+    cap_id: r1.cap_id,
+    to: grand.pid,
+  }) as { cap_id: string };
+  assert.equal(await env.rt.syscall(grand.pid, "filesystem.read", { path: "src/a.txt" }), "A");
+
+  const out = await env.rt.syscall(pid, "capability.revoke", { cap_id: r1.cap_id }) as {
+    revoked: string[];
+  };
+  assert.deepEqual([...out.revoked].sort(), [r1.cap_id, r2.cap_id].sort());
+  await rejectsCode(env.rt.syscall(grand.pid, "filesystem.read", { path: "src/a.txt" }), "EPERM");
+  await rejectsCode(env.rt.syscall(child.pid, "filesystem.read", { path: "src/a.txt" }), "EPERM");
+  // The delegator keeps its own grant.
+  assert.equal((await k.store.getCapability(parentCap.cap_id))?.status, "active");
+  assert.equal(await env.rt.syscall(pid, "filesystem.read", { path: "src/a.txt" }), "A");
+});
+
+// ---- limited uses
+
+Deno.test("store: consumeCapability takes exactly the remaining uses", async () => {
+  await using tmp = await tempStore();
+  const s = SqliteStore.open(tmp.path);
+  try {
+    await s.insertCapability(capRow("three", { uses_remaining: 3 }));
+    assert.equal(await s.consumeCapability("three"), true);
+    assert.equal((await s.getCapability("three"))?.status, "active");
+    assert.equal(await s.consumeCapability("three"), true);
+    assert.equal(await s.consumeCapability("three"), true);
+    assert.equal(await s.consumeCapability("three"), false);
+    assert.equal(await s.consumeCapability("three"), false);
+    const c = await s.getCapability("three");
+    assert.equal(c?.status, "exhausted");
+    assert.equal(c?.uses_remaining, 0);
+    // Concurrent consumers never get more than the uses there are.
+    await s.insertCapability(capRow("five", { uses_remaining: 5 }));
+    const got = await Promise.all(Array.from({ length: 12 }, () => s.consumeCapability("five")));
+    assert.equal(got.filter(Boolean).length, 5);
+    assert.equal((await s.getCapability("five"))?.status, "exhausted");
+    // Revoked caps give nothing; unknown caps give nothing.
+    await s.insertCapability(capRow("gone", { uses_remaining: 4, status: "revoked" }));
+    assert.equal(await s.consumeCapability("gone"), false);
+    assert.equal((await s.getCapability("gone"))?.uses_remaining, 4);
+    assert.equal(await s.consumeCapability("missing"), false);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: reserveUses takes n uses atomically or none", async () => {
+  await using tmp = await tempStore();
+  const s = SqliteStore.open(tmp.path);
+  try {
+    await s.insertCapability(capRow("c", { uses_remaining: 3 }));
+    assert.equal(await s.reserveUses("c", 2), true);
+    assert.equal((await s.getCapability("c"))?.uses_remaining, 1);
+    assert.equal(await s.reserveUses("c", 2), false);
+    assert.equal((await s.getCapability("c"))?.uses_remaining, 1);
+    assert.equal(await s.reserveUses("c", 1), true);
+    const c = await s.getCapability("c");
+    assert.equal(c?.uses_remaining, 0);
+    assert.equal(c?.status, "exhausted");
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: a 3-use grant allows exactly 3 reads through the runtime", async () => {
+  await using env = await makeEnv({ files: { "a.txt": "A" } });
+  const pid = await launch(env, [{
+    resource: "filesystem:workspace:a.txt",
+    rights: ["read"],
+    uses_remaining: 3,
+  }]);
+  for (let i = 0; i < 3; i++) {
+    assert.equal(await env.rt.syscall(pid, "filesystem.read", { path: "a.txt" }), "A");
+  }
+  await rejectsCode(env.rt.syscall(pid, "filesystem.read", { path: "a.txt" }), "EPERM");
+  const c = (await env.rt.kernel.store.capabilitiesOf(pid)).find((c) =>
+    c.resource === "filesystem:workspace:a.txt"
+  );
+  assert.equal(c?.status, "exhausted");
+  assert.equal(c?.uses_remaining, 0);
+});
+
+// ---- through the runtime
+
+Deno.test("store: a launched process, its caps and its audit survive Runtime.open on the same file", async () => {
+  await using env = await makeEnv({ files: { "a.txt": "A", "b.txt": "B" } });
+  const pid = await launch(env, [
+    cap("filesystem:workspace:a.txt", "read"),
+    { resource: "filesystem:workspace:b.txt", rights: ["read"], effect: "deny" },
+  ]);
+  assert.equal(await env.rt.syscall(pid, "filesystem.read", { path: "a.txt" }), "A");
+  await rejectsCode(env.rt.syscall(pid, "filesystem.read", { path: "b.txt" }), "EPERM");
+  const procBefore = await env.rt.process(pid);
+  const capsBefore = await env.rt.kernel.store.capabilitiesOf(pid);
+  const auditBefore = await env.rt.kernel.store.listAudit();
+  assert.equal(auditBefore.length, 2);
+  await env.rt.close();
+
+  const rt = await Runtime.open({ store: env.storePath });
+  try {
+    const proc = await rt.process(pid);
+    assert.equal(proc.status, "runnable");
+    assert.equal(proc.image, "test");
+    assert.equal(proc.workspace, env.ws);
+    assert.equal(proc.namespace, `proc:${pid}`);
+    assert.deepEqual(proc.tools, procBefore.tools);
+    assert.deepEqual(await rt.kernel.store.capabilitiesOf(pid), capsBefore);
+    assert.deepEqual(await rt.kernel.store.listAudit(), auditBefore);
+    assert.equal((await rt.kernel.store.verifyAudit()).ok, true);
+    assert.equal((await rt.kernel.store.getImage("test"))?.name, "test");
+    // The reopened runtime enforces the same caps.
+    assert.equal(await rt.syscall(pid, "filesystem.read", { path: "a.txt" }), "A");
+    await rejectsCode(rt.syscall(pid, "filesystem.read", { path: "b.txt" }), "EPERM");
+    const audit = await rt.kernel.store.listAudit();
+    assert.equal(audit.length, 4);
+    assert.equal(audit[2].prev_hash, auditBefore[1].hash);
+    assert.equal((await rt.kernel.store.verifyAudit()).ok, true);
+    // Ids minted by the new runtime do not collide with the old ones.
+    const grantAgain = await rt.kernel.grant(pid, cap("shell:git", "execute"), "host");
+    assert.ok(!capsBefore.some((c) => c.cap_id === grantAgain.cap_id));
+  } finally {
+    await rt.close();
+  }
+});
