@@ -26,7 +26,7 @@
 export { assertStoreOutside, hostProviders, Runtime } from "./runtime/runtime.ts";
 export type { LaunchOptions, RuntimeOptions } from "./runtime/runtime.ts";
 export { Kernel } from "./runtime/kernel.ts";
-export type { Dispatch, ProcessSpec } from "./runtime/kernel.ts";
+export type { ActiveJournal, Dispatch, ProcessSpec } from "./runtime/kernel.ts";
 export { Scheduler } from "./runtime/scheduler.ts";
 export type { RunReport, StepResult } from "./runtime/scheduler.ts";
 export { SqliteStore } from "./runtime/store/sqlite.ts";
@@ -54,6 +54,7 @@ export {
   ConsoleHuman,
   DenyingHuman,
   parseScript,
+  QueueHuman,
   ScriptedHuman,
   ScriptedModel,
 } from "./runtime/providers/scripted.ts";
@@ -69,6 +70,7 @@ export type { Libos, ToolRun } from "./tools/jit/libos.ts";
 export type * from "./runtime/providers/types.ts";
 export type * from "./runtime/types.ts";
 export { syscall, SYSCALL_NAMES } from "./primitives/mod.ts";
+export { applyDecision, HUMAN_REQUEST_TTL_MS } from "./primitives/authorize.ts";
 export type { SyscallOptions } from "./primitives/mod.ts";
 export { BUILTIN_TOOL_NAMES, BUILTIN_TOOLS } from "./tools/builtin.ts";
 export type { BuiltinTool, Sys } from "./tools/builtin.ts";

@@ -11,14 +11,23 @@ import { assertStoreOutside, Runtime } from "../runtime/runtime.ts";
 import { parseGrantFlag } from "../runtime/capabilities.ts";
 import { invalid, LibosError } from "../runtime/errors.ts";
 import { parseImage } from "../runtime/images.ts";
-import { ConsoleHuman, parseScript, ScriptedHuman } from "../runtime/providers/scripted.ts";
+import {
+  ConsoleHuman,
+  parseScript,
+  QueueHuman,
+  ScriptedHuman,
+} from "../runtime/providers/scripted.ts";
 import type { HumanAnswer, HumanProvider } from "../runtime/providers/types.ts";
 import { SqliteStore } from "../runtime/store/sqlite.ts";
 import { BUILTIN_TOOL_NAMES } from "../tools/builtin.ts";
 import type { ProcessRecord } from "../runtime/types.ts";
 
 const USAGE = `usage:
-  libos run IMAGE.json --workspace DIR --script SCRIPT.json [--store FILE] [--grant RESOURCE=RIGHT,RIGHT]... [--goal TEXT] [--human deny|script:FILE] [--json]
+  libos run IMAGE.json --workspace DIR --script SCRIPT.json [--store FILE] [--grant RESOURCE=RIGHT,RIGHT]... [--goal TEXT] [--human deny|queue|script:FILE] [--json]
+  libos resume PID [--store FILE] [--human queue|deny|script:FILE] [--json]
+  libos human list [--store FILE] [--all] [--json]
+  libos human approve ID --once|--always [--store FILE]
+  libos human deny ID [--always] [--store FILE]
   libos audit --store FILE [--verify] [--pid N] [--json]
   libos ps --store FILE [--json]
   libos caps --store FILE --pid N [--json]
@@ -99,13 +108,7 @@ async function _run(args: string[]): Promise<number> {
   const image = parseImage(await _readJson(positionals[0], "image"), BUILTIN_TOOL_NAMES);
   const script = parseScript(await _readJson(values.script, "script"));
   const grants = (values.grant ?? []).map(parseGrantFlag);
-  let human: HumanProvider = new ConsoleHuman();
-  const h = values.human ?? "deny";
-  if (h.startsWith("script:")) {
-    human = new ScriptedHuman(_humanAnswers(await _readJson(h.slice(7), "--human")));
-  } else if (h !== "deny") {
-    throw invalid("--human", "must be deny or script:FILE");
-  }
+  const human = await _humanMode(values.human ?? "deny");
   const storePath = values.store ?? DEFAULT_STORE;
   await assertStoreOutside(storePath, values.workspace);
   await Deno.mkdir(dirname(storePath), { recursive: true });
@@ -119,29 +122,133 @@ async function _run(args: string[]): Promise<number> {
       goal: values.goal,
     });
     await rt.runUntilIdle();
-    const done = await rt.process(proc.pid);
-    const steps = (await rt.steps(proc.pid)).map(({ step: _s, ...rest }) => rest);
-    const out = {
-      pid: done.pid,
-      status: done.status,
-      exit_code: done.exit_code,
-      exit_reason: done.exit_reason,
-      steps,
-    };
-    if (values.json) console.log(JSON.stringify(out));
-    else {
-      console.log(`pid ${done.pid} ${done.status} (exit ${done.exit_code ?? "-"})`);
-      steps.forEach((s, i) => {
-        const detail = s.ok
-          ? _short(JSON.stringify(s.value))
-          : `${s.error.code} ${s.error.message}`;
-        console.log(`  ${i} ${s.tool} ${s.ok ? "ok" : "FAILED"} ${detail}`);
-      });
-    }
-    return done.status === "exited" ? 0 : 1;
+    return await _report(rt, proc.pid, values.json ?? false);
   } finally {
     await rt.close();
   }
+}
+
+/** `--human deny` (default), `queue` (wait in the durable queue) or `script:FILE`. */
+async function _humanMode(mode: string): Promise<HumanProvider> {
+  if (mode === "deny") return new ConsoleHuman();
+  if (mode === "queue") return new QueueHuman();
+  if (mode.startsWith("script:")) {
+    return new ScriptedHuman(_humanAnswers(await _readJson(mode.slice(7), "--human")));
+  }
+  throw invalid("--human", "must be deny, queue or script:FILE");
+}
+
+/** Print a process's outcome (the `run`/`resume` shape); exit 0 exited, 3 waiting for a human, 1 otherwise. */
+async function _report(rt: Runtime, pid: number, json: boolean): Promise<number> {
+  const done = await rt.process(pid);
+  const steps = (await rt.steps(pid)).map(({ step: _s, ...rest }) => rest);
+  const pending = (await rt.humanRequests("pending")).map((r) => r.request_id);
+  const out: Record<string, unknown> = {
+    pid: done.pid,
+    status: done.status,
+    exit_code: done.exit_code,
+    exit_reason: done.exit_reason,
+    steps,
+  };
+  if (done.status === "waiting_human" || pending.length) out.pending_requests = pending;
+  if (json) console.log(JSON.stringify(out));
+  else {
+    console.log(`pid ${done.pid} ${done.status} (exit ${done.exit_code ?? "-"})`);
+    steps.forEach((s, i) => {
+      const detail = s.ok ? _short(JSON.stringify(s.value)) : `${s.error.code} ${s.error.message}`;
+      console.log(`  ${i} ${s.tool} ${s.ok ? "ok" : "FAILED"} ${detail}`);
+    });
+    for (const id of pending) console.log(`  waiting for human: ${id}`);
+  }
+  return done.status === "exited" ? 0 : done.status === "waiting_human" ? 3 : 1;
+}
+
+async function _resume(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { store: { type: "string" }, human: { type: "string" }, json: { type: "boolean" } },
+  });
+  if (positionals.length !== 1 || !/^[1-9][0-9]*$/.test(positionals[0])) {
+    throw new _Usage("resume: give exactly one PID");
+  }
+  const human = await _humanMode(values.human ?? "queue");
+  const file = await _existingStore(values.store);
+  const rt = await Runtime.open({ store: file, providers: { human } });
+  try {
+    const pid = Number(positionals[0]);
+    await rt.process(pid);
+    await rt.runUntilIdle();
+    return await _report(rt, pid, values.json ?? false);
+  } finally {
+    await rt.close();
+  }
+}
+
+async function _human(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      store: { type: "string" },
+      json: { type: "boolean" },
+      once: { type: "boolean" },
+      always: { type: "boolean" },
+      all: { type: "boolean" },
+    },
+  });
+  const file = await _existingStore(values.store);
+  if (sub === "list") {
+    const store = SqliteStore.open(file);
+    try {
+      const reqs = await store.listHumanRequests(values.all ? {} : { status: "pending" });
+      if (values.json) console.log(JSON.stringify(reqs));
+      else {
+        for (const r of reqs) {
+          console.log(
+            `${r.request_id}\t${r.status}\tpid ${r.pid}\t${r.effect}\t${r.resource}\t${r.summary}`,
+          );
+        }
+      }
+      return 0;
+    } finally {
+      await store.close();
+    }
+  }
+  if (sub !== "approve" && sub !== "deny") {
+    throw new _Usage(`human: unknown subcommand '${sub ?? ""}' (expected list, approve or deny)`);
+  }
+  if (positionals.length !== 1) throw new _Usage(`human ${sub}: give exactly one request ID`);
+  let answer: HumanAnswer;
+  if (sub === "approve") {
+    if (values.once === values.always) {
+      throw new _Usage("human approve: give exactly one of --once, --always");
+    }
+    answer = values.once ? "allow_once" : "always_allow";
+  } else {
+    if (values.once) throw new _Usage("human deny: --once is the default; use --always for always");
+    answer = values.always ? "always_deny" : "deny";
+  }
+  const rt = await Runtime.open({ store: file });
+  try {
+    const r = await rt.decide(positionals[0], answer, "human:owner via cli");
+    if (values.json) console.log(JSON.stringify(r));
+    else console.log(`${r.request_id} ${r.status}; resume with: libos resume ${r.pid}`);
+    return 0;
+  } finally {
+    await rt.close();
+  }
+}
+
+async function _existingStore(path: string | undefined): Promise<string> {
+  const file = path ?? DEFAULT_STORE;
+  try {
+    await Deno.stat(file);
+  } catch {
+    throw invalid("--store", `'${file}' does not exist`);
+  }
+  return file;
 }
 
 function _short(s: string | undefined): string {
@@ -389,6 +496,10 @@ export async function main(args: string[]): Promise<number> {
         return await _list(rest, "effects");
       case "tool":
         return await _tool(rest);
+      case "human":
+        return await _human(rest);
+      case "resume":
+        return await _resume(rest);
       default:
         throw new _Usage(cmd ? `unknown command '${cmd}'` : "no command given");
     }

@@ -7,10 +7,18 @@
  */
 import { decide } from "../runtime/capabilities.ts";
 import { payloadRef } from "../runtime/canonical.ts";
-import { denied } from "../runtime/errors.ts";
+import { denied, invalid, LibosError } from "../runtime/errors.ts";
 import { guardText, maxLabel, mayFlow, redactionFor } from "../runtime/labels.ts";
-import type { HumanAnswer, HumanRequest } from "../runtime/providers/types.ts";
-import type { Capability, Effect, Label, Right } from "../runtime/types.ts";
+import type { HumanAnswer, HumanReply } from "../runtime/providers/types.ts";
+import type { Kernel } from "../runtime/kernel.ts";
+import type {
+  Capability,
+  Effect,
+  HumanRequestRecord,
+  HumanRequestStatus,
+  Label,
+  Right,
+} from "../runtime/types.ts";
 import type { Call } from "./call.ts";
 
 /** What a primitive asks the gate. */
@@ -67,9 +75,23 @@ export async function authorize(call: Call, req: AuthRequest): Promise<Capabilit
   throw denied(`${call.name} ${req.resource}: authorization did not settle`);
 }
 
+/** How long a human request stays open; after that it counts as denied. */
+export const HUMAN_REQUEST_TTL_MS = 24 * 60 * 60 * 1000;
+
+const _STATUS: Record<HumanAnswer, HumanRequestStatus> = {
+  allow_once: "allowed_once",
+  always_allow: "allowed_always",
+  deny: "denied",
+  always_deny: "denied_always",
+};
+
 /**
- * Ask the human channel and turn the answer into a capability. Only this
- * function mints human-issued capabilities, and only from the provider's answer.
+ * Answer an ASK. A request for exactly this call (same process, syscall,
+ * argument hash, resource and right) that is still pending parks the caller
+ * (EAGAIN, wait "human"); one that was denied once is consumed and denies.
+ * Otherwise a durable request is queued and the human channel is asked; it
+ * may answer now or defer. Answers become capabilities in applyDecision,
+ * never from text a tool or model wrote.
  */
 async function _askHuman(
   call: Call,
@@ -79,15 +101,38 @@ async function _askHuman(
 ): Promise<void> {
   const k = call.k;
   const pid = call.proc.pid;
+  const nowMs = k.providers.clock.now();
+  for (const r of await k.store.listHumanRequests({ pid })) {
+    if (r.effect !== call.name || r.args_hash !== call.argsHash) continue;
+    if (r.resource !== req.resource || r.right !== req.right) continue;
+    if (r.status === "pending") {
+      if (Date.parse(r.expires_at) > nowMs) {
+        throw new LibosError(
+          "EAGAIN",
+          `${call.name}: waiting for human decision ${r.request_id}`,
+          "human",
+        );
+      }
+      await k.store.updateHumanRequest(r.request_id, { status: "expired" }, "pending");
+      throw denied(`${call.name} ${req.resource}: human request ${r.request_id} expired`);
+    }
+    if (
+      r.status === "denied" &&
+      await k.store.updateHumanRequest(r.request_id, { status: "consumed" }, "denied")
+    ) {
+      throw denied(`${call.name} ${req.resource}: human answered deny (${r.request_id})`);
+    }
+  }
   const label = maxLabel(req.label ?? call.proc.taint, call.proc.taint);
-  // The human sees what it is asked about, unless the caller holds data above
-  // the human's clearance: then only labels and hashes, like the audit.
-  const shown = mayFlow(label, call.proc.policy.human_clearance) ? "public" : label;
-  const request: HumanRequest = {
+  // The human sees what it is asked about (the exact arguments), unless the caller
+  // holds data above the human's clearance: then only labels and hashes, like the audit.
+  const visible = mayFlow(label, call.proc.policy.human_clearance);
+  const shown = visible ? "public" : label;
+  const request: HumanRequestRecord = {
     request_id: k.newId("hr"),
     pid,
     effect: call.name,
-    args: payloadRef(call.args, redactionFor(label)),
+    args: visible ? call.args : payloadRef(call.args, label),
     args_hash: call.argsHash,
     resource: guardText(shown, req.resource),
     right: req.right,
@@ -96,13 +141,24 @@ async function _askHuman(
       shown,
       `process ${pid} wants to ${req.right} ${req.resource} via ${call.name} (${reason})`,
     ),
-    label,
+    labels: [...new Set([label, call.proc.taint])],
+    status: "pending",
+    created_at: new Date(nowMs).toISOString(),
+    expires_at: new Date(nowMs + HUMAN_REQUEST_TTL_MS).toISOString(),
+    decided_by: null,
+    decided_at: null,
+    correlation_id: call.correlationId,
   };
+  // Stored with the real resource (it is what a decision grants on); shown redacted.
+  await k.store.insertHumanRequest({ ...request, resource: req.resource });
   await k.audit({
     actor: `pid:${pid}`,
     action: "human.ask",
     target: guardText(call.proc.taint, req.resource),
-    input_refs: { request_id: request.request_id, args: request.args },
+    input_refs: {
+      request_id: request.request_id,
+      args: payloadRef(call.args, redactionFor(label)),
+    },
     output_refs: null,
     capability_refs: rule === "policy" ? [] : [rule],
     decision: "ask",
@@ -110,41 +166,102 @@ async function _askHuman(
     correlation_id: call.correlationId,
     parent_record_id: null,
   });
-  await k.emit("human.asked", `pid:${pid}`, "human:owner", request, call.correlationId, 1);
-  const answer: HumanAnswer = await k.providers.human.decide(request);
-  await k.audit({
-    actor: "human:owner",
-    action: "human.decide",
-    target: guardText(call.proc.taint, req.resource),
-    input_refs: { request_id: request.request_id },
-    output_refs: { answer },
-    capability_refs: [],
-    decision: answer === "allow_once" || answer === "always_allow" ? "allow" : "deny",
-    reason: `human answered ${answer}`,
-    correlation_id: call.correlationId,
-    parent_record_id: null,
-  });
-  await k.emit("human.decided", "human:owner", `pid:${pid}`, {
-    request_id: request.request_id,
-    answer,
-  }, call.correlationId);
-  const exact = { resource: req.resource, rights: [req.right], delegable: false };
-  switch (answer) {
-    case "allow_once":
-      await k.grant(pid, { ...exact, uses_remaining: 1 }, "human:owner", {
-        constraints: { binding: { syscall: call.name, args_hash: call.argsHash } },
-        revocable: true,
-      });
-      return;
-    case "always_allow":
-      await k.grant(pid, exact, "human:owner");
-      return;
-    case "always_deny":
-      await k.grant(pid, { ...exact, effect: "deny" }, "human:owner");
-      throw denied(`${call.name} ${req.resource}: human answered always_deny`);
-    default:
-      throw denied(`${call.name} ${req.resource}: human answered deny`);
+  await k.emit(
+    "human.asked",
+    `pid:${pid}`,
+    "human:owner",
+    {
+      request_id: request.request_id,
+      effect: request.effect,
+      resource: request.resource,
+      summary: request.summary,
+    },
+    call.correlationId,
+    1,
+  );
+  const reply: HumanReply = await k.providers.human.decide(request);
+  if (reply === "defer") {
+    throw new LibosError(
+      "EAGAIN",
+      `${call.name}: waiting for human decision ${request.request_id}`,
+      "human",
+    );
   }
+  await applyDecision(k, request.request_id, reply, "human:owner");
+  if (reply === "always_deny") {
+    throw denied(`${call.name} ${req.resource}: human answered always_deny`);
+  }
+  if (reply === "deny") {
+    await k.store.updateHumanRequest(request.request_id, { status: "consumed" }, "denied");
+    throw denied(`${call.name} ${req.resource}: human answered deny`);
+  }
+}
+
+/**
+ * Record a human decision on a pending request and turn it into authority:
+ * allow once mints an exact one-shot capability bound to the request's
+ * syscall and argument hash; always allow an ALLOW on exactly that resource;
+ * always deny a DENY on it; deny once is kept on the request and consumed by
+ * the retried call. The only place human-issued capabilities are minted. A
+ * process waiting on the request becomes runnable and retries its action.
+ */
+export async function applyDecision(
+  k: Kernel,
+  requestId: string,
+  answer: HumanAnswer,
+  decidedBy: string,
+): Promise<HumanRequestRecord> {
+  if (!Object.hasOwn(_STATUS, answer)) {
+    throw invalid("decision", "must be allow_once, always_allow, deny or always_deny");
+  }
+  const r = await k.store.getHumanRequest(requestId);
+  if (!r) throw new LibosError("ENOENT", `request_id: no human request ${requestId}`);
+  const at = k.now();
+  if (r.status === "pending" && Date.parse(r.expires_at) <= k.providers.clock.now()) {
+    await k.store.updateHumanRequest(r.request_id, { status: "expired" }, "pending");
+    throw new LibosError("ESTATE", `request_id: ${requestId} expired at ${r.expires_at}`);
+  }
+  const decided = await k.atomically(async (tx) => {
+    const patch = { status: _STATUS[answer], decided_by: decidedBy, decided_at: at };
+    // Compare-and-swap: a request is decided once, whoever races for it.
+    if (!(await tx.store.updateHumanRequest(requestId, patch, "pending"))) {
+      const cur = await tx.store.getHumanRequest(requestId);
+      throw new LibosError("ESTATE", `request_id: ${requestId} is already ${cur?.status}`);
+    }
+    const exact = { resource: r.resource, rights: [r.right], delegable: false };
+    if (answer === "allow_once") {
+      await tx.grant(r.pid, { ...exact, uses_remaining: 1 }, decidedBy, {
+        constraints: { binding: { syscall: r.effect, args_hash: r.args_hash } },
+      });
+    } else if (answer === "always_allow") {
+      await tx.grant(r.pid, exact, decidedBy);
+    } else if (answer === "always_deny") {
+      await tx.grant(r.pid, { ...exact, effect: "deny" }, decidedBy);
+    }
+    await tx.audit({
+      actor: decidedBy,
+      action: "human.decide",
+      target: r.resource,
+      input_refs: { request_id: requestId, pid: r.pid, effect: r.effect, args_hash: r.args_hash },
+      output_refs: { answer },
+      capability_refs: [],
+      decision: answer === "allow_once" || answer === "always_allow" ? "allow" : "deny",
+      reason: `${decidedBy} answered ${answer}`,
+      correlation_id: r.correlation_id ?? null,
+      parent_record_id: null,
+    });
+    await tx.emit(
+      "human.decided",
+      decidedBy,
+      `pid:${r.pid}`,
+      { request_id: requestId, answer },
+      r.correlation_id ?? null,
+    );
+    return { ...r, ...patch };
+  });
+  const proc = await k.store.getProcess(r.pid);
+  if (proc?.status === "waiting_human") await k.transition(r.pid, "runnable", {}, decidedBy);
+  return decided;
 }
 
 /**

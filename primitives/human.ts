@@ -3,14 +3,59 @@
  * (the policy's `human_clearance`): data above it never reaches the human.
  * @module
  */
-import { invalid } from "../runtime/errors.ts";
-import { authorize } from "./authorize.ts";
-import { optStr, type Primitive, str } from "./call.ts";
+import { denied, invalid, LibosError } from "../runtime/errors.ts";
+import type { HumanAnswer } from "../runtime/providers/types.ts";
+import type { HumanRequestStatus } from "../runtime/types.ts";
+import { applyDecision, authorize } from "./authorize.ts";
+import { type Call, optStr, type Primitive, str } from "./call.ts";
 import { withEffect } from "./effects.ts";
 import { checkFlow } from "./filesystem.ts";
 
+const _ANSWERS = ["allow_once", "always_allow", "deny", "always_deny"] as const;
+
+/**
+ * May the caller decide `requester`'s requests? Never its own, and never a
+ * descendant's: a child acts with authority its parent passed down, so a
+ * parent approving its child would mint authority the parent never had.
+ */
+async function _assertNotSelfDealing(call: Call, requester: number): Promise<void> {
+  const r = await call.k.store.getProcess(requester);
+  if (requester === call.proc.pid || r?.lineage.includes(call.proc.pid)) {
+    throw denied(
+      `${call.name}: process ${call.proc.pid} cannot decide requests of itself or its descendants`,
+    );
+  }
+}
+
 /** The human family. */
 export const HUMAN: Record<string, Primitive> = {
+  "human.requests": {
+    fields: ["status"],
+    async run(call) {
+      call.target = "human:owner";
+      await authorize(call, { resource: call.target, right: "approve" });
+      const status = (optStr(call, "status", 32) ?? "pending") as HumanRequestStatus;
+      return (await call.k.store.listHumanRequests({ status }))
+        .filter((r) => r.pid !== call.proc.pid);
+    },
+  },
+  "human.decide": {
+    fields: ["request_id", "decision"],
+    async run(call) {
+      const id = str(call, "request_id", 128);
+      const decision = call.args.decision as HumanAnswer;
+      if (!(_ANSWERS as readonly string[]).includes(decision as string)) {
+        throw invalid(`${call.name}.decision`, `must be one of ${_ANSWERS.join(", ")}`);
+      }
+      const r = await call.k.store.getHumanRequest(id);
+      if (!r) throw new LibosError("ENOENT", `${call.name}.request_id: no request ${id}`);
+      call.target = "human:owner";
+      await _assertNotSelfDealing(call, r.pid);
+      await authorize(call, { resource: call.target, right: "approve" });
+      const done = await applyDecision(call.k, id, decision, `pid:${call.proc.pid}`);
+      return { request_id: id, status: done.status };
+    },
+  },
   "human.output": {
     fields: ["text", "to"],
     async run(call) {

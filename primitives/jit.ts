@@ -238,7 +238,8 @@ const jitCall: Primitive = {
   async run(call) {
     const name = str(call, "name", 64);
     const args = _obj(call.args.args ?? {}, `${call.name}.args`);
-    const ref = call.proc.jit_tools[name];
+    // Own entries only: `constructor` or `__proto__` is not a tool.
+    const ref = Object.hasOwn(call.proc.jit_tools, name) ? call.proc.jit_tools[name] : undefined;
     call.target = `tool:${name}`;
     if (!ref) {
       throw new LibosError(
@@ -271,6 +272,7 @@ const jitCall: Primitive = {
     const pid = call.proc.pid;
     const correlationId = call.correlationId;
     const deferred: [string, Record<string, unknown>][] = [];
+    let parked: LibosError | null = null;
     _inFlight.set(correlationId, access);
     let outcome;
     try {
@@ -289,7 +291,10 @@ const jitCall: Primitive = {
             deferred.push([sys, sysArgs]);
             return Promise.resolve({ deferred: true });
           }
-          return k.dispatch(pid, sys, sysArgs, { correlationId });
+          return k.dispatch(pid, sys, sysArgs, { correlationId }).catch((e) => {
+            if (e instanceof LibosError && e.wait === "human") parked ??= e;
+            throw e;
+          });
         },
         onPermission: async (permission, value) => {
           if (permission === "read" && value === art.toolPath) return true; // its own module
@@ -304,6 +309,9 @@ const jitCall: Primitive = {
     } finally {
       _inFlight.delete(correlationId);
     }
+    // A syscall inside the tool is waiting for a human: whatever the tool made of
+    // that, the whole call is retried after the decision (completed syscalls replay).
+    if (parked) throw parked;
     if (!outcome.ok) {
       throw new LibosError(outcome.error.code, `${call.name} ${name}: ${outcome.error.message}`);
     }

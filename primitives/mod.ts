@@ -7,7 +7,7 @@
  * @module
  */
 import { payloadRef } from "../runtime/canonical.ts";
-import { invalid, LibosError, toLibosError } from "../runtime/errors.ts";
+import { type ErrorCode, invalid, LibosError, toLibosError } from "../runtime/errors.ts";
 import type { Kernel } from "../runtime/kernel.ts";
 import { guardText, redactionFor } from "../runtime/labels.ts";
 import type { Decision, ProcessRecord } from "../runtime/types.ts";
@@ -77,6 +77,9 @@ export async function syscall(
     resultLabel: "public",
   };
   let inputRef: unknown = null;
+  const journal = k.journal(pid);
+  let slot = -1;
+  let replayed = false;
   try {
     const prim = typeof name === "string" && Object.hasOwn(SYSCALLS, name) ? SYSCALLS[name] : null;
     if (!prim) throw new LibosError("ENOENT", `syscall: no syscall named '${call.name}'`);
@@ -95,6 +98,22 @@ export async function syscall(
     call.args = args as Record<string, unknown>;
     // The ref already hashed the canonical arguments: same value as hashValue(args).
     call.argsHash = ref.sha256;
+    // Resuming an action: a syscall it already completed is answered from the
+    // journal, not executed (or audited) again.
+    if (journal) {
+      slot = journal.cursor++;
+      const e = journal.entries[slot];
+      if (e && journal.replaying && e.name === name && e.args_hash === call.argsHash) {
+        if (e.ok) return e.value;
+        replayed = true;
+        throw new LibosError(e.error!.code as ErrorCode, e.error!.message);
+      }
+      if (e) {
+        // Diverged from the earlier attempt: from here on everything runs for real.
+        journal.replaying = false;
+        journal.entries.length = slot;
+      }
+    }
     const usage = k.usage(call.proc);
     const max = call.proc.budgets.max_syscalls;
     if (max !== null && usage.syscalls >= max) {
@@ -104,6 +123,7 @@ export async function syscall(
     usage.syscalls++;
     checkFields(call, prim.fields);
     const value = await prim.run(call);
+    if (journal) journal.entries[slot] = { name, args_hash: call.argsHash, ok: true, value };
     await k.audit({
       actor: `pid:${pid}`,
       action: name,
@@ -121,6 +141,15 @@ export async function syscall(
     return value;
   } catch (e) {
     const err = _hideHostPaths(call, toLibosError(e));
+    if (replayed) throw err;
+    if (journal && slot >= 0 && err.code !== "EAGAIN") {
+      journal.entries[slot] = {
+        name: call.name,
+        args_hash: call.argsHash,
+        ok: false,
+        error: err.toJSON(),
+      };
+    }
     const decision = _decision(err);
     await k.audit({
       actor: `pid:${pid}`,
@@ -156,5 +185,9 @@ function _guard(call: Call, text: string): string {
 function _hideHostPaths(call: Call, err: LibosError): LibosError {
   const ws = call.proc?.workspace;
   if (!ws || !err.message.includes(ws)) return err;
-  return new LibosError(err.code, err.message.replaceAll(ws + "/", "").replaceAll(ws, "."));
+  return new LibosError(
+    err.code,
+    err.message.replaceAll(ws + "/", "").replaceAll(ws, "."),
+    err.wait,
+  );
 }

@@ -24,11 +24,14 @@ export type ErrorCode =
 export class LibosError extends Error {
   /** The stable error code. */
   readonly code: ErrorCode;
+  /** For EAGAIN: what the caller waits for (a child's end, or a human decision). */
+  readonly wait?: "event" | "human";
   /** Create an error with a code and a message naming what was wrong. */
-  constructor(code: ErrorCode, message: string) {
+  constructor(code: ErrorCode, message: string, wait?: "event" | "human") {
     super(message);
     this.name = "LibosError";
     this.code = code;
+    if (wait) this.wait = wait;
   }
   /** Plain form for JSON output. */
   toJSON(): { code: ErrorCode; message: string } {

@@ -16,6 +16,7 @@ import type {
   CapabilitySpec,
   EventType,
   JitToolRef,
+  JournalEntry,
   Label,
   LibosEvent,
   ModelState,
@@ -56,7 +57,18 @@ export type Dispatch = (
   options?: { correlationId?: string },
 ) => Promise<unknown>;
 
+/** The syscall journal of an action in progress (see {@link Kernel.beginJournal}). */
+export interface ActiveJournal {
+  /** Completed syscalls, by issue order. */
+  entries: JournalEntry[];
+  /** Index the next syscall gets. */
+  cursor: number;
+  /** Still replaying recorded results (false after the first divergence). */
+  replaying: boolean;
+}
+
 interface _Shared {
+  journals: Map<number, ActiveJournal>;
   dispatch: Dispatch | null;
   usage: Map<number, Usage>;
   idCounter: number;
@@ -79,7 +91,13 @@ export class Kernel {
     this.providers = providers;
     this.toolNames = toolNames;
     this.#shared = shared ??
-      { dispatch: null, usage: new Map(), idCounter: 0, idPrefix: crypto.randomUUID().slice(0, 8) };
+      {
+        journals: new Map(),
+        dispatch: null,
+        usage: new Map(),
+        idCounter: 0,
+        idPrefix: crypto.randomUUID().slice(0, 8),
+      };
   }
 
   /** The syscall table's entry point, installed by the runtime. */
@@ -149,6 +167,27 @@ export class Kernel {
     const p = await this.store.getProcess(pid);
     if (!p) throw new LibosError("ENOENT", `pid: no process ${pid}`);
     return p;
+  }
+
+  /**
+   * Start journaling `pid`'s syscalls for one action. Entries from an earlier
+   * attempt of the same action are replayed in order instead of re-executed,
+   * so a resumed action never performs an effect twice.
+   */
+  beginJournal(pid: number, entries: JournalEntry[]): void {
+    this.#shared.journals.set(pid, { entries: [...entries], cursor: 0, replaying: true });
+  }
+
+  /** The active journal of `pid`, if an action is in progress. */
+  journal(pid: number): ActiveJournal | undefined {
+    return this.#shared.journals.get(pid);
+  }
+
+  /** Stop journaling `pid` and return the completed entries. */
+  endJournal(pid: number): JournalEntry[] {
+    const j = this.#shared.journals.get(pid);
+    this.#shared.journals.delete(pid);
+    return j ? j.entries.filter((e) => e !== undefined) : [];
   }
 
   /** Persist every in-memory usage counter (on close: a restart must not reset budgets). */

@@ -6,6 +6,7 @@
  */
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { syscall } from "../primitives/mod.ts";
+import { applyDecision } from "../primitives/authorize.ts";
 import { BUILTIN_TOOL_NAMES } from "../tools/builtin.ts";
 import { parseCapabilitySpec } from "./capabilities.ts";
 import { invalid, LibosError } from "./errors.ts";
@@ -14,11 +15,17 @@ import { Kernel } from "./kernel.ts";
 import { HostClock, HostFileSystem, HostShell } from "./providers/host.ts";
 import { DenyingHuman, parseScript, ScriptedModel } from "./providers/scripted.ts";
 import { HostSandbox } from "./sandbox/provider.ts";
-import type { Providers } from "./providers/types.ts";
+import type { HumanAnswer, Providers } from "./providers/types.ts";
 import { type RunReport, Scheduler, type StepResult } from "./scheduler.ts";
 import { SqliteStore } from "./store/sqlite.ts";
 import type { Store } from "./store/store.ts";
-import type { AgentImage, CapabilitySpec, ProcessRecord } from "./types.ts";
+import type {
+  AgentImage,
+  CapabilitySpec,
+  HumanRequestRecord,
+  HumanRequestStatus,
+  ProcessRecord,
+} from "./types.ts";
 
 /** How to open a runtime. */
 export interface RuntimeOptions {
@@ -148,6 +155,26 @@ export class Runtime {
       for (const spec of [...image.capabilities, ...grants]) await k.grant(proc.pid, spec, "host");
       return proc;
     });
+  }
+
+  /** Human requests, oldest first (pending ones by default). */
+  async humanRequests(
+    status: HumanRequestStatus | "all" = "pending",
+  ): Promise<HumanRequestRecord[]> {
+    return await this.kernel.store.listHumanRequests(status === "all" ? {} : { status });
+  }
+
+  /**
+   * Decide a pending human request as the host's human (CLI, HTTP console).
+   * `decidedBy` names who, for the audit. The waiting process becomes runnable;
+   * run the scheduler to let it retry its action.
+   */
+  async decide(
+    requestId: string,
+    answer: HumanAnswer,
+    decidedBy = "human:owner",
+  ): Promise<HumanRequestRecord> {
+    return await applyDecision(this.kernel, requestId, answer, decidedBy);
   }
 
   /** Issue a syscall as `pid` (for hosts and tests; agents go through tools). */

@@ -168,6 +168,7 @@ export class Scheduler {
       const correlationId = k.newId("step");
       const sys = (name: string, args: Record<string, unknown>) =>
         syscall(k, proc.pid, name, args, { correlationId });
+      k.beginJournal(proc.pid, action.journal ?? []);
       try {
         const value = jit
           ? await sys("jit.call", { name: action.tool, args: action.args })
@@ -178,12 +179,25 @@ export class Scheduler {
           ? new LibosError("EINVAL", e.message)
           : toLibosError(e);
         if (err.code === "EAGAIN") {
-          // Blocked (e.g. waiting for a child): keep the action, retry when woken.
+          // Blocked on a child or a human: keep the action and what it already did;
+          // it is retried when woken, replaying its completed syscalls from the journal.
+          const journal = k.endJournal(proc.pid);
+          await k.saveProcess(proc.pid, { pending: { ...action, journal } });
           const cur = await k.process(proc.pid);
-          if (cur.status === "running") await k.transition(proc.pid, "waiting_event");
+          const to = err.wait === "human" ? "waiting_human" : "waiting_event";
+          if (cur.status === "running") await k.transition(proc.pid, to);
+          // A decision that landed while we were parking found nobody waiting: wake ourselves.
+          if (
+            to === "waiting_human" &&
+            (await k.store.listHumanRequests({ pid: proc.pid, status: "pending" })).length === 0
+          ) {
+            await k.transition(proc.pid, "runnable");
+          }
           return;
         }
         result = { step: stepNo, tool: action.tool, ok: false, error: err.toJSON() };
+      } finally {
+        k.endJournal(proc.pid);
       }
     }
     await this.#record(proc.pid, result);

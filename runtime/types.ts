@@ -74,12 +74,74 @@ export interface ModelState {
   state: Record<string, unknown>;
 }
 
+/** One completed syscall of a pending action, replayed (not re-executed) on resume. */
+export interface JournalEntry {
+  /** Syscall name. */
+  name: string;
+  /** sha256 of its canonical arguments. */
+  args_hash: string;
+  /** Whether it succeeded. */
+  ok: boolean;
+  /** Its value, when ok. */
+  value?: unknown;
+  /** Its error, when not. */
+  error?: { code: string; message: string };
+}
+
 /** An action a process has decided on but not finished (retried after a wait). */
 export interface PendingAction {
   /** Builtin tool name. */
   tool: string;
   /** Tool arguments as the model gave them. */
   args: Record<string, unknown>;
+  /** Syscalls of this action that already completed, in order. */
+  journal?: JournalEntry[];
+}
+
+/** Where a human request stands. */
+export type HumanRequestStatus =
+  | "pending"
+  | "allowed_once"
+  | "allowed_always"
+  | "denied"
+  | "denied_always"
+  | "consumed"
+  | "expired";
+
+/** A durable request for a human decision (the human queue). */
+export interface HumanRequestRecord {
+  /** Request id. */
+  request_id: string;
+  /** Asking pid. */
+  pid: number;
+  /** Syscall (the effect) that asked. */
+  effect: string;
+  /** Canonical arguments (redacted when above the human's clearance). */
+  args: unknown;
+  /** sha256 of the canonical arguments: the decision binds to it. */
+  args_hash: string;
+  /** Resource at stake. */
+  resource: string;
+  /** Right at stake. */
+  right: Right;
+  /** Capability id (or `policy`) that asked. */
+  rule: string;
+  /** Plain-language summary. */
+  summary: string;
+  /** Data labels involved. */
+  labels: Label[];
+  /** Where it stands. */
+  status: HumanRequestStatus;
+  /** ISO creation time. */
+  created_at: string;
+  /** ISO expiry: after it, the request counts as denied. */
+  expires_at: string;
+  /** Who decided (`human:owner via cli`, `pid:7`, ...). */
+  decided_by: string | null;
+  /** ISO decision time. */
+  decided_at: string | null;
+  /** Correlation id of the call that asked (ties ask, decision and retry in the audit). */
+  correlation_id: string | null;
 }
 
 /** A registered JIT tool in a process's tool table. */

@@ -9,6 +9,7 @@ import type { ProcessRecord } from "../types.ts";
 import type {
   HumanAnswer,
   HumanProvider,
+  HumanReply,
   HumanRequest,
   ModelProvider,
   ModelStep,
@@ -85,7 +86,7 @@ export class DenyingHuman implements HumanProvider {
     this.shown.push({ pid, text });
     return Promise.resolve();
   }
-  decide(request: HumanRequest): Promise<HumanAnswer> {
+  decide(request: HumanRequest): Promise<HumanReply> {
     this.asked.push(request);
     return Promise.resolve("deny");
   }
@@ -100,6 +101,15 @@ export class ConsoleHuman extends DenyingHuman {
   }
 }
 
+/** Queueing human: every ASK waits in the durable queue for a decision (CLI, HTTP, a supervisor). */
+export class QueueHuman extends ConsoleHuman {
+  /** Always defer. */
+  override decide(request: HumanRequest): Promise<HumanReply> {
+    this.asked.push(request);
+    return Promise.resolve("defer");
+  }
+}
+
 /** Scripted human: answers in order, then deny. */
 export class ScriptedHuman extends ConsoleHuman {
   #answers: HumanAnswer[];
@@ -109,7 +119,7 @@ export class ScriptedHuman extends ConsoleHuman {
     this.#answers = [...answers];
   }
   /** The next scripted answer (deny once they run out). */
-  override decide(request: HumanRequest): Promise<HumanAnswer> {
+  override decide(request: HumanRequest): Promise<HumanReply> {
     this.asked.push(request);
     return Promise.resolve(this.#answers.shift() ?? "deny");
   }

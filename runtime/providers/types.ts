@@ -5,7 +5,7 @@
  * never who is allowed to make it happen.
  * @module
  */
-import type { Label, ProcessRecord } from "../types.ts";
+import type { HumanRequestRecord, ProcessRecord } from "../types.ts";
 import type { SandboxProvider } from "../sandbox/provider.ts";
 
 /** Kind of a directory entry. */
@@ -77,39 +77,21 @@ export interface ClockProvider {
   sleep(ms: number): Promise<void>;
 }
 
-/** A request for a human decision. */
-export interface HumanRequest {
-  /** Request id. */
-  request_id: string;
-  /** Asking pid. */
-  pid: number;
-  /** Syscall name. */
-  effect: string;
-  /** Canonical arguments (already bounded for display). */
-  args: unknown;
-  /** sha256 of the canonical arguments. */
-  args_hash: string;
-  /** Resource and right at stake. */
-  resource: string;
-  /** Right at stake. */
-  right: string;
-  /** Capability id (or policy rule) that asked. */
-  rule: string;
-  /** One-line summary. */
-  summary: string;
-  /** Highest data label involved. */
-  label: Label;
-}
+/** A request for a human decision (the durable record the queue holds). */
+export type HumanRequest = HumanRequestRecord;
 
 /** A human's answer. */
 export type HumanAnswer = "allow_once" | "always_allow" | "deny" | "always_deny";
+
+/** What a human channel replies: an answer now, or `defer` (queue it; the process waits). */
+export type HumanReply = HumanAnswer | "defer";
 
 /** The human channel. */
 export interface HumanProvider {
   /** Show text to the human. */
   output(pid: number, text: string): Promise<void>;
-  /** Ask for a decision. */
-  decide(request: HumanRequest): Promise<HumanAnswer>;
+  /** Ask for a decision; `defer` leaves the request pending in the queue. */
+  decide(request: HumanRequest): Promise<HumanReply>;
 }
 
 /** One step a model decides on. */

@@ -47,13 +47,16 @@ function _paths(workspace: string, resource: string, forWrite: boolean): string[
   if (rel.endsWith("/*")) {
     // `dir/*` is everything strictly below dir: list its children, since a Deno
     // flag on `dir` would also cover `dir` itself.
+    // Access is authorized on real paths, so a capability naming a symlinked
+    // directory covers nothing below it.
     const dir = _real(join(workspace, rel.slice(0, -2)));
-    if (!dir || !_inside(workspace, dir)) return [];
+    if (!dir || dir !== join(workspace, rel.slice(0, -2)) || !_inside(workspace, dir)) return [];
     const out: string[] = [];
     try {
       for (const e of Deno.readDirSync(dir)) {
         const p = _real(join(dir, e.name));
-        if (p && _inside(workspace, p) && p !== dir) out.push(p);
+        // A child that is a symlink out of `dir` is not below `dir`.
+        if (p && _inside(dir, p) && p !== dir) out.push(p);
       }
     } catch { /* not a directory */ }
     return out;
@@ -61,6 +64,8 @@ function _paths(workspace: string, resource: string, forWrite: boolean): string[
   const full = join(workspace, rel);
   const real = _real(full);
   if (real) {
+    // A symlink: the capability names the link, but access is authorized on its target.
+    if (real !== full) return [];
     // An exact capability on a directory grants listing it, not its subtree.
     try {
       if (Deno.statSync(real).isDirectory) return [];
@@ -71,7 +76,7 @@ function _paths(workspace: string, resource: string, forWrite: boolean): string[
   }
   if (!forWrite) return [];
   const parent = _real(join(full, ".."));
-  if (!parent || !_inside(workspace, parent)) return [];
+  if (!parent || parent !== join(full, "..") || !_inside(workspace, parent)) return [];
   return [join(parent, full.slice(full.lastIndexOf("/") + 1))];
 }
 

@@ -78,6 +78,8 @@ const FRAME_KEYS: Record<string, string[]> = {
   result: ["type", "value"],
   error: ["type", "message", "code"],
 };
+/** Longest frame (one stdout line), in characters; longer is a protocol violation. */
+export const MAX_FRAME_CHARS = 512 * 1024;
 
 class _Violation extends Error {
   constructor(readonly code: ErrorCode, message: string) {
@@ -91,6 +93,9 @@ function _isObject(v: unknown): v is Record<string, unknown> {
 
 /** Validate one stdout line as a frame; throws _Violation. */
 function _parseFrame(line: string): Record<string, unknown> {
+  if (line.length > MAX_FRAME_CHARS) {
+    throw new _Violation("EPROTO", `frame longer than ${MAX_FRAME_CHARS} characters`);
+  }
   let frame: unknown;
   try {
     frame = JSON.parse(line);
@@ -179,6 +184,8 @@ export async function runInSandbox(
   const kill = () => {
     if (killed) return;
     killed = true;
+    // From now on every permission check of the child is denied.
+    broker?.release(child.pid);
     try {
       child.kill("SIGKILL");
     } catch { /* gone */ }
@@ -190,13 +197,30 @@ export async function runInSandbox(
   const fail = (code: ErrorCode, message: string) =>
     finish({ ok: false, error: { code, message }, syscalls, stderr });
 
+  // Syscalls the tool started: the call is not over until they are.
+  const inflight = new Set<Promise<void>>();
   const writer = child.stdin.getWriter();
-  let writes = Promise.resolve();
+  // Frames queued while a write is in flight go out together, in order, in
+  // the next write (pipelined syscalls: one pipe write per batch, not per frame).
+  let queued = "";
+  let writing = false;
   const encoder = new TextEncoder();
+  const flush = async () => {
+    writing = true;
+    while (queued) {
+      const chunk = queued;
+      queued = "";
+      try {
+        await writer.write(encoder.encode(chunk));
+      } catch {
+        queued = ""; // child gone
+      }
+    }
+    writing = false;
+  };
   const write = (frame: unknown) => {
-    writes = writes.then(() => writer.write(encoder.encode(JSON.stringify(frame) + "\n"))).catch(
-      () => {},
-    );
+    queued += JSON.stringify(frame) + "\n";
+    if (!writing) flush();
   };
 
   const timer = setTimeout(
@@ -230,13 +254,15 @@ export async function runInSandbox(
       throw new _Violation("ELIMIT", `more than ${limits.maxSyscalls} syscalls`);
     }
     const id = frame.id as number;
-    req.onSyscall(frame.name as string, frame.args as Record<string, unknown>).then(
+    const settled = req.onSyscall(frame.name as string, frame.args as Record<string, unknown>).then(
       (payload) => write({ type: "syscall_result", id, ok: true, payload: payload ?? null }),
       (e) => {
         const err = e instanceof LibosError ? e : new LibosError("EIO", String(e));
         write({ type: "syscall_result", id, ok: false, error: err.toJSON() });
       },
     );
+    inflight.add(settled);
+    settled.finally(() => inflight.delete(settled));
   };
 
   const readStdout = (async () => {
@@ -263,6 +289,11 @@ export async function runInSandbox(
           } else throw e;
         }
       }
+      if (buf.length > MAX_FRAME_CHARS) {
+        outcome = null;
+        fail("EPROTO", `frame longer than ${MAX_FRAME_CHARS} characters`);
+        break;
+      }
     }
   })().catch(() => {});
   const readStderr = (async () => {
@@ -283,6 +314,7 @@ export async function runInSandbox(
   clearInterval(watchdog);
   broker?.release(child.pid);
   await Promise.all([readStdout, readStderr]);
+  while (inflight.size) await Promise.allSettled([...inflight]);
   try {
     await writer.close();
   } catch { /* child gone */ }

@@ -70,6 +70,10 @@ export class HostSandbox implements SandboxProvider {
       await Deno.writeTextFile(join(work, "tool.ts"), source);
       await Deno.copyFile(CLIENT, join(work, "libos.ts"));
       const checks = await this.#check(work);
+      // The checks' own cache (the type checker's ~2.5 MB V8 code cache among
+      // it) stays out of the run-time DENO_DIR: every call's child would
+      // otherwise replay that SQLite WAL at start-up before running anything.
+      await Deno.remove(join(work, "check_deno_dir"), { recursive: true }).catch(() => {});
       await Deno.writeTextFile(
         join(work, "validated.json"),
         JSON.stringify({ sha256: hash, checks }),
@@ -141,7 +145,7 @@ export class HostSandbox implements SandboxProvider {
       clearEnv: true,
       env: {
         HOME: join(cwd, "home"),
-        DENO_DIR: join(cwd, "deno_dir"),
+        DENO_DIR: join(cwd, "check_deno_dir"),
         NO_COLOR: "1",
         DENO_NO_UPDATE_CHECK: "1",
       },

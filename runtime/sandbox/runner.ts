@@ -16,10 +16,26 @@
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-function send(frame: unknown): void {
-  const bytes = encoder.encode(JSON.stringify(frame) + "\n");
+// Syscall frames issued in one synchronous run of the tool leave in one write.
+let outbox = "";
+
+function flush(): void {
+  if (!outbox) return;
+  const bytes = encoder.encode(outbox);
+  outbox = "";
   let off = 0;
   while (off < bytes.length) off += Deno.stdout.writeSync(bytes.subarray(off));
+}
+
+function queue(frame: unknown): void {
+  const line = JSON.stringify(frame) + "\n";
+  if (!outbox) queueMicrotask(flush);
+  outbox += line;
+}
+
+function send(frame: unknown): void {
+  queue(frame);
+  flush();
 }
 
 // Tool logging goes to stderr so it can never be mistaken for a frame.
@@ -43,7 +59,7 @@ const libos = Object.freeze({
     const id = nextId++;
     return new Promise((resolve, reject) => {
       pending.set(id, { resolve, reject });
-      send({ type: "syscall", id, name, args });
+      queue({ type: "syscall", id, name, args });
     });
   },
 });

@@ -14,6 +14,8 @@ import type {
   Capability,
   EffectRecord,
   EffectStatus,
+  HumanRequestRecord,
+  HumanRequestStatus,
   Label,
   LibosEvent,
   MailMessage,
@@ -55,6 +57,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS effects (
   effect_id TEXT PRIMARY KEY, status TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS effects_status ON effects(status);
+CREATE TABLE IF NOT EXISTS human_requests (
+  request_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS human_requests_status ON human_requests(status, pid);
 `;
 
 /** Hash of an audit record: sha256 over the previous hash and the canonical fields. */
@@ -74,6 +79,11 @@ interface _AuditRow {
 }
 
 interface _Shared {
+  auditQueue: {
+    draft: AuditDraft;
+    resolve: (r: AuditRecord) => void;
+    reject: (e: unknown) => void;
+  }[];
   db: DatabaseSync;
   tx: Promise<void> | null;
   stmts: Map<string, StatementSync>;
@@ -102,8 +112,10 @@ export class SqliteStore implements Store {
     if (path !== ":memory:") db.exec("PRAGMA journal_mode = WAL");
     db.exec(`PRAGMA synchronous = ${options.synchronous ?? "NORMAL"}`);
     db.exec("PRAGMA foreign_keys = ON");
+    // Fewer, larger checkpoints: each one fsyncs even at synchronous=NORMAL.
+    db.exec("PRAGMA wal_autocheckpoint = 8000");
     db.exec(SCHEMA);
-    return new SqliteStore({ db, tx: null, stmts: new Map() }, false);
+    return new SqliteStore({ auditQueue: [], db, tx: null, stmts: new Map() }, false);
   }
 
   #q(sql: string): StatementSync {
@@ -415,20 +427,51 @@ export class SqliteStore implements Store {
   }
 
   // ---- audit (hash chain)
-  async appendAudit(draft: AuditDraft): Promise<AuditRecord> {
-    while (this.#busy) await this.#busy;
-    return this.#atomic(() => {
-      const last = this.#q("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").get() as
-        | { seq: number; hash: string }
-        | undefined;
-      const seq = (last?.seq ?? 0) + 1;
-      const prev_hash = last?.hash ?? "";
+  /**
+   * Append an audit record. Outside a transaction, appends are group-committed:
+   * every append issued before the next microtask joins one transaction, and
+   * each caller's promise resolves only after that commit (durable as a single
+   * commit, without one fsync-bound commit per record under concurrency).
+   */
+  appendAudit(draft: AuditDraft): Promise<AuditRecord> {
+    if (this.#inTx) return Promise.resolve(this.#appendAuditRows([draft])[0]);
+    const s = this.#s;
+    return new Promise((resolve, reject) => {
+      s.auditQueue.push({ draft, resolve, reject });
+      if (s.auditQueue.length === 1) queueMicrotask(() => this.#flushAudit());
+    });
+  }
+
+  async #flushAudit(): Promise<void> {
+    const s = this.#s;
+    while (s.tx) await s.tx;
+    const batch = s.auditQueue.splice(0);
+    if (batch.length === 0) return;
+    try {
+      const recs = this.#atomic(() => this.#appendAuditRows(batch.map((b) => b.draft)));
+      batch.forEach((b, i) => b.resolve(recs[i]));
+    } catch (e) {
+      for (const b of batch) b.reject(e);
+    }
+  }
+
+  // Chain and insert drafts in order; caller provides the transaction.
+  #appendAuditRows(drafts: AuditDraft[]): AuditRecord[] {
+    const last = this.#q("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").get() as
+      | { seq: number; hash: string }
+      | undefined;
+    let seq = last?.seq ?? 0;
+    let prev_hash = last?.hash ?? "";
+    const insert = this.#q(
+      "INSERT INTO audit (seq, record_id, actor, action, decision, prev_hash, hash, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    );
+    const out: AuditRecord[] = [];
+    for (const draft of drafts) {
+      seq++;
       const base = { seq, record_id: `a${seq}`, ...draft };
       const hash = auditHash(prev_hash, base);
       const rec: AuditRecord = { ...base, prev_hash, hash };
-      this.#q(
-        "INSERT INTO audit (seq, record_id, actor, action, decision, prev_hash, hash, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-      ).run(
+      insert.run(
         seq,
         rec.record_id,
         rec.actor,
@@ -438,13 +481,15 @@ export class SqliteStore implements Store {
         hash,
         JSON.stringify(rec),
       );
-      // An upsert rewrites only the row's table page; REPLACE would delete and
-      // reinsert, dirtying meta's key index too (one more WAL frame per call).
-      this.#q(
-        "INSERT INTO meta (key, value) VALUES ('audit_head', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-      ).run(JSON.stringify({ seq, hash }));
-      return rec;
-    });
+      out.push(rec);
+      prev_hash = hash;
+    }
+    // An upsert rewrites only the row's table page; REPLACE would delete and
+    // reinsert, dirtying meta's key index too (one more WAL frame per call).
+    this.#q(
+      "INSERT INTO meta (key, value) VALUES ('audit_head', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    ).run(JSON.stringify({ seq, hash: prev_hash }));
+    return out;
   }
 
   async listAudit(filter: AuditFilter = {}): Promise<AuditRecord[]> {
@@ -582,6 +627,55 @@ export class SqliteStore implements Store {
     const pending = await this.listEffects("pending");
     for (const e of pending) await this.finishEffect(e.effect_id, "unknown", null, at);
     return pending.length;
+  }
+
+  // ---- human queue
+  async insertHumanRequest(r: HumanRequestRecord): Promise<void> {
+    while (this.#busy) await this.#busy;
+    this.#q("INSERT INTO human_requests (request_id, pid, status, body) VALUES (?, ?, ?, ?)").run(
+      r.request_id,
+      r.pid,
+      r.status,
+      JSON.stringify(r),
+    );
+  }
+
+  async getHumanRequest(id: string): Promise<HumanRequestRecord | null> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q("SELECT body FROM human_requests WHERE request_id = ?").get(id) as
+      | { body: string }
+      | undefined;
+    return r ? JSON.parse(r.body) : null;
+  }
+
+  async listHumanRequests(
+    filter: { status?: HumanRequestStatus; pid?: number } = {},
+  ): Promise<HumanRequestRecord[]> {
+    while (this.#busy) await this.#busy;
+    const rows = this.#q(
+      `SELECT body FROM human_requests WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR pid = ?2)
+       ORDER BY rowid`,
+    ).all(filter.status ?? null, filter.pid ?? null) as { body: string }[];
+    return rows.map((r) => JSON.parse(r.body));
+  }
+
+  async updateHumanRequest(
+    id: string,
+    patch: Partial<HumanRequestRecord>,
+    expectStatus: HumanRequestStatus,
+  ): Promise<boolean> {
+    while (this.#busy) await this.#busy;
+    return this.#atomic(() => {
+      const r = this.#q("SELECT body FROM human_requests WHERE request_id = ? AND status = ?").get(
+        id,
+        expectStatus,
+      ) as { body: string } | undefined;
+      if (!r) return false;
+      const next = { ...JSON.parse(r.body), ...patch, request_id: id };
+      this.#q("UPDATE human_requests SET status = ?, body = ? WHERE request_id = ? AND status = ?")
+        .run(next.status, JSON.stringify(next), id, expectStatus);
+      return true;
+    });
   }
 
   // ---- meta

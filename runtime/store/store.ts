@@ -11,6 +11,8 @@ import type {
   CapabilityStatus,
   EffectRecord,
   EffectStatus,
+  HumanRequestRecord,
+  HumanRequestStatus,
   Label,
   LibosEvent,
   MailMessage,
@@ -144,6 +146,24 @@ export interface Store {
   listEffects(status?: EffectStatus): Promise<EffectRecord[]>;
   /** Recovery: mark every pending effect unknown (never replayed). Returns how many. */
   markPendingEffectsUnknown(at: string): Promise<number>;
+
+  /** Queue a human request. */
+  insertHumanRequest(r: HumanRequestRecord): Promise<void>;
+  /** One request, or `null`. */
+  getHumanRequest(id: string): Promise<HumanRequestRecord | null>;
+  /** Requests, oldest first, optionally by status and pid. */
+  listHumanRequests(
+    filter?: { status?: HumanRequestStatus; pid?: number },
+  ): Promise<HumanRequestRecord[]>;
+  /**
+   * Update a request only if its status is still `expectStatus` (so two
+   * deciders can never both decide it). Returns whether it landed.
+   */
+  updateHumanRequest(
+    id: string,
+    patch: Partial<HumanRequestRecord>,
+    expectStatus: HumanRequestStatus,
+  ): Promise<boolean>;
 
   /** Raw key/value metadata. */
   getMeta(key: string): Promise<string | null>;
