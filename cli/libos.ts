@@ -1,5 +1,6 @@
 /**
- * `libos`: the command line. Subcommands: run, audit, ps, caps, events, effects.
+ * `libos`: the command line. Subcommands: run, resume, human, audit, ps, caps,
+ * events, effects, tool, serve.
  *
  * Exit codes: 0 ok, 1 the agent failed or an audit did not verify, 2 bad usage
  * or bad input (the message names the field).
@@ -19,6 +20,7 @@ import {
 } from "../runtime/providers/scripted.ts";
 import type { HumanAnswer, HumanProvider } from "../runtime/providers/types.ts";
 import { SqliteStore } from "../runtime/store/sqlite.ts";
+import { serve } from "../server/serve.ts";
 import { BUILTIN_TOOL_NAMES } from "../tools/builtin.ts";
 import type { ProcessRecord } from "../runtime/types.ts";
 
@@ -33,7 +35,8 @@ const USAGE = `usage:
   libos caps --store FILE --pid N [--json]
   libos events --store FILE [--json]
   libos effects --store FILE [--json]
-  libos tool run TOOL.ts --workspace DIR [--grant RESOURCE=RIGHT,RIGHT]... [--args JSON] [--timeout-ms N] [--store FILE] [--json]`;
+  libos tool run TOOL.ts --workspace DIR [--grant RESOURCE=RIGHT,RIGHT]... [--args JSON] [--timeout-ms N] [--store FILE] [--json]
+  libos serve [--store FILE] [--port N] [--hostname 127.0.0.1|::1|localhost]`;
 
 /** Default store location, relative to the current directory. */
 export const DEFAULT_STORE = ".libos/libos.db";
@@ -71,20 +74,6 @@ function _humanAnswers(raw: unknown): HumanAnswer[] {
     }
     return map[a];
   });
-}
-
-async function _openStore(path: string | undefined, mustExist: boolean): Promise<Runtime> {
-  const file = path ?? DEFAULT_STORE;
-  if (mustExist) {
-    try {
-      await Deno.stat(file);
-    } catch {
-      throw invalid("--store", `'${file}' does not exist`);
-    }
-  } else {
-    await Deno.mkdir(dirname(file), { recursive: true });
-  }
-  return await Runtime.open({ store: file });
 }
 
 async function _run(args: string[]): Promise<number> {
@@ -142,7 +131,13 @@ async function _humanMode(mode: string): Promise<HumanProvider> {
 async function _report(rt: Runtime, pid: number, json: boolean): Promise<number> {
   const done = await rt.process(pid);
   const steps = (await rt.steps(pid)).map(({ step: _s, ...rest }) => rest);
-  const pending = (await rt.humanRequests("pending")).map((r) => r.request_id);
+  // This process's requests and its descendants' (a waiting child keeps the tree waiting).
+  const tree = new Set(
+    (await rt.kernel.store.listProcesses())
+      .filter((p) => p.pid === pid || p.lineage.includes(pid)).map((p) => p.pid),
+  );
+  const pending = (await rt.humanRequests("pending"))
+    .filter((r) => tree.has(r.pid)).map((r) => r.request_id);
   const out: Record<string, unknown> = {
     pid: done.pid,
     status: done.status,
@@ -297,13 +292,7 @@ async function _audit(args: string[]): Promise<number> {
 }
 
 async function _openStoreOnly(path: string | undefined): Promise<SqliteStore> {
-  const file = path ?? DEFAULT_STORE;
-  try {
-    await Deno.stat(file);
-  } catch {
-    throw invalid("--store", `'${file}' does not exist`);
-  }
-  return SqliteStore.open(file);
+  return SqliteStore.open(await _existingStore(path));
 }
 
 function _tree(procs: ProcessRecord[]): string[] {
@@ -432,7 +421,7 @@ async function _tool(args: string[]): Promise<number> {
     }
   }
   const timeout = values["timeout-ms"];
-  if (timeout !== undefined && !/^[1-9][0-9]{0,4}$/.test(timeout)) {
+  if (timeout !== undefined && (!/^[1-9][0-9]{0,4}$/.test(timeout) || Number(timeout) > 60_000)) {
     throw invalid("--timeout-ms", "must be an integer from 1 to 60000");
   }
   const grants = (values.grant ?? []).map(parseGrantFlag);
@@ -477,6 +466,58 @@ async function _tool(args: string[]): Promise<number> {
   return result.ok ? 0 : 1;
 }
 
+/**
+ * `serve`: the HTTP control plane and web console on loopback. Every ASK waits
+ * in the durable queue (QueueHuman) until someone decides it in the console;
+ * runs until SIGINT/SIGTERM.
+ */
+async function _serve(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      store: { type: "string" },
+      port: { type: "string" },
+      hostname: { type: "string" },
+    },
+  });
+  if (positionals.length) throw new _Usage("serve: takes no positional arguments");
+  const port = values.port ?? String(DEFAULT_PORT);
+  if (!/^\d{1,5}$/.test(port) || Number(port) > 65535) {
+    throw invalid("--port", "must be an integer from 0 to 65535");
+  }
+  const hostname = values.hostname ?? "127.0.0.1";
+  if (!["127.0.0.1", "::1", "localhost"].includes(hostname)) {
+    throw invalid("--hostname", "must be a loopback address (127.0.0.1, ::1 or localhost)");
+  }
+  const file = await _existingStore(values.store);
+  const rt = await Runtime.open({ store: file, providers: { human: new QueueHuman() } });
+  let served;
+  try {
+    served = await serve(rt, { port: Number(port), hostname, tokenFile: `${file}.token` });
+  } catch (e) {
+    await rt.close();
+    throw e;
+  }
+  console.log(`libos console: ${served.url}/#token=${served.token}`);
+  console.log(`token file: ${served.tokenFile} (mode 0600; API: Authorization: Bearer <token>)`);
+  console.log("every ASK now waits for a decision in the console; Ctrl-C stops");
+  const { promise: stopped, resolve } = Promise.withResolvers<void>();
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const s of signals) Deno.addSignalListener(s, resolve);
+  try {
+    await stopped;
+  } finally {
+    for (const s of signals) Deno.removeSignalListener(s, resolve);
+    await served.close();
+    await rt.close();
+  }
+  return 0;
+}
+
+/** Default port of `libos serve`. */
+export const DEFAULT_PORT = 8471;
+
 /** Run the CLI with `args`; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   const [cmd, ...rest] = args;
@@ -500,6 +541,8 @@ export async function main(args: string[]): Promise<number> {
         return await _human(rest);
       case "resume":
         return await _resume(rest);
+      case "serve":
+        return await _serve(rest);
       default:
         throw new _Usage(cmd ? `unknown command '${cmd}'` : "no command given");
     }

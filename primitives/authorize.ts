@@ -50,6 +50,7 @@ export async function authorize(call: Call, req: AuthRequest): Promise<Capabilit
     if (d.cap) call.capRefs.push(d.cap.cap_id);
     let effect = d.effect;
     let reason = d.reason;
+    let rule = d.cap?.cap_id ?? "policy";
     // Policy can only tighten; a human-issued allow already carries consent.
     const policy = req.policy ?? "allow";
     // A human's consent answers a policy ASK, never a policy DENY.
@@ -57,6 +58,7 @@ export async function authorize(call: Call, req: AuthRequest): Promise<Capabilit
     if (effect !== "deny" && _STRICTNESS[policy] > _STRICTNESS[effect] && !consented) {
       effect = policy;
       reason = req.policyReason ?? `policy says ${policy}`;
+      rule = "policy";
     }
     if (effect === "deny") throw denied(`${call.name} ${req.resource}: ${reason}`);
     if (effect === "allow") {
@@ -70,7 +72,7 @@ export async function authorize(call: Call, req: AuthRequest): Promise<Capabilit
       }
       return cap;
     }
-    await _askHuman(call, req, d.cap?.cap_id ?? "policy", reason);
+    await _askHuman(call, req, rule, reason);
   }
   throw denied(`${call.name} ${req.resource}: authorization did not settle`);
 }
@@ -218,7 +220,8 @@ export async function applyDecision(
   if (!r) throw new LibosError("ENOENT", `request_id: no human request ${requestId}`);
   const at = k.now();
   if (r.status === "pending" && Date.parse(r.expires_at) <= k.providers.clock.now()) {
-    await k.store.updateHumanRequest(r.request_id, { status: "expired" }, "pending");
+    // Counts as denied: left pending for the waiting process, whose retry (the
+    // scheduler wakes it) records the expiry and is refused.
     throw new LibosError("ESTATE", `request_id: ${requestId} expired at ${r.expires_at}`);
   }
   const decided = await k.atomically(async (tx) => {
@@ -234,7 +237,8 @@ export async function applyDecision(
         constraints: { binding: { syscall: r.effect, args_hash: r.args_hash } },
       });
     } else if (answer === "always_allow") {
-      await tx.grant(r.pid, exact, decidedBy);
+      // Marked as a human decision whoever relayed it (`pid:N` holding approve), so it answers the ASK.
+      await tx.grant(r.pid, exact, decidedBy, { constraints: { human_request: requestId } });
     } else if (answer === "always_deny") {
       await tx.grant(r.pid, { ...exact, effect: "deny" }, decidedBy);
     }
@@ -259,8 +263,8 @@ export async function applyDecision(
     );
     return { ...r, ...patch };
   });
-  const proc = await k.store.getProcess(r.pid);
-  if (proc?.status === "waiting_human") await k.transition(r.pid, "runnable", {}, decidedBy);
+  // Compare-and-swap: the scheduler may be waking the same process right now.
+  await k.wake(r.pid, "waiting_human", decidedBy);
   return decided;
 }
 

@@ -35,8 +35,13 @@ export const HUMAN: Record<string, Primitive> = {
       call.target = "human:owner";
       await authorize(call, { resource: call.target, right: "approve" });
       const status = (optStr(call, "status", 32) ?? "pending") as HumanRequestStatus;
-      return (await call.k.store.listHumanRequests({ status }))
-        .filter((r) => r.pid !== call.proc.pid);
+      // Only requests the caller could decide: not its own, not its descendants'.
+      const out = [];
+      for (const r of await call.k.store.listHumanRequests({ status })) {
+        const p = await call.k.store.getProcess(r.pid);
+        if (r.pid !== call.proc.pid && !p?.lineage.includes(call.proc.pid)) out.push(r);
+      }
+      return out;
     },
   },
   "human.decide": {
@@ -47,11 +52,12 @@ export const HUMAN: Record<string, Primitive> = {
       if (!(_ANSWERS as readonly string[]).includes(decision as string)) {
         throw invalid(`${call.name}.decision`, `must be one of ${_ANSWERS.join(", ")}`);
       }
+      call.target = "human:owner";
+      // Authority first: without approve, a caller learns nothing about which ids exist.
+      await authorize(call, { resource: call.target, right: "approve" });
       const r = await call.k.store.getHumanRequest(id);
       if (!r) throw new LibosError("ENOENT", `${call.name}.request_id: no request ${id}`);
-      call.target = "human:owner";
       await _assertNotSelfDealing(call, r.pid);
-      await authorize(call, { resource: call.target, right: "approve" });
       const done = await applyDecision(call.k, id, decision, `pid:${call.proc.pid}`);
       return { request_id: id, status: done.status };
     },

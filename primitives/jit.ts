@@ -284,7 +284,19 @@ const jitCall: Primitive = {
         limits,
         onSyscall: (sys, sysArgs) => {
           if (sys.startsWith("jit.") || sys.startsWith("sandbox.")) {
-            return Promise.reject(denied(`${sys} is not available inside a JIT tool`));
+            const refusal = denied(`${sys} is not available inside a JIT tool`);
+            return k.audit({
+              actor: `pid:${pid}`,
+              action: sys.slice(0, 128),
+              target: `tool:${name}`,
+              input_refs: null,
+              output_refs: { error: "EPERM" },
+              capability_refs: [],
+              decision: "deny",
+              reason: refusal.message,
+              correlation_id: correlationId,
+              parent_record_id: null,
+            }).then(() => Promise.reject(refusal));
           }
           // exit and exec change the caller's process: they wait until the tool returns.
           if (sys === "process.exit" || sys === "process.exec") {

@@ -20,6 +20,9 @@ import { authorize } from "./authorize.ts";
 import { type Call, optInt, optStr, type Primitive, str } from "./call.ts";
 import { taint } from "./filesystem.ts";
 
+// Kinds only the runtime writes: a step's result, a validated JIT artifact.
+const _RUNTIME_KINDS: readonly string[] = ["tool_result", "tool_artifact"];
+
 /** Largest payload (canonical JSON characters) of one object. */
 export const MAX_PAYLOAD_CHARS = 4 * 1024 * 1024;
 
@@ -103,8 +106,8 @@ const put: Primitive = {
     const kind = _kind(call);
     // Step results are the runtime's record of what tools returned: a process
     // must not be able to forge one (or squat on a step's name).
-    if (kind === "tool_result") {
-      throw invalid(`${call.name}.kind`, "tool_result objects are written by the runtime only");
+    if (_RUNTIME_KINDS.includes(kind)) {
+      throw invalid(`${call.name}.kind`, `${kind} objects are written by the runtime only`);
     }
     const payload = _payload(call);
     const name = optStr(call, "name", 256) ?? null;
@@ -174,6 +177,9 @@ const update: Primitive = {
     if (expected === undefined) throw invalid(`${call.name}.expected_version`, "is required");
     call.target = `object:${obj.oid}`;
     await authorizeObject(call, obj, "write");
+    if (_RUNTIME_KINDS.includes(obj.kind)) {
+      throw invalid(`${call.name}.oid`, `${obj.kind} objects are written by the runtime only`);
+    }
     const asked = call.args.label === undefined
       ? obj.label
       : parseLabel(call.args.label, `${call.name}.label`);

@@ -254,7 +254,9 @@ export function decide(
     if (cap.effect === "ask") ask ??= cap;
     else {
       allow = _preferUnlimited(allow, cap);
-      if (cap.issued_by.startsWith("human:")) (humanConsent = true, humanAllow ??= cap);
+      const human = cap.issued_by.startsWith("human:") ||
+        cap.constraints.human_request !== undefined;
+      if (human) (humanConsent = true, humanAllow ??= cap);
     }
   }
   if (bound) {

@@ -59,8 +59,8 @@ export type Dispatch = (
 
 /** The syscall journal of an action in progress (see {@link Kernel.beginJournal}). */
 export interface ActiveJournal {
-  /** Completed syscalls, by issue order. */
-  entries: JournalEntry[];
+  /** Completed syscalls, by issue order (`null`: issued, not completed). */
+  entries: (JournalEntry | null)[];
   /** Index the next syscall gets. */
   cursor: number;
   /** Still replaying recorded results (false after the first divergence). */
@@ -174,7 +174,7 @@ export class Kernel {
    * attempt of the same action are replayed in order instead of re-executed,
    * so a resumed action never performs an effect twice.
    */
-  beginJournal(pid: number, entries: JournalEntry[]): void {
+  beginJournal(pid: number, entries: (JournalEntry | null)[]): void {
     this.#shared.journals.set(pid, { entries: [...entries], cursor: 0, replaying: true });
   }
 
@@ -183,11 +183,15 @@ export class Kernel {
     return this.#shared.journals.get(pid);
   }
 
-  /** Stop journaling `pid` and return the completed entries. */
-  endJournal(pid: number): JournalEntry[] {
+  /**
+   * Stop journaling `pid` and return the entries. A slot whose call had not
+   * completed (an outer `jit.call`) stays as `null`, so the nested entries after
+   * it keep their positions and replay on the retry.
+   */
+  endJournal(pid: number): (JournalEntry | null)[] {
     const j = this.#shared.journals.get(pid);
     this.#shared.journals.delete(pid);
-    return j ? j.entries.filter((e) => e !== undefined) : [];
+    return j ? Array.from(j.entries, (e) => e ?? null) : [];
   }
 
   /** Persist every in-memory usage counter (on close: a restart must not reset budgets). */
@@ -226,6 +230,7 @@ export class Kernel {
         await this.emit("process.status", source, `pid:${pid}`, { from: cur.status, to });
         if (isTerminal(to)) {
           this.#usage.delete(pid);
+          await this.#closeRequests(pid);
           await this.#wakeParent(cur.ppid);
         }
         return { ...cur, ...next };
@@ -234,11 +239,39 @@ export class Kernel {
     throw new LibosError("ESTATE", `process ${pid}: status kept changing`);
   }
 
+  // An ended process's open human requests can no longer be approved into authority.
+  async #closeRequests(pid: number): Promise<void> {
+    for (const r of await this.store.listHumanRequests({ pid, status: "pending" })) {
+      await this.store.updateHumanRequest(
+        r.request_id,
+        { status: "expired", decided_by: "kernel: process ended", decided_at: this.now() },
+        "pending",
+      );
+    }
+  }
+
+  /**
+   * Make `pid` runnable only if it is still in `from` (compare-and-swap, no
+   * retry): when two wakers race (a human decision and the scheduler parking
+   * the process it was about), the process wakes once and neither fails.
+   * Returns whether this call woke it.
+   */
+  async wake(pid: number, from: ProcessStatus, source = "kernel"): Promise<boolean> {
+    const cur = await this.store.getProcess(pid);
+    if (!cur || cur.status !== from) return false;
+    assertTransition(pid, from, "runnable");
+    const usage = this.#usage.get(pid) ?? cur.usage;
+    const next = { status: "runnable" as const, usage: { ...usage }, updated_at: this.now() };
+    if (!(await this.store.updateProcess(pid, next, from))) return false;
+    await this.emit("process.status", source, `pid:${pid}`, { from, to: "runnable" });
+    return true;
+  }
+
   // A parent blocked in wait() becomes runnable when a child ends; it re-runs its wait.
   async #wakeParent(ppid: number | null): Promise<void> {
     if (ppid === null) return;
     const parent = await this.store.getProcess(ppid);
-    if (parent?.status === "waiting_event") await this.transition(ppid, "runnable");
+    if (parent?.status === "waiting_event") await this.wake(ppid, "waiting_event");
   }
 
   /** Persist fields of a process (not its status) along with its usage counters. */

@@ -104,27 +104,14 @@ export class Runtime {
     for (const p of await k.store.listProcesses()) {
       if (p.status !== "running") continue;
       if (p.pending) {
-        const steps = await this.scheduler.steps(p.pid);
-        await k.store.insertObject({
-          oid: `obj_${crypto.randomUUID()}`,
-          namespace: p.namespace,
-          kind: "tool_result",
-          name: `step-${steps.length}`,
-          version: 1,
-          label: p.taint,
-          payload: {
-            step: steps.length,
-            tool: p.pending.tool,
-            ok: false,
-            error: {
-              code: "EIO",
-              message: "runtime stopped during this step; outcome unknown, not replayed",
-            },
+        await this.scheduler.recordStep(p.pid, {
+          step: (await this.scheduler.steps(p.pid)).length,
+          tool: p.pending.tool,
+          ok: false,
+          error: {
+            code: "EIO",
+            message: "runtime stopped during this step; outcome unknown, not replayed",
           },
-          derived_from: [],
-          created_by: p.pid,
-          created_at: k.now(),
-          updated_at: k.now(),
         });
       }
       await k.transition(p.pid, "runnable", { pending: null }, "recovery");

@@ -40,7 +40,9 @@ export class Scheduler {
   async runUntilIdle(maxQuanta = Number.MAX_SAFE_INTEGER): Promise<RunReport> {
     let quanta = 0;
     while (quanta < maxQuanta) {
-      const runnable = (await this.#k.store.listProcesses()).filter((p) => p.status === "runnable");
+      const procs = await this.#k.store.listProcesses();
+      await this.#wakeExpired(procs);
+      const runnable = procs.filter((p) => p.status === "runnable");
       if (runnable.length === 0) return { quanta, idle: true };
       // Continue after the last pid served, so every runnable process gets a turn per round.
       const start = runnable.findIndex((p) => p.pid > this.#lastPid);
@@ -53,6 +55,22 @@ export class Scheduler {
       }
     }
     return { quanta, idle: false };
+  }
+
+  // A human request left undecided past its expiry counts as denied: wake the
+  // process waiting on it; its retry records the expiry and is refused (EPERM).
+  async #wakeExpired(procs: ProcessRecord[]): Promise<void> {
+    const waiting = procs.filter((p) => p.status === "waiting_human");
+    if (waiting.length === 0) return;
+    const now = this.#k.providers.clock.now();
+    const open = await this.#k.store.listHumanRequests({ status: "pending" });
+    for (const p of waiting) {
+      const mine = open.filter((r) => r.pid === p.pid);
+      // Only when every open request expired: a live one means the retry would park again.
+      if (mine.length === 0 || mine.some((r) => Date.parse(r.expires_at) > now)) continue;
+      // Only if still waiting: a decision, pause or kill that landed meanwhile wins.
+      if (await this.#k.wake(p.pid, "waiting_human", "scheduler")) p.status = "runnable";
+    }
   }
 
   /** Give one quantum to `pid` if it is runnable. */
@@ -191,7 +209,7 @@ export class Scheduler {
             to === "waiting_human" &&
             (await k.store.listHumanRequests({ pid: proc.pid, status: "pending" })).length === 0
           ) {
-            await k.transition(proc.pid, "runnable");
+            await k.wake(proc.pid, "waiting_human");
           }
           return;
         }
@@ -200,10 +218,11 @@ export class Scheduler {
         k.endJournal(proc.pid);
       }
     }
-    await this.#record(proc.pid, result);
+    await this.recordStep(proc.pid, result);
   }
 
-  async #record(pid: number, result: StepResult): Promise<void> {
+  /** Record a tool step's result and clear the pending action (one transaction). */
+  async recordStep(pid: number, result: StepResult): Promise<void> {
     // The result and the cleared pending action land together: a crash between
     // them would otherwise record the step a second time on recovery.
     await this.#k.atomically(async (k) => {

@@ -94,8 +94,11 @@ export interface PendingAction {
   tool: string;
   /** Tool arguments as the model gave them. */
   args: Record<string, unknown>;
-  /** Syscalls of this action that already completed, in order. */
-  journal?: JournalEntry[];
+  /**
+   * Syscalls of this action that already completed, by issue order; `null` keeps
+   * the slot of one that had not (a `jit.call` whose nested syscalls follow it).
+   */
+  journal?: (JournalEntry | null)[];
 }
 
 /** Where a human request stands. */
@@ -245,8 +248,11 @@ export interface Capability {
   resource: string;
   /** Rights granted (or denied, or asked). */
   rights: Right[];
-  /** Extra conditions; `binding` makes it an exact one-shot approval. */
-  constraints: { binding?: Binding; [key: string]: unknown };
+  /**
+   * Extra conditions; `binding` makes it an exact one-shot approval;
+   * `human_request` marks an always-allow minted by a human decision (whoever relayed it).
+   */
+  constraints: { binding?: Binding; human_request?: string; [key: string]: unknown };
   /** Issuer: `host`, `human:<name>`, or `pid:<n>`. */
   issued_by: string;
   /** ISO expiry, or `null`. */

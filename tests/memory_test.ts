@@ -64,8 +64,9 @@ Deno.test("memory: all 24 object kinds are accepted", async () => {
   const pid = await launch(env);
   assert.equal(OBJECT_KINDS.length, 24);
   assert.equal(new Set(OBJECT_KINDS).size, 24);
-  // tool_result is the runtime's own record of tool steps; agents cannot write one.
-  const writable = OBJECT_KINDS.filter((k) => k !== "tool_result");
+  // tool_result (a step's record) and tool_artifact (a validated JIT tool) are the
+  // runtime's own; agents cannot write them.
+  const writable = OBJECT_KINDS.filter((k) => k !== "tool_result" && k !== "tool_artifact");
   for (const kind of writable) {
     const r = await put(env, pid, { kind, payload: { kind } });
     const o = await get(env, pid, { oid: r.oid });

@@ -73,6 +73,7 @@ const PRLIMIT = ["/usr/bin/prlimit", "/bin/prlimit"].find((p) => {
     return false;
   }
 });
+const _TOOL_CODES = ["EPERM", "ENOENT", "EINVAL", "EEXIST", "ECONFLICT", "ESTATE", "EAGAIN", "EIO"];
 const FRAME_KEYS: Record<string, string[]> = {
   syscall: ["type", "id", "name", "args"],
   result: ["type", "value"],
@@ -134,10 +135,148 @@ function _parseFrame(line: string): Record<string, unknown> {
   return frame;
 }
 
+// Answers one line per request with the resident pages of process $1 (-1 once it is gone).
+// `read < file` is a shell builtin: no fork per answer.
+const RSS_HELPER =
+  'while read -r _; do rss=-1; read -r _ rss _ < "/proc/$1/statm" 2>/dev/null; echo "$rss"; done';
+
+// Same, for any pid: one line in (a pid), one line out; one shell serves every call.
+const RSS_PROBE =
+  'while read -r pid; do rss=-1; case "$pid" in ""|*[!0-9]*) ;; *) read -r _ rss _ < "/proc/$pid/statm" 2>/dev/null;; esac; echo "$rss"; done';
+
+/**
+ * A long-lived helper shell that reads resident pages of any pid, shared by
+ * all calls of a host (starting a shell per call costs a few ms of every
+ * call). Started at the first question; {@link close} stops it (a later
+ * question starts a new one).
+ */
+export class RssProbe {
+  #helper: Deno.ChildProcess | null = null;
+  #out: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  #inp: WritableStreamDefaultWriter<Uint8Array> | null = null;
+  #buf = "";
+  #turn: Promise<unknown> = Promise.resolve();
+
+  /** Resident pages of `pid` (-1 when it is gone). Questions are answered in order. */
+  pages(pid: number): Promise<number> {
+    const answer = this.#turn.then(() => this.#ask(pid));
+    this.#turn = answer.catch(() => {});
+    return answer;
+  }
+
+  async #ask(pid: number): Promise<number> {
+    if (!this.#helper) {
+      this.#helper = new Deno.Command("/bin/sh", {
+        args: ["-c", RSS_PROBE],
+        clearEnv: true,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+      // Never keeps the host alive; its stdin closes with the host and it exits.
+      this.#helper.unref();
+      this.#out = this.#helper.stdout.getReader();
+      this.#inp = this.#helper.stdin.getWriter();
+      this.#buf = "";
+    }
+    try {
+      await this.#inp!.write(new TextEncoder().encode(`${pid}\n`));
+      const decoder = new TextDecoder();
+      while (!this.#buf.includes("\n")) {
+        const { value, done } = await this.#out!.read();
+        if (done) throw new Error("rss probe exited");
+        this.#buf += decoder.decode(value);
+      }
+    } catch {
+      // The helper died: the next question starts a new one.
+      await this.#stop();
+      return -1;
+    }
+    const nl = this.#buf.indexOf("\n");
+    const line = this.#buf.slice(0, nl);
+    this.#buf = this.#buf.slice(nl + 1);
+    return Number(line);
+  }
+
+  /** Stop the helper (after answering the questions already asked). */
+  async close(): Promise<void> {
+    await this.#turn;
+    await this.#stop();
+  }
+
+  async #stop(): Promise<void> {
+    const helper = this.#helper;
+    if (!helper) return;
+    this.#helper = null;
+    try {
+      helper.kill("SIGKILL");
+    } catch { /* gone */ }
+    await this.#out!.cancel().catch(() => {});
+    await this.#inp!.close().catch(() => {});
+    helper.ref();
+    await helper.status;
+  }
+}
+
+/**
+ * Resident pages of `pid`. Deno refuses /proc to a runtime without
+ * --allow-all (the CLI and test tasks grant only read/write/run/...), so the
+ * reads then go through `shared` if given, else one helper shell of this
+ * call, started at the first read.
+ */
+function _rssReader(
+  pid: number,
+  shared?: RssProbe,
+): { pages(): Promise<number>; close(): Promise<void> } {
+  let helper: Deno.ChildProcess | null = null;
+  let out: ReadableStreamDefaultReader<string> | null = null;
+  let inp: WritableStreamDefaultWriter<Uint8Array> | null = null;
+  let buf = "";
+  return {
+    async pages() {
+      if (!helper) {
+        try {
+          return Number(Deno.readTextFileSync(`/proc/${pid}/statm`).split(" ")[1]);
+        } catch (e) {
+          if (!(e instanceof Deno.errors.NotCapable)) return -1;
+        }
+        if (shared) return await shared.pages(pid);
+        helper = new Deno.Command("/bin/sh", {
+          args: ["-c", RSS_HELPER, "sh", String(pid)],
+          stdin: "piped",
+          stdout: "piped",
+          stderr: "null",
+        }).spawn();
+        out = helper.stdout.pipeThrough(new TextDecoderStream()).getReader();
+        inp = helper.stdin.getWriter();
+      }
+      await inp!.write(new TextEncoder().encode("\n"));
+      while (!buf.includes("\n")) {
+        const { value, done } = await out!.read();
+        if (done) return -1;
+        buf += value;
+      }
+      const line = buf.slice(0, buf.indexOf("\n"));
+      buf = buf.slice(buf.indexOf("\n") + 1);
+      return Number(line);
+    },
+    async close() {
+      if (!helper) return;
+      try {
+        helper.kill("SIGKILL");
+      } catch { /* gone */ }
+      await out!.cancel().catch(() => {});
+      await inp!.close().catch(() => {});
+      await helper.status;
+    },
+  };
+}
+
 /** Run one call. Never throws for anything the tool does; returns the outcome. */
 export async function runInSandbox(
   broker: PermissionBroker | null,
   req: SandboxRequest,
+  rssProbe?: RssProbe,
 ): Promise<SandboxOutcome> {
   const { limits } = req;
   const denoArgs = [
@@ -227,20 +366,29 @@ export async function runInSandbox(
     () => fail("ETIMEDOUT", `tool ran longer than ${limits.timeoutMs} ms`),
     limits.timeoutMs,
   );
-  const watchdog = setInterval(() => {
+  const rss = _rssReader(child.pid, rssProbe);
+  let probing = false;
+  const watchdog = setInterval(async () => {
+    if (probing || killed) return;
+    probing = true;
     try {
-      const pages = Number(Deno.readTextFileSync(`/proc/${child.pid}/statm`).split(" ")[1]);
+      const pages = await rss.pages();
       if (pages * 4096 > limits.rssMb * 1024 * 1024) {
         fail("ELIMIT", `tool used more than ${limits.rssMb} MB of memory`);
       }
-    } catch { /* exited */ }
+    } catch {
+      /* exited */
+    } finally {
+      probing = false;
+    }
   }, 20);
 
   const onFrame = (frame: Record<string, unknown>) => {
     if (outcome) throw new _Violation("EPROTO", `${frame.type} frame after the call ended`);
     if (frame.type === "result") return finish({ ok: true, value: frame.value, syscalls, stderr });
     if (frame.type === "error") {
-      const code = typeof frame.code === "string" && /^E[A-Z]+$/.test(frame.code)
+      // A tool may pass on a code a syscall gave it, not claim the runtime's own verdicts.
+      const code = typeof frame.code === "string" && _TOOL_CODES.includes(frame.code)
         ? frame.code as ErrorCode
         : "EIO";
       return finish({
@@ -312,6 +460,7 @@ export async function runInSandbox(
   const status = await child.status;
   clearTimeout(timer);
   clearInterval(watchdog);
+  await rss.close();
   broker?.release(child.pid);
   await Promise.all([readStdout, readStderr]);
   while (inflight.size) await Promise.allSettled([...inflight]);

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { sha256 } from "../canonical.ts";
 import { LibosError } from "../errors.ts";
 import { PermissionBroker } from "./broker.ts";
-import { runInSandbox, type SandboxOutcome, type SandboxRequest } from "./launcher.ts";
+import { RssProbe, runInSandbox, type SandboxOutcome, type SandboxRequest } from "./launcher.ts";
 
 /** Largest JIT tool source, in characters. */
 export const MAX_TOOL_SOURCE = 64 * 1024;
@@ -46,6 +46,8 @@ function _fail(stage: string, message: string): LibosError {
 export class HostSandbox implements SandboxProvider {
   #cacheDir: string;
   #broker: Promise<PermissionBroker> | null = null;
+  // Reads the RSS of calls when this host may not read /proc itself.
+  #rss = new RssProbe();
 
   /** Artifacts live under `cacheDir` (created if missing). */
   constructor(cacheDir: string) {
@@ -173,11 +175,12 @@ export class HostSandbox implements SandboxProvider {
 
   async run(req: SandboxRequest, useBroker: boolean): Promise<SandboxOutcome> {
     const broker = useBroker ? await (this.#broker ??= PermissionBroker.start()) : null;
-    return await runInSandbox(broker, req);
+    return await runInSandbox(broker, req, this.#rss);
   }
 
   async close(): Promise<void> {
     if (this.#broker) await (await this.#broker).close();
     this.#broker = null;
+    await this.#rss.close();
   }
 }

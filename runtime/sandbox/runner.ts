@@ -67,7 +67,9 @@ const libos = Object.freeze({
 async function start(tool: string, args: unknown): Promise<void> {
   try {
     const mod = await import(tool);
-    if (typeof mod.run !== "function") throw new Error("tool has no run export");
+    if (typeof mod.run !== "function") {
+      throw Object.assign(new Error("tool has no run function export"), { code: "EINVAL" });
+    }
     const value = await mod.run(args, libos);
     send({ type: "result", value: value === undefined ? null : value });
   } catch (e) {
