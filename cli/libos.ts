@@ -225,11 +225,16 @@ async function _human(args: string[]): Promise<number> {
     if (values.once) throw new _Usage("human deny: --once is the default; use --always for always");
     answer = values.always ? "always_deny" : "deny";
   }
-  const rt = await Runtime.open({ store: file });
+  // A client runtime: deciding works while `libos serve` (the scheduler) runs.
+  const rt = await Runtime.open({ store: file, role: "client" });
   try {
     const r = await rt.decide(positionals[0], answer, "human:owner via cli");
     if (values.json) console.log(JSON.stringify(r));
-    else console.log(`${r.request_id} ${r.status}; resume with: libos resume ${r.pid}`);
+    else {
+      console.log(
+        `${r.request_id} ${r.status}; resume with: libos resume ${r.pid} (a running libos serve resumes it by itself)`,
+      );
+    }
     return 0;
   } finally {
     await rt.close();

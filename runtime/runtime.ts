@@ -35,7 +35,17 @@ export interface RuntimeOptions {
   providers?: Partial<Providers>;
   /** Where validated JIT tools are cached (default: `<store>.jit`, or a temp dir). */
   jitCacheDir?: string;
+  /**
+   * `scheduler` (default) runs processes: it holds the store's scheduler lease
+   * (one live scheduler per store) and recovers what a crashed one left.
+   * `client` only reads and decides (the CLI's `human approve`, say): no lease,
+   * no recovery, no scheduling, so it never disturbs a live scheduler.
+   */
+  role?: "scheduler" | "client";
 }
+
+/** A scheduler lease not renewed for this long belongs to a runtime that died. */
+export const LEASE_MS = 15_000;
 
 /** How to launch a root process. */
 export interface LaunchOptions {
@@ -91,8 +101,51 @@ export class Runtime {
     const cacheDir = options.jitCacheDir ?? tempCache ?? `${options.store}.jit`;
     const providers = { ...hostProviders(cacheDir), ...options.providers };
     const rt = new Runtime(new Kernel(store, providers, BUILTIN_TOOL_NAMES), tempCache);
-    await rt.#recover();
+    rt.#role = options.role ?? "scheduler";
+    if (rt.#role === "scheduler") {
+      try {
+        await rt.#takeLease();
+      } catch (e) {
+        await rt.close();
+        throw e;
+      }
+      await rt.#recover();
+    }
     return rt;
+  }
+
+  #role: "scheduler" | "client" = "scheduler";
+  #leaseId = crypto.randomUUID();
+  #heartbeat: number | null = null;
+
+  // One live scheduler per store: recovery resets `running` processes, which is
+  // only right when no other runtime is in the middle of running them.
+  async #takeLease(): Promise<void> {
+    const k = this.kernel;
+    await k.store.transaction(async (tx) => {
+      const raw = await tx.getMeta("scheduler_lease");
+      const held = raw
+        ? JSON.parse(raw) as { id: string; os_pid: number; heartbeat: number }
+        : null;
+      if (held && held.id !== this.#leaseId && Date.now() - held.heartbeat < LEASE_MS) {
+        throw new LibosError(
+          "ESTATE",
+          `store: another runtime (os pid ${held.os_pid}) is scheduling this store; stop it first (decisions do not need it: libos human approve works alongside)`,
+        );
+      }
+      await tx.setMeta(
+        "scheduler_lease",
+        JSON.stringify({ id: this.#leaseId, os_pid: Deno.pid, heartbeat: Date.now() }),
+      );
+    });
+    const beat = setInterval(() => {
+      k.store.setMeta(
+        "scheduler_lease",
+        JSON.stringify({ id: this.#leaseId, os_pid: Deno.pid, heartbeat: Date.now() }),
+      ).catch(() => {});
+    }, LEASE_MS / 3) as unknown as number;
+    Deno.unrefTimer(beat);
+    this.#heartbeat = beat;
   }
 
   // Effects whose outcome was never recorded become `unknown` (never replayed);
@@ -171,6 +224,9 @@ export class Runtime {
 
   /** Run until nothing is runnable or `maxQuanta` quanta were used. */
   async runUntilIdle(maxQuanta?: number): Promise<RunReport> {
+    if (this.#role !== "scheduler") {
+      throw new LibosError("ESTATE", "runtime: a client runtime does not schedule processes");
+    }
     return await this.scheduler.runUntilIdle(maxQuanta);
   }
 
@@ -186,6 +242,17 @@ export class Runtime {
 
   /** Close the store and the sandbox broker. */
   async close(): Promise<void> {
+    if (this.#heartbeat !== null) {
+      clearInterval(this.#heartbeat);
+      this.#heartbeat = null;
+      const raw = await this.kernel.store.getMeta("scheduler_lease");
+      if (raw && JSON.parse(raw).id === this.#leaseId) {
+        await this.kernel.store.setMeta(
+          "scheduler_lease",
+          JSON.stringify({ released: true, heartbeat: 0 }),
+        );
+      }
+    }
     await this.kernel.providers.sandbox.close();
     await this.kernel.flushUsage();
     await this.kernel.store.close();

@@ -170,6 +170,10 @@ export async function serve(rt: Runtime, options: ServeOptions): Promise<Served>
   });
   handler = (req) => app.fetch(req);
   pump.kick();
+  // Decisions can also come from another process on the store (libos human
+  // approve): look for runnable work now and then, not only after HTTP decisions.
+  const poll = setInterval(() => pump.kick(), 1000) as unknown as number;
+  Deno.unrefTimer(poll);
   let closed: Promise<void> | null = null;
   return {
     server,
@@ -181,6 +185,7 @@ export async function serve(rt: Runtime, options: ServeOptions): Promise<Served>
     close() {
       closed ??= (async () => {
         stop.abort();
+        clearInterval(poll);
         await server.shutdown();
         await pump.close();
       })();

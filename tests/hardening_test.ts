@@ -98,3 +98,35 @@ Deno.test("hardening: a refused recursive delete uses up no limited capability",
   assert.equal(limited.status, "active");
   assert.equal(await Deno.readTextFile(join(env.ws, "d/keep.txt")), "k");
 });
+
+Deno.test("hardening: one live scheduler per store; a client decides alongside it; a dead one's lease expires", async () => {
+  await using env = await makeEnv({ files: { "a.txt": "a" } });
+  const pid = await launch(env, [cap("filesystem:workspace:a.txt", "read")]);
+  // Put the process mid-step, as a live scheduler would have it.
+  await env.rt.kernel.store.updateProcess(pid, {
+    status: "running",
+    pending: { tool: "read_file", args: { path: "a.txt" } },
+  });
+  const e = await rejectsCode(Runtime.open({ store: env.storePath }), "ESTATE");
+  assert.match(e.message, /another runtime/);
+  // A client neither recovers nor disturbs the live scheduler's running process.
+  const client = await Runtime.open({ store: env.storePath, role: "client" });
+  assert.equal((await client.process(pid)).status, "running");
+  await client.close();
+  assert.equal((await env.rt.process(pid)).status, "running");
+  // A scheduler that died without closing: its lease goes stale and recovery runs.
+  const lease = JSON.parse((await env.rt.kernel.store.getMeta("scheduler_lease"))!);
+  await env.rt.kernel.store.setMeta(
+    "scheduler_lease",
+    JSON.stringify({ ...lease, heartbeat: Date.now() - 60_000 }),
+  );
+  const next = await Runtime.open({ store: env.storePath });
+  try {
+    assert.equal((await next.process(pid)).status, "runnable");
+    const steps = await next.steps(pid);
+    assert.equal(steps.length, 1);
+    assert.equal(steps[0].ok, false);
+  } finally {
+    await next.close();
+  }
+});

@@ -186,11 +186,15 @@ Deno.test("human: another runtime opened on the same store file sees the same qu
   });
   await env.rt.runUntilIdle();
   const r = await onlyPending(env);
+  // A second scheduler is refused while this one is live; a client sees and decides.
+  await rejectsCode(Runtime.open({ store: env.storePath }), "ESTATE");
   const other = await Runtime.open({
     store: env.storePath,
     providers: { human: new QueueHuman() },
+    role: "client",
   });
   try {
+    await rejectsCode(other.runUntilIdle(), "ESTATE");
     const seen = await other.humanRequests();
     assert.deepEqual(seen.map((x) => x.request_id), [r.request_id]);
     assert.deepEqual(seen[0], r);
