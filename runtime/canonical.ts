@@ -5,6 +5,7 @@
  * bounded preview plus hash and size instead of raw payloads.
  * @module
  */
+import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 
 /** JSON with object keys sorted at every depth, so equal values hash equally. */
@@ -48,8 +49,6 @@ export interface PayloadRef {
 /** Longest preview kept in audit and events. */
 export const PREVIEW_CHARS = 96;
 
-const _encoder = new TextEncoder();
-
 /**
  * Bounded reference to a payload. When `redact` is set (the data carries a label
  * above `normal`) the preview names the label instead of showing content.
@@ -61,5 +60,5 @@ export function payloadRef(value: unknown, redact?: string): PayloadRef {
     : json.length > PREVIEW_CHARS
     ? json.slice(0, PREVIEW_CHARS) + "…"
     : json;
-  return { sha256: sha256(json), size: _encoder.encode(json).length, preview };
+  return { sha256: sha256(json), size: Buffer.byteLength(json, "utf8"), preview };
 }

@@ -190,11 +190,12 @@ Deno.test("audit: a rewritten record with a recomputed hash breaks the next link
   const forged = { ...deny, decision: "allow" as const, reason: "forged" };
   const { hash: _h, prev_hash: _p, ...fields } = forged;
   forged.hash = auditHash(deny.prev_hash, fields);
+  // The body column holds the record without its hashes, exactly as hashed.
   tamper(
     env.storePath,
     "UPDATE audit SET decision = 'allow', hash = ?, body = ? WHERE seq = ?",
     forged.hash,
-    JSON.stringify(forged),
+    JSON.stringify(fields),
     deny.seq,
   );
   const v = await verify(env.storePath);

@@ -1,6 +1,7 @@
 /** Fixes found by the attack suites: each test is the attack that used to work. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { Runtime } from "../runtime/runtime.ts";
 import { cap, launch, makeEnv, rejectsCode } from "./_helpers.ts";
 
@@ -129,4 +130,27 @@ Deno.test("hardening: one live scheduler per store; a client decides alongside i
   } finally {
     await next.close();
   }
+});
+
+Deno.test("hardening: a revocation committed by another process is honoured by the read cache", async () => {
+  await using env = await makeEnv({ files: { "a.txt": "a" } });
+  const pid = await launch(env, [cap("filesystem:workspace:a.txt", "read")]);
+  // Warm the cache: process, capabilities and file label are now held in memory.
+  for (let i = 0; i < 3; i++) await env.rt.syscall(pid, "filesystem.read", { path: "a.txt" });
+  const capId = (await env.rt.kernel.store.capabilitiesOf(pid))
+    .find((c) => c.resource === "filesystem:workspace:a.txt")!.cap_id;
+  // Another process (here: another connection) revokes it directly in the store.
+  const other = new DatabaseSync(env.storePath);
+  other.exec("PRAGMA busy_timeout = 5000");
+  other.prepare("UPDATE capabilities SET status = 'revoked' WHERE cap_id = ?").run(capId);
+  other.close();
+  await new Promise((r) => setTimeout(r, 5)); // past FOREIGN_WRITE_WINDOW_MS
+  await rejectsCode(env.rt.syscall(pid, "filesystem.read", { path: "a.txt" }), "EPERM");
+  // And a write of this runtime's own is seen at once, with no window.
+  const pid2 = await launch(env, [cap("filesystem:workspace:a.txt", "read")]);
+  assert.equal(await env.rt.syscall(pid2, "filesystem.read", { path: "a.txt" }), "a");
+  const own = (await env.rt.kernel.store.capabilitiesOf(pid2))
+    .find((c) => c.resource === "filesystem:workspace:a.txt")!.cap_id;
+  await env.rt.kernel.store.revokeCascade(own);
+  await rejectsCode(env.rt.syscall(pid2, "filesystem.read", { path: "a.txt" }), "EPERM");
 });

@@ -7,7 +7,7 @@
  * @module
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { canonicalJson, sha256 } from "../canonical.ts";
+import { sha256 } from "../canonical.ts";
 import type {
   AgentImage,
   AuditRecord,
@@ -62,9 +62,17 @@ CREATE TABLE IF NOT EXISTS human_requests (
 CREATE INDEX IF NOT EXISTS human_requests_status ON human_requests(status, pid);
 `;
 
-/** Hash of an audit record: sha256 over the previous hash and the canonical fields. */
+/**
+ * Hash of an audit record: sha256 over the previous hash and the record's JSON
+ * exactly as stored (the `body` column). Hashing the stored bytes needs no
+ * canonical form and no re-serialization, on write or on verify.
+ */
 export function auditHash(prevHash: string, rec: Omit<AuditRecord, "hash" | "prev_hash">): string {
-  return sha256(prevHash + "\n" + canonicalJson(rec));
+  return _chainHash(prevHash, JSON.stringify(rec));
+}
+
+function _chainHash(prevHash: string, body: string): string {
+  return sha256(prevHash + "\n" + body);
 }
 
 interface _AuditRow {
@@ -78,7 +86,33 @@ interface _AuditRow {
   body: string;
 }
 
+/**
+ * Parsed rows of the hot read path (process, capabilities, file labels). A
+ * cache entry is only ever served when `PRAGMA data_version` says no other
+ * connection has committed since it was read, and every write of ours to
+ * those tables clears it, so a revocation from anywhere is seen at once.
+ */
+/** Longest a commit by another process can go unseen by the read cache. */
+export const FOREIGN_WRITE_WINDOW_MS = 0.25;
+
+interface _ReadCache {
+  checkedAt: number;
+  version: unknown;
+  procs: Map<number, ProcessRecord>;
+  caps: Map<number, readonly Capability[]>;
+  labels: Map<string, Label | null>;
+}
+
+function _deepFreeze<T>(v: T): T {
+  if (v !== null && typeof v === "object" && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const x of Object.values(v)) _deepFreeze(x);
+  }
+  return v;
+}
+
 interface _Shared {
+  cache: _ReadCache;
   auditQueue: {
     draft: AuditDraft;
     resolve: (r: AuditRecord) => void;
@@ -115,7 +149,14 @@ export class SqliteStore implements Store {
     // Fewer, larger checkpoints: each one fsyncs even at synchronous=NORMAL.
     db.exec("PRAGMA wal_autocheckpoint = 8000");
     db.exec(SCHEMA);
-    return new SqliteStore({ auditQueue: [], db, tx: null, stmts: new Map() }, false);
+    const cache = {
+      checkedAt: -Infinity,
+      version: null,
+      procs: new Map(),
+      caps: new Map(),
+      labels: new Map(),
+    };
+    return new SqliteStore({ cache, auditQueue: [], db, tx: null, stmts: new Map() }, false);
   }
 
   #q(sql: string): StatementSync {
@@ -134,6 +175,33 @@ export class SqliteStore implements Store {
     return this.#inTx ? null : this.#s.tx;
   }
 
+  // The read cache, if it may serve now: never inside a transaction (its reads
+  // may be rolled back), and emptied when another connection has committed.
+  // Asking SQLite costs as much as a row read, so the answer is reused for
+  // FOREIGN_WRITE_WINDOW_MS: a commit by another process is seen that late at most
+  // (our own writes clear the cache at once).
+  #fresh(): _ReadCache | null {
+    if (this.#inTx) return null;
+    const c = this.#s.cache;
+    const now = performance.now();
+    if (now - c.checkedAt >= FOREIGN_WRITE_WINDOW_MS) {
+      const v = (this.#q("PRAGMA data_version").get() as { data_version: unknown }).data_version;
+      c.checkedAt = now;
+      if (v !== c.version) {
+        this.#invalidate();
+        c.version = v;
+      }
+    }
+    return c;
+  }
+
+  #invalidate(): void {
+    const c = this.#s.cache;
+    c.procs.clear();
+    c.caps.clear();
+    c.labels.clear();
+  }
+
   async transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
     if (this.#inTx) return await fn(this);
     while (this.#s.tx) await this.#s.tx;
@@ -148,6 +216,7 @@ export class SqliteStore implements Store {
       this.#s.db.exec("ROLLBACK");
       throw e;
     } finally {
+      this.#invalidate();
       this.#s.tx = null;
       release();
     }
@@ -175,6 +244,7 @@ export class SqliteStore implements Store {
   // ---- processes
   async insertProcess(p: Omit<ProcessRecord, "pid">): Promise<ProcessRecord> {
     while (this.#busy) await this.#busy;
+    this.#invalidate();
     const r = this.#q("INSERT INTO processes (ppid, status, body) VALUES (?, ?, ?)").run(
       p.ppid,
       p.status,
@@ -187,10 +257,18 @@ export class SqliteStore implements Store {
 
   async getProcess(pid: number): Promise<ProcessRecord | null> {
     while (this.#busy) await this.#busy;
+    const cache = this.#fresh();
+    const hit = cache?.procs.get(pid);
+    // A shallow copy: callers may set top-level fields; nested ones are frozen.
+    if (hit) return { ...hit };
     const row = this.#q("SELECT body FROM processes WHERE pid = ?").get(pid) as
       | { body: string }
       | undefined;
-    return row ? JSON.parse(row.body) : null;
+    if (!row) return null;
+    const rec = JSON.parse(row.body) as ProcessRecord;
+    if (!cache) return rec;
+    cache.procs.set(pid, _deepFreeze(rec));
+    return { ...rec };
   }
 
   async listProcesses(): Promise<ProcessRecord[]> {
@@ -206,6 +284,7 @@ export class SqliteStore implements Store {
     expectStatus?: ProcessStatus,
   ): Promise<boolean> {
     while (this.#busy) await this.#busy;
+    this.#invalidate();
     return this.#atomic(() => {
       const row = this.#q("SELECT body FROM processes WHERE pid = ?").get(pid) as
         | { body: string }
@@ -226,6 +305,7 @@ export class SqliteStore implements Store {
   // ---- capabilities
   async insertCapability(c: Capability): Promise<void> {
     while (this.#busy) await this.#busy;
+    this.#invalidate();
     this.#q(
       "INSERT INTO capabilities (cap_id, subject, parent_cap_id, status, uses_remaining, body) VALUES (?, ?, ?, ?, ?, ?)",
     ).run(c.cap_id, c.subject, c.parent_cap_id, c.status, c.uses_remaining, JSON.stringify(c));
@@ -248,11 +328,16 @@ export class SqliteStore implements Store {
 
   async capabilitiesOf(subject: number): Promise<Capability[]> {
     while (this.#busy) await this.#busy;
-    return (this.#q(
+    const cache = this.#fresh();
+    const hit = cache?.caps.get(subject);
+    if (hit) return [...hit];
+    const caps = (this.#q(
       "SELECT body, status, uses_remaining FROM capabilities WHERE subject = ? ORDER BY rowid",
     ).all(subject) as { body: string; status: string; uses_remaining: number | null }[]).map((r) =>
       this.#capRow(r)
     );
+    if (cache) cache.caps.set(subject, _deepFreeze(caps));
+    return [...caps];
   }
 
   async consumeCapability(capId: string): Promise<boolean> {
@@ -261,6 +346,7 @@ export class SqliteStore implements Store {
 
   async reserveUses(capId: string, n: number): Promise<boolean> {
     while (this.#busy) await this.#busy;
+    this.#invalidate();
     const r = this.#q(
       `UPDATE capabilities SET uses_remaining = uses_remaining - ?,
          status = CASE WHEN uses_remaining - ? <= 0 THEN 'exhausted' ELSE status END
@@ -271,6 +357,7 @@ export class SqliteStore implements Store {
 
   async revokeCascade(capId: string): Promise<string[]> {
     while (this.#busy) await this.#busy;
+    this.#invalidate();
     return this.#atomic(() => {
       const ids = (this.#q(
         `WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT c.cap_id FROM capabilities c JOIN tree t ON c.parent_cap_id = t.id)
@@ -415,14 +502,19 @@ export class SqliteStore implements Store {
   // ---- file labels
   async getFileLabel(realPath: string): Promise<Label | null> {
     while (this.#busy) await this.#busy;
+    const cache = this.#fresh();
+    if (cache?.labels.has(realPath)) return cache.labels.get(realPath)!;
     const r = this.#q("SELECT label FROM file_labels WHERE path = ?").get(realPath) as
       | { label: Label }
       | undefined;
-    return r?.label ?? null;
+    const label = r?.label ?? null;
+    cache?.labels.set(realPath, label);
+    return label;
   }
 
   async setFileLabel(realPath: string, label: Label): Promise<void> {
     while (this.#busy) await this.#busy;
+    this.#invalidate();
     this.#q("INSERT OR REPLACE INTO file_labels (path, label) VALUES (?, ?)").run(realPath, label);
   }
 
@@ -469,18 +561,10 @@ export class SqliteStore implements Store {
     for (const draft of drafts) {
       seq++;
       const base = { seq, record_id: `a${seq}`, ...draft };
-      const hash = auditHash(prev_hash, base);
+      const body = JSON.stringify(base);
+      const hash = _chainHash(prev_hash, body);
       const rec: AuditRecord = { ...base, prev_hash, hash };
-      insert.run(
-        seq,
-        rec.record_id,
-        rec.actor,
-        rec.action,
-        rec.decision,
-        prev_hash,
-        hash,
-        JSON.stringify(rec),
-      );
+      insert.run(seq, rec.record_id, rec.actor, rec.action, rec.decision, prev_hash, hash, body);
       out.push(rec);
       prev_hash = hash;
     }
@@ -501,8 +585,12 @@ export class SqliteStore implements Store {
     if (filter.decision) (where.push("decision = ?"), params.push(filter.decision));
     params.push(filter.limit ?? -1);
     return (this.#s.db.prepare(
-      `SELECT body FROM audit WHERE ${where.join(" AND ")} ORDER BY seq LIMIT ?`,
-    ).all(...params) as { body: string }[]).map((r) => JSON.parse(r.body));
+      `SELECT body, prev_hash, hash FROM audit WHERE ${where.join(" AND ")} ORDER BY seq LIMIT ?`,
+    ).all(...params) as { body: string; prev_hash: string; hash: string }[]).map((r) => ({
+      ...JSON.parse(r.body),
+      prev_hash: r.prev_hash,
+      hash: r.hash,
+    }));
   }
 
   async verifyAudit(): Promise<AuditVerification> {
@@ -527,17 +615,14 @@ export class SqliteStore implements Store {
       } catch {
         return bad("record body is not valid JSON");
       }
-      if (row.prev_hash !== prev || rec.prev_hash !== prev) {
-        return bad("prev_hash does not match the previous record");
-      }
-      const { hash: _h, prev_hash: _p, ...fields } = rec;
+      if (row.prev_hash !== prev) return bad("prev_hash does not match the previous record");
       // record_id is a function of seq (no index keeps it unique: one less page per commit).
       if (
         rec.seq !== row.seq || rec.record_id !== row.record_id || row.record_id !== `a${row.seq}`
       ) {
         return bad("record id altered");
       }
-      if (auditHash(prev, fields) !== row.hash || rec.hash !== row.hash) {
+      if (_chainHash(prev, row.body) !== row.hash) {
         return bad("hash does not match the record's contents");
       }
       if (row.actor !== rec.actor || row.action !== rec.action || row.decision !== rec.decision) {
