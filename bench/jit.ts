@@ -35,6 +35,7 @@
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { Runtime } from "../runtime/runtime.ts";
+import { intFlag, median } from "./_common.ts";
 
 const TARGET_START_RATIO = 1.5;
 const TARGET_RT_RATIO = 2;
@@ -44,27 +45,19 @@ const FILE_NAME = "data.txt";
 
 // ---- options
 
-function _flag(name: string, fallback: number): number {
-  const i = Deno.args.indexOf(name);
-  if (i < 0) return fallback;
-  const n = Number(Deno.args[i + 1]);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} needs a positive integer`);
-  return n;
-}
-
 const JSON_OUT = Deno.args.includes("--json");
 /** Interleaved rounds. */
-const ROUNDS = _flag("--rounds", 9);
+const ROUNDS = intFlag("--rounds", 9);
 /** Start-up samples of each start-up variant per round. */
-const STARTS = _flag("--starts", 4);
+const STARTS = intFlag("--starts", 4);
 /** Sequential syscalls per tool call (and echo round trips per sample). */
-const SEQ = _flag("--syscalls", 1000);
+const SEQ = intFlag("--syscalls", 1000);
 /** Pipelined syscalls per tool call. */
-const PIPE = _flag("--pipelined", 4096);
+const PIPE = intFlag("--pipelined", 4096);
 /** Concurrent syscalls per batch when pipelined. */
-const BATCH = _flag("--batch", 64);
+const BATCH = intFlag("--batch", 64);
 /** Direct reads per tool call (and per baseline child). */
-const READS = _flag("--reads", 1000);
+const READS = intFlag("--reads", 1000);
 
 // ---- tools under test
 
@@ -163,12 +156,6 @@ async function rounds(variants: Variant[], count: number): Promise<void> {
       for (let i = 0; i < v.repeat; i++) v.values.push(await v.sample());
     }
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 /** Summary of one variant's samples. */

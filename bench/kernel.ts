@@ -29,6 +29,7 @@ import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { payloadRef } from "../runtime/canonical.ts";
 import { Runtime } from "../runtime/runtime.ts";
+import { flag, median } from "./_common.ts";
 import { SqliteStore } from "../runtime/store/sqlite.ts";
 import type { AuditDraft } from "../runtime/store/store.ts";
 
@@ -38,21 +39,13 @@ const FILE_NAME = "data.txt";
 
 // ---- options
 
-function _flag(name: string, fallback: number): number {
-  const i = Deno.args.indexOf(name);
-  if (i < 0) return fallback;
-  const n = Number(Deno.args[i + 1]);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} needs a positive number`);
-  return n;
-}
-
 const JSON_OUT = Deno.args.includes("--json");
 /** Rounds of the main (synchronous=NORMAL) comparisons. */
-const ROUNDS = _flag("--rounds", 15);
+const ROUNDS = flag("--rounds", 15);
 /** Milliseconds each variant runs per round. */
-const SLICE_MS = _flag("--ms", 200);
+const SLICE_MS = flag("--ms", 200);
 /** Concurrent agent processes in the concurrency measurement. */
-const PROCS = Math.floor(_flag("--procs", 16));
+const PROCS = Math.floor(flag("--procs", 16));
 /** Rounds of the synchronous=FULL measurement (cheaper: fewer rounds). */
 const FULL_ROUNDS = Math.max(3, Math.ceil(ROUNDS / 2));
 
@@ -126,12 +119,6 @@ async function rounds(variants: Variant[], count: number, ms: number): Promise<v
       await slice(variants[(r + j) % variants.length], ms);
     }
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 function quantile(sorted: number[], q: number): number {

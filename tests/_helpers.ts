@@ -121,3 +121,37 @@ export async function rejectsCode(p: Promise<unknown>, code: string): Promise<Li
 export function cap(resource: string, ...rights: CapabilitySpec["rights"]): CapabilitySpec {
   return { resource, rights };
 }
+
+const _CLI = new URL("../cli/libos.ts", import.meta.url).pathname;
+
+/** What a CLI subprocess printed and returned. */
+export interface CliResult {
+  /** Exit code. */
+  code: number;
+  /** Standard output. */
+  stdout: string;
+  /** Standard error. */
+  stderr: string;
+}
+
+/** Run `libos ARGS...` as a real subprocess with the task's permissions. */
+export async function libos(args: string[]): Promise<CliResult> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-run",
+      "--allow-env",
+      "--allow-sys",
+      "--allow-net",
+      _CLI,
+      ...args,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}

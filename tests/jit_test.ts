@@ -11,7 +11,7 @@ import { Runtime } from "../runtime/runtime.ts";
 import { DenyingHuman } from "../runtime/providers/scripted.ts";
 import { accessFlags, deriveAccess } from "../runtime/sandbox/flags.ts";
 import type { Capability, MemoryObject } from "../runtime/types.ts";
-import { cap, type Env, launch, rejectsCode } from "./_helpers.ts";
+import { cap, type Env, launch, libos, rejectsCode } from "./_helpers.ts";
 
 // One artifact cache for the whole file: a source is type-checked once.
 const CACHE = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-jit-cache-" }));
@@ -745,29 +745,6 @@ Deno.test("jit: no filesystem capability derives no flags; net, shell and env ne
 });
 
 // ---------------------------------------------------------------------- CLI
-
-const CLI = new URL("../cli/libos.ts", import.meta.url).pathname;
-
-async function libos(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-run",
-      "--allow-env",
-      "--allow-sys",
-      "--allow-net",
-      CLI,
-      ...args,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
 
 const COUNT_LINES = `import type { Libos } from "./libos.ts";
 
