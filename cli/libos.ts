@@ -195,7 +195,7 @@ async function _human(args: string[]): Promise<number> {
   });
   const file = await _existingStore(values.store);
   if (sub === "list") {
-    const store = SqliteStore.open(file);
+    const store = await _openStoreOnly(file);
     try {
       const reqs = await store.listHumanRequests(values.all ? {} : { status: "pending" });
       if (values.json) console.log(JSON.stringify(reqs));
