@@ -12,15 +12,19 @@
  *    `filesystem.read` at the same time (a runtime serves many agents; the
  *    store group-commits audit appends issued together, so concurrent calls
  *    share commits) vs P concurrent loops of raw `Deno.readFile`.
- * 4. Verdict against 20,000 authorized+audited calls/s for one sequential
+ * 4. Kernel capacity without file I/O: `clock.now` (capability check and a
+ *    durable audit record, nothing else) by one sequential caller and by P
+ *    concurrent processes of its own, each with a `clock:now` read grant:
+ *    what authorization plus audit alone sustain. Informational only.
+ * 5. Verdict against 20,000 authorized+audited calls/s for one sequential
  *    caller and for P concurrent processes (the target is judged on the
- *    latter), and the same numbers with `synchronous=FULL` as a second
- *    measurement.
+ *    latter, filesystem.read), and the same numbers with `synchronous=FULL`
+ *    as a second measurement.
  *
  * Variants are interleaved round by round (rotating order) so machine noise
  * hits all of them; each number is the median over rounds. Afterwards the
  * audit chain of every benchmark store is verified and its record count is
- * checked against the number of calls made, per process.
+ * checked against the number of calls made, per process and per primitive.
  *
  * Usage: `deno task bench:kernel [--json] [--rounds N] [--ms MS] [--procs P]`
  * @module
@@ -32,6 +36,7 @@ import { Runtime } from "../runtime/runtime.ts";
 import { flag, median } from "./_common.ts";
 import { SqliteStore } from "../runtime/store/sqlite.ts";
 import type { AuditDraft } from "../runtime/store/store.ts";
+import type { CapabilitySpec } from "../runtime/types.ts";
 
 const TARGET_PER_SEC = 20_000;
 const FILE_BYTES = 4096;
@@ -174,7 +179,9 @@ type Sync = "NORMAL" | "FULL";
 
 /**
  * A runtime on a real store file with one process allowed to read the file
- * (the sequential caller) and `procs` more (the concurrent callers).
+ * (the sequential caller) and `procs` more (the concurrent callers), and,
+ * when `clockProcs` > 0, one more process allowed to read the clock (the
+ * sequential clock.now caller) and `clockProcs` more (the concurrent ones).
  */
 interface BenchKernel {
   rt: Runtime;
@@ -182,22 +189,32 @@ interface BenchKernel {
   storePath: string;
   pid: number;
   pids: number[];
+  /** The sequential clock.now caller (null without clock processes). */
+  clockPid: number | null;
+  clockPids: number[];
 }
+
+const READ_GRANT: CapabilitySpec = {
+  resource: `filesystem:workspace:${FILE_NAME}`,
+  rights: ["read"],
+};
+const CLOCK_GRANT: CapabilitySpec = { resource: "clock:now", rights: ["read"] };
 
 async function openKernel(
   root: string,
   ws: string,
   sync: Sync,
   procs: number,
+  clockProcs = 0,
 ): Promise<BenchKernel> {
   const storePath = join(root, `store-${sync.toLowerCase()}.db`);
   const store = SqliteStore.open(storePath, { synchronous: sync });
   // JIT artifacts (if this runtime caches any) stay under the temp root too.
   const options = { store, jitCacheDir: join(root, `jit-${sync.toLowerCase()}`) };
   const rt = await Runtime.open(options);
-  // Each launch is its own process with its own read capability; no budget
-  // may stop a loop.
-  const launch = async () =>
+  // Each launch is its own process with its own capability (the file or the
+  // clock); no budget may stop a loop.
+  const launch = async (grant: CapabilitySpec) =>
     (await rt.launch({
       image: {
         name: "bench",
@@ -205,12 +222,15 @@ async function openKernel(
         budgets: { max_syscalls: null, max_quanta: null, max_wall_ms: null },
       },
       workspace: ws,
-      grants: [{ resource: `filesystem:workspace:${FILE_NAME}`, rights: ["read"] }],
+      grants: [grant],
     })).pid;
-  const pid = await launch();
+  const pid = await launch(READ_GRANT);
   const pids: number[] = [];
-  for (let i = 0; i < procs; i++) pids.push(await launch());
-  return { rt, store, storePath, pid, pids };
+  for (let i = 0; i < procs; i++) pids.push(await launch(READ_GRANT));
+  const clockPid = clockProcs > 0 ? await launch(CLOCK_GRANT) : null;
+  const clockPids: number[] = [];
+  for (let i = 0; i < clockProcs; i++) clockPids.push(await launch(CLOCK_GRANT));
+  return { rt, store, storePath, pid, pids, clockPid, clockPids };
 }
 
 /** A raw SQLite database with the audit table's shape and the given journal settings. */
@@ -254,19 +274,26 @@ function sampleDraft(content: string): Omit<AuditDraft, "timestamp"> {
 
 /**
  * Count audit rows by a separate read-only connection (not through the code
- * under test): all of them, and the filesystem.read allow records per actor.
+ * under test): all of them, and the filesystem.read and clock.now allow
+ * records per actor.
  */
-function auditRows(storePath: string): { total: number; reads: Map<string, number> } {
+function auditRows(
+  storePath: string,
+): { total: number; reads: Map<string, number>; clocks: Map<string, number> } {
   const db = new DatabaseSync(storePath, { readOnly: true });
   try {
     const total = db.prepare("SELECT COUNT(*) AS n FROM audit").get() as { n: number };
-    const rows = db.prepare(
-      `SELECT actor, COUNT(*) AS n FROM audit
-       WHERE action = 'filesystem.read' AND decision = 'allow' GROUP BY actor`,
-    ).all() as { actor: string; n: number }[];
+    const perActor = (action: string) => {
+      const rows = db.prepare(
+        `SELECT actor, COUNT(*) AS n FROM audit
+         WHERE action = ? AND decision = 'allow' GROUP BY actor`,
+      ).all(action) as { actor: string; n: number }[];
+      return new Map(rows.map((r) => [r.actor, Number(r.n)]));
+    };
     return {
       total: Number(total.n),
-      reads: new Map(rows.map((r) => [r.actor, Number(r.n)])),
+      reads: perActor("filesystem.read"),
+      clocks: perActor("clock.now"),
     };
   } finally {
     db.close();
@@ -285,7 +312,7 @@ async function main(): Promise<Record<string, unknown>> {
     const content = "0123456789abcdef".repeat(FILE_BYTES / 16).slice(0, FILE_BYTES - 1) + "\n";
     await Deno.writeTextFile(filePath, content);
 
-    const normal = await openKernel(root, ws, "NORMAL", PROCS);
+    const normal = await openKernel(root, ws, "NORMAL", PROCS, PROCS);
     cleanups.push(() => normal.rt.close());
     const full = await openKernel(root, ws, "FULL", PROCS);
     cleanups.push(() => full.rt.close());
@@ -308,13 +335,18 @@ async function main(): Promise<Record<string, unknown>> {
     // Sanity: the full path returns the file's bytes.
     const got = await normal.rt.syscall(normal.pid, "filesystem.read", { path: FILE_NAME });
     if (got !== content) throw new Error("filesystem.read returned something else than the file");
+    const clockPid = normal.clockPid!;
+    const now = await normal.rt.syscall(clockPid, "clock.now", {}) as { epoch_ms?: unknown };
+    if (typeof now?.epoch_ms !== "number") throw new Error("clock.now returned no epoch_ms");
     let syscallsNormal = 1;
     let syscallsFull = 0;
     let appendsNormal = 0;
     let appendsFull = 0;
+    let clockNormal = 1;
     // Calls made by each concurrent process (warm-up included: it is audited too).
     const concNormal = new Array<number>(PROCS).fill(0);
     const concFull = new Array<number>(PROCS).fill(0);
+    const clockConcNormal = new Array<number>(PROCS).fill(0);
 
     const readArgs = { path: FILE_NAME };
     const draft = sampleDraft(content);
@@ -374,9 +406,40 @@ async function main(): Promise<Record<string, unknown>> {
       PROCS,
     );
 
+    // Section 4: authorization + durable audit alone (clock.now, no file I/O),
+    // by processes of their own, each with its own clock:now capability.
+    const noArgs = {};
+    const clockS = variant("syscall clock.now", () => {
+      clockNormal++;
+      return normal.rt.syscall(clockPid, "clock.now", noArgs);
+    }, true);
+    const clockC = variant(
+      `syscall clock.now x${PROCS}`,
+      (i) => {
+        clockConcNormal[i]++;
+        return normal.rt.syscall(normal.clockPids[i], "clock.now", noArgs);
+      },
+      true,
+      PROCS,
+    );
+
     const started = performance.now();
     // Warm-up (JIT, page cache, statement cache); not recorded.
-    const all = [sysN, readAsync, readSync, appendN, rawN, sysC, readC, sysF, appendF, rawF, sysCF];
+    const all = [
+      sysN,
+      readAsync,
+      readSync,
+      appendN,
+      rawN,
+      sysC,
+      readC,
+      clockS,
+      clockC,
+      sysF,
+      appendF,
+      rawF,
+      sysCF,
+    ];
     for (const v of all) {
       const saved = { rates: v.rates.length, calls: v.calls };
       await slice(v, Math.min(100, SLICE_MS));
@@ -385,40 +448,62 @@ async function main(): Promise<Record<string, unknown>> {
       v.latencies.length = 0;
     }
 
-    // Sections 1, 2 and 3 are interleaved in the same rounds, so noise is shared.
-    await rounds([sysN, readAsync, readSync, appendN, rawN, sysC, readC], ROUNDS, SLICE_MS);
+    // Sections 1, 2, 3 and 4 are interleaved in the same rounds, so noise is shared.
+    await rounds(
+      [sysN, readAsync, readSync, appendN, rawN, sysC, readC, clockS, clockC],
+      ROUNDS,
+      SLICE_MS,
+    );
     await rounds([sysF, appendF, rawF, sysCF], FULL_ROUNDS, SLICE_MS);
     const measureMs = performance.now() - started;
 
     // Proof that every call was recorded: audit rows == calls made, per process
-    // (each call has its own allow record under its own pid), chain intact.
+    // and per primitive (each call has its own allow record under its own pid),
+    // chain intact.
     const verifyStarted = performance.now();
     const verify = async (
       k: BenchKernel,
       syscalls: number,
       conc: number[],
       appends: number,
+      clockSeq: number,
+      clockConc: number[],
     ) => {
       const v = await k.store.verifyAudit();
       const rows = auditRows(k.storePath);
-      const concurrent = conc.reduce((a, b) => a + b, 0);
-      const expected = syscalls + concurrent + appends;
+      const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+      const concurrent = sum(conc);
+      const clockConcurrent = sum(clockConc);
+      const expected = syscalls + concurrent + appends + clockSeq + clockConcurrent;
       const countOk = v.count === expected && rows.total === expected;
       // appendAudit drafts say filesystem.read too, under their own actor.
-      const want = new Map<string, number>([[`pid:${k.pid}`, syscalls]]);
-      k.pids.forEach((pid, i) => want.set(`pid:${pid}`, conc[i]));
-      if (appends) want.set(APPEND_ACTOR, appends);
-      const mismatched = [...new Set([...want.keys(), ...rows.reads.keys()])]
-        .filter((a) => (want.get(a) ?? 0) !== (rows.reads.get(a) ?? 0))
-        .map((a) => ({ actor: a, calls: want.get(a) ?? 0, records: rows.reads.get(a) ?? 0 }));
+      const wantReads = new Map<string, number>([[`pid:${k.pid}`, syscalls]]);
+      k.pids.forEach((pid, i) => wantReads.set(`pid:${pid}`, conc[i]));
+      if (appends) wantReads.set(APPEND_ACTOR, appends);
+      const wantClocks = new Map<string, number>();
+      if (k.clockPid !== null) wantClocks.set(`pid:${k.clockPid}`, clockSeq);
+      k.clockPids.forEach((pid, i) => wantClocks.set(`pid:${pid}`, clockConc[i]));
+      const diff = (action: string, want: Map<string, number>, got: Map<string, number>) =>
+        [...new Set([...want.keys(), ...got.keys()])]
+          .filter((a) => (want.get(a) ?? 0) !== (got.get(a) ?? 0))
+          .map((a) => ({ action, actor: a, calls: want.get(a) ?? 0, records: got.get(a) ?? 0 }));
+      const mismatched = [
+        ...diff("filesystem.read", wantReads, rows.reads),
+        ...diff("clock.now", wantClocks, rows.clocks),
+      ];
       return {
         ok: v.ok && countOk && mismatched.length === 0,
         chain_ok: v.ok,
         records: v.count,
+        /** Rows counted by the separate read-only connection. */
+        rows: rows.total,
         expected_records: expected,
         syscalls,
         concurrent_syscalls: concurrent,
         concurrent_procs: conc.length,
+        clock_syscalls: clockSeq,
+        clock_concurrent_syscalls: clockConcurrent,
+        clock_concurrent_procs: clockConc.length,
         appends,
         per_process_ok: mismatched.length === 0,
         mismatched,
@@ -426,8 +511,15 @@ async function main(): Promise<Record<string, unknown>> {
         first_bad: v.ok ? null : v.firstBad,
       };
     };
-    const auditNormal = await verify(normal, syscallsNormal, concNormal, appendsNormal);
-    const auditFull = await verify(full, syscallsFull, concFull, appendsFull);
+    const auditNormal = await verify(
+      normal,
+      syscallsNormal,
+      concNormal,
+      appendsNormal,
+      clockNormal,
+      clockConcNormal,
+    );
+    const auditFull = await verify(full, syscallsFull, concFull, appendsFull, 0, []);
     const verifyMs = performance.now() - verifyStarted;
 
     const s = {
@@ -442,6 +534,8 @@ async function main(): Promise<Record<string, unknown>> {
       syscallConc: stat(sysC),
       readFileConc: stat(readC),
       syscallConcFull: stat(sysCF),
+      clock: stat(clockS),
+      clockConc: stat(clockC),
     };
     const seqPass = s.syscall.per_sec >= TARGET_PER_SEC;
     const concPass = s.syscallConc.per_sec >= TARGET_PER_SEC;
@@ -484,6 +578,22 @@ async function main(): Promise<Record<string, unknown>> {
         ratio_readFile_over_syscall: ratio(s.readFileConc, s.syscallConc),
         /** Throughput gained over one sequential caller. */
         speedup_over_sequential: ratio(s.syscallConc, s.syscall),
+      },
+      /**
+       * Kernel capacity without file I/O: clock.now (authorization + durable
+       * audit record only), synchronous=NORMAL, same rounds as the above.
+       * Informational: the target is not judged on it.
+       */
+      primitive_only: {
+        action: "clock.now",
+        procs: PROCS,
+        syscall: s.clock,
+        syscall_concurrent: s.clockConc,
+        /** Throughput gained over one sequential caller. */
+        speedup_over_sequential: ratio(s.clockConc, s.clock),
+        /** How many times the calls/s of filesystem.read (same caller count). */
+        ratio_over_filesystem_read: ratio(s.clock, s.syscall),
+        ratio_over_filesystem_read_concurrent: ratio(s.clockConc, s.syscallConc),
       },
       full: {
         synchronous: "FULL",
@@ -593,14 +703,36 @@ function printText(r: any): void {
     `  ratio: raw INSERT commits ${r.full.ratio_raw_over_append}x as many rows/s as store.appendAudit`,
   );
   out.push("");
+  const po = r.primitive_only;
+  out.push(
+    `4. authorization + durable audit alone (clock.now, no file I/O), separate processes with a clock:now capability`,
+  );
+  out.push(
+    `${" ".repeat(36)}${"p50 latency".padStart(12)}${"p99".padStart(12)}${
+      "calls/s".padStart(12)
+    }      [slowest .. fastest round]`,
+  );
+  out.push(crow("clock.now (authz+audit)", po.syscall));
+  out.push(crow(`clock.now (authz+audit) x${po.procs}`, po.syscall_concurrent));
+  out.push(
+    `  ratio: clock.now does ${po.ratio_over_filesystem_read}x (one caller) and ${po.ratio_over_filesystem_read_concurrent}x (${po.procs} processes) the calls/s of filesystem.read; ${po.procs} processes do ${po.speedup_over_sequential}x one caller's calls/s`,
+  );
+  out.push("");
   const vn = r.verify.normal;
   const vf = r.verify.full;
+  // clock.now calls (section 4), only where clock processes exist.
+  const clockPart = (v: typeof vn) =>
+    v.clock_concurrent_procs || v.clock_syscalls
+      ? `${fmtInt(v.clock_syscalls)} + ${
+        fmtInt(v.clock_concurrent_syscalls)
+      } clock.now by 1 + ${v.clock_concurrent_procs} processes + `
+      : "";
   const vline = (name: string, v: typeof vn) =>
     `  ${name.padEnd(8)} chain ${v.chain_ok ? "ok" : "BROKEN"}, ${fmtInt(v.records)} records ${
       v.records === v.expected_records ? "==" : "!="
     } ${fmtInt(v.syscalls)} syscalls + ${
       fmtInt(v.concurrent_syscalls)
-    } by ${v.concurrent_procs} processes + ${
+    } by ${v.concurrent_procs} processes + ${clockPart(v)}${
       fmtInt(v.appends)
     } appends, each process's count exact: ${v.ok ? "ok" : "MISMATCH"}${
       v.first_bad ? ` (${JSON.stringify(v.first_bad)})` : ""
@@ -628,6 +760,11 @@ function printText(r: any): void {
     `overall: ${
       verdict(t.pass)
     } -- the target is judged on the runtime's throughput with ${t.concurrent.procs} concurrent agent processes; the one-caller number is shown for honesty (one caller waits for its own commit on every call)`,
+  );
+  out.push(
+    `kernel alone (clock.now, ${r.primitive_only.procs} processes): ${
+      fmtInt(r.primitive_only.syscall_concurrent.per_sec)
+    }/s`,
   );
   console.log(out.join("\n"));
 }
