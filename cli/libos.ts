@@ -38,6 +38,9 @@ const USAGE = `usage:
   libos tool run TOOL.ts --workspace DIR [--grant RESOURCE=RIGHT,RIGHT]... [--args JSON] [--timeout-ms N] [--store FILE] [--json]
   libos serve [--store FILE] [--port N] [--hostname 127.0.0.1|::1|localhost]`;
 
+/** Processes the CLI lets run at once (a slow tool step does not stall the others). */
+export const CLI_CONCURRENCY = 4;
+
 /** Default store location, relative to the current directory. */
 export const DEFAULT_STORE = ".libos/libos.db";
 
@@ -101,7 +104,11 @@ async function _run(args: string[]): Promise<number> {
   const storePath = values.store ?? DEFAULT_STORE;
   await assertStoreOutside(storePath, values.workspace);
   await Deno.mkdir(dirname(storePath), { recursive: true });
-  const rt = await Runtime.open({ store: storePath, providers: { human } });
+  const rt = await Runtime.open({
+    store: storePath,
+    providers: { human },
+    concurrency: CLI_CONCURRENCY,
+  });
   try {
     const proc = await rt.launch({
       image,
@@ -169,7 +176,11 @@ async function _resume(args: string[]): Promise<number> {
   }
   const human = await _humanMode(values.human ?? "queue");
   const file = await _existingStore(values.store);
-  const rt = await Runtime.open({ store: file, providers: { human } });
+  const rt = await Runtime.open({
+    store: file,
+    providers: { human },
+    concurrency: CLI_CONCURRENCY,
+  });
   try {
     const pid = Number(positionals[0]);
     await rt.process(pid);
@@ -496,7 +507,11 @@ async function _serve(args: string[]): Promise<number> {
     throw invalid("--hostname", "must be a loopback address (127.0.0.1, ::1 or localhost)");
   }
   const file = await _existingStore(values.store);
-  const rt = await Runtime.open({ store: file, providers: { human: new QueueHuman() } });
+  const rt = await Runtime.open({
+    store: file,
+    providers: { human: new QueueHuman() },
+    concurrency: CLI_CONCURRENCY,
+  });
   let served;
   try {
     served = await serve(rt, { port: Number(port), hostname, tokenFile: `${file}.token` });

@@ -42,6 +42,8 @@ export interface RuntimeOptions {
    * no recovery, no scheduling, so it never disturbs a live scheduler.
    */
   role?: "scheduler" | "client";
+  /** Processes that may be inside a quantum at once (default 1: fully deterministic order). */
+  concurrency?: number;
 }
 
 /** A scheduler lease not renewed for this long belongs to a runtime that died. */
@@ -82,9 +84,9 @@ export class Runtime {
 
   #tempCache: string | null;
 
-  private constructor(kernel: Kernel, tempCache: string | null) {
+  private constructor(kernel: Kernel, tempCache: string | null, concurrency: number) {
     this.kernel = kernel;
-    this.scheduler = new Scheduler(kernel);
+    this.scheduler = new Scheduler(kernel, { concurrency });
     this.#tempCache = tempCache;
     kernel.setDispatch((pid, name, args, opts) => syscall(kernel, pid, name, args, opts));
   }
@@ -100,7 +102,8 @@ export class Runtime {
       : await Deno.makeTempDir({ prefix: "libos-jit-" });
     const cacheDir = options.jitCacheDir ?? tempCache ?? `${options.store}.jit`;
     const providers = { ...hostProviders(cacheDir), ...options.providers };
-    const rt = new Runtime(new Kernel(store, providers, BUILTIN_TOOL_NAMES), tempCache);
+    const kernel = new Kernel(store, providers, BUILTIN_TOOL_NAMES);
+    const rt = new Runtime(kernel, tempCache, options.concurrency ?? 1);
     rt.#role = options.role ?? "scheduler";
     if (rt.#role === "scheduler") {
       try {

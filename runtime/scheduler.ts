@@ -26,35 +26,73 @@ export interface RunReport {
   idle: boolean;
 }
 
+/** Options of a {@link Scheduler}. */
+export interface SchedulerOptions {
+  /**
+   * How many processes may be inside a quantum at once (default 1). Above 1, a
+   * process stuck in a long tool step (a slow command, a JIT call) holds one
+   * slot while the others keep running; each process still runs one quantum
+   * at a time, in round-robin order.
+   */
+  concurrency?: number;
+}
+
 /** Round-robin scheduler over one kernel. */
 export class Scheduler {
   #k: Kernel;
   #lastPid = 0;
+  #concurrency: number;
 
   /** Schedule processes of `kernel`. */
-  constructor(kernel: Kernel) {
+  constructor(kernel: Kernel, options: SchedulerOptions = {}) {
     this.#k = kernel;
+    const c = options.concurrency ?? 1;
+    if (!Number.isInteger(c) || c < 1 || c > 256) {
+      throw new LibosError("EINVAL", "concurrency: must be an integer from 1 to 256");
+    }
+    this.#concurrency = c;
   }
 
-  /** Run quanta round-robin until no process is runnable or `maxQuanta` were used. */
+  /**
+   * Run quanta round-robin until no process is runnable or `maxQuanta` were
+   * started. Each round lists the runnable processes once and gives each one
+   * quantum, up to `concurrency` at a time; a process still inside a quantum
+   * sits the next round out instead of holding it up.
+   */
   async runUntilIdle(maxQuanta = Number.MAX_SAFE_INTEGER): Promise<RunReport> {
     let quanta = 0;
-    while (quanta < maxQuanta) {
-      const procs = await this.#k.store.listProcesses();
-      await this.#wakeExpired(procs);
-      const runnable = procs.filter((p) => p.status === "runnable");
-      if (runnable.length === 0) return { quanta, idle: true };
-      // Continue after the last pid served, so every runnable process gets a turn per round.
-      const start = runnable.findIndex((p) => p.pid > this.#lastPid);
-      const order = start <= 0 ? runnable : [...runnable.slice(start), ...runnable.slice(0, start)];
-      for (const p of order) {
-        if (quanta >= maxQuanta) break;
-        this.#lastPid = p.pid;
-        await this.quantum(p.pid);
+    const active = new Map<number, Promise<void>>();
+    let round: number[] = [];
+    for (;;) {
+      if (round.length === 0 && quanta < maxQuanta) {
+        const procs = await this.#k.store.listProcesses();
+        await this.#wakeExpired(procs);
+        const runnable = procs.filter((p) => p.status === "runnable" && !active.has(p.pid));
+        // Continue after the last pid served, so every runnable process gets a turn per round.
+        const start = runnable.findIndex((p) => p.pid > this.#lastPid);
+        const order = start <= 0
+          ? runnable
+          : [...runnable.slice(start), ...runnable.slice(0, start)];
+        round = order.map((p) => p.pid);
+        if (round.length === 0 && active.size === 0) return { quanta, idle: true };
+      }
+      while (round.length > 0 && active.size < this.#concurrency && quanta < maxQuanta) {
+        const pid = round.shift()!;
+        if (active.has(pid)) continue;
+        this.#lastPid = pid;
         quanta++;
+        active.set(pid, this.quantum(pid).finally(() => active.delete(pid)));
+      }
+      if (active.size === 0) {
+        if (quanta >= maxQuanta) return { quanta, idle: false };
+        continue;
+      }
+      await Promise.race(active.values());
+      if (quanta >= maxQuanta && round.length === 0) {
+        await Promise.all(active.values());
+        return { quanta, idle: false };
       }
     }
-    return { quanta, idle: false };
   }
 
   // A human request left undecided past its expiry counts as denied: wake the

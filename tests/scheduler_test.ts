@@ -493,3 +493,47 @@ Deno.test("scheduler: recovery marks an unfinished effect unknown and never repl
     await again.close();
   }
 });
+
+async function sleeperAndReaders(
+  concurrency: number,
+): Promise<{ sleepSeq: number; readSeqs: number[] }> {
+  await using env = await makeEnv({ files: { "a.txt": "a" } });
+  await env.rt.close();
+  const run = await Runtime.open({ store: env.storePath, concurrency });
+  try {
+    const image = (name: string) => ({ name, tools: ["read_file", "sleep"] });
+    const sleeper = await run.launch({
+      image: image("sleeper"),
+      workspace: env.ws,
+      grants: [{ resource: "clock:sleep", rights: ["execute"] }],
+      script: { steps: [{ tool: "sleep", args: { ms: 400 } }] },
+    });
+    const reader = await run.launch({
+      image: image("reader"),
+      workspace: env.ws,
+      grants: [{ resource: "filesystem:workspace:a.txt", rights: ["read"] }],
+      script: { steps: [1, 2, 3].map(() => ({ tool: "read_file", args: { path: "a.txt" } })) },
+    });
+    await run.runUntilIdle();
+    assert.equal((await run.process(sleeper.pid)).status, "exited");
+    assert.equal((await run.process(reader.pid)).status, "exited");
+    const audit = await run.kernel.store.listAudit();
+    return {
+      sleepSeq: audit.find((r) => r.action === "clock.sleep")!.seq,
+      readSeqs: audit.filter((r) => r.action === "filesystem.read").map((r) => r.seq),
+    };
+  } finally {
+    await run.close();
+  }
+}
+
+Deno.test("scheduler: with concurrency a slow tool step does not stall other processes", async () => {
+  // One slot: the reader waits behind the 400 ms sleep (its later reads land after it).
+  const serial = await sleeperAndReaders(1);
+  assert.equal(serial.readSeqs.length, 3);
+  assert.ok(serial.readSeqs.some((s) => s > serial.sleepSeq));
+  // Two slots: the reader finishes every read while the sleeper is still asleep.
+  const parallel = await sleeperAndReaders(2);
+  assert.equal(parallel.readSeqs.length, 3);
+  assert.ok(parallel.readSeqs.every((s) => s < parallel.sleepSeq), JSON.stringify(parallel));
+});
