@@ -340,6 +340,8 @@ Deno.test("jit: validation refuses a source without a run export (stage exports)
     "async function run(): Promise<number> {\n  return await Promise.resolve(1);\n}\nexport const x = run;\n",
     marker(env.root) +
     "export default async function run(): Promise<number> {\n  return await Promise.resolve(1);\n}\n",
+    // An export named run that is not a function.
+    marker(env.root) + "export const run = 5;\n",
   ];
   for (const s of sources) await assertRefused(env, pid, s, /jit\.validate: exports: .*run/);
   await assertNeverRan(env);

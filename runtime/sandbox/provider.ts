@@ -124,11 +124,21 @@ export class HostSandbox implements SandboxProvider {
       (await this.#deno(work, ["doc", "--json", "tool.ts"], "exports")).stdout,
     );
     const nodes = Object.values(doc.nodes ?? {}) as {
-      symbols: { name: string; declarations: { declarationKind: string; kind: string }[] }[];
+      symbols: {
+        name: string;
+        declarations: {
+          declarationKind: string;
+          kind: string;
+          def?: { tsType?: { kind?: string } };
+        }[];
+      }[];
     }[];
     const run = nodes.flatMap((n) => n.symbols).find((s) => s.name === "run");
     const decl = run?.declarations.find((d) => d.declarationKind === "export");
-    if (!decl || (decl.kind !== "function" && decl.kind !== "variable")) {
+    // deno doc reports function declarations, arrows and function expressions as
+    // "function"; a variable counts only when its declared type is a function type.
+    const fnVariable = decl?.kind === "variable" && decl.def?.tsType?.kind === "fnOrConstructor";
+    if (!decl || (decl.kind !== "function" && !fnVariable)) {
       throw _fail("exports", "tool has no `export async function run(args, libos)`");
     }
     await this.#deno(
