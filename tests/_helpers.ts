@@ -32,6 +32,8 @@ export interface EnvOptions {
   files?: Record<string, string>;
   /** Providers to replace. */
   providers?: Partial<Providers>;
+  /** Where JIT artifacts are cached (share one across a file: a source type-checks once). */
+  jitCacheDir?: string;
 }
 
 /** Create a temp workspace + store and open a runtime on it. Use with `await using`. */
@@ -45,7 +47,11 @@ export async function makeEnv(options: EnvOptions = {}): Promise<Env> {
   }
   const storePath = join(root, "store.db");
   const human = (options.providers?.human as DenyingHuman | undefined) ?? new DenyingHuman();
-  const rt = await Runtime.open({ store: storePath, providers: { human, ...options.providers } });
+  const rt = await Runtime.open({
+    store: storePath,
+    providers: { human, ...options.providers },
+    jitCacheDir: options.jitCacheDir,
+  });
   return {
     root,
     ws,

@@ -9,10 +9,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { LibosError } from "../runtime/errors.ts";
-import { Runtime } from "../runtime/runtime.ts";
-import { DenyingHuman } from "../runtime/providers/scripted.ts";
 import type { AuditRecord, CapabilitySpec } from "../runtime/types.ts";
-import { cap, type Env, launch, rejectsCode } from "./_helpers.ts";
+import { cap, type Env, launch, makeEnv, rejectsCode } from "./_helpers.ts";
 
 // One artifact cache for the whole file: the attack tool is type-checked once.
 const CACHE = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-jit-cache-" }));
@@ -178,30 +176,9 @@ async function setup(
   files: Record<string, string> = {},
   policy?: unknown,
 ): Promise<Ctx> {
-  const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-jit-" }));
-  const ws = join(root, "ws");
-  await Deno.mkdir(ws);
-  for (const [rel, content] of Object.entries(files)) {
-    await Deno.mkdir(join(ws, rel, ".."), { recursive: true });
-    await Deno.writeTextFile(join(ws, rel), content);
-  }
+  const env = await makeEnv({ files, jitCacheDir: CACHE });
+  const { root, rt } = env;
   await Deno.writeTextFile(join(root, "outside.txt"), "outside the workspace");
-  const storePath = join(root, "store.db");
-  const human = new DenyingHuman();
-  const rt = await Runtime.open({ store: storePath, jitCacheDir: CACHE, providers: { human } });
-  const env: Env = {
-    root,
-    ws,
-    storePath,
-    rt,
-    human,
-    async [Symbol.asyncDispose]() {
-      try {
-        await rt.close();
-      } catch { /* closed */ }
-      await Deno.remove(root, { recursive: true });
-    },
-  };
   const pid = await launch(env, [cap(`tool:${NAME}`, "write"), ...caps], {
     tools: [],
     ...(policy === undefined ? {} : { policy }),

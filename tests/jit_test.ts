@@ -7,11 +7,9 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Runtime } from "../runtime/runtime.ts";
-import { DenyingHuman } from "../runtime/providers/scripted.ts";
 import { accessFlags, deriveAccess } from "../runtime/sandbox/flags.ts";
 import type { Capability, MemoryObject } from "../runtime/types.ts";
-import { cap, type Env, launch, libos, rejectsCode } from "./_helpers.ts";
+import { cap, type Env, launch, libos, makeEnv, rejectsCode } from "./_helpers.ts";
 
 // One artifact cache for the whole file: a source is type-checked once.
 const CACHE = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-jit-cache-" }));
@@ -22,30 +20,8 @@ globalThis.addEventListener("unload", () => {
 });
 
 /** A runtime over a fresh workspace whose JIT artifacts go to the shared cache. */
-async function jitEnv(files: Record<string, string> = {}): Promise<Env> {
-  const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-jit-" }));
-  const ws = join(root, "ws");
-  await Deno.mkdir(ws);
-  for (const [rel, content] of Object.entries(files)) {
-    await Deno.mkdir(join(ws, rel, ".."), { recursive: true });
-    await Deno.writeTextFile(join(ws, rel), content);
-  }
-  const storePath = join(root, "store.db");
-  const human = new DenyingHuman();
-  const rt = await Runtime.open({ store: storePath, jitCacheDir: CACHE, providers: { human } });
-  return {
-    root,
-    ws,
-    storePath,
-    rt,
-    human,
-    async [Symbol.asyncDispose]() {
-      try {
-        await rt.close();
-      } catch { /* closed */ }
-      await Deno.remove(root, { recursive: true });
-    },
-  };
+function jitEnv(files: Record<string, string> = {}): Promise<Env> {
+  return makeEnv({ files, jitCacheDir: CACHE });
 }
 
 /** The tool most tests use: echo, one syscall, or one direct read. */
