@@ -158,20 +158,12 @@ const propose: Primitive = {
     const tests = _tests(call);
     call.target = `tool:${name}`;
     await authorize(call, { resource: call.target, right: "write" });
-    const at = call.k.now();
-    const oid = `obj_${crypto.randomUUID()}`;
-    await call.k.store.insertObject({
-      oid,
+    const { oid } = await call.k.insertObject({
       namespace: call.proc.namespace,
       kind: "tool_candidate",
-      name: null,
-      version: 1,
       label: call.proc.taint,
       payload: { name, source, description, tests },
-      derived_from: [],
       created_by: call.proc.pid,
-      created_at: at,
-      updated_at: at,
     });
     return { oid, name };
   },
@@ -191,15 +183,10 @@ const validate: Primitive = {
     await authorize(call, { resource: call.target, right: "write" });
     const art = await call.k.providers.sandbox.prepare(p.source);
     await _runTests(call, art.toolPath, art.dir, p.tests);
-    const at = call.k.now();
-    const oid = `obj_${crypto.randomUUID()}`;
     const checks = [...art.checks, ...(p.tests.length ? [`tests (${p.tests.length})`] : [])];
-    await call.k.store.insertObject({
-      oid,
+    const { oid } = await call.k.insertObject({
       namespace: call.proc.namespace,
       kind: "tool_artifact",
-      name: null,
-      version: 1,
       label: cand.label,
       payload: {
         name: p.name,
@@ -210,8 +197,6 @@ const validate: Primitive = {
       },
       derived_from: [cand.oid],
       created_by: call.proc.pid,
-      created_at: at,
-      updated_at: at,
     });
     return { oid, name: p.name, sha256: art.sha256, checks };
   },

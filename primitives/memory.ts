@@ -132,22 +132,15 @@ const put: Primitive = {
     if (name !== null && await call.k.store.getObjectByName(ns, name)) {
       throw new LibosError("EEXIST", `${call.name}.name: '${name}' already exists in ${ns}`);
     }
-    const at = call.k.now();
-    const obj: MemoryObject = {
-      // Unguessable: an oid is a name, not a capability, and must not be probed.
-      oid: `obj_${crypto.randomUUID()}`,
+    const obj = await call.k.insertObject({
       namespace: ns,
       kind,
       name,
-      version: 1,
       label,
       payload,
       derived_from: derived as string[],
       created_by: call.proc.pid,
-      created_at: at,
-      updated_at: at,
-    };
-    await call.k.store.insertObject(obj);
+    });
     call.resultLabel = label;
     await call.k.emit("object.created", `pid:${call.proc.pid}`, `object:${obj.oid}`, {
       kind,

@@ -60,36 +60,28 @@ async function _putGoal(
   goal: string,
   label: Label,
 ): Promise<void> {
-  const at = k.now();
-  await k.store.insertObject({
-    oid: `obj_${crypto.randomUUID()}`,
+  await k.insertObject({
     namespace: child.namespace,
     kind: "goal",
     name: "goal",
-    version: 1,
     label,
     payload: { text: goal },
-    derived_from: [],
     created_by: child.ppid ?? child.pid,
-    created_at: at,
-    updated_at: at,
   });
 }
 
 async function _copyMemory(k: Kernel, from: ProcessRecord, to: ProcessRecord): Promise<void> {
   for (const o of await k.store.listObjects(from.namespace)) {
     if (o.kind === "goal" && o.name === "goal") continue;
-    const at = k.now();
-    await k.store.insertObject({
-      ...o,
-      oid: `obj_${crypto.randomUUID()}`,
+    await k.insertObject({
       namespace: to.namespace,
+      kind: o.kind,
       // Step records are named step-<n> by the scheduler; the child numbers its own.
       name: o.kind === "tool_result" ? null : o.name,
-      version: 1,
+      label: o.label,
+      payload: o.payload,
       derived_from: [o.oid],
-      created_at: at,
-      updated_at: at,
+      created_by: o.created_by,
     });
   }
 }

@@ -19,6 +19,7 @@ import type {
   JournalEntry,
   Label,
   LibosEvent,
+  MemoryObject,
   ModelState,
   ProcessRecord,
   ProcessStatus,
@@ -324,6 +325,32 @@ export class Kernel {
       origin: spec.origin,
     });
     return await this.transition(rec.pid, "runnable", { namespace });
+  }
+
+  /**
+   * Store a new (version 1) object. Oids are random UUIDs: an oid is a name,
+   * not a capability, and must not be guessable or probed.
+   */
+  async insertObject(
+    o:
+      & Omit<
+        MemoryObject,
+        "oid" | "version" | "created_at" | "updated_at" | "name" | "derived_from"
+      >
+      & Partial<Pick<MemoryObject, "name" | "derived_from">>,
+  ): Promise<MemoryObject> {
+    const at = this.now();
+    const obj: MemoryObject = {
+      name: null,
+      derived_from: [],
+      ...o,
+      oid: `obj_${crypto.randomUUID()}`,
+      version: 1,
+      created_at: at,
+      updated_at: at,
+    };
+    await this.store.insertObject(obj);
+    return obj;
   }
 
   /** Insert a capability for `subject` from a spec. */

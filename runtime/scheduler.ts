@@ -265,20 +265,14 @@ export class Scheduler {
     // them would otherwise record the step a second time on recovery.
     await this.#k.atomically(async (k) => {
       const proc = await k.process(pid);
-      const at = k.now();
-      await k.store.insertObject({
-        oid: `obj_${crypto.randomUUID()}`,
+      await k.insertObject({
         namespace: proc.namespace,
         kind: "tool_result",
         name: `step-${result.step}`,
-        version: 1,
         // What a tool returned is at most as sensitive as everything its process has read.
         label: proc.taint,
         payload: result,
-        derived_from: [],
         created_by: pid,
-        created_at: at,
-        updated_at: at,
       });
       await k.saveProcess(pid, { pending: null });
     });
