@@ -8,6 +8,7 @@ import { dirname, isAbsolute, join, normalize, relative, sep } from "node:path";
 import { denied, invalid, LibosError } from "../runtime/errors.ts";
 import { maxLabel, mayFlow, parseLabel } from "../runtime/labels.ts";
 import { isLive, resourceMatches } from "../runtime/capabilities.ts";
+import type { FileStat } from "../runtime/providers/types.ts";
 import type { Label } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
 import { type Call, optBool, type Primitive, str } from "./call.ts";
@@ -26,19 +27,55 @@ export interface ResolvedPath {
   rel: string;
   /** `filesystem:workspace:<rel>`. */
   resource: string;
+  /** The existing entry's lstat, when resolution took it (never a symlink). */
+  stat?: FileStat;
 }
+
+/**
+ * How long a workspace root, once seen to be its own real path, is trusted
+ * without resolving it again. Entries below the root are checked on every call.
+ */
+export const ROOT_RECHECK_MS = 100;
 
 /**
  * Resolve a path argument for the caller: relative paths are taken from the
  * process cwd; the deepest existing ancestor is realpath'd; a dangling symlink
- * or anything whose real path leaves the workspace is EPERM.
+ * or anything whose real path leaves the workspace is EPERM. An existing
+ * non-symlink entry in a real directory takes a shorter way to the same answer.
  */
 export async function resolvePath(call: Call, raw: string, field = "path"): Promise<ResolvedPath> {
+  const lexical = _lexical(call, raw, field);
+  return await _resolveDirect(call, call.proc.workspace, lexical) ??
+    await _resolveFull(call, raw, field, lexical);
+}
+
+/**
+ * {@link resolvePath} without the shortcut: every component resolved with
+ * realpath. Exported so tests can check both ways agree.
+ */
+export async function resolvePathFully(
+  call: Call,
+  raw: string,
+  field = "path",
+): Promise<ResolvedPath> {
+  return await _resolveFull(call, raw, field, _lexical(call, raw, field));
+}
+
+function _lexical(call: Call, raw: string, field: string): string {
   if (raw.length === 0) throw invalid(`${call.name}.${field}`, "must not be empty");
   if (raw.length > 4096) throw invalid(`${call.name}.${field}`, "longer than 4096 characters");
+  const ws = call.proc.workspace;
+  return isAbsolute(raw) ? normalize(raw) : normalize(join(ws, call.proc.cwd, raw));
+}
+
+async function _resolveFull(
+  call: Call,
+  raw: string,
+  field: string,
+  lexical: string,
+): Promise<ResolvedPath> {
   const fs = call.k.providers.fs;
   const ws = call.proc.workspace;
-  const lexical = isAbsolute(raw) ? normalize(raw) : normalize(join(ws, call.proc.cwd, raw));
   let head = lexical;
   const tail: string[] = [];
   let real: string | null = null;
@@ -69,6 +106,46 @@ export async function resolvePath(call: Call, raw: string, field = "path"): Prom
   }
   const relPath = rel === "" ? "." : rel.split(sep).join("/");
   return { real: full, rel: relPath, resource: `filesystem:workspace:${relPath}` };
+}
+
+/**
+ * The common case without resolving every component: an existing entry below
+ * the workspace that is not a symlink, in a directory that is its own real
+ * path (the workspace root, seen so within {@link ROOT_RECHECK_MS}, or a
+ * subdirectory checked with realpath now). Its real path is then the lexical
+ * path, exactly what full resolution would return. Anything else (a symlink,
+ * a missing component, a path outside) gets null and full resolution.
+ */
+async function _resolveDirect(
+  call: Call,
+  ws: string,
+  lexical: string,
+): Promise<ResolvedPath | null> {
+  // A trailing separator ("dir/", "file.txt/") has its own meaning: full resolution.
+  if (!lexical.startsWith(ws + sep) || lexical.endsWith(sep)) return null;
+  const fs = call.k.providers.fs;
+  const parent = dirname(lexical);
+  try {
+    if (parent === ws ? !(await _rootIsReal(call, ws)) : (await fs.realPath(parent)) !== parent) {
+      return null;
+    }
+    const stat = await fs.lstat(lexical);
+    if (stat.kind === "symlink") return null;
+    const rel = lexical.slice(ws.length + 1).split(sep).join("/");
+    return { real: lexical, rel, resource: `filesystem:workspace:${rel}`, stat };
+  } catch {
+    return null;
+  }
+}
+
+/** Whether the workspace root is still its own real path (rechecked every ROOT_RECHECK_MS). */
+async function _rootIsReal(call: Call, ws: string): Promise<boolean> {
+  const seen = call.k.rootsConfirmed;
+  const now = performance.now();
+  if (now - (seen.get(ws) ?? -Infinity) < ROOT_RECHECK_MS) return true;
+  if ((await call.k.providers.fs.realPath(ws)) !== ws) return false;
+  seen.set(ws, now);
+  return true;
 }
 
 async function _exists(call: Call, path: string): Promise<boolean> {
@@ -125,7 +202,7 @@ const read: Primitive = {
   async run(call) {
     const p = await _target(call);
     await authorize(call, { resource: p.resource, right: "read" });
-    const text = await call.k.providers.fs.readText(p.real, MAX_READ_BYTES);
+    const text = await call.k.providers.fs.readText(p.real, MAX_READ_BYTES, p.stat);
     await taint(call, await fileLabel(call, p));
     return text;
   },

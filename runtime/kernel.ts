@@ -70,6 +70,8 @@ export interface ActiveJournal {
 
 interface _Shared {
   journals: Map<number, ActiveJournal>;
+  rootsConfirmed: Map<string, number>;
+  nowText: { ms: number; text: string };
   dispatch: Dispatch | null;
   usage: Map<number, Usage>;
   idCounter: number;
@@ -94,6 +96,8 @@ export class Kernel {
     this.#shared = shared ??
       {
         journals: new Map(),
+        rootsConfirmed: new Map(),
+        nowText: { ms: NaN, text: "" },
         dispatch: null,
         usage: new Map(),
         idCounter: 0,
@@ -107,6 +111,15 @@ export class Kernel {
       throw new LibosError("EIO", "kernel: no syscall dispatcher installed");
     }
     return this.#shared.dispatch;
+  }
+
+  /**
+   * When (performance.now()) each workspace root was last seen to be its own
+   * real path; primitives/filesystem.ts keeps it to skip resolving the root
+   * on every call.
+   */
+  get rootsConfirmed(): Map<string, number> {
+    return this.#shared.rootsConfirmed;
   }
 
   /** Install the syscall table's entry point (done once by the runtime). */
@@ -130,7 +143,14 @@ export class Kernel {
 
   /** Now, from the clock provider, as ISO-8601. */
   now(): string {
-    return new Date(this.providers.clock.now()).toISOString();
+    // Every audit record and event asks; within one millisecond the text is the same.
+    const ms = this.providers.clock.now();
+    const memo = this.#shared.nowText;
+    if (memo.ms !== ms) {
+      memo.ms = ms;
+      memo.text = new Date(ms).toISOString();
+    }
+    return memo.text;
   }
 
   /** A fresh id with a readable prefix, unique across runtimes on one store. */

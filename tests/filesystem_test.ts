@@ -6,6 +6,13 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { cap, type Env, launch, makeEnv, rejectsCode } from "./_helpers.ts";
 import type { CapabilitySpec } from "../runtime/types.ts";
+import type { Call } from "../primitives/call.ts";
+import {
+  type ResolvedPath,
+  resolvePath,
+  resolvePathFully,
+  ROOT_RECHECK_MS,
+} from "../primitives/filesystem.ts";
 
 const ALL = ["read", "write", "delete"] as const;
 
@@ -584,4 +591,91 @@ Deno.test("filesystem: a write cannot lower a file's label", async () => {
   assert.equal((r as { label: string }).label, "secret");
   await env.rt.syscall(pid, "filesystem.read", { path: "secret.txt" });
   assert.equal((await env.rt.process(pid)).taint, "secret");
+});
+
+Deno.test("filesystem: the direct resolution gives what full resolution gives", async () => {
+  await using env = await makeEnv({
+    files: { "a.txt": "a", "sub/b.txt": "b", "sub/deep/c.txt": "c", "emptydir/.keep": "" },
+  });
+  const out = await outsideFile(env, "out.txt", "OUTSIDE");
+  await Deno.mkdir(join(env.root, "outdir"));
+  await Deno.symlink("a.txt", join(env.ws, "in-link"));
+  await Deno.symlink("../a.txt", join(env.ws, "sub/up-link"));
+  await Deno.symlink("sub", join(env.ws, "dirlink"));
+  await Deno.symlink(out, join(env.ws, "out-link"));
+  await Deno.symlink(join(env.root, "outdir"), join(env.ws, "out-dir"));
+  await Deno.symlink(join(env.root, "nothing"), join(env.ws, "dangling"));
+  const paths = [
+    ".",
+    "./",
+    "a.txt",
+    "a.txt/",
+    "a.txt/x",
+    "sub",
+    "sub/",
+    "sub/b.txt",
+    "sub/deep/c.txt",
+    "sub/deep/../b.txt",
+    "sub/../a.txt",
+    "missing.txt",
+    "sub/missing/x",
+    "in-link",
+    "sub/up-link",
+    "dirlink",
+    "dirlink/b.txt",
+    "dirlink/deep/c.txt",
+    "out-link",
+    "out-dir",
+    "out-dir/x",
+    "dangling",
+    "emptydir",
+    "../out.txt",
+    join(env.ws, "a.txt"),
+    join(env.ws, "sub/deep/c.txt"),
+    "/etc/passwd",
+  ];
+  const pid = await launch(env, [fsCap("*", "read")]);
+  const settle = (p: Promise<ResolvedPath>) =>
+    p.then(({ real, rel, resource }) => ({ real, rel, resource }), (e) => ({ error: e.code }));
+  for (const cwd of [".", "sub"]) {
+    const proc = { ...(await env.rt.process(pid)), cwd };
+    const call: Call = {
+      k: env.rt.kernel,
+      proc,
+      name: "filesystem.stat",
+      args: {},
+      argsHash: "",
+      correlationId: "c_test",
+      target: "",
+      capRefs: [],
+      resultLabel: "public",
+    };
+    for (const path of paths) {
+      assert.deepEqual(
+        await settle(resolvePath(call, path)),
+        await settle(resolvePathFully(call, path)),
+        `${path} (cwd ${cwd})`,
+      );
+    }
+    // The shortcut is really taken for plain entries (it carries their lstat).
+    const direct = await resolvePath(call, join(env.ws, "sub/deep/c.txt"));
+    assert.equal(direct.stat?.kind, "file");
+    assert.equal((await resolvePath(call, join(env.ws, "a.txt"))).stat?.size, 1);
+  }
+});
+
+Deno.test("filesystem: a workspace root swapped for a symlink is refused once rechecked", async () => {
+  await using env = await makeEnv({ files: { "a.txt": "inside" } });
+  const elsewhere = join(env.root, "elsewhere");
+  await Deno.mkdir(elsewhere);
+  await Deno.writeTextFile(join(elsewhere, "a.txt"), "OUTSIDE");
+  const pid = await launch(env, [fsCap("*", "read")]);
+  assert.equal(await env.rt.syscall(pid, "filesystem.read", { path: "a.txt" }), "inside");
+  // The host moves the workspace away and leaves a symlink to another directory.
+  await Deno.rename(env.ws, join(env.root, "ws-moved"));
+  await Deno.symlink(elsewhere, env.ws);
+  await new Promise((r) => setTimeout(r, ROOT_RECHECK_MS + 20));
+  const err = await rejectsCode(env.rt.syscall(pid, "filesystem.read", { path: "a.txt" }), "EPERM");
+  assert.doesNotMatch(err.message, /OUTSIDE/);
+  await rejectsCode(env.rt.syscall(pid, "filesystem.list", { path: "." }), "EPERM");
 });

@@ -18,6 +18,10 @@ function _kind(info: Deno.FileInfo): EntryKind {
   return info.isSymlink ? "symlink" : info.isFile ? "file" : info.isDirectory ? "dir" : "other";
 }
 
+function _fileStat(info: Deno.FileInfo): FileStat {
+  return { kind: _kind(info), size: info.size, mtime: info.mtime?.getTime() ?? null };
+}
+
 const _decoder = new TextDecoder();
 
 /** The host file system. Small synchronous calls: cheaper than a thread-pool hop for 4 KB files. */
@@ -25,11 +29,11 @@ export class HostFileSystem implements FileSystemProvider {
   realPath(path: string): Promise<string> {
     return Promise.resolve(Deno.realPathSync(path));
   }
-  readText(path: string, maxBytes: number): Promise<string> {
+  readText(path: string, maxBytes: number, known?: FileStat): Promise<string> {
     // Opening a FIFO would block the whole runtime, and a huge file would fill
     // memory: refuse anything but a regular file within the limit before reading.
-    const info = Deno.statSync(path);
-    if (!info.isFile) throw new LibosError("EINVAL", `path: not a regular file`);
+    const info = known ?? _fileStat(Deno.statSync(path));
+    if (info.kind !== "file") throw new LibosError("EINVAL", `path: not a regular file`);
     if (info.size > maxBytes) {
       throw new LibosError("ELIMIT", `path: file is ${info.size} bytes, limit ${maxBytes}`);
     }
@@ -59,12 +63,7 @@ export class HostFileSystem implements FileSystemProvider {
     return Promise.resolve(out);
   }
   lstat(path: string): Promise<FileStat> {
-    const info = Deno.lstatSync(path);
-    return Promise.resolve({
-      kind: _kind(info),
-      size: info.size,
-      mtime: info.mtime?.getTime() ?? null,
-    });
+    return Promise.resolve(_fileStat(Deno.lstatSync(path)));
   }
 }
 

@@ -25,8 +25,12 @@ export interface FileStat {
 export interface FileSystemProvider {
   /** Canonical path with every symlink resolved; throws NotFound. */
   realPath(path: string): Promise<string>;
-  /** Read a file as UTF-8 text, refusing files larger than `maxBytes`. */
-  readText(path: string, maxBytes: number): Promise<string>;
+  /**
+   * Read a regular file as UTF-8 text, refusing anything else and files
+   * larger than `maxBytes`. `known` is the file's {@link lstat} taken just
+   * before (not a symlink), which spares a second stat.
+   */
+  readText(path: string, maxBytes: number, known?: FileStat): Promise<string>;
   /** Write (create or truncate) a file. */
   writeText(path: string, content: string): Promise<void>;
   /** Create a directory (and parents). */
