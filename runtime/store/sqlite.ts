@@ -75,6 +75,14 @@ function _chainHash(prevHash: string, body: string): string {
   return sha256(prevHash + "\n" + body);
 }
 
+/** Rows one audit INSERT statement takes at most (8 parameters each). */
+const AUDIT_ROWS_PER_INSERT = 32;
+
+function _auditInsert(rows: number): string {
+  return "INSERT INTO audit (seq, record_id, actor, action, decision, prev_hash, hash, body) VALUES " +
+    Array(rows).fill("(?, ?, ?, ?, ?, ?, ?, ?)").join(", ");
+}
+
 interface _AuditRow {
   seq: number;
   record_id: string;
@@ -554,19 +562,22 @@ export class SqliteStore implements Store {
       | undefined;
     let seq = last?.seq ?? 0;
     let prev_hash = last?.hash ?? "";
-    const insert = this.#q(
-      "INSERT INTO audit (seq, record_id, actor, action, decision, prev_hash, hash, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    );
     const out: AuditRecord[] = [];
+    const params: (string | number)[] = [];
     for (const draft of drafts) {
       seq++;
-      const base = { seq, record_id: `a${seq}`, ...draft };
-      const body = JSON.stringify(base);
+      const record_id = `a${seq}`;
+      // Same text as JSON.stringify({ seq, record_id, ...draft }), without the copy.
+      const body = `{"seq":${seq},"record_id":"${record_id}",${JSON.stringify(draft).slice(1)}`;
       const hash = _chainHash(prev_hash, body);
-      const rec: AuditRecord = { ...base, prev_hash, hash };
-      insert.run(seq, rec.record_id, rec.actor, rec.action, rec.decision, prev_hash, hash, body);
-      out.push(rec);
+      out.push({ seq, record_id, ...draft, prev_hash, hash });
+      params.push(seq, record_id, draft.actor, draft.action, draft.decision, prev_hash, hash, body);
       prev_hash = hash;
+    }
+    // One INSERT per chunk of rows: running a statement per row costs more than binding it.
+    for (let i = 0; i < drafts.length; i += AUDIT_ROWS_PER_INSERT) {
+      const rows = Math.min(AUDIT_ROWS_PER_INSERT, drafts.length - i);
+      this.#q(_auditInsert(rows)).run(...params.slice(i * 8, (i + rows) * 8));
     }
     // An upsert rewrites only the row's table page; REPLACE would delete and
     // reinsert, dirtying meta's key index too (one more WAL frame per call).
