@@ -95,6 +95,8 @@ function _checkPathPattern(path: string, field: string): void {
   segs.forEach((s, i) => {
     if (s === "" && segs.length > 1) throw invalid(field, `empty path segment in '${path}'`);
     if (s === "..") throw invalid(field, `'..' is not allowed in '${path}'`);
+    // Resolved paths never contain '.' segments ('.' alone is the workspace root).
+    if (s === "." && segs.length > 1) throw invalid(field, `'.' segment in '${path}'`);
     if (s.includes("*") && !(s === "*" && i === segs.length - 1)) {
       throw invalid(field, `wildcard only allowed as the whole last segment in '${path}'`);
     }

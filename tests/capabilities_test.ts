@@ -124,6 +124,14 @@ Deno.test("capabilities: empty, non-string and malformed resources are refused",
   throwsInvalid(() => parseResource(FS + "x".repeat(4096)), "resource");
 });
 
+Deno.test("capabilities: '.' and '..' path segments are refused (resolved paths never match them)", () => {
+  for (const bad of [FS + "./a.txt", FS + "src/./a.ts", FS + "src/.", FS + "../x", FS + "a/../b"]) {
+    throwsInvalid(() => parseResource(bad), "resource");
+  }
+  // '.' alone is the workspace root, which resolution does produce.
+  assert.equal(parseResource(FS + "."), FS + ".");
+});
+
 Deno.test("capabilities: wildcards only as the whole last segment", () => {
   for (
     const bad of [
