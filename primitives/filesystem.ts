@@ -4,7 +4,7 @@
  * caller's workspace. Authorization happens before existence is revealed.
  * @module
  */
-import { dirname, isAbsolute, join, normalize, relative, sep } from "node:path";
+import { basename, dirname, isAbsolute, join, normalize, relative, sep } from "node:path";
 import { denied, invalid, LibosError } from "../runtime/errors.ts";
 import { maxLabel, mayFlow, parseLabel } from "../runtime/labels.ts";
 import { isLive, resourceMatches } from "../runtime/capabilities.ts";
@@ -189,10 +189,38 @@ export async function checkFlow(call: Call, sink: Label, sinkName: string): Prom
   }
 }
 
-async function _target(call: Call): Promise<ResolvedPath> {
+/**
+ * Resolve a path naming an entry itself: like {@link resolvePath}, except that
+ * a symlink in last position is not followed. Its directory is resolved (and
+ * must be inside the workspace); the result is the link, so deleting it
+ * removes the link and never the file it points to.
+ */
+export async function resolveEntry(
+  call: Call,
+  raw: string,
+  field = "path",
+): Promise<ResolvedPath> {
+  const lexical = _lexical(call, raw, field);
+  const fs = call.k.providers.fs;
+  let stat: FileStat | null = null;
+  if (!lexical.endsWith(sep) && lexical !== call.proc.workspace) {
+    try {
+      stat = await fs.lstat(lexical);
+    } catch {
+      // Missing (or unreadable): resolvePath decides, authorization first.
+    }
+  }
+  if (stat?.kind !== "symlink") return await resolvePath(call, raw, field);
+  const dir = await resolvePath(call, dirname(lexical), field);
+  const name = basename(lexical);
+  const rel = dir.rel === "." ? name : `${dir.rel}/${name}`;
+  return { real: join(dir.real, name), rel, resource: `filesystem:workspace:${rel}`, stat };
+}
+
+async function _target(call: Call, entry = false): Promise<ResolvedPath> {
   const raw = str(call, "path", 4096);
   call.target = `filesystem:workspace:${raw}`; // as asked, until resolved
-  const p = await resolvePath(call, raw);
+  const p = entry ? await resolveEntry(call, raw) : await resolvePath(call, raw);
   call.target = p.resource;
   return p;
 }
@@ -242,7 +270,8 @@ const write: Primitive = {
 const remove: Primitive = {
   fields: ["path", "recursive"],
   async run(call) {
-    const p = await _target(call);
+    // The entry named: a symlink is removed itself, its target stays.
+    const p = await _target(call, true);
     const recursive = optBool(call, "recursive") ?? false;
     if (p.rel === ".") throw denied(`${call.name}: the workspace root cannot be deleted`);
     if (recursive) {

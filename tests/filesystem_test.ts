@@ -172,11 +172,16 @@ Deno.test("filesystem: a symlink out of the workspace is denied for read and wri
       env.rt.syscall(pid, "filesystem.write", { path, content: "pwned" }),
       "EPERM",
     );
-    await rejectsCode(env.rt.syscall(pid, "filesystem.delete", { path }), "EPERM");
   }
   assert.equal(await Deno.readTextFile(out), "OUTSIDE");
   assert.equal(await exists(join(env.ws, "link")), true);
   assert.equal((await effectsOf(env, pid)).length, 0);
+  // Deleting a link removes the link (a workspace entry), never what it points to.
+  for (const path of ["link", "rel-link"]) {
+    await env.rt.syscall(pid, "filesystem.delete", { path });
+    assert.equal(await exists(join(env.ws, path)), false);
+  }
+  assert.equal(await Deno.readTextFile(out), "OUTSIDE");
 });
 
 Deno.test("filesystem: authorization is on the real path behind a symlink", async () => {
@@ -189,7 +194,9 @@ Deno.test("filesystem: authorization is on the real path behind a symlink", asyn
     env.rt.syscall(pid, "filesystem.write", { path: "public/link", content: "pwned" }),
     "EPERM",
   );
-  await rejectsCode(env.rt.syscall(pid, "filesystem.delete", { path: "public/link" }), "EPERM");
+  // Deleting the link is within public/* and removes only the link.
+  await env.rt.syscall(pid, "filesystem.delete", { path: "public/link" });
+  assert.equal(await exists(join(env.ws, "public/link")), false);
   assert.equal(await Deno.readTextFile(join(env.ws, "secret.txt")), "SECRET");
   // The audit names the real resource, not the link.
   const denials = await env.rt.kernel.store.listAudit({
@@ -678,4 +685,39 @@ Deno.test("filesystem: a workspace root swapped for a symlink is refused once re
   const err = await rejectsCode(env.rt.syscall(pid, "filesystem.read", { path: "a.txt" }), "EPERM");
   assert.doesNotMatch(err.message, /OUTSIDE/);
   await rejectsCode(env.rt.syscall(pid, "filesystem.list", { path: "." }), "EPERM");
+});
+
+Deno.test("filesystem: deleting a symlink removes the link, never its target", async () => {
+  await using env = await makeEnv({ files: { "a.txt": "A", "sub/b.txt": "B" } });
+  await Deno.symlink("a.txt", join(env.ws, "link"));
+  await Deno.symlink("../a.txt", join(env.ws, "sub/up"));
+  await Deno.symlink("sub", join(env.ws, "dirlink"));
+  // Delete on the target only does not cover the link.
+  const targetOnly = await launch(env, [fsCap("a.txt", "delete"), fsCap("sub", "delete")]);
+  for (const path of ["link", "dirlink"]) {
+    await rejectsCode(env.rt.syscall(targetOnly, "filesystem.delete", { path }), "EPERM");
+  }
+  // Delete on the link path removes the link and leaves the target.
+  const linksOnly = await launch(env, [
+    fsCap("link", "delete"),
+    fsCap("sub/up", "delete"),
+    fsCap("dirlink", "delete"),
+  ]);
+  for (const path of ["link", "sub/up", "dirlink"]) {
+    assert.deepEqual(await env.rt.syscall(linksOnly, "filesystem.delete", { path }), {
+      path,
+      deleted: true,
+    });
+    assert.equal(await exists(join(env.ws, path)), false);
+  }
+  assert.equal(await Deno.readTextFile(join(env.ws, "a.txt")), "A");
+  assert.equal(await Deno.readTextFile(join(env.ws, "sub/b.txt")), "B");
+  // A link inside a symlinked directory that leaves the workspace is still refused.
+  const outDir = join(env.root, "outside");
+  await Deno.mkdir(outDir);
+  await Deno.symlink(join(env.ws, "a.txt"), join(outDir, "l"));
+  await Deno.symlink(outDir, join(env.ws, "out"));
+  const all = await launch(env, [fsCap("*", "delete")]);
+  await rejectsCode(env.rt.syscall(all, "filesystem.delete", { path: "out/l" }), "EPERM");
+  assert.equal(await exists(join(outDir, "l")), true);
 });
