@@ -573,3 +573,52 @@ Deno.test("shell: labelled data never flows into a shell command", async () => {
   const ledger = await env.rt.kernel.store.listEffects();
   assert.equal(ledger.filter((x) => x.resource === "shell:cp").length, 0);
 });
+
+/** Whether `pid` is gone (or a zombie waiting to be reaped by init). */
+async function dead(pid: number): Promise<boolean> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return true;
+  }
+}
+
+Deno.test("shell: background children die with the command and cannot hold the call open", async () => {
+  await using env = await makeEnv({ files: { "bg.sh": "sleep 30 &\necho $!\n" } });
+  const pid = await launch(env, [sh("bash"), fsCap("*", "read")], {
+    policy: { shell: "always_allow" },
+  });
+  const t0 = performance.now();
+  const r = await run(env, pid, ["bash", "bg.sh"], { timeout_ms: 20_000 });
+  // The background sleep kept stdout open: the call used to last its 30 s.
+  assert.ok(performance.now() - t0 < 10_000, "returned once the script ended");
+  assert.equal(r.code, 0);
+  assert.equal(r.timed_out, false);
+  const child = Number(r.stdout.trim());
+  assert.ok(child > 0, r.stdout);
+  assert.equal(await dead(child), true, "the background child was killed");
+});
+
+Deno.test("shell: a timeout kills the command's whole process group", async () => {
+  await using env = await makeEnv({
+    files: { "tree.sh": "sleep 30 &\necho $! > kid.txt\nwait\n" },
+  });
+  const pid = await launch(env, [sh("bash"), fsCap("*", "read", "write")], {
+    policy: { shell: "always_allow" },
+  });
+  const t0 = performance.now();
+  const r = await run(env, pid, ["bash", "tree.sh"], { timeout_ms: 500 });
+  assert.ok(performance.now() - t0 < 10_000);
+  assert.equal(r.timed_out, true);
+  const child = Number((await Deno.readTextFile(join(env.ws, "kid.txt"))).trim());
+  assert.ok(child > 0);
+  assert.equal(await dead(child), true, "the grandchild was killed too");
+});
+
+Deno.test("shell: an executable not on the fixed PATH is ENOENT", async () => {
+  await using env = await makeEnv();
+  const pid = await launch(env, [cap("shell:*", "execute")], { policy: { shell: "always_allow" } });
+  const e = await rejectsCode(run(env, pid, ["no-such-program-xyz"]), "ENOENT");
+  assert.match(e.message, /no-such-program-xyz/);
+});

@@ -73,8 +73,13 @@ export const SHELL_PATH = "/usr/local/bin:/usr/bin:/bin";
 /** Real subprocesses via Deno.Command: argv only, cleared environment, timeout, output caps. */
 export class HostShell implements ShellProvider {
   async run(argv: string[], o: ShellRunOptions): Promise<ShellResult> {
-    const cmd = new Deno.Command(argv[0], {
-      args: argv.slice(1),
+    // The command leads a process group of its own (setsid execs it in place),
+    // so the timeout, and its end, take everything it started with it.
+    if (!_onPath(argv[0])) {
+      throw new LibosError("ENOENT", `argv[0]: executable '${argv[0]}' not found`);
+    }
+    const cmd = new Deno.Command(SETSID, {
+      args: argv,
       cwd: o.cwd,
       clearEnv: true,
       env: { PATH: SHELL_PATH, HOME: o.cwd, LANG: "C.UTF-8" },
@@ -94,15 +99,14 @@ export class HostShell implements ShellProvider {
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      try {
-        child.kill("SIGKILL");
-      } catch { /* already gone */ }
+      _killGroup(child);
     }, o.timeoutMs);
     try {
       const [stdout, stderr, status] = await Promise.all([
         _readCapped(child.stdout, o.maxOutputBytes),
         _readCapped(child.stderr, o.maxOutputBytes),
-        child.status,
+        // Background children left behind would hold the pipes open and outlive the call.
+        child.status.then((s) => (_killGroup(child), s)),
       ]);
       return {
         code: status.code,
@@ -114,6 +118,36 @@ export class HostShell implements ShellProvider {
     } finally {
       clearTimeout(timer);
     }
+  }
+}
+
+/** Starts each command in a new session and process group (util-linux). */
+const SETSID = "/usr/bin/setsid";
+
+/** Whether `exe` is an executable file in one of SHELL_PATH's directories. */
+function _onPath(exe: string): boolean {
+  return SHELL_PATH.split(":").some((dir) => {
+    try {
+      const info = Deno.statSync(`${dir}/${exe}`);
+      return info.isFile && ((info.mode ?? 0o111) & 0o111) !== 0;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * SIGKILL the command's whole process group (its pid is the group id). After
+ * the command was reaped its pid could in principle be reused, but a pid stays
+ * taken while it names a live group, and reuse needs the pid counter to wrap.
+ */
+function _killGroup(child: Deno.ChildProcess): void {
+  try {
+    Deno.kill(-child.pid, "SIGKILL");
+  } catch {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
   }
 }
 
