@@ -574,14 +574,21 @@ Deno.test("shell: labelled data never flows into a shell command", async () => {
   assert.equal(ledger.filter((x) => x.resource === "shell:cp").length, 0);
 });
 
-/** Whether `pid` is gone (or a zombie waiting to be reaped by init). */
+/**
+ * Whether `pid` is gone (or a zombie waiting to be reaped by init) within
+ * 3 s: a SIGKILLed process closes its files before its state says so.
+ */
 async function dead(pid: number): Promise<boolean> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
-  } catch {
-    return true;
+  for (const until = Date.now() + 3000; Date.now() < until;) {
+    try {
+      const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+      if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) return true;
+    } catch {
+      return true;
+    }
+    await new Promise((r) => setTimeout(r, 20));
   }
+  return false;
 }
 
 Deno.test("shell: background children die with the command and cannot hold the call open", async () => {
