@@ -11,7 +11,6 @@ import type { Providers } from "./providers/types.ts";
 import type { AuditDraft, Store } from "./store/store.ts";
 import type {
   AgentImage,
-  AuditRecord,
   Capability,
   CapabilitySpec,
   EventType,
@@ -179,7 +178,7 @@ export class Kernel {
   }
 
   /** Append an audit record (timestamped now). */
-  async audit(draft: Omit<AuditDraft, "timestamp">): Promise<AuditRecord> {
+  async audit(draft: Omit<AuditDraft, "timestamp">): Promise<void> {
     return await this.store.appendAudit({ timestamp: this.now(), ...draft });
   }
 

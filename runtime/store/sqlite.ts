@@ -7,7 +7,14 @@
  * @module
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { sha256 } from "../canonical.ts";
+import { AuditLog, type AuditLogHooks } from "./_audit_log.ts";
+import {
+  AUDIT_ROWS_PER_INSERT,
+  auditInsertSql,
+  auditRowParams,
+  chainHash,
+  type ChainHead,
+} from "./_audit_rows.ts";
 import type {
   AgentImage,
   AuditRecord,
@@ -60,6 +67,15 @@ CREATE INDEX IF NOT EXISTS effects_status ON effects(status);
 CREATE TABLE IF NOT EXISTS human_requests (
   request_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS human_requests_status ON human_requests(status, pid);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('cache_gen', '0');
+${
+  ["processes", "capabilities", "file_labels"].flatMap((t) =>
+    ["INSERT", "UPDATE", "DELETE"].map((op) =>
+      `CREATE TRIGGER IF NOT EXISTS cache_gen_${t}_${op.toLowerCase()} AFTER ${op} ON ${t}
+       BEGIN UPDATE meta SET value = value + 1 WHERE key = 'cache_gen'; END;`
+    )
+  ).join("\n")
+}
 `;
 
 /**
@@ -68,19 +84,7 @@ CREATE INDEX IF NOT EXISTS human_requests_status ON human_requests(status, pid);
  * canonical form and no re-serialization, on write or on verify.
  */
 export function auditHash(prevHash: string, rec: Omit<AuditRecord, "hash" | "prev_hash">): string {
-  return _chainHash(prevHash, JSON.stringify(rec));
-}
-
-function _chainHash(prevHash: string, body: string): string {
-  return sha256(prevHash + "\n" + body);
-}
-
-/** Rows one audit INSERT statement takes at most (8 parameters each). */
-const AUDIT_ROWS_PER_INSERT = 32;
-
-function _auditInsert(rows: number): string {
-  return "INSERT INTO audit (seq, record_id, actor, action, decision, prev_hash, hash, body) VALUES " +
-    Array(rows).fill("(?, ?, ?, ?, ?, ?, ?, ?)").join(", ");
+  return chainHash(prevHash, JSON.stringify(rec));
 }
 
 interface _AuditRow {
@@ -96,15 +100,20 @@ interface _AuditRow {
 
 /**
  * Parsed rows of the hot read path (process, capabilities, file labels). A
- * cache entry is only ever served when `PRAGMA data_version` says no other
- * connection has committed since it was read, and every write of ours to
- * those tables clears it, so a revocation from anywhere is seen at once.
+ * cache entry is only ever served while the store's `cache_gen` (bumped by
+ * triggers on every write to those tables, from any connection) is unchanged
+ * since it was read, and every write of ours to those tables clears it, so a
+ * revocation from anywhere is seen at once. (Not `PRAGMA data_version`: the
+ * audit indexer's commits would empty the cache every few milliseconds.)
  */
 /** Longest a commit by another process can go unseen by the read cache. */
 export const FOREIGN_WRITE_WINDOW_MS = 0.25;
 
 interface _ReadCache {
   checkedAt: number;
+  /** `PRAGMA data_version` at the last check. */
+  dataVersion: unknown;
+  /** `meta.cache_gen` at the last check. */
   version: unknown;
   procs: Map<number, ProcessRecord>;
   caps: Map<number, readonly Capability[]>;
@@ -120,10 +129,12 @@ function _deepFreeze<T>(v: T): T {
 }
 
 interface _Shared {
+  /** The audit log, when this store holds it (file stores; see `_audit_log.ts`). */
+  log: AuditLog | null;
   cache: _ReadCache;
   auditQueue: {
     draft: AuditDraft;
-    resolve: (r: AuditRecord) => void;
+    resolve: () => void;
     reject: (e: unknown) => void;
   }[];
   db: DatabaseSync;
@@ -135,6 +146,15 @@ interface _Shared {
 export interface SqliteOptions {
   /** `FULL` survives power loss; `NORMAL` (default) survives a process crash. */
   synchronous?: "NORMAL" | "FULL";
+  /**
+   * Write audit appends made outside transactions to the store's audit log,
+   * indexed into the table by a thread of its own (default true; a `:memory:`
+   * store never does, and a store whose log another store holds commits its
+   * appends itself).
+   */
+  auditLog?: boolean;
+  /** Size at which the audit log is emptied once indexed (default 256 MiB). */
+  auditLogMaxBytes?: number;
 }
 
 /** The SQLite store. Open with {@link SqliteStore.open}. */
@@ -159,12 +179,17 @@ export class SqliteStore implements Store {
     db.exec(SCHEMA);
     const cache = {
       checkedAt: -Infinity,
+      dataVersion: null,
       version: null,
       procs: new Map(),
       caps: new Map(),
       labels: new Map(),
     };
-    return new SqliteStore({ cache, auditQueue: [], db, tx: null, stmts: new Map() }, false);
+    const synchronous = options.synchronous ?? "NORMAL";
+    const log = path !== ":memory:" && options.auditLog !== false
+      ? AuditLog.open(path, synchronous, _logHooks(db), options.auditLogMaxBytes)
+      : null;
+    return new SqliteStore({ log, cache, auditQueue: [], db, tx: null, stmts: new Map() }, false);
   }
 
   #q(sql: string): StatementSync {
@@ -193,11 +218,19 @@ export class SqliteStore implements Store {
     const c = this.#s.cache;
     const now = performance.now();
     if (now - c.checkedAt >= FOREIGN_WRITE_WINDOW_MS) {
-      const v = (this.#q("PRAGMA data_version").get() as { data_version: unknown }).data_version;
       c.checkedAt = now;
-      if (v !== c.version) {
-        this.#invalidate();
-        c.version = v;
+      // data_version is cheap and moves on any other connection's commit (the
+      // audit indexer's included); only then is the generation read.
+      const dv = (this.#q("PRAGMA data_version").get() as { data_version: unknown }).data_version;
+      if (dv !== c.dataVersion) {
+        c.dataVersion = dv;
+        const v = (this.#q("SELECT value FROM meta WHERE key = 'cache_gen'").get() as
+          | { value: string }
+          | undefined)?.value;
+        if (v !== c.version) {
+          this.#invalidate();
+          c.version = v;
+        }
       }
     }
     return c;
@@ -215,18 +248,48 @@ export class SqliteStore implements Store {
     while (this.#s.tx) await this.#s.tx;
     let release!: () => void;
     this.#s.tx = new Promise((r) => (release = r));
-    this.#s.db.exec("BEGIN IMMEDIATE");
+    const log = this.#s.log;
     try {
-      const out = await fn(new SqliteStore(this.#s, true));
-      this.#s.db.exec("COMMIT");
-      return out;
-    } catch (e) {
-      this.#s.db.exec("ROLLBACK");
-      throw e;
+      while (log && !log.tryLock()) await log.unlocked();
+      this.#s.db.exec("BEGIN IMMEDIATE");
+      try {
+        const out = await fn(new SqliteStore(this.#s, true));
+        this.#s.db.exec("COMMIT");
+        return out;
+      } catch (e) {
+        this.#s.db.exec("ROLLBACK");
+        throw e;
+      } finally {
+        log?.unlock();
+      }
     } finally {
       this.#invalidate();
       this.#s.tx = null;
       release();
+    }
+  }
+
+  /**
+   * Run the synchronous write `fn` once no other coroutine's transaction is
+   * open and the audit indexer is not committing. The lock is taken and
+   * released with no await between, so this thread never waits inside SQLite
+   * for its own indexer. Inside a transaction, `fn` runs at once.
+   */
+  async #write<T>(fn: () => T): Promise<T> {
+    for (;;) {
+      if (this.#busy) {
+        await this.#busy;
+        continue;
+      }
+      const log = this.#inTx ? null : this.#s.log;
+      if (!log || log.tryLock()) {
+        try {
+          return fn();
+        } finally {
+          log?.unlock();
+        }
+      }
+      await log.unlocked();
     }
   }
 
@@ -246,21 +309,26 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     while (this.#busy) await this.#busy;
-    this.#s.db.close();
+    try {
+      await this.#s.log?.close();
+    } finally {
+      this.#s.db.close();
+    }
   }
 
   // ---- processes
   async insertProcess(p: Omit<ProcessRecord, "pid">): Promise<ProcessRecord> {
-    while (this.#busy) await this.#busy;
-    this.#invalidate();
-    const r = this.#q("INSERT INTO processes (ppid, status, body) VALUES (?, ?, ?)").run(
-      p.ppid,
-      p.status,
-      "{}",
-    );
-    const rec: ProcessRecord = { pid: Number(r.lastInsertRowid), ...p };
-    this.#q("UPDATE processes SET body = ? WHERE pid = ?").run(JSON.stringify(rec), rec.pid);
-    return rec;
+    return await this.#write(() => {
+      this.#invalidate();
+      const r = this.#q("INSERT INTO processes (ppid, status, body) VALUES (?, ?, ?)").run(
+        p.ppid,
+        p.status,
+        "{}",
+      );
+      const rec: ProcessRecord = { pid: Number(r.lastInsertRowid), ...p };
+      this.#q("UPDATE processes SET body = ? WHERE pid = ?").run(JSON.stringify(rec), rec.pid);
+      return rec;
+    });
   }
 
   async getProcess(pid: number): Promise<ProcessRecord | null> {
@@ -291,32 +359,34 @@ export class SqliteStore implements Store {
     patch: Partial<Omit<ProcessRecord, "pid">>,
     expectStatus?: ProcessStatus,
   ): Promise<boolean> {
-    while (this.#busy) await this.#busy;
-    this.#invalidate();
-    return this.#atomic(() => {
-      const row = this.#q("SELECT body FROM processes WHERE pid = ?").get(pid) as
-        | { body: string }
-        | undefined;
-      if (!row) return false;
-      const cur = JSON.parse(row.body) as ProcessRecord;
-      if (expectStatus !== undefined && cur.status !== expectStatus) return false;
-      const next = { ...cur, ...patch, pid };
-      this.#q("UPDATE processes SET status = ?, body = ? WHERE pid = ?").run(
-        next.status,
-        JSON.stringify(next),
-        pid,
-      );
-      return true;
+    return await this.#write(() => {
+      this.#invalidate();
+      return this.#atomic(() => {
+        const row = this.#q("SELECT body FROM processes WHERE pid = ?").get(pid) as
+          | { body: string }
+          | undefined;
+        if (!row) return false;
+        const cur = JSON.parse(row.body) as ProcessRecord;
+        if (expectStatus !== undefined && cur.status !== expectStatus) return false;
+        const next = { ...cur, ...patch, pid };
+        this.#q("UPDATE processes SET status = ?, body = ? WHERE pid = ?").run(
+          next.status,
+          JSON.stringify(next),
+          pid,
+        );
+        return true;
+      });
     });
   }
 
   // ---- capabilities
   async insertCapability(c: Capability): Promise<void> {
-    while (this.#busy) await this.#busy;
-    this.#invalidate();
-    this.#q(
-      "INSERT INTO capabilities (cap_id, subject, parent_cap_id, status, uses_remaining, body) VALUES (?, ?, ?, ?, ?, ?)",
-    ).run(c.cap_id, c.subject, c.parent_cap_id, c.status, c.uses_remaining, JSON.stringify(c));
+    return await this.#write(() => {
+      this.#invalidate();
+      this.#q(
+        "INSERT INTO capabilities (cap_id, subject, parent_cap_id, status, uses_remaining, body) VALUES (?, ?, ?, ?, ?, ?)",
+      ).run(c.cap_id, c.subject, c.parent_cap_id, c.status, c.uses_remaining, JSON.stringify(c));
+    });
   }
 
   #capRow(r: { body: string; status: string; uses_remaining: number | null }): Capability {
@@ -353,42 +423,45 @@ export class SqliteStore implements Store {
   }
 
   async reserveUses(capId: string, n: number): Promise<boolean> {
-    while (this.#busy) await this.#busy;
-    this.#invalidate();
-    const r = this.#q(
-      `UPDATE capabilities SET uses_remaining = uses_remaining - ?,
-         status = CASE WHEN uses_remaining - ? <= 0 THEN 'exhausted' ELSE status END
-       WHERE cap_id = ? AND status = 'active' AND uses_remaining IS NOT NULL AND uses_remaining >= ?`,
-    ).run(n, n, capId, n);
-    return Number(r.changes) === 1;
+    return await this.#write(() => {
+      this.#invalidate();
+      const r = this.#q(
+        `UPDATE capabilities SET uses_remaining = uses_remaining - ?,
+           status = CASE WHEN uses_remaining - ? <= 0 THEN 'exhausted' ELSE status END
+         WHERE cap_id = ? AND status = 'active' AND uses_remaining IS NOT NULL AND uses_remaining >= ?`,
+      ).run(n, n, capId, n);
+      return Number(r.changes) === 1;
+    });
   }
 
   async revokeCascade(capId: string): Promise<string[]> {
-    while (this.#busy) await this.#busy;
-    this.#invalidate();
-    return this.#atomic(() => {
-      const ids = (this.#q(
-        `WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT c.cap_id FROM capabilities c JOIN tree t ON c.parent_cap_id = t.id)
-         SELECT id FROM tree`,
-      ).all(capId) as { id: string }[]).map((r) => r.id);
-      const upd = this.#q(
-        "UPDATE capabilities SET status = 'revoked' WHERE cap_id = ? AND status != 'revoked'",
-      );
-      return ids.filter((id) => Number(upd.run(id).changes) === 1);
+    return await this.#write(() => {
+      this.#invalidate();
+      return this.#atomic(() => {
+        const ids = (this.#q(
+          `WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT c.cap_id FROM capabilities c JOIN tree t ON c.parent_cap_id = t.id)
+           SELECT id FROM tree`,
+        ).all(capId) as { id: string }[]).map((r) => r.id);
+        const upd = this.#q(
+          "UPDATE capabilities SET status = 'revoked' WHERE cap_id = ? AND status != 'revoked'",
+        );
+        return ids.filter((id) => Number(upd.run(id).changes) === 1);
+      });
     });
   }
 
   // ---- objects
   async insertObject(o: MemoryObject): Promise<void> {
-    while (this.#busy) await this.#busy;
-    this.#atomic(() => {
-      this.#q("INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, ?, ?)")
-        .run(o.oid, o.namespace, o.name, o.version, JSON.stringify(o));
-      this.#q("INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)").run(
-        o.oid,
-        o.version,
-        JSON.stringify(o),
-      );
+    return await this.#write(() => {
+      this.#atomic(() => {
+        this.#q("INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, ?, ?)")
+          .run(o.oid, o.namespace, o.name, o.version, JSON.stringify(o));
+        this.#q("INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)").run(
+          o.oid,
+          o.version,
+          JSON.stringify(o),
+        );
+      });
     });
   }
 
@@ -421,33 +494,37 @@ export class SqliteStore implements Store {
     expectVersion: number,
     patch: { payload: unknown; label: Label; updated_at: string },
   ): Promise<MemoryObject | null> {
-    while (this.#busy) await this.#busy;
-    return this.#atomic(() => {
-      const r = this.#q("SELECT body FROM objects WHERE oid = ? AND version = ?").get(
-        oid,
-        expectVersion,
-      ) as { body: string } | undefined;
-      if (!r) return null;
-      const next: MemoryObject = { ...JSON.parse(r.body), ...patch, version: expectVersion + 1 };
-      const upd = this.#q("UPDATE objects SET version = ?, body = ? WHERE oid = ? AND version = ?")
-        .run(next.version, JSON.stringify(next), oid, expectVersion);
-      if (Number(upd.changes) !== 1) return null;
-      this.#q("INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)").run(
-        oid,
-        next.version,
-        JSON.stringify(next),
-      );
-      return next;
-    });
+    return await this.#write(() =>
+      this.#atomic(() => {
+        const r = this.#q("SELECT body FROM objects WHERE oid = ? AND version = ?").get(
+          oid,
+          expectVersion,
+        ) as { body: string } | undefined;
+        if (!r) return null;
+        const next: MemoryObject = { ...JSON.parse(r.body), ...patch, version: expectVersion + 1 };
+        const upd = this.#q(
+          "UPDATE objects SET version = ?, body = ? WHERE oid = ? AND version = ?",
+        )
+          .run(next.version, JSON.stringify(next), oid, expectVersion);
+        if (Number(upd.changes) !== 1) return null;
+        this.#q("INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)").run(
+          oid,
+          next.version,
+          JSON.stringify(next),
+        );
+        return next;
+      })
+    );
   }
 
   async insertLink(link: ObjectLink): Promise<void> {
-    while (this.#busy) await this.#busy;
-    this.#q("INSERT OR IGNORE INTO links (from_oid, to_oid, relation) VALUES (?, ?, ?)").run(
-      link.from_oid,
-      link.to_oid,
-      link.relation,
-    );
+    return await this.#write(() => {
+      this.#q("INSERT OR IGNORE INTO links (from_oid, to_oid, relation) VALUES (?, ?, ?)").run(
+        link.from_oid,
+        link.to_oid,
+        link.relation,
+      );
+    });
   }
 
   async linksFrom(oid: string): Promise<ObjectLink[]> {
@@ -458,38 +535,41 @@ export class SqliteStore implements Store {
 
   // ---- mailbox
   async insertMessage(m: Omit<MailMessage, "msg_id">): Promise<MailMessage> {
-    while (this.#busy) await this.#busy;
-    const r = this.#q("INSERT INTO mailbox (to_pid, kind, body) VALUES (?, ?, ?)").run(
-      m.to_pid,
-      m.kind,
-      JSON.stringify(m),
-    );
-    return { msg_id: Number(r.lastInsertRowid), ...m };
+    return await this.#write(() => {
+      const r = this.#q("INSERT INTO mailbox (to_pid, kind, body) VALUES (?, ?, ?)").run(
+        m.to_pid,
+        m.kind,
+        JSON.stringify(m),
+      );
+      return { msg_id: Number(r.lastInsertRowid), ...m };
+    });
   }
 
   async takeMessages(pid: number, limit: number): Promise<MailMessage[]> {
-    while (this.#busy) await this.#busy;
-    return this.#atomic(() => {
-      const rows = this.#q(
-        `SELECT msg_id, body FROM mailbox WHERE to_pid = ?
-         ORDER BY CASE kind WHEN 'interrupt' THEN 0 ELSE 1 END, msg_id LIMIT ?`,
-      ).all(pid, limit) as { msg_id: number; body: string }[];
-      const del = this.#q("DELETE FROM mailbox WHERE msg_id = ?");
-      return rows.map((r) => {
-        del.run(r.msg_id);
-        return { msg_id: r.msg_id, ...JSON.parse(r.body) };
-      });
-    });
+    return await this.#write(() =>
+      this.#atomic(() => {
+        const rows = this.#q(
+          `SELECT msg_id, body FROM mailbox WHERE to_pid = ?
+           ORDER BY CASE kind WHEN 'interrupt' THEN 0 ELSE 1 END, msg_id LIMIT ?`,
+        ).all(pid, limit) as { msg_id: number; body: string }[];
+        const del = this.#q("DELETE FROM mailbox WHERE msg_id = ?");
+        return rows.map((r) => {
+          del.run(r.msg_id);
+          return { msg_id: r.msg_id, ...JSON.parse(r.body) };
+        });
+      })
+    );
   }
 
   // ---- images
   async putImage(image: AgentImage, registeredBy: string): Promise<void> {
-    while (this.#busy) await this.#busy;
-    this.#q("INSERT OR REPLACE INTO images (name, registered_by, body) VALUES (?, ?, ?)").run(
-      image.name,
-      registeredBy,
-      JSON.stringify(image),
-    );
+    return await this.#write(() => {
+      this.#q("INSERT OR REPLACE INTO images (name, registered_by, body) VALUES (?, ?, ?)").run(
+        image.name,
+        registeredBy,
+        JSON.stringify(image),
+      );
+    });
   }
 
   async getImage(name: string): Promise<AgentImage | null> {
@@ -521,20 +601,29 @@ export class SqliteStore implements Store {
   }
 
   async setFileLabel(realPath: string, label: Label): Promise<void> {
-    while (this.#busy) await this.#busy;
-    this.#invalidate();
-    this.#q("INSERT OR REPLACE INTO file_labels (path, label) VALUES (?, ?)").run(realPath, label);
+    return await this.#write(() => {
+      this.#invalidate();
+      this.#q("INSERT OR REPLACE INTO file_labels (path, label) VALUES (?, ?)").run(
+        realPath,
+        label,
+      );
+    });
   }
 
   // ---- audit (hash chain)
   /**
-   * Append an audit record. Outside a transaction, appends are group-committed:
-   * every append issued before the next microtask joins one transaction, and
-   * each caller's promise resolves only after that commit (durable as a single
-   * commit, without one fsync-bound commit per record under concurrency).
+   * Append an audit record; the store numbers and chains it. Inside a
+   * transaction it lands with the transaction. Outside one, appends are
+   * grouped (every append issued before the next microtask joins one batch)
+   * and each caller's promise settles once its record is durable: written to
+   * the audit log (indexed into the table by the log's thread), or, without a
+   * log, committed here.
    */
-  appendAudit(draft: AuditDraft): Promise<AuditRecord> {
-    if (this.#inTx) return Promise.resolve(this.#appendAuditRows([draft])[0]);
+  appendAudit(draft: AuditDraft): Promise<void> {
+    if (this.#inTx) {
+      this.#appendAuditRows([draft]);
+      return Promise.resolve();
+    }
     const s = this.#s;
     return new Promise((resolve, reject) => {
       s.auditQueue.push({ draft, resolve, reject });
@@ -544,50 +633,48 @@ export class SqliteStore implements Store {
 
   async #flushAudit(): Promise<void> {
     const s = this.#s;
-    while (s.tx) await s.tx;
+    const log = s.log;
+    if (log?.behind) {
+      try {
+        await log.indexed();
+      } catch { /* append reports the failure */ }
+    }
+    if (log?.full) {
+      // Offsets are 32-bit: empty the log (once indexed) before it gets near that.
+      try {
+        await log.indexed();
+        await this.#write(() => log.maybeTruncate());
+      } catch { /* append reports the failure */ }
+    }
+    if (!log) { while (s.tx) await s.tx; }
     const batch = s.auditQueue.splice(0);
     if (batch.length === 0) return;
     try {
-      const recs = this.#atomic(() => this.#appendAuditRows(batch.map((b) => b.draft)));
-      batch.forEach((b, i) => b.resolve(recs[i]));
+      if (log) log.append(batch.map((b) => JSON.stringify(b.draft)));
+      else {await this.#write(() =>
+          this.#atomic(() => this.#appendAuditRows(batch.map((b) => b.draft)))
+        );}
+      for (const b of batch) b.resolve();
     } catch (e) {
       for (const b of batch) b.reject(e);
     }
   }
 
   // Chain and insert drafts in order; caller provides the transaction.
-  #appendAuditRows(drafts: AuditDraft[]): AuditRecord[] {
-    const last = this.#q("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").get() as
-      | { seq: number; hash: string }
-      | undefined;
-    let seq = last?.seq ?? 0;
-    let prev_hash = last?.hash ?? "";
-    const out: AuditRecord[] = [];
-    const params: (string | number)[] = [];
-    for (const draft of drafts) {
-      seq++;
-      const record_id = `a${seq}`;
-      // Same text as JSON.stringify({ seq, record_id, ...draft }), without the copy.
-      const body = `{"seq":${seq},"record_id":"${record_id}",${JSON.stringify(draft).slice(1)}`;
-      const hash = _chainHash(prev_hash, body);
-      out.push({ seq, record_id, ...draft, prev_hash, hash });
-      params.push(seq, record_id, draft.actor, draft.action, draft.decision, prev_hash, hash, body);
-      prev_hash = hash;
-    }
-    // One INSERT per chunk of rows: running a statement per row costs more than binding it.
-    for (let i = 0; i < drafts.length; i += AUDIT_ROWS_PER_INSERT) {
-      const rows = Math.min(AUDIT_ROWS_PER_INSERT, drafts.length - i);
-      this.#q(_auditInsert(rows)).run(...params.slice(i * 8, (i + rows) * 8));
-    }
-    // An upsert rewrites only the row's table page; REPLACE would delete and
-    // reinsert, dirtying meta's key index too (one more WAL frame per call).
-    this.#q(
-      "INSERT INTO meta (key, value) VALUES ('audit_head', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    ).run(JSON.stringify({ seq, hash: prev_hash }));
-    return out;
+  #appendAuditRows(drafts: AuditDraft[]): void {
+    _insertAuditRows(this.#s.db, (sql) => this.#q(sql), drafts.map((d) => [JSON.stringify(d), d]));
+  }
+
+  /**
+   * Settles once every audit record appended so far is in the audit table
+   * (at once without an audit log). Audit reads wait for this themselves.
+   */
+  async auditIndexed(): Promise<void> {
+    if (!this.#inTx) await this.#s.log?.indexed();
   }
 
   async listAudit(filter: AuditFilter = {}): Promise<AuditRecord[]> {
+    await this.auditIndexed();
     while (this.#busy) await this.#busy;
     const where: string[] = ["seq > ?"];
     const params: (string | number)[] = [filter.afterSeq ?? 0];
@@ -605,7 +692,20 @@ export class SqliteStore implements Store {
   }
 
   async verifyAudit(): Promise<AuditVerification> {
+    await this.auditIndexed();
     while (this.#busy) await this.#busy;
+    if (this.#inTx) return this.#verifyChain();
+    // One read snapshot for the rows and the head: records committed meanwhile
+    // (by the indexer or another runtime) must not look like removals.
+    this.#s.db.exec("BEGIN");
+    try {
+      return this.#verifyChain();
+    } finally {
+      this.#s.db.exec("COMMIT");
+    }
+  }
+
+  #verifyChain(): AuditVerification {
     let prev = "";
     let expectSeq = 1;
     let count = 0;
@@ -633,7 +733,7 @@ export class SqliteStore implements Store {
       ) {
         return bad("record id altered");
       }
-      if (_chainHash(prev, row.body) !== row.hash) {
+      if (chainHash(prev, row.body) !== row.hash) {
         return bad("hash does not match the record's contents");
       }
       if (row.actor !== rec.actor || row.action !== rec.action || row.decision !== rec.decision) {
@@ -643,7 +743,9 @@ export class SqliteStore implements Store {
       expectSeq++;
       count++;
     }
-    const headRaw = await this.getMeta("audit_head");
+    const headRaw = (this.#q("SELECT value FROM meta WHERE key = 'audit_head'").get() as
+      | { value: string }
+      | undefined)?.value;
     if (count > 0 || headRaw) {
       const head = headRaw ? JSON.parse(headRaw) as { seq: number; hash: string } : null;
       if (!head || head.seq !== count || head.hash !== prev) {
@@ -666,12 +768,13 @@ export class SqliteStore implements Store {
 
   // ---- events
   async appendEvent(e: EventDraft): Promise<LibosEvent> {
-    while (this.#busy) await this.#busy;
-    const r = this.#q("INSERT INTO events (type, body) VALUES (?, ?)").run(
-      e.type,
-      JSON.stringify(e),
-    );
-    return { event_id: Number(r.lastInsertRowid), ...e };
+    return await this.#write(() => {
+      const r = this.#q("INSERT INTO events (type, body) VALUES (?, ?)").run(
+        e.type,
+        JSON.stringify(e),
+      );
+      return { event_id: Number(r.lastInsertRowid), ...e };
+    });
   }
 
   async listEvents(afterId = 0, limit = -1): Promise<LibosEvent[]> {
@@ -687,12 +790,13 @@ export class SqliteStore implements Store {
 
   // ---- effect ledger
   async insertEffect(e: EffectRecord): Promise<void> {
-    while (this.#busy) await this.#busy;
-    this.#q("INSERT INTO effects (effect_id, status, body) VALUES (?, ?, ?)").run(
-      e.effect_id,
-      e.status,
-      JSON.stringify(e),
-    );
+    return await this.#write(() => {
+      this.#q("INSERT INTO effects (effect_id, status, body) VALUES (?, ?, ?)").run(
+        e.effect_id,
+        e.status,
+        JSON.stringify(e),
+      );
+    });
   }
 
   async finishEffect(
@@ -701,18 +805,19 @@ export class SqliteStore implements Store {
     outcome: unknown,
     at: string,
   ): Promise<void> {
-    while (this.#busy) await this.#busy;
-    this.#atomic(() => {
-      const r = this.#q("SELECT body FROM effects WHERE effect_id = ?").get(effectId) as
-        | { body: string }
-        | undefined;
-      if (!r) return;
-      const next: EffectRecord = { ...JSON.parse(r.body), status, outcome, finished_at: at };
-      this.#q("UPDATE effects SET status = ?, body = ? WHERE effect_id = ?").run(
-        status,
-        JSON.stringify(next),
-        effectId,
-      );
+    return await this.#write(() => {
+      this.#atomic(() => {
+        const r = this.#q("SELECT body FROM effects WHERE effect_id = ?").get(effectId) as
+          | { body: string }
+          | undefined;
+        if (!r) return;
+        const next: EffectRecord = { ...JSON.parse(r.body), status, outcome, finished_at: at };
+        this.#q("UPDATE effects SET status = ?, body = ? WHERE effect_id = ?").run(
+          status,
+          JSON.stringify(next),
+          effectId,
+        );
+      });
     });
   }
 
@@ -732,13 +837,14 @@ export class SqliteStore implements Store {
 
   // ---- human queue
   async insertHumanRequest(r: HumanRequestRecord): Promise<void> {
-    while (this.#busy) await this.#busy;
-    this.#q("INSERT INTO human_requests (request_id, pid, status, body) VALUES (?, ?, ?, ?)").run(
-      r.request_id,
-      r.pid,
-      r.status,
-      JSON.stringify(r),
-    );
+    return await this.#write(() => {
+      this.#q("INSERT INTO human_requests (request_id, pid, status, body) VALUES (?, ?, ?, ?)").run(
+        r.request_id,
+        r.pid,
+        r.status,
+        JSON.stringify(r),
+      );
+    });
   }
 
   async getHumanRequest(id: string): Promise<HumanRequestRecord | null> {
@@ -765,18 +871,22 @@ export class SqliteStore implements Store {
     patch: Partial<HumanRequestRecord>,
     expectStatus: HumanRequestStatus,
   ): Promise<boolean> {
-    while (this.#busy) await this.#busy;
-    return this.#atomic(() => {
-      const r = this.#q("SELECT body FROM human_requests WHERE request_id = ? AND status = ?").get(
-        id,
-        expectStatus,
-      ) as { body: string } | undefined;
-      if (!r) return false;
-      const next = { ...JSON.parse(r.body), ...patch, request_id: id };
-      this.#q("UPDATE human_requests SET status = ?, body = ? WHERE request_id = ? AND status = ?")
-        .run(next.status, JSON.stringify(next), id, expectStatus);
-      return true;
-    });
+    return await this.#write(() =>
+      this.#atomic(() => {
+        const r = this.#q("SELECT body FROM human_requests WHERE request_id = ? AND status = ?")
+          .get(
+            id,
+            expectStatus,
+          ) as { body: string } | undefined;
+        if (!r) return false;
+        const next = { ...JSON.parse(r.body), ...patch, request_id: id };
+        this.#q(
+          "UPDATE human_requests SET status = ?, body = ? WHERE request_id = ? AND status = ?",
+        )
+          .run(next.status, JSON.stringify(next), id, expectStatus);
+        return true;
+      })
+    );
   }
 
   // ---- meta
@@ -789,7 +899,65 @@ export class SqliteStore implements Store {
   }
 
   async setMeta(key: string, value: string): Promise<void> {
-    while (this.#busy) await this.#busy;
-    this.#q("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)").run(key, value);
+    return await this.#write(() => {
+      this.#q("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)").run(key, value);
+    });
   }
+}
+
+/**
+ * Number, chain and insert `records` ([draft JSON, draft] in order) after the
+ * table's head, and move the head. The caller provides the transaction.
+ */
+function _insertAuditRows(
+  db: DatabaseSync,
+  prepare: (sql: string) => StatementSync,
+  records: [string, { actor: string; action: string; decision: string }][],
+): void {
+  const last = prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").get() as
+    | ChainHead
+    | undefined;
+  let head: ChainHead = { seq: last?.seq ?? 0, hash: last?.hash ?? "" };
+  // One INSERT per chunk of rows: running a statement per row costs more than binding it.
+  for (let i = 0; i < records.length; i += AUDIT_ROWS_PER_INSERT) {
+    const chunk = records.slice(i, i + AUDIT_ROWS_PER_INSERT);
+    const params: (string | number)[] = [];
+    for (const [json, draft] of chunk) head = auditRowParams(head, json, draft, params);
+    prepare(auditInsertSql(chunk.length)).run(...params);
+  }
+  // An upsert rewrites only the row's table page; REPLACE would delete and
+  // reinsert, dirtying meta's key index too (one more WAL frame per call).
+  prepare(
+    "INSERT INTO meta (key, value) VALUES ('audit_head', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+  ).run(JSON.stringify(head));
+  void db;
+}
+
+/** The audit log's view of a store connection (used before the store object exists). */
+function _logHooks(db: DatabaseSync): AuditLogHooks {
+  const prepare = (sql: string) => db.prepare(sql);
+  const setOffset = (n: number) =>
+    db.prepare(
+      "INSERT INTO meta (key, value) VALUES ('audit_log_offset', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    ).run(String(n));
+  return {
+    indexedOffset: () =>
+      Number(
+        (db.prepare("SELECT value FROM meta WHERE key = 'audit_log_offset'").get() as
+          | { value: string }
+          | undefined)?.value ?? 0,
+      ),
+    index(lines, endOffset) {
+      db.exec("BEGIN IMMEDIATE");
+      try {
+        _insertAuditRows(db, prepare, lines.map((l) => [l, JSON.parse(l)]));
+        setOffset(endOffset);
+        db.exec("COMMIT");
+      } catch (e) {
+        db.exec("ROLLBACK");
+        throw e;
+      }
+    },
+    resetOffset: () => void setOffset(0),
+  };
 }

@@ -126,8 +126,8 @@ export interface Store {
   /** Record a file's label. */
   setFileLabel(realPath: string, label: Label): Promise<void>;
 
-  /** Number, chain and append an audit record. */
-  appendAudit(draft: AuditDraft): Promise<AuditRecord>;
+  /** Append an audit record durably; the store numbers and chains it. */
+  appendAudit(draft: AuditDraft): Promise<void>;
   /** Audit records in order. */
   listAudit(filter?: AuditFilter): Promise<AuditRecord[]>;
   /** Recompute the hash chain; name the first record that does not check out. */

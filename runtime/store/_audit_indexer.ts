@@ -1,0 +1,129 @@
+/**
+ * The audit log's indexer thread (see `_audit_log.ts`): reads the lines the
+ * store has written since it last looked and, in one transaction, numbers
+ * and hash-chains them into the `audit` table and records how far it got.
+ * @module
+ */
+import { DatabaseSync } from "node:sqlite";
+import { workerData } from "node:worker_threads";
+import { AUDIT_ROWS_PER_INSERT, auditInsertSql, auditRowParams } from "./_audit_rows.ts";
+import { CTL, ERR_OFFSET, LOCK_FREE, LOCK_INDEXER, LOCK_STORE } from "./_audit_log.ts";
+
+/** After new lines appear, wait this long for more so one transaction takes many (ms). */
+const GATHER_MS = 2;
+
+const init = workerData as {
+  storePath: string;
+  logPath: string;
+  synchronous: string;
+  sab: SharedArrayBuffer;
+};
+const ctl = new Int32Array(init.sab, 0, 16);
+const err = new Uint8Array(init.sab, ERR_OFFSET);
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+const db = new DatabaseSync(init.storePath);
+db.exec("PRAGMA busy_timeout = 5000");
+db.exec(`PRAGMA synchronous = ${init.synchronous}`);
+db.exec("PRAGMA wal_autocheckpoint = 8000");
+const headStmt = db.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1");
+const metaStmt = db.prepare(
+  "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+);
+const inserts = new Map<number, ReturnType<DatabaseSync["prepare"]>>();
+const log = Deno.openSync(init.logPath, { read: true });
+
+let indexed = 0;
+let epoch = 0;
+
+function lock(): void {
+  while (Atomics.compareExchange(ctl, CTL.LOCK, LOCK_FREE, LOCK_INDEXER) !== LOCK_FREE) {
+    Atomics.wait(ctl, CTL.LOCK, LOCK_STORE, 50);
+  }
+}
+
+function unlock(): void {
+  Atomics.store(ctl, CTL.LOCK, LOCK_FREE);
+  Atomics.notify(ctl, CTL.LOCK);
+}
+
+/** Log bytes [from, to). */
+function readLog(from: number, to: number): Uint8Array {
+  const buf = new Uint8Array(to - from);
+  log.seekSync(from, Deno.SeekMode.Start);
+  let n = 0;
+  while (n < buf.length) {
+    const r = log.readSync(buf.subarray(n));
+    if (r === null) throw new Error(`log ends at ${from + n}, expected ${to}`);
+    n += r;
+  }
+  return buf;
+}
+
+/** Index everything written so far (under the lock, so a truncation cannot interleave). */
+function indexNew(): void {
+  lock();
+  try {
+    const e = Atomics.load(ctl, CTL.EPOCH);
+    if (e !== epoch) {
+      epoch = e;
+      indexed = 0;
+    }
+    const written = Atomics.load(ctl, CTL.WRITTEN);
+    if (written <= indexed) return;
+    const lines = decoder.decode(readLog(indexed, written)).slice(0, -1).split("\n");
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      const last = headStmt.get() as { seq: number; hash: string } | undefined;
+      let head = { seq: last?.seq ?? 0, hash: last?.hash ?? "" };
+      for (let i = 0; i < lines.length; i += AUDIT_ROWS_PER_INSERT) {
+        const chunk = lines.slice(i, i + AUDIT_ROWS_PER_INSERT);
+        const params: (string | number)[] = [];
+        for (const line of chunk) head = auditRowParams(head, line, JSON.parse(line), params);
+        let stmt = inserts.get(chunk.length);
+        if (!stmt) inserts.set(chunk.length, stmt = db.prepare(auditInsertSql(chunk.length)));
+        stmt.run(...params);
+      }
+      metaStmt.run("audit_head", JSON.stringify(head));
+      metaStmt.run("audit_log_offset", String(written));
+      db.exec("COMMIT");
+    } catch (e) {
+      if (db.isTransaction) db.exec("ROLLBACK");
+      throw e;
+    }
+    indexed = written;
+  } finally {
+    unlock();
+  }
+}
+
+try {
+  for (;;) {
+    const written = Atomics.load(ctl, CTL.WRITTEN);
+    const stopping = Atomics.load(ctl, CTL.STOP) === 1;
+    if (written === indexed && Atomics.load(ctl, CTL.EPOCH) === epoch) {
+      if (stopping) break;
+      Atomics.store(ctl, CTL.IDLE, 1);
+      Atomics.wait(ctl, CTL.WRITTEN, written, 1000);
+      Atomics.store(ctl, CTL.IDLE, 0);
+      continue;
+    }
+    // Let a few more batches arrive: one transaction per burst, not per batch.
+    if (!stopping) Atomics.wait(ctl, CTL.STOP, 0, GATHER_MS);
+    try {
+      indexNew();
+    } catch (e) {
+      const msg = encoder.encode(e instanceof Error ? e.message : String(e)).subarray(0, 4000);
+      err.set(msg);
+      Atomics.store(ctl, CTL.ERR_LEN, msg.length);
+      Atomics.notify(ctl, CTL.INDEXED);
+      break;
+    }
+    Atomics.store(ctl, CTL.INDEXED, indexed);
+    Atomics.notify(ctl, CTL.INDEXED);
+  }
+} finally {
+  log.close();
+  db.close();
+}
