@@ -70,6 +70,7 @@ export interface ActiveJournal {
 interface _Shared {
   journals: Map<number, ActiveJournal>;
   rootsConfirmed: Map<string, number>;
+  pendingWakes: Set<number>;
   nowText: { ms: number; text: string };
   dispatch: Dispatch | null;
   usage: Map<number, Usage>;
@@ -96,6 +97,7 @@ export class Kernel {
       {
         journals: new Map(),
         rootsConfirmed: new Map(),
+        pendingWakes: new Set(),
         nowText: { ms: NaN, text: "" },
         dispatch: null,
         usage: new Map(),
@@ -288,10 +290,24 @@ export class Kernel {
   }
 
   // A parent blocked in wait() becomes runnable when a child ends; it re-runs its wait.
+  // A parent that is still running (its wait just found the child alive and it
+  // is about to park) is told through pendingWakes, or the wakeup would be lost.
   async #wakeParent(ppid: number | null): Promise<void> {
     if (ppid === null) return;
     const parent = await this.store.getProcess(ppid);
-    if (parent?.status === "waiting_event") await this.wake(ppid, "waiting_event");
+    if (parent?.status === "waiting_event") {
+      await this.wake(ppid, "waiting_event");
+    } else if (parent && !isTerminal(parent.status)) {
+      this.#shared.pendingWakes.add(ppid);
+    }
+  }
+
+  /**
+   * Whether a child of `pid` ended while `pid` was not parked (and forget it):
+   * the scheduler asks right after parking a process in `waiting_event`.
+   */
+  takePendingWake(pid: number): boolean {
+    return this.#shared.pendingWakes.delete(pid);
   }
 
   /** Persist fields of a process (not its status) along with its usage counters. */

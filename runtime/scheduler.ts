@@ -242,6 +242,10 @@ export class Scheduler {
           const cur = await k.process(proc.pid);
           const to = err.wait === "human" ? "waiting_human" : "waiting_event";
           if (cur.status === "running") await k.transition(proc.pid, to);
+          // A child that ended while we were parking found nobody waiting: wake ourselves.
+          if (to === "waiting_event" && k.takePendingWake(proc.pid)) {
+            await k.wake(proc.pid, "waiting_event");
+          }
           // A decision that landed while we were parking found nobody waiting: wake ourselves.
           if (
             to === "waiting_human" &&

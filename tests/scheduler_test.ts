@@ -537,3 +537,44 @@ Deno.test("scheduler: with concurrency a slow tool step does not stall other pro
   assert.equal(parallel.readSeqs.length, 3);
   assert.ok(parallel.readSeqs.every((s) => s < parallel.sleepSeq), JSON.stringify(parallel));
 });
+
+Deno.test("scheduler: a child that ends while its parent is parking still wakes it", async () => {
+  // With several slots a child can end between its parent's wait finding it
+  // alive and the parent parking in waiting_event; that wakeup must not be lost.
+  // Each round is one parent and its forked child running side by side.
+  await using env = await makeEnv({ files: { "a.txt": "a" } });
+  await env.rt.close();
+  const run = await Runtime.open({ store: env.storePath, concurrency: 4 });
+  try {
+    for (let round = 0; round < 60; round++) {
+      const child = 2 * round + 2; // pids are allocated in order: parent, then its child
+      const { pid } = await run.launch({
+        image: { name: "parent", tools: ["fork", "wait", "read_file"] },
+        workspace: env.ws,
+        grants: [
+          { resource: "process:spawn", rights: ["execute"] },
+          { resource: "filesystem:workspace:a.txt", rights: ["read"] },
+        ],
+        script: {
+          steps: [
+            {
+              tool: "fork",
+              args: {
+                mode: "worker",
+                script: { steps: [{ tool: "read_file", args: { path: "a.txt" } }] },
+              },
+            },
+            { tool: "wait", args: { pid: child } },
+          ],
+        },
+      });
+      await run.runUntilIdle();
+      const p = await run.process(pid);
+      assert.equal(p.status, "exited", `round ${round}: parent ${pid} is ${p.status}`);
+      const steps = await run.steps(pid);
+      assert.deepEqual(steps.map((s) => s.ok), [true, true], JSON.stringify(steps));
+    }
+  } finally {
+    await run.close();
+  }
+});
