@@ -316,6 +316,7 @@ async function main(): Promise<Record<string, unknown>> {
     }
     const setupMs = performance.now() - setupStarted;
 
+    await rt.kernel.store.auditIndexed();
     const auditBefore = auditCounts(storePath, actor);
     let jitCalls = 0;
     let clockSyscalls = 0;
@@ -476,6 +477,7 @@ async function main(): Promise<Record<string, unknown>> {
 
     // Proof: one committed audit record per syscall, and the chain holds.
     const verifyStarted = performance.now();
+    await rt.kernel.store.auditIndexed();
     const auditAfter = auditCounts(storePath, actor);
     const grew = (key: string) => (auditAfter[key] ?? 0) - (auditBefore[key] ?? 0);
     // clockSyscalls includes the sample clock.now issued by the host after auditBefore.

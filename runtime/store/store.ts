@@ -128,6 +128,11 @@ export interface Store {
 
   /** Append an audit record durably; the store numbers and chains it. */
   appendAudit(draft: AuditDraft): Promise<void>;
+  /**
+   * Settles once every audit record appended so far can be read from the
+   * store by anyone (a backend that commits appends at once settles at once).
+   */
+  auditIndexed(): Promise<void>;
   /** Audit records in order. */
   listAudit(filter?: AuditFilter): Promise<AuditRecord[]>;
   /** Recompute the hash chain; name the first record that does not check out. */
