@@ -6,7 +6,7 @@
  */
 import { DatabaseSync } from "node:sqlite";
 import { workerData } from "node:worker_threads";
-import { AUDIT_ROWS_PER_INSERT, auditInsertSql, auditRowParams } from "./_audit_rows.ts";
+import { indexAuditLines, type Prepare } from "./_audit_rows.ts";
 import { CTL, ERR_OFFSET, LOCK_FREE, LOCK_INDEXER, LOCK_STORE } from "./_audit_log.ts";
 
 /** After new lines appear, wait this long for more so one transaction takes many (ms). */
@@ -27,11 +27,12 @@ const db = new DatabaseSync(init.storePath);
 db.exec("PRAGMA busy_timeout = 5000");
 db.exec(`PRAGMA synchronous = ${init.synchronous}`);
 db.exec("PRAGMA wal_autocheckpoint = 8000");
-const headStmt = db.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1");
-const metaStmt = db.prepare(
-  "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-);
-const inserts = new Map<number, ReturnType<DatabaseSync["prepare"]>>();
+const statements = new Map<string, ReturnType<DatabaseSync["prepare"]>>();
+const prepare: Prepare = (sql) => {
+  let stmt = statements.get(sql);
+  if (!stmt) statements.set(sql, stmt = db.prepare(sql));
+  return stmt;
+};
 const log = Deno.openSync(init.logPath, { read: true });
 
 let indexed = 0;
@@ -73,25 +74,7 @@ function indexNew(): void {
     const written = Atomics.load(ctl, CTL.WRITTEN);
     if (written <= indexed) return;
     const lines = decoder.decode(readLog(indexed, written)).slice(0, -1).split("\n");
-    db.exec("BEGIN IMMEDIATE");
-    try {
-      const last = headStmt.get() as { seq: number; hash: string } | undefined;
-      let head = { seq: last?.seq ?? 0, hash: last?.hash ?? "" };
-      for (let i = 0; i < lines.length; i += AUDIT_ROWS_PER_INSERT) {
-        const chunk = lines.slice(i, i + AUDIT_ROWS_PER_INSERT);
-        const params: (string | number)[] = [];
-        for (const line of chunk) head = auditRowParams(head, line, JSON.parse(line), params);
-        let stmt = inserts.get(chunk.length);
-        if (!stmt) inserts.set(chunk.length, stmt = db.prepare(auditInsertSql(chunk.length)));
-        stmt.run(...params);
-      }
-      metaStmt.run("audit_head", JSON.stringify(head));
-      metaStmt.run("audit_log_offset", String(written));
-      db.exec("COMMIT");
-    } catch (e) {
-      if (db.isTransaction) db.exec("ROLLBACK");
-      throw e;
-    }
+    indexAuditLines(db, prepare, lines, written);
     indexed = written;
   } finally {
     unlock();

@@ -1,10 +1,11 @@
 /**
  * How an audit record becomes a row of the hash chain, shared by every path
  * that writes one (a transaction, a group commit, the audit log's indexer and
- * its recovery): the stored body, its hash over the previous one, and the
- * multi-row INSERT.
+ * its recovery): the stored body, its hash over the previous one, the
+ * multi-row INSERT, and indexing a run of audit-log lines.
  * @module
  */
+import type { DatabaseSync, StatementSync } from "node:sqlite";
 import { sha256 } from "../canonical.ts";
 
 /** Hash of a record: sha256 over the previous hash and the body exactly as stored. */
@@ -13,7 +14,7 @@ export function chainHash(prevHash: string, body: string): string {
 }
 
 /** The last record of the chain (seq 0 and hash "" before the first). */
-export interface ChainHead {
+interface ChainHead {
   /** Its seq. */
   seq: number;
   /** Its hash. */
@@ -21,10 +22,10 @@ export interface ChainHead {
 }
 
 /** Rows one audit INSERT statement takes at most (8 parameters each). */
-export const AUDIT_ROWS_PER_INSERT = 32;
+const AUDIT_ROWS_PER_INSERT = 32;
 
 /** `INSERT INTO audit ... VALUES` for `rows` rows. */
-export function auditInsertSql(rows: number): string {
+function _insertSql(rows: number): string {
   return "INSERT INTO audit (seq, record_id, actor, action, decision, prev_hash, hash, body) VALUES " +
     Array(rows).fill("(?, ?, ?, ?, ?, ?, ?, ?)").join(", ");
 }
@@ -34,7 +35,7 @@ export function auditInsertSql(rows: number): string {
  * the new head. `draftJson` is `JSON.stringify(draft)`: the stored body is
  * the same text as `JSON.stringify({ seq, record_id, ...draft })`, spliced.
  */
-export function auditRowParams(
+function _rowParams(
   head: ChainHead,
   draftJson: string,
   draft: { actor: string; action: string; decision: string },
@@ -48,4 +49,60 @@ export function auditRowParams(
   const hash = chainHash(head.hash, body);
   params.push(seq, recordId, draft.actor, draft.action, draft.decision, head.hash, hash, body);
   return { seq, hash };
+}
+
+/** A statement source (a caching one where it matters). */
+export type Prepare = (sql: string) => StatementSync;
+
+const _UPSERT_META =
+  "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+
+/**
+ * Number, chain and insert `records` ([draft JSON, draft] in order) after the
+ * table's head, and move the head. The caller provides the transaction.
+ */
+export function insertAuditRows(
+  prepare: Prepare,
+  records: [string, { actor: string; action: string; decision: string }][],
+): void {
+  const last = prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").get() as
+    | ChainHead
+    | undefined;
+  let head: ChainHead = { seq: last?.seq ?? 0, hash: last?.hash ?? "" };
+  // One INSERT per chunk of rows: running a statement per row costs more than binding it.
+  for (let i = 0; i < records.length; i += AUDIT_ROWS_PER_INSERT) {
+    const chunk = records.slice(i, i + AUDIT_ROWS_PER_INSERT);
+    const params: (string | number)[] = [];
+    for (const [json, draft] of chunk) head = _rowParams(head, json, draft, params);
+    prepare(_insertSql(chunk.length)).run(...params);
+  }
+  // An upsert rewrites only the row's table page; REPLACE would delete and
+  // reinsert, dirtying meta's key index too (one more WAL frame per call).
+  prepare(_UPSERT_META).run("audit_head", JSON.stringify(head));
+}
+
+/**
+ * Index audit-log `lines` (draft JSON each) in one transaction that also
+ * records `endOffset` as `meta.audit_log_offset`, so each line lands once.
+ */
+export function indexAuditLines(
+  db: DatabaseSync,
+  prepare: Prepare,
+  lines: string[],
+  endOffset: number,
+): void {
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    insertAuditRows(prepare, lines.map((l) => [l, JSON.parse(l)]));
+    setAuditLogOffset(prepare, endOffset);
+    db.exec("COMMIT");
+  } catch (e) {
+    if (db.isTransaction) db.exec("ROLLBACK");
+    throw e;
+  }
+}
+
+/** Record how far the audit log is indexed. */
+export function setAuditLogOffset(prepare: Prepare, offset: number): void {
+  prepare(_UPSERT_META).run("audit_log_offset", String(offset));
 }

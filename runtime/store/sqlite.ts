@@ -9,11 +9,11 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { AuditLog, type AuditLogHooks } from "./_audit_log.ts";
 import {
-  AUDIT_ROWS_PER_INSERT,
-  auditInsertSql,
-  auditRowParams,
   chainHash,
-  type ChainHead,
+  indexAuditLines,
+  insertAuditRows,
+  type Prepare,
+  setAuditLogOffset,
 } from "./_audit_rows.ts";
 import type {
   AgentImage,
@@ -103,8 +103,9 @@ interface _AuditRow {
  * cache entry is only ever served while the store's `cache_gen` (bumped by
  * triggers on every write to those tables, from any connection) is unchanged
  * since it was read, and every write of ours to those tables clears it, so a
- * revocation from anywhere is seen at once. (Not `PRAGMA data_version`: the
- * audit indexer's commits would empty the cache every few milliseconds.)
+ * revocation from anywhere is seen at once. `PRAGMA data_version` only says
+ * when to read `cache_gen` again: it also moves on the audit indexer's
+ * commits, which must not empty the cache.
  */
 /** Longest a commit by another process can go unseen by the read cache. */
 export const FOREIGN_WRITE_WINDOW_MS = 0.25;
@@ -662,7 +663,7 @@ export class SqliteStore implements Store {
 
   // Chain and insert drafts in order; caller provides the transaction.
   #appendAuditRows(drafts: AuditDraft[]): void {
-    _insertAuditRows(this.#s.db, (sql) => this.#q(sql), drafts.map((d) => [JSON.stringify(d), d]));
+    insertAuditRows((sql) => this.#q(sql), drafts.map((d) => [JSON.stringify(d), d]));
   }
 
   /**
@@ -905,59 +906,17 @@ export class SqliteStore implements Store {
   }
 }
 
-/**
- * Number, chain and insert `records` ([draft JSON, draft] in order) after the
- * table's head, and move the head. The caller provides the transaction.
- */
-function _insertAuditRows(
-  db: DatabaseSync,
-  prepare: (sql: string) => StatementSync,
-  records: [string, { actor: string; action: string; decision: string }][],
-): void {
-  const last = prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").get() as
-    | ChainHead
-    | undefined;
-  let head: ChainHead = { seq: last?.seq ?? 0, hash: last?.hash ?? "" };
-  // One INSERT per chunk of rows: running a statement per row costs more than binding it.
-  for (let i = 0; i < records.length; i += AUDIT_ROWS_PER_INSERT) {
-    const chunk = records.slice(i, i + AUDIT_ROWS_PER_INSERT);
-    const params: (string | number)[] = [];
-    for (const [json, draft] of chunk) head = auditRowParams(head, json, draft, params);
-    prepare(auditInsertSql(chunk.length)).run(...params);
-  }
-  // An upsert rewrites only the row's table page; REPLACE would delete and
-  // reinsert, dirtying meta's key index too (one more WAL frame per call).
-  prepare(
-    "INSERT INTO meta (key, value) VALUES ('audit_head', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-  ).run(JSON.stringify(head));
-  void db;
-}
-
 /** The audit log's view of a store connection (used before the store object exists). */
 function _logHooks(db: DatabaseSync): AuditLogHooks {
-  const prepare = (sql: string) => db.prepare(sql);
-  const setOffset = (n: number) =>
-    db.prepare(
-      "INSERT INTO meta (key, value) VALUES ('audit_log_offset', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    ).run(String(n));
+  const prepare: Prepare = (sql) => db.prepare(sql);
   return {
     indexedOffset: () =>
       Number(
-        (db.prepare("SELECT value FROM meta WHERE key = 'audit_log_offset'").get() as
+        (prepare("SELECT value FROM meta WHERE key = 'audit_log_offset'").get() as
           | { value: string }
           | undefined)?.value ?? 0,
       ),
-    index(lines, endOffset) {
-      db.exec("BEGIN IMMEDIATE");
-      try {
-        _insertAuditRows(db, prepare, lines.map((l) => [l, JSON.parse(l)]));
-        setOffset(endOffset);
-        db.exec("COMMIT");
-      } catch (e) {
-        db.exec("ROLLBACK");
-        throw e;
-      }
-    },
-    resetOffset: () => void setOffset(0),
+    index: (lines, endOffset) => indexAuditLines(db, prepare, lines, endOffset),
+    resetOffset: () => setAuditLogOffset(prepare, 0),
   };
 }
