@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { Runtime } from "../runtime/runtime.ts";
 import { DenyingHuman } from "../runtime/providers/scripted.ts";
 import type { Providers } from "../runtime/providers/types.ts";
-import type { CapabilitySpec } from "../runtime/types.ts";
+import type { Capability, CapabilitySpec } from "../runtime/types.ts";
 import { LibosError } from "../runtime/errors.ts";
 
 /** A test environment: temp dir with `ws/` (workspace) and `store.db`. */
@@ -160,4 +160,27 @@ export async function libos(args: string[]): Promise<CliResult> {
   }).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/**
+ * A stored capability row: a live, delegable, host-issued ALLOW for pid 1 with
+ * no expiry or use limit; `fields` names it and sets anything else.
+ */
+export function capRecord(
+  fields: Pick<Capability, "cap_id" | "resource" | "rights" | "created_at"> & Partial<Capability>,
+): Capability {
+  return {
+    subject: 1,
+    constraints: {},
+    issued_by: "host",
+    expires_at: null,
+    delegable: true,
+    revocable: true,
+    effect: "allow",
+    parent_cap_id: null,
+    delegation_depth: 0,
+    uses_remaining: null,
+    status: "active",
+    ...fields,
+  };
 }

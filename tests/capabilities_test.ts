@@ -17,7 +17,7 @@ import {
 import { LibosError } from "../runtime/errors.ts";
 import { ScriptedHuman } from "../runtime/providers/scripted.ts";
 import type { Binding, Capability, CapabilitySpec } from "../runtime/types.ts";
-import { launch, makeEnv, rejectsCode } from "./_helpers.ts";
+import { capRecord, launch, makeEnv, rejectsCode } from "./_helpers.ts";
 
 // ---- local helpers
 
@@ -29,24 +29,13 @@ const NO_BINDING: Binding = { syscall: "filesystem.read", args_hash: "h-none" };
 let _n = 0;
 /** A live host-granted allow capability, with overrides. */
 function mk(resource: string, over: Partial<Capability> = {}): Capability {
-  return {
+  return capRecord({
     cap_id: `cap${++_n}`,
-    subject: 1,
     resource,
     rights: ["read"],
-    constraints: {},
-    issued_by: "host",
-    expires_at: null,
-    delegable: true,
-    revocable: true,
-    effect: "allow",
-    parent_cap_id: null,
-    delegation_depth: 0,
-    uses_remaining: null,
-    status: "active",
     created_at: "2030-01-01T00:00:00.000Z",
     ...over,
-  };
+  });
 }
 
 /** Assert `fn` throws EINVAL whose message starts with `field:`. */

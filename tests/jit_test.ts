@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { accessFlags, deriveAccess } from "../runtime/sandbox/flags.ts";
 import type { Capability, MemoryObject } from "../runtime/types.ts";
-import { cap, type Env, launch, libos, makeEnv, rejectsCode } from "./_helpers.ts";
+import { cap, capRecord, type Env, launch, libos, makeEnv, rejectsCode } from "./_helpers.ts";
 
 // One artifact cache for the whole file: a source is type-checked once.
 const CACHE = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-jit-cache-" }));
@@ -509,24 +509,13 @@ function capObj(
   rights: Capability["rights"],
   extra: Partial<Capability> = {},
 ): Capability {
-  return {
+  return capRecord({
     cap_id: `cap_t${++_capSeq}`,
-    subject: 1,
     resource,
     rights,
-    constraints: {},
-    issued_by: "host",
-    expires_at: null,
-    delegable: true,
-    revocable: true,
-    effect: "allow",
-    parent_cap_id: null,
-    delegation_depth: 0,
-    uses_remaining: null,
-    status: "active",
     created_at: new Date(0).toISOString(),
     ...extra,
-  };
+  });
 }
 
 /** A workspace with files, a subdirectory, and symlinks in and out. */

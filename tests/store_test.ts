@@ -9,7 +9,7 @@ import { parseImage } from "../runtime/images.ts";
 import { Runtime } from "../runtime/runtime.ts";
 import { SqliteStore } from "../runtime/store/sqlite.ts";
 import type { Capability, EffectRecord, MemoryObject, ProcessRecord } from "../runtime/types.ts";
-import { cap, launch, makeEnv, rejectsCode } from "./_helpers.ts";
+import { cap, capRecord, launch, makeEnv, rejectsCode } from "./_helpers.ts";
 
 // ---- local helpers
 
@@ -61,24 +61,13 @@ function procDraft(over: Partial<ProcessRecord> = {}): Omit<ProcessRecord, "pid"
 }
 
 function capRow(capId: string, over: Partial<Capability> = {}): Capability {
-  return {
+  return capRecord({
     cap_id: capId,
-    subject: 1,
     resource: "filesystem:workspace:src/*",
     rights: ["read", "write"],
-    constraints: {},
-    issued_by: "host",
-    expires_at: null,
-    delegable: true,
-    revocable: true,
-    effect: "allow",
-    parent_cap_id: null,
-    delegation_depth: 0,
-    uses_remaining: null,
-    status: "active",
     created_at: T,
     ...over,
-  };
+  });
 }
 
 function objRow(oid: string, over: Partial<MemoryObject> = {}): MemoryObject {
