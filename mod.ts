@@ -23,12 +23,12 @@
  * ```
  * @module
  */
-export { assertStoreOutside, hostProviders, Runtime } from "./runtime/runtime.ts";
-export type { LaunchOptions, RuntimeOptions } from "./runtime/runtime.ts";
+export { assertStoreOutside, hostProviders, Runtime } from "./host/runtime.ts";
+export type { LaunchOptions, RuntimeOptions } from "./host/runtime.ts";
 export { Kernel } from "./runtime/kernel.ts";
 export type { ActiveJournal, Dispatch, ProcessSpec } from "./runtime/kernel.ts";
-export { Scheduler } from "./runtime/scheduler.ts";
-export type { RunReport, StepResult } from "./runtime/scheduler.ts";
+export { Scheduler } from "./host/scheduler.ts";
+export type { RunReport, StepResult } from "./host/scheduler.ts";
 export { SqliteStore } from "./runtime/store/sqlite.ts";
 export type {
   AuditDraft,

@@ -34,7 +34,7 @@
  */
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
-import { Runtime } from "../runtime/runtime.ts";
+import { Runtime } from "../host/runtime.ts";
 import { intFlag, median } from "./_common.ts";
 
 const TARGET_START_RATIO = 1.5;

@@ -34,7 +34,7 @@
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { payloadRef } from "../runtime/canonical.ts";
-import { Runtime } from "../runtime/runtime.ts";
+import { Runtime } from "../host/runtime.ts";
 import { flag, median } from "./_common.ts";
 import { SqliteStore } from "../runtime/store/sqlite.ts";
 import type { AuditDraft } from "../runtime/store/store.ts";

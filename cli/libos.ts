@@ -8,7 +8,7 @@
  */
 import { parseArgs } from "node:util";
 import { basename, dirname } from "node:path";
-import { assertStoreOutside, Runtime } from "../runtime/runtime.ts";
+import { assertStoreOutside, Runtime } from "../host/runtime.ts";
 import { parseGrantFlag } from "../runtime/capabilities.ts";
 import { invalid, LibosError } from "../runtime/errors.ts";
 import { parseImage } from "../runtime/images.ts";

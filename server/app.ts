@@ -22,7 +22,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { createTwoFilesPatch } from "diff";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { isAbsolute, join, relative, sep } from "node:path";
-import type { Runtime } from "../runtime/runtime.ts";
+import type { Runtime } from "../host/runtime.ts";
 import { LibosError } from "../runtime/errors.ts";
 import { guardText, maxLabel, mayFlow, redactionFor } from "../runtime/labels.ts";
 import { payloadRef, sha256 } from "../runtime/canonical.ts";

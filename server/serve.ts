@@ -5,7 +5,7 @@
  * @module
  */
 import { LibosError } from "../runtime/errors.ts";
-import type { Runtime } from "../runtime/runtime.ts";
+import type { Runtime } from "../host/runtime.ts";
 import { createApp } from "./app.ts";
 
 /** Options for {@link serve}. */

@@ -4,7 +4,7 @@
  * @module
  */
 import { join } from "node:path";
-import { Runtime } from "../runtime/runtime.ts";
+import { Runtime } from "../host/runtime.ts";
 import { DenyingHuman } from "../runtime/providers/scripted.ts";
 import type { Providers } from "../runtime/providers/types.ts";
 import type { Capability, CapabilitySpec } from "../runtime/types.ts";

@@ -52,7 +52,7 @@ Deno.test("audit log: a runtime killed right after its calls returned loses no a
   const ws = join(tmp.dir, "ws");
   await Deno.mkdir(ws);
   await Deno.writeTextFile(join(ws, "a.txt"), "A");
-  const runtimeUrl = new URL("../runtime/runtime.ts", import.meta.url).href;
+  const runtimeUrl = new URL("../host/runtime.ts", import.meta.url).href;
   // The indexer usually lags the last calls by a few ms; on a busy machine it
   // can catch up before the kill, so up to three tries must see it lag once.
   let sawUnindexed = false;

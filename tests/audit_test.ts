@@ -11,7 +11,7 @@ import { main } from "../cli/libos.ts";
 import { hashValue } from "../runtime/canonical.ts";
 import { HostFileSystem } from "../runtime/providers/host.ts";
 import { ScriptedHuman } from "../runtime/providers/scripted.ts";
-import { Runtime } from "../runtime/runtime.ts";
+import { Runtime } from "../host/runtime.ts";
 import { auditHash, SqliteStore } from "../runtime/store/sqlite.ts";
 import type { Store } from "../runtime/store/store.ts";
 import type { AuditRecord, EffectRecord } from "../runtime/types.ts";

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { Runtime } from "../runtime/runtime.ts";
+import { Runtime } from "../host/runtime.ts";
 import { cap, launch, makeEnv, rejectsCode } from "./_helpers.ts";
 
 Deno.test("hardening: a tainted process cannot smuggle its secret into audit targets or events", async () => {

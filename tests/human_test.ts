@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { canonicalJson, hashValue, sha256 } from "../runtime/canonical.ts";
-import { Runtime } from "../runtime/runtime.ts";
+import { Runtime } from "../host/runtime.ts";
 import { QueueHuman, ScriptedModel } from "../runtime/providers/scripted.ts";
 import type { ClockProvider, ModelProvider } from "../runtime/providers/types.ts";
 import type { Capability, HumanRequestRecord, ProcessRecord } from "../runtime/types.ts";

@@ -6,8 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Runtime } from "../runtime/runtime.ts";
-import type { StepResult } from "../runtime/scheduler.ts";
+import { Runtime } from "../host/runtime.ts";
+import type { StepResult } from "../host/scheduler.ts";
 import { cap, type Env, launch, makeEnv, rejectsCode } from "./_helpers.ts";
 
 // ---------------------------------------------------------------- local helpers

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { parseImage } from "../runtime/images.ts";
-import { Runtime } from "../runtime/runtime.ts";
+import { Runtime } from "../host/runtime.ts";
 import { SqliteStore } from "../runtime/store/sqlite.ts";
 import type { Capability, EffectRecord, MemoryObject, ProcessRecord } from "../runtime/types.ts";
 import { cap, capRecord, launch, makeEnv, rejectsCode } from "./_helpers.ts";

@@ -8,24 +8,24 @@ import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "nod
 import { syscall } from "../primitives/mod.ts";
 import { applyDecision } from "../primitives/authorize.ts";
 import { BUILTIN_TOOL_NAMES } from "../tools/builtin.ts";
-import { parseCapabilitySpec } from "./capabilities.ts";
-import { invalid, LibosError } from "./errors.ts";
-import { parseImage } from "./images.ts";
-import { Kernel } from "./kernel.ts";
-import { HostClock, HostFileSystem, HostShell } from "./providers/host.ts";
-import { DenyingHuman, parseScript, ScriptedModel } from "./providers/scripted.ts";
-import { HostSandbox } from "./sandbox/provider.ts";
-import type { HumanAnswer, Providers } from "./providers/types.ts";
+import { parseCapabilitySpec } from "../runtime/capabilities.ts";
+import { invalid, LibosError } from "../runtime/errors.ts";
+import { parseImage } from "../runtime/images.ts";
+import { Kernel } from "../runtime/kernel.ts";
+import { HostClock, HostFileSystem, HostShell } from "../runtime/providers/host.ts";
+import { DenyingHuman, parseScript, ScriptedModel } from "../runtime/providers/scripted.ts";
+import { HostSandbox } from "../runtime/sandbox/provider.ts";
+import type { HumanAnswer, Providers } from "../runtime/providers/types.ts";
 import { type RunReport, Scheduler, type StepResult } from "./scheduler.ts";
-import { SqliteStore } from "./store/sqlite.ts";
-import type { Store } from "./store/store.ts";
+import { SqliteStore } from "../runtime/store/sqlite.ts";
+import type { Store } from "../runtime/store/store.ts";
 import type {
   AgentImage,
   CapabilitySpec,
   HumanRequestRecord,
   HumanRequestStatus,
   ProcessRecord,
-} from "./types.ts";
+} from "../runtime/types.ts";
 
 /** How to open a runtime. */
 export interface RuntimeOptions {

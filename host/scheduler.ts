@@ -7,11 +7,11 @@
  */
 import { syscall } from "../primitives/mod.ts";
 import { BUILTIN_TOOLS, runBuiltin } from "../tools/builtin.ts";
-import { payloadRef } from "./canonical.ts";
-import { LibosError, toLibosError } from "./errors.ts";
-import type { Kernel } from "./kernel.ts";
-import { isTerminal } from "./lifecycle.ts";
-import type { PendingAction, ProcessRecord } from "./types.ts";
+import { payloadRef } from "../runtime/canonical.ts";
+import { LibosError, toLibosError } from "../runtime/errors.ts";
+import type { Kernel } from "../runtime/kernel.ts";
+import { isTerminal } from "../runtime/lifecycle.ts";
+import type { PendingAction, ProcessRecord } from "../runtime/types.ts";
 
 /** What a tool step produced (also stored as a `tool_result` object). */
 export type StepResult =
