@@ -194,11 +194,13 @@ const validate: Primitive = {
         source: p.source,
         description: p.description,
         checks,
+        warnings: art.warnings,
       },
       derived_from: [cand.oid],
       created_by: call.proc.pid,
     });
-    return { oid, name: p.name, sha256: art.sha256, checks };
+    // Warnings (style lint findings) never refuse; they travel with the result.
+    return { oid, name: p.name, sha256: art.sha256, checks, warnings: art.warnings };
   },
 };
 
@@ -211,8 +213,11 @@ const register: Primitive = {
     await authorize(call, { resource: call.target, right: "write" });
     // Only the registering process's table changes; children get it only by delegation.
     const ref: JitToolRef = { sha256: p.sha256, artifact: art.oid };
-    await call.k.saveProcess(call.proc.pid, {
-      jit_tools: { ...call.proc.jit_tools, [p.name]: ref },
+    // Read and write the table in one transaction: two registrations in flight
+    // at once must both land (the snapshot taken when the call began may be stale).
+    await call.k.atomically(async (k) => {
+      const cur = await k.process(call.proc.pid);
+      await k.saveProcess(call.proc.pid, { jit_tools: { ...cur.jit_tools, [p.name]: ref } });
     });
     return { name: p.name, sha256: p.sha256 };
   },

@@ -4,7 +4,7 @@
  * tool's code until its own tests run, and those run in the same sandbox.
  * @module
  */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { sha256 } from "../canonical.ts";
 import { LibosError } from "../errors.ts";
 import { PermissionBroker } from "./broker.ts";
@@ -23,8 +23,90 @@ export interface Artifact {
   toolPath: string;
   /** Checks that passed, in order. */
   checks: string[];
+  /** Findings that do not refuse the tool (style lint rules), shown with the validation result. */
+  warnings: ValidationWarning[];
 }
 
+/** A lint finding that does not refuse a tool. */
+export interface ValidationWarning {
+  /** The lint rule (`no-explicit-any`, ...). */
+  rule: string;
+  /** What it found, naming the tool as `tool.ts`. */
+  message: string;
+  /** 1-based line in tool.ts. */
+  line: number;
+}
+
+/**
+ * Lint rules that refuse a tool: each finds code that is wrong when it runs
+ * (a comparison that is always false, a reassigned constant, a missing
+ * `super()`), never a matter of style. Every other rule only warns: a model's
+ * `any`, an `async` without `await` or an unused local is not a reason to deny
+ * a correct tool. Safety never rests on lint: the sandbox contains whatever
+ * passes.
+ */
+export const REFUSING_LINT_RULES: ReadonlySet<string> = new Set([
+  "constructor-super",
+  "for-direction",
+  "getter-return",
+  "no-async-promise-executor",
+  "no-await-in-sync-fn",
+  "no-class-assign",
+  "no-compare-neg-zero",
+  "no-cond-assign",
+  "no-const-assign",
+  "no-delete-var",
+  "no-deprecated-deno-api",
+  "no-dupe-args",
+  "no-dupe-class-members",
+  "no-dupe-else-if",
+  "no-dupe-keys",
+  "no-duplicate-case",
+  "no-empty-character-class",
+  "no-ex-assign",
+  "no-func-assign",
+  "no-global-assign",
+  "no-import-assign",
+  "no-invalid-regexp",
+  "no-misused-new",
+  "no-new-symbol",
+  "no-obj-calls",
+  "no-self-assign",
+  "no-setter-return",
+  "no-shadow-restricted-names",
+  "no-this-before-super",
+  "no-unsafe-finally",
+  "no-unsafe-negation",
+  "no-window",
+  "no-window-prefix",
+  "no-with",
+  "require-yield",
+  "use-isnan",
+  "valid-typeof",
+]);
+
+/**
+ * The type check is strict, with `catch (e) { e.message }` allowed (a style
+ * choice, not a bug). TypeScript's 7000-range diagnostics (implicit `any`:
+ * untyped `run(args, libos)`, `obj[key]` on `{}`, no return on some path)
+ * come back as warnings; every other type error refuses.
+ */
+const _CHECK_CONFIG = JSON.stringify({
+  compilerOptions: { strict: true, useUnknownInCatchVariables: false },
+});
+
+/** TypeScript diagnostics that only warn (the implicit-any family, TS7xxx). */
+export function isWarningDiagnostic(code: string): boolean {
+  return /^TS7\d{3}$/.test(code);
+}
+
+/** `TSnnnn [ERROR]: message ... at tool.ts:L:C` blocks of `deno check` output. */
+function _typeDiagnostics(text: string): ValidationWarning[] {
+  const out: ValidationWarning[] = [];
+  const re = /(TS\d+) \[ERROR\]: ([^\n]*)[\s\S]*?\bat [^\n]*?:(\d+):\d+/g;
+  for (const m of text.matchAll(re)) out.push({ rule: m[1], message: m[2], line: Number(m[3]) });
+  return out;
+}
 /** What a JIT-capable runtime needs from its host. */
 export interface SandboxProvider {
   /** Validate `source` (size, parse, imports, `run` export, type check, lint) and cache its artifact. */
@@ -37,6 +119,14 @@ export interface SandboxProvider {
 
 const CLIENT = new URL("../../tools/jit/libos.ts", import.meta.url).pathname;
 const CHECK_TIMEOUT_MS = 60_000;
+
+/**
+ * Checkers name files by absolute path or file URL; a refusal names the tool
+ * `tool.ts` and no host path (the cache, the store, the checkout).
+ */
+function _scrub(text: string, work: string): string {
+  return text.replaceAll(`file://${work}/`, "").replaceAll(`${work}/`, "").replaceAll(work, ".");
+}
 
 function _fail(stage: string, message: string): LibosError {
   return new LibosError("EINVAL", `jit.validate: ${stage}: ${message}`);
@@ -51,7 +141,9 @@ export class HostSandbox implements SandboxProvider {
 
   /** Artifacts live under `cacheDir` (created if missing). */
   constructor(cacheDir: string) {
-    this.#cacheDir = cacheDir;
+    // Absolute once: every path derived from it (module specifiers, cwd of the
+    // checkers, what refusals scrub) must not depend on the current directory.
+    this.#cacheDir = resolve(cacheDir);
   }
 
   async prepare(source: string): Promise<Artifact> {
@@ -62,23 +154,35 @@ export class HostSandbox implements SandboxProvider {
     const dir = join(this.#cacheDir, hash);
     const report = join(dir, "validated.json");
     try {
-      const checks = JSON.parse(await Deno.readTextFile(report)).checks as string[];
-      return { sha256: hash, dir, toolPath: join(dir, "tool.ts"), checks };
+      const done = JSON.parse(await Deno.readTextFile(report));
+      return {
+        sha256: hash,
+        dir,
+        toolPath: join(dir, "tool.ts"),
+        checks: done.checks,
+        warnings: done.warnings ?? [],
+      };
     } catch { /* not cached yet */ }
-    const work = `${dir}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+    await Deno.mkdir(this.#cacheDir, { recursive: true });
+    // Real: the checkers print real paths, and refusals must scrub them.
+    const work = join(
+      await Deno.realPath(this.#cacheDir),
+      `${hash}.tmp-${crypto.randomUUID().slice(0, 8)}`,
+    );
     await Deno.mkdir(join(work, "home"), { recursive: true });
     await Deno.mkdir(join(work, "deno_dir"), { recursive: true });
     try {
       await Deno.writeTextFile(join(work, "tool.ts"), source);
       await Deno.copyFile(CLIENT, join(work, "libos.ts"));
-      const checks = await this.#check(work);
+      const { checks, warnings } = await this.#check(work);
       // The checks' own cache (the type checker's ~2.5 MB V8 code cache among
       // it) stays out of the run-time DENO_DIR: every call's child would
       // otherwise replay that SQLite WAL at start-up before running anything.
       await Deno.remove(join(work, "check_deno_dir"), { recursive: true }).catch(() => {});
+      await Deno.remove(join(work, "check.json")).catch(() => {});
       await Deno.writeTextFile(
         join(work, "validated.json"),
-        JSON.stringify({ sha256: hash, checks }),
+        JSON.stringify({ sha256: hash, checks, warnings }),
       );
       try {
         await Deno.rename(work, dir);
@@ -86,14 +190,14 @@ export class HostSandbox implements SandboxProvider {
         // Another caller validated the same source first; theirs is identical.
         await Deno.remove(work, { recursive: true });
       }
-      return { sha256: hash, dir, toolPath: join(dir, "tool.ts"), checks };
+      return { sha256: hash, dir, toolPath: join(dir, "tool.ts"), checks, warnings };
     } catch (e) {
       await Deno.remove(work, { recursive: true }).catch(() => {});
       throw e;
     }
   }
 
-  async #check(work: string): Promise<string[]> {
+  async #check(work: string): Promise<{ checks: string[]; warnings: ValidationWarning[] }> {
     const info = JSON.parse(
       (await this.#deno(work, [
         "info",
@@ -111,7 +215,7 @@ export class HostSandbox implements SandboxProvider {
     }[])
       .find((m) => m.specifier.endsWith("/tool.ts"));
     if (!root) throw _fail("parse", "tool.ts was not analysed");
-    if (root.error) throw _fail("parse", root.error.split("\n")[0]);
+    if (root.error) throw _fail("parse", _scrub(root.error, work).split("\n")[0]);
     for (const d of root.dependencies ?? []) {
       // Only `import type ... from "./libos.ts"`: erased at run time, so the graph is the tool alone.
       if (d.specifier === "./libos.ts" && d.code === undefined) continue;
@@ -141,16 +245,77 @@ export class HostSandbox implements SandboxProvider {
     if (!decl || (decl.kind !== "function" && !fnVariable)) {
       throw _fail("exports", "tool has no `export async function run(args, libos)`");
     }
-    await this.#deno(
-      work,
-      ["check", "--no-config", "--no-remote", "--no-npm", "tool.ts"],
-      "type check",
-    );
-    await this.#deno(work, ["lint", "--no-config", "tool.ts"], "lint");
-    return ["size", "parse", "imports", "exports", "type check", "lint"];
+    const typeWarnings = await this.#typeCheck(work);
+    const warnings = [...typeWarnings, ...await this.#lint(work)].slice(0, 100);
+    return { checks: ["size", "parse", "imports", "exports", "type check", "lint"], warnings };
   }
 
-  async #deno(cwd: string, args: string[], stage: string): Promise<{ stdout: string }> {
+  /** Type errors refuse; implicit-any diagnostics come back as warnings. */
+  async #typeCheck(work: string): Promise<ValidationWarning[]> {
+    await Deno.writeTextFile(join(work, "check.json"), _CHECK_CONFIG);
+    const out = await this.#deno(
+      work,
+      ["check", "--config", "check.json", "--no-lock", "--no-remote", "--no-npm", "tool.ts"],
+      "type check",
+      { allowFailure: true },
+    );
+    if (out.success) return [];
+    const report = _scrub(out.stdout, work) + out.stderr;
+    const found = _typeDiagnostics(report);
+    const errors = found.filter((d) => !isWarningDiagnostic(d.rule));
+    if (found.length === 0 || errors.length) {
+      const shown = errors.length
+        ? errors.slice(0, 6).map((d) => `tool.ts:${d.line}: ${d.rule}: ${d.message}`).join(" | ")
+        : report.split("\n").filter((l) => l.trim()).slice(0, 6).join(" | ");
+      throw _fail("type check", shown.slice(0, 600));
+    }
+    return found;
+  }
+
+  /** Lint findings: refusing rules fail validation, the rest come back as warnings. */
+  async #lint(work: string): Promise<ValidationWarning[]> {
+    // deno lint exits 1 whenever it finds anything; the JSON report says what.
+    const { stdout } = await this.#deno(
+      work,
+      ["lint", "--no-config", "--json", "tool.ts"],
+      "lint",
+      {
+        allowFailure: true,
+      },
+    );
+    let report: {
+      diagnostics?: { code: string; message: string; range?: { start?: { line?: number } } }[];
+      errors?: { message: string }[];
+    };
+    try {
+      report = JSON.parse(stdout);
+    } catch {
+      throw _fail("lint", "deno lint gave no report");
+    }
+    if (report.errors?.length) {
+      throw _fail("lint", _scrub(report.errors[0].message, work).split("\n")[0].slice(0, 300));
+    }
+    const found: ValidationWarning[] = (report.diagnostics ?? []).map((d) => ({
+      rule: d.code,
+      message: _scrub(d.message, work).slice(0, 300),
+      line: d.range?.start?.line ?? 0,
+    }));
+    const refusing = found.filter((w) => REFUSING_LINT_RULES.has(w.rule));
+    if (refusing.length) {
+      throw _fail(
+        "lint",
+        refusing.slice(0, 6).map((w) => `tool.ts:${w.line}: ${w.rule}: ${w.message}`).join(" | "),
+      );
+    }
+    return found.slice(0, 100);
+  }
+
+  async #deno(
+    cwd: string,
+    args: string[],
+    stage: string,
+    opts: { allowFailure?: boolean } = {},
+  ): Promise<{ stdout: string; stderr: string; success: boolean }> {
     const child = new Deno.Command(Deno.execPath(), {
       args,
       cwd,
@@ -173,14 +338,18 @@ export class HostSandbox implements SandboxProvider {
     const out = await child.output();
     clearTimeout(timer);
     const dec = new TextDecoder();
-    if (!out.success) {
-      const text = (dec.decode(out.stderr) + dec.decode(out.stdout)).replaceAll(cwd, ".").trim();
+    if (!out.success && !opts.allowFailure) {
+      const text = _scrub(dec.decode(out.stderr) + dec.decode(out.stdout), cwd).trim();
       throw _fail(
         stage,
         text.split("\n").filter((l) => l.trim()).slice(0, 6).join(" | ").slice(0, 600),
       );
     }
-    return { stdout: dec.decode(out.stdout) };
+    return {
+      stdout: dec.decode(out.stdout),
+      stderr: _scrub(dec.decode(out.stderr), cwd),
+      success: out.success,
+    };
   }
 
   async run(req: SandboxRequest, useBroker: boolean): Promise<SandboxOutcome> {
