@@ -60,7 +60,7 @@ export {
 } from "./runtime/providers/scripted.ts";
 export { HostClock, HostFileSystem, HostShell } from "./runtime/providers/host.ts";
 export { HostSandbox, MAX_TOOL_SOURCE } from "./runtime/sandbox/provider.ts";
-export type { Artifact, SandboxProvider } from "./runtime/sandbox/provider.ts";
+export type { Artifact, SandboxProvider, ValidationWarning } from "./runtime/sandbox/provider.ts";
 export { DEFAULT_LIMITS } from "./runtime/sandbox/launcher.ts";
 export type { SandboxLimits, SandboxOutcome, SandboxRequest } from "./runtime/sandbox/launcher.ts";
 export type { PermissionHandler } from "./runtime/sandbox/broker.ts";

@@ -7,7 +7,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { basename, dirname } from "node:path";
+import { basename, dirname, resolve } from "node:path";
 import { assertStoreOutside, Runtime } from "../host/runtime.ts";
 import { parseGrantFlag } from "../runtime/capabilities.ts";
 import { invalid, LibosError } from "../runtime/errors.ts";
@@ -37,6 +37,37 @@ const USAGE = `usage:
   libos effects --store FILE [--json]
   libos tool run TOOL.ts --workspace DIR [--grant RESOURCE=RIGHT,RIGHT]... [--args JSON] [--timeout-ms N] [--store FILE] [--json]
   libos serve [--store FILE] [--port N] [--hostname 127.0.0.1|::1|localhost]`;
+
+/** What each command does, for `libos --help` and `libos COMMAND --help`. */
+const _ABOUT: Record<string, string> = {
+  run: "launch an image as a new root process and run it until it ends or waits for a human",
+  resume: "run a stored process again (after a human decision or a restart)",
+  human: "list pending human requests, or approve or deny one",
+  audit: "print the audit trail, or verify its hash chain (--verify)",
+  ps: "print the process tree",
+  caps: "print a process's capabilities",
+  events: "print the event log",
+  effects: "print the effect ledger",
+  tool: "validate and run one JIT tool in a fresh process holding exactly the given grants",
+  serve: "serve the HTTP API and the web console on loopback",
+};
+
+function _help(cmd?: string): string {
+  if (cmd === undefined) {
+    const about = Object.entries(_ABOUT).map(([c, a]) => `  ${c.padEnd(8)} ${a}`).join("\n");
+    return `libos: the Agent libOS command line\n\n${USAGE}\n\ncommands:\n${about}\n\n` +
+      `the store defaults to ${DEFAULT_STORE}; libos COMMAND --help for one command; libos --version`;
+  }
+  const lines = USAGE.split("\n").filter((l) =>
+    l.startsWith(`  libos ${cmd} `) || l === `  libos ${cmd}`
+  );
+  return `libos ${cmd}: ${_ABOUT[cmd]}\n\nusage:\n${lines.join("\n")}`;
+}
+
+async function _version(): Promise<string> {
+  const meta = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  return `libos ${meta.version} (deno ${Deno.version.deno}, v8 ${Deno.version.v8}, typescript ${Deno.version.typescript})`;
+}
 
 /** Processes the CLI lets run at once (a slow tool step does not stall the others). */
 export const CLI_CONCURRENCY = 4;
@@ -101,9 +132,7 @@ async function _run(args: string[]): Promise<number> {
   const script = parseScript(await _readJson(values.script, "script"));
   const grants = (values.grant ?? []).map(parseGrantFlag);
   const human = await _humanMode(values.human ?? "deny");
-  const storePath = values.store ?? DEFAULT_STORE;
-  await assertStoreOutside(storePath, values.workspace);
-  await Deno.mkdir(dirname(storePath), { recursive: true });
+  const storePath = await _newStore(values.store, values.workspace);
   const rt = await Runtime.open({
     store: storePath,
     providers: { human },
@@ -252,12 +281,37 @@ async function _human(args: string[]): Promise<number> {
   }
 }
 
+/**
+ * A store a command only reads or acts on (`ps`, `audit`, `resume`, `human`):
+ * it must exist. Returned absolute.
+ */
 async function _existingStore(path: string | undefined): Promise<string> {
-  const file = path ?? DEFAULT_STORE;
+  const file = resolve(path ?? DEFAULT_STORE);
   try {
     await Deno.stat(file);
   } catch {
-    throw invalid("--store", `'${file}' does not exist`);
+    throw invalid("--store", `'${path ?? DEFAULT_STORE}' does not exist`);
+  }
+  return file;
+}
+
+/**
+ * A store a command may create (`run`, `tool run`, `serve`), returned
+ * absolute. The default store's directory is created (mode 0700) on first
+ * use; an explicit `--store` must name an existing directory. Checked to be
+ * outside `workspace` before anything is created.
+ */
+async function _newStore(path: string | undefined, workspace?: string): Promise<string> {
+  const file = resolve(path ?? DEFAULT_STORE);
+  if (workspace !== undefined) await assertStoreOutside(file, workspace);
+  if (path === undefined) {
+    await Deno.mkdir(dirname(file), { recursive: true, mode: 0o700 });
+    return file;
+  }
+  try {
+    if (!(await Deno.stat(dirname(file))).isDirectory) throw new Error();
+  } catch {
+    throw invalid("--store", `directory of '${path}' does not exist`);
   }
   return file;
 }
@@ -442,9 +496,7 @@ async function _tool(args: string[]): Promise<number> {
   }
   const grants = (values.grant ?? []).map(parseGrantFlag);
   const name = _toolName(positionals[0]);
-  const storePath = values.store ?? DEFAULT_STORE;
-  await assertStoreOutside(storePath, values.workspace);
-  await Deno.mkdir(dirname(storePath), { recursive: true });
+  const storePath = await _newStore(values.store, values.workspace);
   const rt = await Runtime.open({ store: storePath, providers: { human: new ConsoleHuman() } });
   let result: { ok: true; value: unknown } | {
     ok: false;
@@ -506,7 +558,7 @@ async function _serve(args: string[]): Promise<number> {
   if (!["127.0.0.1", "::1", "localhost"].includes(hostname)) {
     throw invalid("--hostname", "must be a loopback address (127.0.0.1, ::1 or localhost)");
   }
-  const file = await _existingStore(values.store);
+  const file = await _newStore(values.store);
   const rt = await Runtime.open({
     store: file,
     providers: { human: new QueueHuman() },
@@ -541,6 +593,18 @@ export const DEFAULT_PORT = 8471;
 /** Run the CLI with `args`; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   const [cmd, ...rest] = args;
+  if (cmd === "--help" || cmd === "-h" || cmd === "help") {
+    console.log(_help(cmd === "help" && rest[0] && _ABOUT[rest[0]] ? rest[0] : undefined));
+    return 0;
+  }
+  if (cmd === "--version" || cmd === "-V") {
+    console.log(await _version());
+    return 0;
+  }
+  if (cmd && Object.hasOwn(_ABOUT, cmd) && (rest.includes("--help") || rest.includes("-h"))) {
+    console.log(_help(cmd));
+    return 0;
+  }
   try {
     switch (cmd) {
       case "run":

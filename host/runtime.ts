@@ -93,16 +93,24 @@ export class Runtime {
 
   /** Open a runtime and recover what a crashed one left behind. */
   static async open(options: RuntimeOptions): Promise<Runtime> {
-    const store = typeof options.store === "string"
-      ? SqliteStore.open(options.store)
-      : options.store;
-    const onDisk = typeof options.store === "string" && options.store !== ":memory:";
-    const tempCache = options.jitCacheDir || onDisk
+    // Absolute once, here: the JIT cache, the audit log and every module
+    // specifier derived from them must not depend on the current directory.
+    const storePath = typeof options.store === "string" && options.store !== ":memory:"
+      ? resolve(options.store)
+      : null;
+    const store = typeof options.store !== "string"
+      ? options.store
+      : SqliteStore.open(storePath ?? options.store);
+    const tempCache = options.jitCacheDir || storePath
       ? null
       : await Deno.makeTempDir({ prefix: "libos-jit-" });
-    const cacheDir = options.jitCacheDir ?? tempCache ?? `${options.store}.jit`;
+    const cacheDir = resolve(options.jitCacheDir ?? tempCache ?? `${storePath}.jit`);
     const providers = { ...hostProviders(cacheDir), ...options.providers };
     const kernel = new Kernel(store, providers, BUILTIN_TOOL_NAMES);
+    kernel.setHostRoots([
+      ...(storePath ? [{ path: dirname(storePath), name: "<store>" }] : []),
+      { path: cacheDir, name: "<jit-cache>" },
+    ]);
     const rt = new Runtime(kernel, tempCache, options.concurrency ?? 1);
     rt.#role = options.role ?? "scheduler";
     if (rt.#role === "scheduler") {
@@ -280,11 +288,18 @@ export async function assertStoreOutside(storePath: string, workspace: string): 
   if (storePath === ":memory:") return;
   const ws = await _realDir(workspace);
   const abs = resolve(storePath);
-  let dir: string;
-  try {
-    dir = await Deno.realPath(dirname(abs));
-  } catch {
-    throw invalid("--store", `directory of '${storePath}' does not exist`);
+  // The store's directory may not exist yet (the default one is created on
+  // first use): resolve its deepest existing ancestor and append the rest.
+  let dir = dirname(abs);
+  const missing: string[] = [];
+  for (;;) {
+    try {
+      dir = join(await Deno.realPath(dir), ...missing);
+      break;
+    } catch {
+      missing.unshift(basename(dir));
+      dir = dirname(dir);
+    }
   }
   const rel = relative(ws, join(dir, basename(abs)));
   if (!(rel === ".." || rel.startsWith(".." + sep) || isAbsolute(rel))) {

@@ -90,7 +90,7 @@ export async function syscall(
     if (!_LIVE.has(call.proc.status)) {
       throw new LibosError("ESTATE", `${name}: process ${pid} is ${call.proc.status}`);
     }
-    const ref = payloadRef(args, redactionFor(call.proc.taint));
+    const ref = _hidePreview(call, payloadRef(args, redactionFor(call.proc.taint)));
     inputRef = ref;
     if (ref.size > MAX_ARGS_CHARS) {
       throw invalid(name, `arguments larger than ${MAX_ARGS_CHARS} bytes`);
@@ -129,7 +129,7 @@ export async function syscall(
       action: name,
       target: _guard(call, call.target),
       input_refs: inputRef,
-      output_refs: payloadRef(value, redactionFor(call.resultLabel)),
+      output_refs: _hidePreview(call, payloadRef(value, redactionFor(call.resultLabel))),
       capability_refs: call.capRefs,
       decision: "allow",
       reason: call.capRefs.length
@@ -178,16 +178,22 @@ export async function syscall(
  * could carry what it read: above `normal` it is kept as a label and a hash only.
  */
 function _guard(call: Call, text: string): string {
-  return call.proc ? guardText(call.proc.taint, text) : text;
+  const shown = call.k.hidePaths(text, call.proc?.workspace);
+  return call.proc ? guardText(call.proc.taint, shown) : shown;
 }
 
-/** Host errors name absolute paths; an agent sees workspace-relative ones. */
+/**
+ * Previews are audit text: host paths in them (an absolute path an agent
+ * passed, a path a JIT tool's permission check named) are hidden too. The
+ * hash and size stay those of the real payload.
+ */
+function _hidePreview<T extends { preview: string }>(call: Call, ref: T): T {
+  const preview = call.k.hidePaths(ref.preview, call.proc?.workspace);
+  return preview === ref.preview ? ref : { ...ref, preview };
+}
+
+/** Host errors name absolute paths; an agent sees workspace-relative ones and no other host path. */
 function _hideHostPaths(call: Call, err: LibosError): LibosError {
-  const ws = call.proc?.workspace;
-  if (!ws || !err.message.includes(ws)) return err;
-  return new LibosError(
-    err.code,
-    err.message.replaceAll(ws + "/", "").replaceAll(ws, "."),
-    err.wait,
-  );
+  const message = call.k.hidePaths(err.message, call.proc?.workspace);
+  return message === err.message ? err : new LibosError(err.code, message, err.wait);
 }

@@ -6,6 +6,7 @@
  */
 import { parseCapabilitySpec } from "./capabilities.ts";
 import { LibosError } from "./errors.ts";
+import { CODE_ROOT, hideHostPaths, type HostRoot, hostRoots } from "./host_paths.ts";
 import { assertTransition, isTerminal } from "./lifecycle.ts";
 import type { Providers } from "./providers/types.ts";
 import type { AuditDraft, Store } from "./store/store.ts";
@@ -76,6 +77,7 @@ interface _Shared {
   usage: Map<number, Usage>;
   idCounter: number;
   idPrefix: string;
+  hostRoots: HostRoot[];
 }
 
 /** The kernel: state and services, no policy. */
@@ -103,6 +105,7 @@ export class Kernel {
         usage: new Map(),
         idCounter: 0,
         idPrefix: crypto.randomUUID().slice(0, 8),
+        hostRoots: hostRoots([{ path: CODE_ROOT, name: "<libos>" }]),
       };
   }
 
@@ -121,6 +124,19 @@ export class Kernel {
    */
   get rootsConfirmed(): Map<string, number> {
     return this.#shared.rootsConfirmed;
+  }
+
+  /**
+   * Host directories no agent-facing text may name (the store's directory,
+   * the JIT cache), besides the runtime's own code, which is always hidden.
+   */
+  setHostRoots(paths: { path: string; name: string }[]): void {
+    this.#shared.hostRoots = hostRoots([{ path: CODE_ROOT, name: "<libos>" }, ...paths]);
+  }
+
+  /** `text` with host paths hidden: `workspace` paths made relative, other roots named. */
+  hidePaths(text: string, workspace?: string): string {
+    return hideHostPaths(text, this.#shared.hostRoots, workspace);
   }
 
   /** Install the syscall table's entry point (done once by the runtime). */

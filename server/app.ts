@@ -144,8 +144,38 @@ function _int(
   return Number(raw);
 }
 
+/** A registered JIT tool as shown: its name, hash, the checks it passed and its warnings. */
+interface _JitToolView {
+  name: string;
+  sha256: string;
+  checks: string[];
+  warnings: { rule: string; message: string; line: number }[];
+}
+
+/** The JIT tools of `p`, with the validation result stored in each artifact. */
+async function _jitTools(store: Runtime["kernel"]["store"], p: ProcessRecord) {
+  const out: _JitToolView[] = [];
+  for (const [name, ref] of Object.entries(p.jit_tools)) {
+    const art = await store.getObject(ref.artifact);
+    const payload = (art?.payload ?? {}) as Partial<_JitToolView>;
+    // Warnings quote the tool's source: shown only when its label is within `normal`.
+    const shown = art !== null && mayFlow(art.label, "normal");
+    out.push({
+      name,
+      sha256: ref.sha256,
+      checks: payload.checks ?? [],
+      warnings: shown ? payload.warnings ?? [] : [],
+    });
+  }
+  return out;
+}
+
 /** What the API shows of a process (no goal, prompt or pending arguments: they may be labelled). */
-function _process(p: ProcessRecord, pending: number): Record<string, unknown> {
+function _process(
+  p: ProcessRecord,
+  pending: number,
+  jitTools: _JitToolView[] = [],
+): Record<string, unknown> {
   return {
     pid: p.pid,
     ppid: p.ppid,
@@ -159,6 +189,7 @@ function _process(p: ProcessRecord, pending: number): Record<string, unknown> {
     usage: p.usage,
     pending_tool: p.pending?.tool ?? null,
     pending_requests: pending,
+    jit_tools: jitTools,
     exit_code: p.exit_code,
     exit_reason: p.exit_reason === null ? null : guardText(p.taint, p.exit_reason),
     created_at: p.created_at,
@@ -397,7 +428,11 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
     for (const r of await store.listHumanRequests({ status: "pending" })) {
       pending.set(r.pid, (pending.get(r.pid) ?? 0) + 1);
     }
-    return c.json({ processes: procs.map((p) => _process(p, pending.get(p.pid) ?? 0)) });
+    const shown = [];
+    for (const p of procs) {
+      shown.push(_process(p, pending.get(p.pid) ?? 0, await _jitTools(store, p)));
+    }
+    return c.json({ processes: shown });
   });
 
   // ---- human requests

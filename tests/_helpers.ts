@@ -140,8 +140,8 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Run `libos ARGS...` as a real subprocess with the task's permissions. */
-export async function libos(args: string[]): Promise<CliResult> {
+/** Run `libos ARGS...` as a real subprocess with the task's permissions (in `cwd` if given). */
+export async function libos(args: string[], opts: { cwd?: string } = {}): Promise<CliResult> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -154,6 +154,7 @@ export async function libos(args: string[]): Promise<CliResult> {
       _CLI,
       ...args,
     ],
+    cwd: opts.cwd,
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1" },

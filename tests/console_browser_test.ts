@@ -92,6 +92,19 @@ async function scenario(): Promise<void> {
   await env.rt.runUntilIdle();
   assert.equal((await env.rt.process(proc.pid)).status, "waiting_human");
 
+  // A process that wrote itself a JIT tool in a model's loose style: it validates with warnings.
+  const maker = await env.rt.launch({
+    image: { name: "toolmaker", tools: [] },
+    workspace: env.ws,
+    grants: [{ resource: "tool:loose", rights: ["write"] }],
+  });
+  const source = "export async function run(args: any) {\n  return args.x;\n}\n";
+  const cand = await env.rt.syscall(maker.pid, "jit.propose", { name: "loose", source }) as {
+    oid: string;
+  };
+  const art = await env.rt.syscall(maker.pid, "jit.validate", { oid: cand.oid }) as { oid: string };
+  await env.rt.syscall(maker.pid, "jit.register", { oid: art.oid });
+
   const srv = await serve(env.rt, { port: 0, tokenFile: `${env.storePath}.token` });
   // The first ask (src/util.py) is answered over the API; the agent then asks for src/app.py.
   const [first] = await env.rt.humanRequests();
@@ -136,8 +149,11 @@ async function scenario(): Promise<void> {
     await card.locator(".diff .d-hunk").first().waitFor();
     // The process tree and a verified audit chain.
     await page.locator("#procs .proc", { hasText: "waiting_human" }).waitFor();
-    await page.locator("#procs .proc", { hasText: "exited" }).waitFor();
+    await page.locator('#procs .proc[data-pid="2"]', { hasText: "exited" }).waitFor();
     await page.locator("#verify.ok", { hasText: "Audit chain verified" }).waitFor();
+    // The JIT tool with the warnings its validation returned.
+    await page.locator("#procs .jit-warnings li", { hasText: "no-explicit-any" }).waitFor();
+    await page.locator("#procs .jit-tools", { hasText: "JIT loose" }).waitFor();
     await page.locator("#audit .rec", { hasText: "human.ask" }).first().waitFor();
     await page.locator("#recent .decision", { hasText: HTTP_DECIDER }).waitFor();
     // The token left the address bar and never went into a URL.
@@ -158,7 +174,7 @@ async function scenario(): Promise<void> {
     // The console shows the decision in the audit, live, and the card is gone.
     await page.locator("#audit .rec.by-human", { hasText: HTTP_DECIDER }).waitFor();
     await card.waitFor({ state: "detached" });
-    await page.locator("#procs .proc", { hasText: "exited" }).nth(1).waitFor();
+    await page.locator(`#procs .proc[data-pid="${proc.pid}"]`, { hasText: "exited" }).waitFor();
     const decisions = await env.rt.kernel.store.listAudit({ action: "human.decide" });
     assert.deepEqual(decisions.map((r) => [r.actor, r.decision]), [
       [HTTP_DECIDER, "allow"],

@@ -233,8 +233,10 @@ async function accessRecords(
 ): Promise<AuditRecord[]> {
   const ws = ctx.env.ws + "/";
   const want = part.startsWith(ws) ? `filesystem:workspace:${part.slice(ws.length)}` : part;
+  // The audit names no host path: the store's directory and the JIT cache appear as placeholders.
+  const shown = ctx.env.rt.kernel.hidePaths(part, ctx.env.ws);
   return (await auditOf(ctx, { action: "sandbox.access", decision })).filter((r) =>
-    r.target.includes(want) || r.target.includes(part)
+    r.target.includes(want) || r.target.includes(shown)
   );
 }
 

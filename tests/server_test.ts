@@ -927,3 +927,26 @@ Deno.test("server: libos serve prints the console URL and the token file and ser
   assert.equal(bad.code, 2);
   assert.match(new TextDecoder().decode(bad.stderr), /--hostname/);
 });
+
+Deno.test("server: the processes API lists each process's JIT tools with their validation warnings", async () => {
+  await using env = await queueEnv();
+  const pid = await launch(env, [{ resource: "tool:loose", rights: ["write"] }]);
+  const source = `export async function run(args: any) {\n  return args.x;\n}\n`;
+  const c = await env.rt.syscall(pid, "jit.propose", { name: "loose", source }) as { oid: string };
+  const a = await env.rt.syscall(pid, "jit.validate", { oid: c.oid }) as { oid: string };
+  await env.rt.syscall(pid, "jit.register", { oid: a.oid });
+  const { app, stop } = appFor(env);
+  try {
+    const body = await json(await app.request("/api/processes", { headers: AUTH }));
+    const proc = (body.processes as { pid: number; jit_tools: unknown[] }[])
+      .find((p) => p.pid === pid)!;
+    const tools = proc.jit_tools as { name: string; warnings: { rule: string; line: number }[] }[];
+    assert.equal(tools.length, 1);
+    assert.equal(tools[0].name, "loose");
+    const rules = tools[0].warnings.map((w) => w.rule).sort();
+    assert.deepEqual(rules, ["no-explicit-any", "require-await"]);
+    assert.equal(tools[0].warnings[0].line, 1);
+  } finally {
+    stop.abort();
+  }
+});

@@ -306,6 +306,30 @@ async function loadRecent() {
 
 // ---------------------------------------------------------------- processes
 
+/** A process's JIT tools: each with its warnings (style findings that did not refuse it). */
+function jitTools(tools) {
+  return el(
+    "ul",
+    { class: "jit-tools" },
+    tools.map((t) =>
+      el(
+        "li",
+        {},
+        el("span", { class: "jit-name" }, `JIT ${t.name}`),
+        " ",
+        pill(t.warnings.length ? `${t.warnings.length} warnings` : "no warnings", "jit"),
+        t.warnings.length
+          ? el(
+            "ul",
+            { class: "jit-warnings" },
+            t.warnings.map((w) => el("li", {}, `tool.ts:${w.line} ${w.rule}: ${w.message}`)),
+          )
+          : null,
+      )
+    ),
+  );
+}
+
 async function loadProcesses() {
   const { processes } = await api("/api/processes");
   $("proc-count").textContent = String(processes.length);
@@ -340,6 +364,7 @@ async function loadProcesses() {
               p.exit_reason ? ` (${p.exit_reason})` : "",
               p.pending_tool && !p.status.startsWith("exit") ? ` · next: ${p.pending_tool}` : "",
             ),
+            p.jit_tools.length ? jitTools(p.jit_tools) : null,
           ),
           children.has(p.pid) ? branch(children.get(p.pid)) : null,
         )
