@@ -647,4 +647,11 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  // `deno task libos` runs in the project's directory; the task passes the
+  // directory the user typed the command in, so relative paths (and the
+  // default store) mean what they meant there.
+  const cwd = Deno.env.get("LIBOS_CWD");
+  if (cwd) Deno.chdir(cwd);
+  Deno.exit(await main(Deno.args));
+}

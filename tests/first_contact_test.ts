@@ -258,3 +258,43 @@ Deno.test("host paths: no refusal, syscall error, audit text or event names the 
   assert.ok(messages.some((m) => /tool\.ts:1: no-self-assign/.test(m)), messages.join("\n"));
   assert.ok(messages.some((m) => /'\.\/other\.ts' is imported/.test(m)));
 });
+
+Deno.test("cli: deno task libos resolves paths and the default store from the directory it was typed in", async () => {
+  const root = await tempDir("libos-task-");
+  try {
+    await Deno.mkdir(join(root, "ws"));
+    await Deno.writeTextFile(join(root, "ws", "notes.txt"), "1\n2\n3\n4");
+    await Deno.writeTextFile(join(root, "count.ts"), COUNT_LINES);
+    const config = new URL("../deno.json", import.meta.url).pathname;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "task",
+        "--config",
+        config,
+        "libos",
+        "tool",
+        "run",
+        "count.ts",
+        "--workspace",
+        "ws",
+        "--grant",
+        "filesystem:workspace:notes.txt=read",
+        "--args",
+        '{"path":"notes.txt"}',
+        "--json",
+      ],
+      cwd: root,
+      // As typed in a fresh shell: deno task itself says where (INIT_CWD), nobody before it.
+      clearEnv: true,
+      env: { NO_COLOR: "1", PATH: Deno.env.get("PATH") ?? "", HOME: Deno.env.get("HOME") ?? "" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.deepEqual(JSON.parse(stdout.trim().split("\n").at(-1)!), { ok: true, value: 4 });
+    assert.ok((await Deno.stat(join(root, ".libos", "libos.db"))).isFile);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
