@@ -1,0 +1,223 @@
+/**
+ * `openai:<model>`: Chat Completions with function tools through the official
+ * `openai` SDK. Works against api.openai.com and any OpenAI-compatible server
+ * (Ollama, vLLM, llama.cpp server, LM Studio) at a base URL the host chose.
+ * @module
+ */
+import OpenAI from "openai";
+import {
+  type ChatCallOptions,
+  type ChatEndpoint,
+  ChatError,
+  type ChatMessage,
+  type ChatProvider,
+  type ChatReply,
+  type ChatRequest,
+  ReplyBuilder,
+  retryAfterMs,
+  withoutSecret,
+} from "./chat.ts";
+
+/** OpenAI's own endpoint, named explicitly so no environment variable can move it. */
+export const OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1";
+
+type _Msg = OpenAI.Chat.Completions.ChatCompletionMessageParam;
+
+function _messages(req: ChatRequest): _Msg[] {
+  const out: _Msg[] = [];
+  if (req.system) out.push({ role: "system", content: req.system });
+  for (const m of req.messages as ChatMessage[]) {
+    if (m.role === "user") out.push({ role: "user", content: m.content });
+    else if (m.role === "tool") {
+      out.push({ role: "tool", tool_call_id: m.tool_call_id, content: m.content });
+    } else {
+      out.push({
+        role: "assistant",
+        content: m.content || null,
+        ...(m.tool_calls?.length
+          ? {
+            tool_calls: m.tool_calls.map((c) => ({
+              id: c.id,
+              type: "function" as const,
+              function: { name: c.name, arguments: c.arguments },
+            })),
+          }
+          : {}),
+      });
+    }
+  }
+  return out;
+}
+
+function _finish(reason: string | null | undefined): string {
+  switch (reason) {
+    case "stop":
+      return "stop";
+    case "tool_calls":
+    case "function_call":
+      return "tool_calls";
+    case "length":
+      return "length";
+    case "content_filter":
+      return "refusal";
+    default:
+      return reason ? "other" : "stop";
+  }
+}
+
+/** Map an SDK error to a {@link ChatError} (never echoing the key). */
+export function openaiError(e: unknown, key: string | undefined, aborted: boolean): ChatError {
+  const msg = (m: string) => withoutSecret(m, key).slice(0, 500);
+  if (aborted || e instanceof OpenAI.APIUserAbortError) {
+    return new ChatError("timeout", "request timed out");
+  }
+  if (e instanceof OpenAI.APIConnectionTimeoutError) {
+    return new ChatError("timeout", "request timed out");
+  }
+  if (e instanceof OpenAI.APIConnectionError) {
+    return new ChatError("connection", msg(`connection failed: ${e.message}`));
+  }
+  if (e instanceof OpenAI.APIError) {
+    const status = e.status ?? null;
+    const kind = status === 429
+      ? "rate_limit"
+      : status !== null && status >= 500
+      ? "server"
+      : "client";
+    return new ChatError(
+      kind,
+      msg(`HTTP ${status}: ${e.message}`),
+      status,
+      retryAfterMs(e.headers),
+    );
+  }
+  if (e instanceof ChatError) return e;
+  return new ChatError("protocol", msg(`unreadable reply: ${String((e as Error)?.message ?? e)}`));
+}
+
+/** Chat Completions through the `openai` SDK. */
+export class OpenAIChat implements ChatProvider {
+  /** Provider name. */
+  readonly name = "openai";
+  #endpoint: ChatEndpoint;
+
+  /** Connect to `endpoint` (key from `endpoint.keyVar` in this process's environment). */
+  constructor(endpoint: Partial<ChatEndpoint> = {}) {
+    this.#endpoint = {
+      baseUrl: endpoint.baseUrl ?? null,
+      keyVar: endpoint.keyVar ?? "OPENAI_API_KEY",
+    };
+  }
+
+  async complete(req: ChatRequest, opts: ChatCallOptions): Promise<ChatReply> {
+    const key = Deno.env.get(this.#endpoint.keyVar) || undefined;
+    if (!key && this.#endpoint.baseUrl === null) {
+      throw new ChatError(
+        "client",
+        `${this.#endpoint.keyVar} is not set in the runtime's environment`,
+      );
+    }
+    const client = new OpenAI({
+      // A local server needs no key; the SDK insists on one, so it gets a placeholder.
+      apiKey: key ?? "no-key",
+      baseURL: this.#endpoint.baseUrl ?? OPENAI_DEFAULT_BASE_URL,
+      maxRetries: 0,
+      organization: null,
+      project: null,
+    });
+    const body = {
+      model: req.model,
+      messages: _messages(req),
+      ...(req.tools.length
+        ? {
+          tools: req.tools.map((t) => ({
+            type: "function" as const,
+            function: { name: t.name, description: t.description, parameters: t.parameters },
+          })),
+        }
+        : {}),
+      // OpenAI's own API wants max_completion_tokens; compatible servers know max_tokens.
+      ...(this.#endpoint.baseUrl === null
+        ? { max_completion_tokens: req.max_output_tokens }
+        : { max_tokens: req.max_output_tokens }),
+    };
+    try {
+      if (opts.stream || opts.onText) return await this.#streamed(client, body, opts);
+      const res = await client.chat.completions.create({ ...body, stream: false }, {
+        signal: opts.signal,
+      });
+      const choice = res.choices?.[0];
+      if (!choice) throw new ChatError("protocol", "reply has no choices");
+      const b = new ReplyBuilder(opts.limits);
+      const m = choice.message;
+      b.addText(m.content ?? m.refusal ?? "");
+      (m.tool_calls ?? []).forEach((c, i) => {
+        const call = b.call(i);
+        call.id = c.id;
+        if (c.type === "function") {
+          call.name = c.function.name;
+          b.addArguments(i, c.function.arguments ?? "");
+        }
+      });
+      return {
+        text: b.text,
+        tool_calls: b.toolCalls(),
+        usage: {
+          input_tokens: res.usage?.prompt_tokens ?? 0,
+          output_tokens: res.usage?.completion_tokens ?? 0,
+        },
+        finish_reason: m.refusal ? "refusal" : _finish(choice.finish_reason),
+        model: res.model ?? req.model,
+      };
+    } catch (e) {
+      throw openaiError(e, key, opts.signal.aborted);
+    }
+  }
+
+  async #streamed(
+    client: OpenAI,
+    body: OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming,
+    opts: ChatCallOptions,
+  ): Promise<ChatReply> {
+    const stream = await client.chat.completions.create({
+      ...body,
+      stream: true,
+      stream_options: { include_usage: true },
+    }, { signal: opts.signal });
+    const b = new ReplyBuilder(opts.limits);
+    let finish: string | null = null;
+    let refusal = false;
+    let model = body.model;
+    const usage = { input_tokens: 0, output_tokens: 0 };
+    for await (const chunk of stream) {
+      if (chunk.model) model = chunk.model;
+      if (chunk.usage) {
+        usage.input_tokens = chunk.usage.prompt_tokens ?? 0;
+        usage.output_tokens = chunk.usage.completion_tokens ?? 0;
+      }
+      const choice = chunk.choices?.[0];
+      if (!choice) continue;
+      const d = choice.delta ?? {};
+      const text = d.content ?? d.refusal ?? "";
+      if (d.refusal) refusal = true;
+      if (text) {
+        b.addText(text);
+        opts.onText?.(text);
+      }
+      for (const tc of d.tool_calls ?? []) {
+        const call = b.call(tc.index);
+        if (tc.id) call.id = tc.id;
+        if (tc.function?.name) call.name += tc.function.name;
+        if (tc.function?.arguments) b.addArguments(tc.index, tc.function.arguments);
+      }
+      if (choice.finish_reason) finish = choice.finish_reason;
+    }
+    return {
+      text: b.text,
+      tool_calls: b.toolCalls(),
+      usage,
+      finish_reason: refusal ? "refusal" : _finish(finish),
+      model,
+    };
+  }
+}
