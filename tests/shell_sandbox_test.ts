@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { cap, capRecord, type Env, launch, libos, makeEnv, rejectsCode } from "./_helpers.ts";
+import { createApp } from "../server/app.ts";
 import { HostShell } from "../runtime/providers/host.ts";
 import { ScriptedHuman } from "../runtime/providers/scripted.ts";
 import type { HumanAnswer } from "../runtime/providers/types.ts";
@@ -706,4 +707,27 @@ Deno.test("shell sandbox: a bad shell_sandbox policy names the field", async () 
     );
     assert.match(e.message, /policy\.shell_sandbox/);
   }
+});
+
+Deno.test("shell sandbox: ps and the console show which processes run commands unsandboxed", async () => {
+  await using env = await makeEnv();
+  await launch(env, [], { policy: { shell: "always_allow" } });
+  await launch(env, [], { policy: { shell: "always_allow", shell_sandbox: "none" } });
+  const json = JSON.parse((await libos(["ps", "--store", env.storePath, "--json"])).stdout);
+  assert.deepEqual(json.map((p: { shell_sandbox: string }) => p.shell_sandbox), ["bwrap", "none"]);
+  const text = (await libos(["ps", "--store", env.storePath])).stdout.split("\n");
+  assert.match(text[1], /\tshell=bwrap$/);
+  assert.match(text[2], /\tshell=none\(UNSAFE\)$/);
+  const token = "t".repeat(32);
+  const app = createApp(env.rt, { token });
+  const res = await app.request("/api/processes", {
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  const { processes } = await res.json();
+  assert.deepEqual(processes.map((p: { shell_sandbox: string }) => p.shell_sandbox), [
+    "bwrap",
+    "none",
+  ]);
+  const js = await Deno.readTextFile(new URL("../server/console/console.js", import.meta.url));
+  assert.match(js, /shell_sandbox === "none"/, "the console marks unsandboxed processes");
 });
