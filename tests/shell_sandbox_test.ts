@@ -266,44 +266,53 @@ const INTERPRETERS: {
   },
 ];
 
-for (const it of INTERPRETERS) {
-  Deno.test(`shell sandbox: an approved ${it.name} cannot write or read outside its capabilities`, async () => {
-    const human = approver();
-    await using env = await userEnv(human);
-    const pid = await launch(env, [...USER_CAPS, sh(it.name)], {
-      policy: { shell: "always_allow" },
-    });
-    const out = join(env.root, `${it.name}-pwned`);
-    const code = (k: string) =>
-      it.code[k].replace("{OUT!r}", `'${out}'`).replace(
-        "{OUT}",
-        it.name === "sh" ? out : `'${out}'`,
-      );
-    const results: Record<string, RunResult> = {};
-    for (const k of Object.keys(it.code)) results[k] = await run(env, pid, it.argv(code(k)));
-    // Every one of them was put to the human (inline code), and approved.
-    assert.equal(human.asked.length, Object.keys(it.code).length);
-    assert.equal(await exists(out), false, "wrote outside the workspace");
-    assert.equal(
-      await exists(join(env.ws, `src/${it.name === "python3" ? "py" : it.name}.txt`)),
-      false,
-    );
-    for (const k of ["readOutside", "readDenied", "readAsked"]) {
-      assert.notEqual(results[k].code, 0, `${k}: ${results[k].stdout}`);
-    }
-    const printed = Object.values(results).map((r) => r.stdout + r.stderr).join("\n");
-    for (const leak of [SECRET, OUTSIDE, ASKED]) assert.ok(!printed.includes(leak), leak);
-    // The rest of the workspace is not there: only what a capability binds.
-    const listing = results.list.stdout;
-    assert.equal(results.list.code, 0, results.list.stderr);
-    for (const name of ["src", "out"]) assert.ok(listing.includes(name), listing);
-    for (const name of ["rest", "asked.txt"]) assert.ok(!listing.includes(name), listing);
-    const stored = await storeText(env);
-    for (const leak of [SECRET, OUTSIDE, ASKED]) {
-      assert.ok(!stored.includes(leak), `store: ${leak}`);
-    }
+/** Every attack of one interpreter, each approved by the human; none may get through. */
+async function approvedInterpreterIsConfined(name: string): Promise<void> {
+  const it = INTERPRETERS.find((i) => i.name === name)!;
+  const human = approver();
+  await using env = await userEnv(human);
+  const pid = await launch(env, [...USER_CAPS, sh(it.name)], {
+    policy: { shell: "always_allow" },
   });
+  const out = join(env.root, `${it.name}-pwned`);
+  const code = (k: string) =>
+    it.code[k].replace("{OUT!r}", `'${out}'`).replace(
+      "{OUT}",
+      it.name === "sh" ? out : `'${out}'`,
+    );
+  const results: Record<string, RunResult> = {};
+  for (const k of Object.keys(it.code)) results[k] = await run(env, pid, it.argv(code(k)));
+  // Every one of them was put to the human (inline code), and approved.
+  assert.equal(human.asked.length, Object.keys(it.code).length);
+  assert.equal(await exists(out), false, "wrote outside the workspace");
+  assert.equal(
+    await exists(join(env.ws, `src/${it.name === "python3" ? "py" : it.name}.txt`)),
+    false,
+  );
+  for (const k of ["readOutside", "readDenied", "readAsked"]) {
+    assert.notEqual(results[k].code, 0, `${k}: ${results[k].stdout}`);
+  }
+  const printed = Object.values(results).map((r) => r.stdout + r.stderr).join("\n");
+  for (const leak of [SECRET, OUTSIDE, ASKED]) assert.ok(!printed.includes(leak), leak);
+  // The rest of the workspace is not there: only what a capability binds.
+  const listing = results.list.stdout;
+  assert.equal(results.list.code, 0, results.list.stderr);
+  for (const name of ["src", "out"]) assert.ok(listing.includes(name), listing);
+  for (const name of ["rest", "asked.txt", ".env"]) assert.ok(!listing.includes(name), listing);
+  const stored = await storeText(env);
+  for (const leak of [SECRET, OUTSIDE, ASKED]) {
+    assert.ok(!stored.includes(leak), `store: ${leak}`);
+  }
 }
+
+Deno.test("shell sandbox: an approved python3 cannot write or read outside its capabilities", () =>
+  approvedInterpreterIsConfined("python3"));
+
+Deno.test("shell sandbox: an approved node cannot write or read outside its capabilities", () =>
+  approvedInterpreterIsConfined("node"));
+
+Deno.test("shell sandbox: an approved sh cannot write or read outside its capabilities", () =>
+  approvedInterpreterIsConfined("sh"));
 
 Deno.test("shell sandbox: a masked file cannot be unmounted, and the name is all that shows", async () => {
   await using env = await userEnv(approver());
