@@ -604,8 +604,29 @@ Deno.test("shell sandbox: a DENY on a path that does not exist yet keeps it from
     assert.notEqual((await run(env, pid, ["touch", f])).code, 0, f);
     assert.equal(await exists(join(env.ws, f)), false, f);
   }
-  // Existing entries next to it stay writable.
-  assert.equal((await run(env, pid, ["touch", "sub/a.txt"])).code, 0);
+  // Existing entries next to it stay writable, and what is written there is audited.
+  const r = await run(env, pid, ["touch", "sub/a.txt"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.writes.map((w) => [w.path, w.change]), [["sub/a.txt", "changed"]]);
+  // The same one level down only: the root stays writable, the sealed directory is
+  // read-only inside a read-write mount, and its entries are audited all the same.
+  const deep = await launch(
+    env,
+    [fsCap("*", "read", "write"), deny("sub/hook", "write"), sh("sh")],
+    {
+      policy: { shell: "always_allow" },
+    },
+  );
+  await Deno.writeTextFile(
+    join(env.ws, "edit.sh"),
+    "echo b >> sub/a.txt\ntouch top.txt\ntouch sub/hook\n",
+  );
+  const d = await run(env, deep, ["sh", "edit.sh"]);
+  assert.equal(await exists(join(env.ws, "sub/hook")), false);
+  assert.deepEqual(d.writes.map((w) => [w.path, w.change]), [
+    ["sub/a.txt", "changed"],
+    ["top.txt", "created"],
+  ]);
 });
 
 // ---------------------------------------------------------------- limits

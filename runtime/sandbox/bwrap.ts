@@ -63,9 +63,9 @@ export interface BwrapPlan {
   args: string[];
   /** Workspace mounts, parents before children. */
   mounts: WorkspaceMount[];
-  /** Roots of the read-write mounts (the write audit walks these). */
+  /** The read-write mounts (the write audit walks each). */
   writable: string[];
-  /** Paths below writable roots that are other mounts (the write audit skips them). */
+  /** Every mount point: a walk stops at any but its own root. */
   excluded: string[];
 }
 
@@ -327,11 +327,10 @@ export function planSandbox(view: ShellView, cwd: string): BwrapPlan {
   if (holder?.kind === "skeleton" && holder.path !== cwd) args.push("--dir", cwd);
   for (const p of remountRo) args.push("--remount-ro", p);
   args.push("--remount-ro", "/", "--chdir", cwd);
-  const rw = mounts.filter((m) => m.kind === "rw").map((m) => m.path);
-  const writable = rw.filter((p) => !rw.some((o) => _strictlyInside(o, p)));
-  const excluded = mounts.filter((m) => m.kind !== "rw" && writable.some((w) => _inside(w, m.path)))
-    .map((m) => m.path);
-  return { args, mounts, writable, excluded };
+  // Every read-write mount is walked from its own root, and every walk stops at any
+  // other mount (a mask, a read-only overlay, or a read-write mount walked by itself).
+  const writable = mounts.filter((m) => m.kind === "rw").map((m) => m.path);
+  return { args, mounts, writable, excluded: mounts.map((m) => m.path) };
 }
 
 /** The ENOSYS a sandboxed run gets on a host without bubblewrap (or prlimit). */

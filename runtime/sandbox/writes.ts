@@ -56,10 +56,11 @@ function _state(path: string, i: Deno.FileInfo): _State {
 }
 
 /**
- * Walk `roots` (real paths) without following symlinks, skipping `excluded`
- * paths, and stop after `limit` entries (then `complete` is false). A
- * directory root is walked, not listed itself (it is a mount point: it can be
- * neither created nor deleted); a file root is listed.
+ * Walk `roots` (real paths) without following symlinks, never entering an
+ * `excluded` path other than the root being walked, and stop after `limit`
+ * entries (then `complete` is false). A directory root is walked, not listed
+ * itself (it is a mount point: it can be neither created nor deleted); a file
+ * root is listed.
  */
 export function snapshot(roots: string[], excluded: string[], limit: number): Snapshot {
   const entries = new Map<string, _State>();
