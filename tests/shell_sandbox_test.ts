@@ -446,6 +446,30 @@ Deno.test("shell sandbox: /proc/1/root and /proc/self/cwd lead nowhere outside",
   assert.ok(Number(ps.stdout.trim()) < 10, ps.stdout);
 });
 
+Deno.test("shell sandbox: kernel settings under /proc/sys are read-only to a command", async () => {
+  // The command's uid is the runtime's (root here) in a user namespace: without a read-only
+  // /proc it could write global sysctls (core_pattern runs a program as host root).
+  // `test -w` asks the kernel without writing anything.
+  await using env = await userEnv(approver());
+  const pid = await launch(env, [...USER_CAPS, sh("sh")], { policy: { shell: "always_allow" } });
+  const files = [
+    "/proc/sys/kernel/core_pattern",
+    "/proc/sys/kernel/modprobe",
+    "/proc/sys/vm/drop_caches",
+    "/proc/sys/fs/protected_symlinks",
+    "/proc/sysrq-trigger",
+  ];
+  const r = await run(env, pid, [
+    "sh",
+    "-c",
+    `for f in ${
+      files.join(" ")
+    }; do [ -w "$f" ] && echo "writable $f"; done; cat /proc/sys/kernel/ostype`,
+  ]);
+  assert.ok(!r.stdout.includes("writable"), r.stdout);
+  assert.match(r.stdout, /Linux/, "procfs is there, readable");
+});
+
 Deno.test("shell sandbox: symlinks in the workspace that point out lead nowhere", async () => {
   await using env = await userEnv();
   const outdir = join(env.root, "outdir");

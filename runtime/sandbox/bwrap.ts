@@ -11,8 +11,8 @@
  *   (an empty, unopenable entry of the same name: `/dev/null` on a `nodev`
  *   mount for a file, an empty mode-000 read-only tmpfs for a directory), and
  *   everything else in the workspace and outside it absent;
- * - a fresh `/proc`, a minimal `/dev`, a private `/tmp` (HOME), no network,
- *   no capabilities, no new user namespaces, its own pid namespace.
+ * - a fresh, read-only `/proc`, a minimal `/dev`, a private `/tmp` (HOME), no
+ *   network, no capabilities, no new user namespaces, its own pid namespace.
  *
  * bwrap resolves a bind source when it mounts it, so a concurrent writer that
  * swaps a granted directory for a symlink could otherwise widen a mount: a
@@ -290,7 +290,10 @@ function _systemArgs(): string[] {
     else if (st.isDirectory) args.push("--ro-bind", `/${d}`, `/${d}`);
   }
   for (const e of ETC_ENTRIES) args.push("--ro-bind-try", `/etc/${e}`, `/etc/${e}`);
-  args.push("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp");
+  // The command's uid is the runtime's own in a user namespace (root when the runtime is
+  // root): with /proc writable it could set global sysctls (kernel.core_pattern runs a
+  // program as host root) although it holds no capability. Read-only, /proc cannot.
+  args.push("--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev", "--tmpfs", "/tmp");
   return args;
 }
 
