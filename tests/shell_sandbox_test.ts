@@ -470,6 +470,40 @@ Deno.test("shell sandbox: kernel settings under /proc/sys are read-only to a com
   assert.match(r.stdout, /Linux/, "procfs is there, readable");
 });
 
+Deno.test("shell sandbox: a command cannot make a set-user-ID or set-group-ID file", async () => {
+  // A command's uid is the runtime's (root here): a setuid file it left in the workspace
+  // would be a setuid-root program on the host for whoever runs it.
+  await using env = await userEnv(approver());
+  const pid = await launch(env, [...USER_CAPS, sh("chmod"), sh("python3"), sh("sh")], {
+    policy: { shell: "always_allow" },
+  });
+  await Deno.writeTextFile(join(env.ws, "out/t"), "#!/bin/sh\necho hi\n");
+  await Deno.chmod(join(env.ws, "out/t"), 0o755);
+  for (const mode of ["u+s", "g+s", "4755", "6755"]) {
+    const r = await run(env, pid, ["chmod", mode, "out/t"]);
+    assert.notEqual(r.code, 0, `chmod ${mode}: ${r.stderr}`);
+  }
+  await run(env, pid, [
+    "python3",
+    "-c",
+    "import os\nfor p, m in (('out/u', 0o4755), ('out/v', 0o2755)):\n" +
+    "  try: os.close(os.open(p, os.O_CREAT | os.O_WRONLY, m))\n  except OSError as e: print(e)\n" +
+    "try: os.chmod('out/t', 0o4755)\nexcept OSError as e: print(e)",
+  ]);
+  await run(env, pid, [
+    "sh",
+    "-c",
+    "install -m 4755 out/t out/w; cp -p /usr/bin/passwd out/x",
+  ]);
+  for await (const e of Deno.readDir(join(env.ws, "out"))) {
+    const mode = (await Deno.lstat(join(env.ws, "out", e.name))).mode! & 0o7777;
+    assert.equal(mode & 0o6000, 0, `out/${e.name} has mode ${mode.toString(8)}`);
+  }
+  // Ordinary modes still work.
+  assert.equal((await run(env, pid, ["chmod", "750", "out/t"])).code, 0);
+  assert.equal((await Deno.lstat(join(env.ws, "out/t"))).mode! & 0o7777, 0o750);
+});
+
 Deno.test("shell sandbox: symlinks in the workspace that point out lead nowhere", async () => {
   await using env = await userEnv();
   const outdir = join(env.root, "outdir");

@@ -5,6 +5,7 @@
  */
 import { LibosError } from "../errors.ts";
 import { checkedCommand, noSandbox, planSandbox, SANDBOX_PATH } from "../sandbox/bwrap.ts";
+import { noSetIdFilter } from "../sandbox/seccomp.ts";
 import { diffSnapshots, snapshot } from "../sandbox/writes.ts";
 import type {
   ClockProvider,
@@ -94,7 +95,7 @@ export class HostShell implements ShellProvider {
   }
 
   sandboxAvailable(): boolean {
-    return this.#bwrap !== null && PRLIMIT !== null;
+    return this.#bwrap !== null && PRLIMIT !== null && SECCOMP !== null;
   }
 
   async run(argv: string[], o: ShellRunOptions): Promise<ShellResult> {
@@ -121,6 +122,9 @@ export class HostShell implements ShellProvider {
         `--fsize=${l.fileSizeBytes}`,
         "--",
         this.#bwrap!,
+        // The filter arrives on stdin, which then ends: the command reads end of file.
+        "--seccomp",
+        "0",
         ...plan.args,
         "--",
         ...checkedCommand(plan, argv),
@@ -128,13 +132,17 @@ export class HostShell implements ShellProvider {
       cwd: "/",
       clearEnv: true,
       env: {},
-      stdin: "null",
+      stdin: "piped",
       stdout: "piped",
       stderr: "piped",
     });
+    const child = cmd.spawn();
+    const stdin = child.stdin.getWriter();
+    await stdin.write(SECCOMP!).catch(() => {});
+    await stdin.close().catch(() => {});
     // prlimit execs bwrap in place: killing this pid kills bwrap, and bwrap's
     // death (--die-with-parent) ends the sandbox's pid namespace, every process in it.
-    const out = await _collect(cmd.spawn(), o, (child) => _kill(child));
+    const out = await _collect(child, o, (c) => _kill(c));
     const after = snapshot(plan.writable, plan.excluded, 2 * sb.maxWritableEntries);
     return {
       ...out,
@@ -172,6 +180,7 @@ export class HostShell implements ShellProvider {
 
 const BWRAP_PATHS = ["/usr/bin/bwrap", "/bin/bwrap"];
 const PRLIMIT = _firstFile(["/usr/bin/prlimit", "/bin/prlimit"]);
+const SECCOMP = noSetIdFilter();
 
 function _firstFile(paths: string[]): string | null {
   return paths.find((p) => {

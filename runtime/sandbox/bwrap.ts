@@ -336,13 +336,13 @@ export function planSandbox(view: ShellView, cwd: string): BwrapPlan {
   return { args, mounts, writable, excluded: mounts.map((m) => m.path) };
 }
 
-/** The ENOSYS a sandboxed run gets on a host without bubblewrap (or prlimit). */
+/** The ENOSYS a sandboxed run gets on a host without bubblewrap (or prlimit, or a known arch). */
 export function noSandbox(): LibosError {
   return new LibosError(
     "ENOSYS",
     "shell.run: no OS sandbox on this host: install the Debian package 'bubblewrap' " +
-      '(and util-linux for prlimit), or set the image policy "shell_sandbox": "none" ' +
-      "(unsafe: commands then run with the runtime's own OS permissions)",
+      "(and util-linux for prlimit; x86_64 or aarch64), or set the image policy " +
+      '"shell_sandbox": "none" (unsafe: commands then run with the runtime\'s own OS permissions)',
   );
 }
 
