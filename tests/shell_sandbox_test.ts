@@ -504,6 +504,31 @@ Deno.test("shell sandbox: a command cannot make a set-user-ID or set-group-ID fi
   assert.equal((await Deno.lstat(join(env.ws, "out/t"))).mode! & 0o7777, 0o750);
 });
 
+Deno.test("shell sandbox: the kernel keyrings of the runtime's user are out of reach", async () => {
+  // Same uid as the runtime, so without a filter a command would share its user keyrings.
+  await using env = await userEnv(approver());
+  const pid = await launch(env, [...USER_CAPS, sh("python3")], {
+    policy: { shell: "always_allow" },
+  });
+  const r = await run(env, pid, [
+    "python3",
+    "-c",
+    "import ctypes, os, platform\n" +
+    "nr = {'x86_64': 250, 'aarch64': 219}[platform.machine()]\n" +
+    "libc = ctypes.CDLL(None, use_errno=True)\n" +
+    "r = libc.syscall(nr, 0, -4, 0)\n" + // KEYCTL_GET_KEYRING_ID of the user keyring
+    "print(r, os.strerror(ctypes.get_errno()) if r < 0 else 'keyring reached')",
+  ]);
+  assert.match(r.stdout, /^-1 Function not implemented/, r.stdout + r.stderr);
+  // Nor are their names listed.
+  const keys = await run(env, pid, [
+    "python3",
+    "-c",
+    "try: print(open('/proc/keys').read())\nexcept OSError as e: print('refused', e)",
+  ]);
+  assert.ok(!keys.stdout.includes("_uid"), keys.stdout);
+});
+
 Deno.test("shell sandbox: symlinks in the workspace that point out lead nowhere", async () => {
   await using env = await userEnv();
   const outdir = join(env.root, "outdir");

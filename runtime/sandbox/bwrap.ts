@@ -293,7 +293,9 @@ function _systemArgs(): string[] {
   // The command's uid is the runtime's own in a user namespace (root when the runtime is
   // root): with /proc writable it could set global sysctls (kernel.core_pattern runs a
   // program as host root) although it holds no capability. Read-only, /proc cannot.
-  args.push("--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev", "--tmpfs", "/tmp");
+  // /proc/keys would list the names of that uid's keys (the key syscalls are filtered).
+  args.push("--proc", "/proc", "--ro-bind", "/dev/null", "/proc/keys", "--remount-ro", "/proc");
+  args.push("--dev", "/dev", "--tmpfs", "/tmp");
   return args;
 }
 

@@ -1,14 +1,16 @@
 /**
  * A seccomp filter for sandboxed commands: no set-user-ID or set-group-ID
- * file. A command runs as the runtime's own uid in a user namespace; when the
- * runtime is root, a file it makes setuid in a writable workspace path would
- * be a setuid-root program on the host for anyone who runs it. So every
- * syscall that sets a file mode (chmod family, open/creat/mknod with a mode)
- * is refused with EPERM when the mode has S_ISUID or S_ISGID, and the
- * syscalls whose mode a filter cannot see (openat2's struct, io_uring) are
- * ENOSYS (libc and runtimes fall back to plain openat). Syscalls of another
- * ABI (i386 through `int 0x80`, x32) are refused outright: they would reach
- * chmod under other numbers.
+ * file, no kernel keyrings. A command runs as the runtime's own uid in a user
+ * namespace; when the runtime is root, a file it makes setuid in a writable
+ * workspace path would be a setuid-root program on the host for anyone who
+ * runs it. So every syscall that sets a file mode (chmod family, open, creat,
+ * mknod with a mode) is refused with EPERM when the mode has S_ISUID or
+ * S_ISGID, and the syscalls whose mode a filter cannot see (openat2's struct,
+ * io_uring) are ENOSYS (libc and runtimes fall back to plain openat). The
+ * kernel keyrings of that uid are the runtime's, so the key syscalls are
+ * ENOSYS too (as in Docker's default profile). Syscalls of another ABI (i386
+ * through `int 0x80`, x32) are refused outright: they would reach chmod under
+ * other numbers.
  *
  * Handed to bwrap as `--seccomp 0`: the program's bytes on the command's
  * stdin, which is then closed (the command reads end of file).
@@ -39,7 +41,8 @@ const _X86_64: _Arch = {
     fchmodat: [268, 2],
     fchmodat2: [452, 2],
   },
-  nosys: [425, 426, 427, 437], // io_uring_setup, _enter, _register; openat2
+  // io_uring_setup, _enter, _register; openat2; add_key, request_key, keyctl
+  nosys: [425, 426, 427, 437, 248, 249, 250],
   abiBit: 0x40000000,
 };
 
@@ -52,7 +55,7 @@ const _AARCH64: _Arch = {
     openat: [56, 3],
     fchmodat2: [452, 2],
   },
-  nosys: [425, 426, 427, 437],
+  nosys: [425, 426, 427, 437, 217, 218, 219],
   abiBit: 0,
 };
 
