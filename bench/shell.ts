@@ -4,7 +4,7 @@
  * noise hits every variant alike:
  *
  * 1. a bare spawn of `true` (Deno.Command, both streams piped, wait for exit);
- * 2. the sandbox alone: `prlimit ... bwrap <mounts> /bin/sh <mount check> true`,
+ * 2. the sandbox alone: `prlimit ... bwrap <seccomp> <mounts> /bin/sh <mount check> true`,
  *    rendered from the same view `shell.run` derives, no runtime around it;
  * 3. `shell.run ["true"]` with the unsafe policy `shell_sandbox: "none"`
  *    (authorization, audit, effect ledger, no sandbox);
@@ -22,6 +22,7 @@ import { join } from "node:path";
 import { Runtime } from "../host/runtime.ts";
 import { checkedCommand, planSandbox } from "../runtime/sandbox/bwrap.ts";
 import { deriveGrants } from "../runtime/sandbox/flags.ts";
+import { noSetIdFilter } from "../runtime/sandbox/seccomp.ts";
 import { intFlag, pairedRatio, r2, rounds, type Stat, stat, variant } from "./_common.ts";
 
 const TARGET_ADDED_MS = 10;
@@ -34,15 +35,21 @@ const SAMPLES = intFlag("--samples", 20);
 const PRLIMIT = "/usr/bin/prlimit";
 const BWRAP = "/usr/bin/bwrap";
 
-async function spawn(cmd: string, args: string[]): Promise<number> {
+async function spawn(cmd: string, args: string[], input?: Uint8Array): Promise<number> {
   const t0 = performance.now();
-  const out = await new Deno.Command(cmd, {
+  const child = new Deno.Command(cmd, {
     args,
     clearEnv: true,
-    stdin: "null",
+    stdin: input ? "piped" : "null",
     stdout: "piped",
     stderr: "piped",
-  }).output();
+  }).spawn();
+  if (input) {
+    const w = child.stdin.getWriter();
+    await w.write(input);
+    await w.close();
+  }
+  const out = await child.output();
   if (!out.success) {
     throw new Error(`${cmd} failed (${out.code}): ${new TextDecoder().decode(out.stderr)}`);
   }
@@ -101,6 +108,7 @@ async function main(): Promise<Record<string, unknown>> {
       now,
       now + 30_000,
     );
+    const filter = noSetIdFilter()!;
     const plan = planSandbox({ workspace: ws, grants, hide: [], readOnly: [], callRead: [] }, ws);
     const sandboxArgs = [
       "--cpu=31",
@@ -108,6 +116,8 @@ async function main(): Promise<Record<string, unknown>> {
       `--fsize=${1024 ** 3}`,
       "--",
       BWRAP,
+      "--seccomp",
+      "0",
       ...plan.args,
       "--",
       ...checkedCommand(plan, ["true"]),
@@ -117,7 +127,7 @@ async function main(): Promise<Record<string, unknown>> {
       bwrap: variant(
         "prlimit + bwrap + mount check, no runtime",
         SAMPLES,
-        () => spawn(PRLIMIT, sandboxArgs),
+        () => spawn(PRLIMIT, sandboxArgs, filter),
       ),
       none: variant('shell.run true, shell_sandbox "none"', SAMPLES, call(bare)),
       boxed: variant("shell.run true, sandboxed", SAMPLES, call(boxed)),
