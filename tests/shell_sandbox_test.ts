@@ -181,6 +181,34 @@ Deno.test("shell sandbox: cp, touch, mv and rm without a write capability change
   }
 });
 
+Deno.test("shell sandbox: a file argv names, read-approved by a human under an ASK, is visible to that call only", async () => {
+  const human = new ScriptedHuman(["allow_once"]);
+  await using env = await userEnv(human);
+  const pid = await launch(env, [...USER_CAPS, sh("cat"), sh("wc")], {
+    policy: { shell: "always_allow" },
+  });
+  const r = await run(env, pid, ["cat", "asked.txt"]);
+  assert.equal(human.asked.length, 1);
+  assert.equal(human.asked[0].resource, "filesystem:workspace:asked.txt");
+  assert.equal(r.stdout, ASKED);
+  // Another call that does not name it (and was approved by no one) does not see it.
+  const other = await run(env, pid, ["wc", "-c", "src/a.txt"]);
+  assert.equal(other.code, 0);
+  assert.equal(human.asked.length, 1);
+});
+
+Deno.test("shell sandbox: write without read binds nothing (a writable mount can be read)", async () => {
+  await using env = await userEnv();
+  const pid = await launch(env, [fsCap("drop/*", "write"), fsCap("src/*", "read"), sh("cp")], {
+    policy: { shell: "always_allow" },
+  });
+  await Deno.mkdir(join(env.ws, "drop"));
+  await Deno.writeTextFile(join(env.ws, "drop/inbox.txt"), "someone else's\n");
+  const r = await run(env, pid, ["cp", "src/a.txt", "drop/a.txt"]);
+  assert.notEqual(r.code, 0);
+  assert.equal(await exists(join(env.ws, "drop/a.txt")), false);
+});
+
 Deno.test("shell sandbox: sed's e command runs inside the sandbox and writes nothing", async () => {
   await using env = await userEnv();
   const pid = await launch(env, [...USER_CAPS, sh("sed")], { policy: { shell: "always_allow" } });
