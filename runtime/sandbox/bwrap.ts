@@ -166,6 +166,7 @@ class _Modes {
     const hidden = !lifted && this.#hide.some((h) => _inside(h, x));
     const readable = lifted || v.grants.read.some(covers);
     if (hidden || !readable) return "none";
+    // Writable needs readable too: a read-write mount can be read.
     const writable = v.grants.write.some(covers) && !this.#ro.some((r) => _inside(r, x));
     return writable ? "rw" : "ro";
   }
@@ -226,10 +227,10 @@ function _workspaceMounts(view: ShellView): WorkspaceMount[] {
       } else push({ path: x, kind: m });
     }
     if (!st.isDirectory) return;
-    // Inside a mask or the skeleton nothing exists unless mounted again.
-    const inner: Mode = m === "none" ? "none" : m;
+    // Below, `m` is what an entry gets without a mount of its own (inside a mask
+    // or the skeleton: nothing, it does not exist unless mounted).
     if (seal) {
-      for (const e of Deno.readDirSync(x)) visit(join(x, e.name), inner);
+      for (const e of Deno.readDirSync(x)) visit(join(x, e.name), m);
       return;
     }
     const next = new Set<string>();
@@ -237,7 +238,7 @@ function _workspaceMounts(view: ShellView): WorkspaceMount[] {
       if (!_strictlyInside(x, p)) continue;
       next.add(join(x, relative(x, p).split(sep)[0]));
     }
-    for (const c of [...next].sort()) visit(c, inner);
+    for (const c of [...next].sort()) visit(c, m);
   };
   const ws = view.workspace;
   if (modes.mode(ws) === "none") push({ path: ws, kind: "skeleton" });
