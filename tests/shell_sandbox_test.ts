@@ -740,6 +740,56 @@ Deno.test("shell sandbox: a DENY on a path that does not exist yet keeps it from
   ]);
 });
 
+Deno.test("shell sandbox: mounts at paths with spaces, tabs, newlines and backslashes pass the mount check", async () => {
+  // Capabilities cannot name control characters, but a directory they grant may hold them,
+  // and masks (labels recorded on real paths) can land there: mountinfo escapes them.
+  const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-odd-" }));
+  try {
+    const ws = join(root, "ws");
+    const odd = ["with space", "tab\there", "new\nline", "back\\slash"];
+    for (const n of odd) {
+      await Deno.mkdir(join(ws, n), { recursive: true });
+      await Deno.writeTextFile(join(ws, n, "ok.txt"), `ok ${n}\n`);
+      await Deno.writeTextFile(join(ws, n, "no.txt"), SECRET);
+    }
+    const grants = deriveGrants(
+      [capRecord({
+        cap_id: "c1",
+        resource: "filesystem:workspace:*",
+        rights: ["read", "write"],
+        created_at: new Date().toISOString(),
+      })],
+      ws,
+      Date.now(),
+      Date.now() + 5000,
+    );
+    const view = {
+      workspace: ws,
+      grants,
+      hide: odd.map((n) => join(ws, n, "no.txt")),
+      readOnly: [join(ws, odd[1])],
+      callRead: [],
+    };
+    const shell = new HostShell();
+    for (const n of odd) {
+      const r = await shell.run(["cat", `${n}/ok.txt`, `${n}/no.txt`], {
+        cwd: ws,
+        timeoutMs: 5000,
+        maxOutputBytes: 1 << 20,
+        sandbox: {
+          view,
+          limits: { cpuSeconds: 6, addressSpaceBytes: 4 * 1024 ** 3, fileSizeBytes: 1024 ** 3 },
+          maxWritableEntries: 1000,
+        },
+      });
+      assert.notEqual(r.code, MOUNT_CHECK_FAILED, `${JSON.stringify(n)}: ${r.stderr}`);
+      assert.equal(r.stdout, `ok ${n}\n`, JSON.stringify(n));
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
 // ---------------------------------------------------------------- limits
 
 Deno.test("shell sandbox: a memory bomb is stopped by the address-space limit", async () => {
