@@ -28,6 +28,12 @@ export interface Budgets {
   max_wall_ms: number | null;
   /** Most syscalls the process may issue. */
   max_syscalls: number | null;
+  /** Most model calls (each attempt of a turn or a summary counts once per call). */
+  max_model_calls?: number | null;
+  /** Most input tokens over all model calls, as the provider counted them. */
+  max_input_tokens?: number | null;
+  /** Most output tokens over all model calls. */
+  max_output_tokens?: number | null;
 }
 
 /** What the process has used so far, checked against its {@link Budgets}. */
@@ -38,6 +44,12 @@ export interface Usage {
   wall_ms: number;
   /** Syscalls issued. */
   syscalls: number;
+  /** Model calls made. */
+  model_calls?: number;
+  /** Input tokens the provider counted over all calls. */
+  input_tokens?: number;
+  /** Output tokens the provider counted over all calls. */
+  output_tokens?: number;
 }
 
 /** The shell policy of an image (see the README's policy table). */
@@ -73,6 +85,36 @@ export interface Policy {
   labels: Record<string, Label>;
   /** Highest label that may flow to `human.output`. */
   human_clearance: Label;
+  /**
+   * Highest label that may flow to a model endpoint in a request: one label,
+   * or per provider name / base URL (with `default`). Above it, content goes
+   * in as `[redacted:<label>]` unless a human released exactly that content.
+   */
+  model_clearance?: Label | Record<string, Label>;
+}
+
+/** A model a process is driven by, chosen by the host (never changeable by an agent). */
+export interface ModelConfig {
+  /** `openai` or `anthropic`. */
+  provider: "openai" | "anthropic";
+  /** Model name at the provider. */
+  name: string;
+  /** Base URL (null: the provider's own endpoint). */
+  base_url: string | null;
+  /** Context window in tokens (compaction keeps requests under `compact_at` of it). */
+  context_window: number;
+  /** Fraction of the context window that triggers compaction. */
+  compact_at: number;
+  /** Most output tokens per call. */
+  max_output_tokens: number;
+  /** Stream replies (SSE). */
+  stream: boolean;
+  /** Longest tool result put in the conversation, in characters (the rest is cut, with a note). */
+  max_tool_result_chars: number;
+  /** Timeout of one attempt, ms. */
+  timeout_ms: number;
+  /** Most attempts of one call (429/5xx/connection/timeout are retried). */
+  max_attempts: number;
 }
 
 /** A model's position and configuration, durable with the process. */
@@ -497,6 +539,8 @@ export interface AgentImage {
   required_capabilities: CapabilitySpec[];
   /** Default budgets. */
   budgets: Budgets;
+  /** The model that drives it, if the image names one (the host may override it at launch). */
+  model?: ModelConfig | null;
 }
 
 /** A capability as written in an image or on the command line. */

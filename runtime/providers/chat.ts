@@ -221,3 +221,93 @@ export class ReplyBuilder {
     }));
   }
 }
+
+/** How a model call is retried. */
+export interface RetryPolicy {
+  /** Most attempts in all (1: no retry). */
+  attempts: number;
+  /** First backoff, ms (doubles each retry, full jitter). */
+  baseMs: number;
+  /** Longest single wait, ms (a longer Retry-After fails the call instead of stalling). */
+  maxWaitMs: number;
+  /** Timeout of one attempt, ms. */
+  timeoutMs: number;
+}
+
+/** Defaults: 4 attempts, 500 ms doubling, waits up to 30 s, 120 s per attempt. */
+export const DEFAULT_RETRY: RetryPolicy = {
+  attempts: 4,
+  baseMs: 500,
+  maxWaitMs: 30_000,
+  timeoutMs: 120_000,
+};
+
+/** One attempt as recorded in the call ledger. */
+export interface AttemptRecord {
+  /** 1-based attempt number. */
+  attempt: number;
+  /** `ok` or the error kind. */
+  outcome: "ok" | ChatErrorKind;
+  /** HTTP status, if any. */
+  status: number | null;
+  /** Milliseconds the attempt took. */
+  latency_ms: number;
+  /** Wait before the next attempt (ms), if one follows. */
+  wait_ms: number | null;
+  /** Error message (never a key). */
+  error?: string;
+}
+
+/**
+ * Call `provider` until it answers or the policy gives up: retries on 429
+ * (waiting at least Retry-After), 5xx, connection errors and timeouts with
+ * exponential backoff and full jitter. `onAttempt` sees every attempt as it
+ * ends (the ledger records it). Throws the last {@link ChatError}.
+ */
+export async function completeWithRetries(
+  provider: ChatProvider,
+  request: ChatRequest,
+  options: Omit<ChatCallOptions, "signal">,
+  policy: RetryPolicy,
+  env: {
+    sleep(ms: number): Promise<void>;
+    random(): number;
+    onAttempt(a: AttemptRecord): Promise<void> | void;
+  },
+): Promise<{ reply: ChatReply; attempts: number; latency_ms: number }> {
+  for (let attempt = 1;; attempt++) {
+    const t0 = performance.now();
+    try {
+      const reply = await provider.complete(request, {
+        ...options,
+        signal: AbortSignal.timeout(policy.timeoutMs),
+      });
+      const latency = Math.round(performance.now() - t0);
+      await env.onAttempt({
+        attempt,
+        outcome: "ok",
+        status: 200,
+        latency_ms: latency,
+        wait_ms: null,
+      });
+      return { reply, attempts: attempt, latency_ms: latency };
+    } catch (e) {
+      const err = e instanceof ChatError ? e : new ChatError("protocol", String(e));
+      const backoff = Math.round(
+        env.random() * Math.min(policy.maxWaitMs, policy.baseMs * 2 ** (attempt - 1)),
+      );
+      const wait = Math.max(backoff, err.retryAfterMs ?? 0);
+      const again = err.retryable && attempt < policy.attempts && wait <= policy.maxWaitMs;
+      await env.onAttempt({
+        attempt,
+        outcome: err.kind,
+        status: err.status,
+        latency_ms: Math.round(performance.now() - t0),
+        wait_ms: again ? wait : null,
+        error: err.message,
+      });
+      if (!again) throw err;
+      await env.sleep(wait);
+    }
+  }
+}
