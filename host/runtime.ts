@@ -157,11 +157,11 @@ export class Runtime {
     const k = this.kernel;
     const unknown = await k.store.markPendingEffectsUnknown(k.now());
     if (unknown > 0) await k.emit("effect.unknown", "kernel", "ledger", { count: unknown });
-    for (const p of await k.store.listProcesses()) {
-      if (p.status !== "running") continue;
+    for (const pid of await k.store.pidsWithStatus("running")) {
+      const p = await k.process(pid);
       if (p.pending) {
         await this.scheduler.recordStep(p.pid, {
-          step: (await this.scheduler.steps(p.pid)).length,
+          step: await k.store.stepCount(p.pid),
           tool: p.pending.tool,
           ok: false,
           error: {
@@ -192,7 +192,9 @@ export class Runtime {
         cwd: ".",
         goal: options.goal ?? "",
         taint: "public",
-        model: script ? { kind: "scripted", state: { steps: script, position: 0 } } : null,
+        // The script is stored once as the model's input; the cursor is only its position.
+        model: script ? { kind: "scripted", state: { position: 0 } } : null,
+        modelInput: script ? { steps: script } : undefined,
         origin: "root",
       });
       for (const spec of [...image.capabilities, ...grants]) await k.grant(proc.pid, spec, "host");

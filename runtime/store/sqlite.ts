@@ -32,11 +32,44 @@ import type {
   ProcessStatus,
 } from "../types.ts";
 import type { AuditDraft, AuditFilter, AuditVerification, EventDraft, Store } from "./store.ts";
+import {
+  type Hot,
+  HOT_COLUMNS,
+  type HotRow,
+  hotValue,
+  migrateProcesses,
+  parseHot,
+  splitPatch,
+  type Static,
+  staticBody,
+  TERMINAL_SQL,
+} from "./_process_rows.ts";
+import { isTerminal } from "../lifecycle.ts";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS processes (
-  pid INTEGER PRIMARY KEY AUTOINCREMENT, ppid INTEGER, status TEXT NOT NULL, body TEXT NOT NULL);
+  pid INTEGER PRIMARY KEY AUTOINCREMENT, ppid INTEGER, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS process_state (
+  pid INTEGER PRIMARY KEY, status TEXT NOT NULL, pending TEXT, model TEXT, usage TEXT NOT NULL,
+  updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS live_processes (pid INTEGER PRIMARY KEY);
+CREATE TRIGGER IF NOT EXISTS live_insert AFTER INSERT ON process_state
+  WHEN NEW.status NOT IN ${TERMINAL_SQL}
+  BEGIN INSERT OR IGNORE INTO live_processes (pid) VALUES (NEW.pid); END;
+CREATE TRIGGER IF NOT EXISTS live_end AFTER UPDATE OF status ON process_state
+  WHEN NEW.status IN ${TERMINAL_SQL} AND OLD.status NOT IN ${TERMINAL_SQL}
+  BEGIN DELETE FROM live_processes WHERE pid = NEW.pid; END;
+CREATE TRIGGER IF NOT EXISTS live_again AFTER UPDATE OF status ON process_state
+  WHEN OLD.status IN ${TERMINAL_SQL} AND NEW.status NOT IN ${TERMINAL_SQL}
+  BEGIN INSERT OR IGNORE INTO live_processes (pid) VALUES (NEW.pid); END;
+CREATE TABLE IF NOT EXISTS model_inputs (pid INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS model_log (
+  pid INTEGER NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (pid, seq))
+  WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS step_results (
+  pid INTEGER NOT NULL, step INTEGER NOT NULL, oid TEXT NOT NULL, PRIMARY KEY (pid, step))
+  WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS capabilities (
   cap_id TEXT PRIMARY KEY, subject INTEGER NOT NULL, parent_cap_id TEXT, status TEXT NOT NULL,
   uses_remaining INTEGER, body TEXT NOT NULL);
@@ -69,7 +102,7 @@ CREATE TABLE IF NOT EXISTS human_requests (
 CREATE INDEX IF NOT EXISTS human_requests_status ON human_requests(status, pid);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('cache_gen', '0');
 ${
-  ["processes", "capabilities", "file_labels"].flatMap((t) =>
+  ["processes", "process_state", "capabilities", "file_labels"].flatMap((t) =>
     ["INSERT", "UPDATE", "DELETE"].map((op) =>
       `CREATE TRIGGER IF NOT EXISTS cache_gen_${t}_${op.toLowerCase()} AFTER ${op} ON ${t}
        BEGIN UPDATE meta SET value = value + 1 WHERE key = 'cache_gen'; END;`
@@ -99,26 +132,41 @@ interface _AuditRow {
 }
 
 /**
- * Parsed rows of the hot read path (process, capabilities, file labels). A
+ * Parsed rows of the hot read path (processes, capabilities, file labels). A
  * cache entry is only ever served while the store's `cache_gen` (bumped by
- * triggers on every write to those tables, from any connection) is unchanged
- * since it was read, and every write of ours to those tables clears it, so a
- * revocation from anywhere is seen at once. `PRAGMA data_version` only says
- * when to read `cache_gen` again: it also moves on the audit indexer's
- * commits, which must not empty the cache.
+ * triggers on every write to those tables, from any connection) has moved by
+ * nothing but our own writes since it was read, so a revocation from anywhere
+ * is seen at once. Our own writes run with SQLite's write lock held and read
+ * `cache_gen` before and after: a move before ours is someone else's (the whole
+ * cache goes), the move during ours is ours (only the entries we wrote go, or
+ * are replaced by what we wrote). `PRAGMA data_version` only says when to read
+ * `cache_gen` again: it also moves on the audit indexer's commits, which must
+ * not empty the cache.
  */
 /** Longest a commit by another process can go unseen by the read cache. */
 export const FOREIGN_WRITE_WINDOW_MS = 0.25;
+
+/** Most characters of model inputs kept parsed in memory (they never change once stored). */
+export const INPUT_CACHE_CHARS = 64 * 1024 * 1024;
 
 interface _ReadCache {
   checkedAt: number;
   /** `PRAGMA data_version` at the last check. */
   dataVersion: unknown;
-  /** `meta.cache_gen` at the last check. */
+  /** `meta.cache_gen` as of the cache's contents. */
   version: unknown;
-  procs: Map<number, ProcessRecord>;
+  /** The rarely changing part of each process (a document parsed once). */
+  statics: Map<number, Readonly<Static>>;
+  /** The per-quantum part of each process. */
+  hots: Map<number, Readonly<Hot>>;
   caps: Map<number, readonly Capability[]>;
   labels: Map<string, Label | null>;
+}
+
+/** Parsed model inputs, least recently used first; immutable, so never invalidated. */
+interface _InputCache {
+  map: Map<number, { value: unknown; chars: number }>;
+  chars: number;
 }
 
 function _deepFreeze<T>(v: T): T {
@@ -133,6 +181,9 @@ interface _Shared {
   /** The audit log, when this store holds it (file stores; see `_audit_log.ts`). */
   log: AuditLog | null;
   cache: _ReadCache;
+  inputs: _InputCache;
+  /** Hot rows our current single write produced, cached once it commits. */
+  writeThrough: Map<number, Readonly<Hot>>;
   auditQueue: {
     draft: AuditDraft;
     resolve: () => void;
@@ -178,11 +229,13 @@ export class SqliteStore implements Store {
     // Fewer, larger checkpoints: each one fsyncs even at synchronous=NORMAL.
     db.exec("PRAGMA wal_autocheckpoint = 8000");
     db.exec(SCHEMA);
+    migrateProcesses(db);
     const cache = {
       checkedAt: -Infinity,
       dataVersion: null,
       version: null,
-      procs: new Map(),
+      statics: new Map(),
+      hots: new Map(),
       caps: new Map(),
       labels: new Map(),
     };
@@ -190,7 +243,16 @@ export class SqliteStore implements Store {
     const log = path !== ":memory:" && options.auditLog !== false
       ? AuditLog.open(path, synchronous, _logHooks(db), options.auditLogMaxBytes)
       : null;
-    return new SqliteStore({ log, cache, auditQueue: [], db, tx: null, stmts: new Map() }, false);
+    return new SqliteStore({
+      log,
+      cache,
+      inputs: { map: new Map(), chars: 0 },
+      writeThrough: new Map(),
+      auditQueue: [],
+      db,
+      tx: null,
+      stmts: new Map(),
+    }, false);
   }
 
   #q(sql: string): StatementSync {
@@ -209,14 +271,17 @@ export class SqliteStore implements Store {
     return this.#inTx ? null : this.#s.tx;
   }
 
-  // The read cache, if it may serve now: never inside a transaction (its reads
-  // may be rolled back), and emptied when another connection has committed.
-  // Asking SQLite costs as much as a row read, so the answer is reused for
-  // FOREIGN_WRITE_WINDOW_MS: a commit by another process is seen that late at most
-  // (our own writes clear the cache at once).
-  #fresh(): _ReadCache | null {
-    if (this.#inTx) return null;
+  // The read cache, if it may serve now, and whether a miss may be stored in it.
+  // Inside a transaction it was checked when the transaction began and every
+  // entry the transaction writes is dropped as it is written, so what is left
+  // is current; but what the transaction reads may still roll back, so it is
+  // not stored. Outside one it is emptied when another connection committed a
+  // change to the cached tables. Asking SQLite costs as much as a row read, so
+  // the answer is reused for FOREIGN_WRITE_WINDOW_MS: a commit by another
+  // process is seen that late at most (our own writes update the cache at once).
+  #fresh(): { c: _ReadCache; fill: boolean } {
     const c = this.#s.cache;
+    if (this.#inTx) return { c, fill: false };
     const now = performance.now();
     if (now - c.checkedAt >= FOREIGN_WRITE_WINDOW_MS) {
       c.checkedAt = now;
@@ -225,21 +290,31 @@ export class SqliteStore implements Store {
       const dv = (this.#q("PRAGMA data_version").get() as { data_version: unknown }).data_version;
       if (dv !== c.dataVersion) {
         c.dataVersion = dv;
-        const v = (this.#q("SELECT value FROM meta WHERE key = 'cache_gen'").get() as
-          | { value: string }
-          | undefined)?.value;
-        if (v !== c.version) {
-          this.#invalidate();
-          c.version = v;
-        }
+        this.#adoptGeneration(this.#generation());
       }
     }
-    return c;
+    return { c, fill: true };
+  }
+
+  #generation(): unknown {
+    return (this.#q("SELECT value FROM meta WHERE key = 'cache_gen'").get() as
+      | { value: string }
+      | undefined)?.value;
+  }
+
+  // The stored generation is `gen`: if it is not the one the cache is at,
+  // someone else changed a cached table, and nothing cached can be trusted.
+  #adoptGeneration(gen: unknown): void {
+    const c = this.#s.cache;
+    if (gen === c.version) return;
+    this.#invalidate();
+    c.version = gen;
   }
 
   #invalidate(): void {
     const c = this.#s.cache;
-    c.procs.clear();
+    c.statics.clear();
+    c.hots.clear();
     c.caps.clear();
     c.labels.clear();
   }
@@ -252,22 +327,59 @@ export class SqliteStore implements Store {
     const log = this.#s.log;
     try {
       while (log && !log.tryLock()) await log.unlocked();
-      this.#s.db.exec("BEGIN IMMEDIATE");
       try {
-        const out = await fn(new SqliteStore(this.#s, true));
-        this.#s.db.exec("COMMIT");
-        return out;
-      } catch (e) {
-        this.#s.db.exec("ROLLBACK");
-        throw e;
+        return await this.#begun(() => fn(new SqliteStore(this.#s, true)));
       } finally {
         log?.unlock();
       }
     } finally {
-      this.#invalidate();
       this.#s.tx = null;
       release();
     }
+  }
+
+  // BEGIN IMMEDIATE, run `fn`, COMMIT (ROLLBACK if it throws), keeping the read
+  // cache exact: with the write lock held, a generation other than the cache's
+  // at the start is someone else's write; the move from there to the end is
+  // ours (entries we wrote were dropped, or are replaced by what we wrote).
+  async #begun<T>(fn: () => Promise<T>): Promise<T> {
+    const start = this.#openTx();
+    try {
+      const out = await fn();
+      this.#closeTx();
+      return out;
+    } catch (e) {
+      this.#abortTx(start);
+      throw e;
+    }
+  }
+
+  #openTx(): unknown {
+    this.#s.db.exec("BEGIN IMMEDIATE");
+    try {
+      const start = this.#generation();
+      this.#adoptGeneration(start);
+      return start;
+    } catch (e) {
+      this.#s.db.exec("ROLLBACK");
+      throw e;
+    }
+  }
+
+  #closeTx(): void {
+    const end = this.#generation();
+    this.#s.db.exec("COMMIT");
+    this.#s.cache.version = end;
+    const w = this.#s.writeThrough;
+    for (const [pid, hot] of w) this.#s.cache.hots.set(pid, hot);
+    w.clear();
+  }
+
+  #abortTx(start: unknown): void {
+    this.#s.db.exec("ROLLBACK");
+    this.#s.writeThrough.clear();
+    // Rolled back: the stored generation is back where it started.
+    this.#s.cache.version = start;
   }
 
   /**
@@ -308,6 +420,20 @@ export class SqliteStore implements Store {
     }
   }
 
+  // #atomic for writes to the cached tables: keeps the read cache exact (see #begun).
+  #atomicCached<T>(fn: () => T): T {
+    if (this.#inTx) return fn();
+    const start = this.#openTx();
+    try {
+      const out = fn();
+      this.#closeTx();
+      return out;
+    } catch (e) {
+      this.#abortTx(start);
+      throw e;
+    }
+  }
+
   async close(): Promise<void> {
     while (this.#busy) await this.#busy;
     try {
@@ -319,75 +445,243 @@ export class SqliteStore implements Store {
 
   // ---- processes
   async insertProcess(p: Omit<ProcessRecord, "pid">): Promise<ProcessRecord> {
-    return await this.#write(() => {
-      this.#invalidate();
-      const r = this.#q("INSERT INTO processes (ppid, status, body) VALUES (?, ?, ?)").run(
-        p.ppid,
-        p.status,
-        "{}",
-      );
-      const rec: ProcessRecord = { pid: Number(r.lastInsertRowid), ...p };
-      this.#q("UPDATE processes SET body = ? WHERE pid = ?").run(JSON.stringify(rec), rec.pid);
-      return rec;
-    });
+    return await this.#write(() =>
+      this.#atomicCached(() => {
+        const r = this.#q("INSERT INTO processes (ppid, body) VALUES (?, ?)").run(
+          p.ppid,
+          staticBody(p),
+        );
+        const pid = Number(r.lastInsertRowid);
+        this.#q(`INSERT INTO process_state (pid, ${HOT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`).run(
+          pid,
+          p.status,
+          hotValue("pending", p.pending),
+          hotValue("model", p.model),
+          hotValue("usage", p.usage),
+          p.updated_at,
+        );
+        return { pid, ...p };
+      })
+    );
   }
 
   async getProcess(pid: number): Promise<ProcessRecord | null> {
     while (this.#busy) await this.#busy;
-    const cache = this.#fresh();
-    const hit = cache?.procs.get(pid);
-    // A shallow copy: callers may set top-level fields; nested ones are frozen.
-    if (hit) return { ...hit };
+    const { c, fill } = this.#fresh();
+    const st = c.statics.get(pid) ?? this.#loadStatic(pid, fill);
+    if (!st) return null;
+    const hot = c.hots.get(pid) ?? this.#loadHot(pid, fill);
+    if (!hot) return null;
+    // A fresh top-level object: callers may set top-level fields; nested ones are frozen.
+    return { ...st, ...hot };
+  }
+
+  #loadStatic(pid: number, fill: boolean): Readonly<Static> | null {
     const row = this.#q("SELECT body FROM processes WHERE pid = ?").get(pid) as
       | { body: string }
       | undefined;
     if (!row) return null;
-    const rec = JSON.parse(row.body) as ProcessRecord;
-    if (!cache) return rec;
-    cache.procs.set(pid, _deepFreeze(rec));
-    return { ...rec };
+    const st = _deepFreeze({ pid, ...JSON.parse(row.body) } as Static);
+    if (fill) this.#s.cache.statics.set(pid, st);
+    return st;
+  }
+
+  #loadHot(pid: number, fill: boolean): Readonly<Hot> | null {
+    const row = this.#q(`SELECT ${HOT_COLUMNS} FROM process_state WHERE pid = ?`).get(pid) as
+      | HotRow
+      | undefined;
+    if (!row) return null;
+    const hot = _deepFreeze(parseHot(row));
+    if (fill) this.#s.cache.hots.set(pid, hot);
+    return hot;
   }
 
   async listProcesses(): Promise<ProcessRecord[]> {
     while (this.#busy) await this.#busy;
-    return (this.#q("SELECT body FROM processes ORDER BY pid").all() as { body: string }[]).map(
-      (r) => JSON.parse(r.body),
-    );
+    const rows = this.#q(
+      `SELECT p.pid, p.body, ${HOT_COLUMNS} FROM processes p JOIN process_state s USING (pid)
+       ORDER BY p.pid`,
+    ).all() as unknown as (HotRow & { pid: number; body: string })[];
+    return rows.map((r) => ({ pid: r.pid, ...JSON.parse(r.body), ...parseHot(r) }));
+  }
+
+  async pidsWithStatus(status: ProcessStatus): Promise<number[]> {
+    while (this.#busy) await this.#busy;
+    // Ended processes are never scanned: a store's history does not slow the scheduler.
+    const sql = isTerminal(status)
+      ? "SELECT pid FROM process_state WHERE status = ? ORDER BY pid"
+      : `SELECT l.pid FROM live_processes l JOIN process_state s USING (pid)
+         WHERE s.status = ? ORDER BY l.pid`;
+    return (this.#q(sql).all(status) as { pid: number }[]).map((r) => r.pid);
   }
 
   async updateProcess(
     pid: number,
     patch: Partial<Omit<ProcessRecord, "pid">>,
-    expectStatus?: ProcessStatus,
+    expectStatus?: ProcessStatus | readonly ProcessStatus[],
   ): Promise<boolean> {
-    return await this.#write(() => {
-      this.#invalidate();
-      return this.#atomic(() => {
-        const row = this.#q("SELECT body FROM processes WHERE pid = ?").get(pid) as
-          | { body: string }
-          | undefined;
-        if (!row) return false;
-        const cur = JSON.parse(row.body) as ProcessRecord;
-        if (expectStatus !== undefined && cur.status !== expectStatus) return false;
-        const next = { ...cur, ...patch, pid };
-        this.#q("UPDATE processes SET status = ?, body = ? WHERE pid = ?").run(
-          next.status,
-          JSON.stringify(next),
-          pid,
-        );
+    const { hot, rest } = splitPatch(patch);
+    const expect = expectStatus === undefined
+      ? null
+      : typeof expectStatus === "string"
+      ? [expectStatus]
+      : expectStatus;
+    return await this.#write(() =>
+      this.#atomicCached(() => {
+        if (!this.#updateHot(pid, hot, expect)) return false;
+        if (rest) this.#updateStatic(pid, rest);
         return true;
-      });
+      })
+    );
+  }
+
+  // Write the hot fields in `hot` (compare-and-swap on the status when `expect`
+  // is given); false when the process is missing or the status did not match.
+  #updateHot(pid: number, hot: Partial<Hot>, expect: readonly string[] | null): boolean {
+    const keys = Object.keys(hot) as (keyof Hot)[];
+    const set = keys.length ? keys.map((k) => `${k} = ?`).join(", ") : "pid = pid";
+    const where = expect ? ` AND status IN (${expect.map(() => "?").join(", ")})` : "";
+    const row = this.#q(
+      `UPDATE process_state SET ${set} WHERE pid = ?${where} RETURNING ${HOT_COLUMNS}`,
+    ).get(...keys.map((k) => hotValue(k, hot[k])), pid, ...(expect ?? [])) as HotRow | undefined;
+    const c = this.#s.cache;
+    c.hots.delete(pid);
+    if (!row) return false;
+    // What we wrote is what is stored: cache it once the write commits.
+    if (!this.#inTx) this.#s.writeThrough.set(pid, _deepFreeze(parseHot(row)));
+    return true;
+  }
+
+  #updateStatic(pid: number, rest: Record<string, unknown>): void {
+    this.#s.cache.statics.delete(pid);
+    const row = this.#q("SELECT body FROM processes WHERE pid = ?").get(pid) as
+      | { body: string }
+      | undefined;
+    if (!row) return;
+    const next = { ...JSON.parse(row.body), ...rest };
+    this.#q("UPDATE processes SET ppid = ?, body = ? WHERE pid = ?").run(
+      next.ppid ?? null,
+      JSON.stringify(next),
+      pid,
+    );
+  }
+
+  // ---- model state: an immutable input, an append-only log
+  async putModelInput(pid: number, input: unknown): Promise<void> {
+    const body = JSON.stringify(input ?? null);
+    await this.#write(() => {
+      this.#q("INSERT INTO model_inputs (pid, body) VALUES (?, ?)").run(pid, body);
     });
+  }
+
+  async getModelInput(pid: number): Promise<unknown> {
+    while (this.#busy) await this.#busy;
+    const cache = this.#s.inputs;
+    const hit = cache.map.get(pid);
+    if (hit) {
+      // Most recently used last: the oldest are dropped first.
+      cache.map.delete(pid);
+      cache.map.set(pid, hit);
+      return hit.value;
+    }
+    const row = this.#q("SELECT body FROM model_inputs WHERE pid = ?").get(pid) as
+      | { body: string }
+      | undefined;
+    if (!row) return null;
+    const value = _deepFreeze(JSON.parse(row.body));
+    // Inside a transaction the row may still roll back; inputs never change once committed.
+    if (!this.#inTx) this.#cacheInput(pid, value, row.body.length);
+    return value;
+  }
+
+  #cacheInput(pid: number, value: unknown, chars: number): void {
+    const cache = this.#s.inputs;
+    if (chars > INPUT_CACHE_CHARS) return;
+    cache.map.set(pid, { value, chars });
+    cache.chars += chars;
+    for (const [old, e] of cache.map) {
+      if (cache.chars <= INPUT_CACHE_CHARS) break;
+      cache.map.delete(old);
+      cache.chars -= e.chars;
+    }
+  }
+
+  async appendModelLog(pid: number, entries: unknown[]): Promise<number> {
+    const bodies = entries.map((e) => JSON.stringify(e ?? null));
+    return await this.#write(() =>
+      this.#atomic(() => {
+        let seq = this.#logLength(pid);
+        const ins = this.#q("INSERT INTO model_log (pid, seq, body) VALUES (?, ?, ?)");
+        for (const b of bodies) ins.run(pid, seq++, b);
+        return seq;
+      })
+    );
+  }
+
+  async readModelLog(pid: number, from: number, to?: number): Promise<unknown[]> {
+    while (this.#busy) await this.#busy;
+    return (this.#q(
+      "SELECT body FROM model_log WHERE pid = ? AND seq >= ? AND seq < ? ORDER BY seq",
+    ).all(pid, from, to ?? Number.MAX_SAFE_INTEGER) as { body: string }[]).map((r) =>
+      JSON.parse(r.body)
+    );
+  }
+
+  async modelLogLength(pid: number): Promise<number> {
+    while (this.#busy) await this.#busy;
+    return this.#logLength(pid);
+  }
+
+  // The last entry's position, found by key (one index seek, whatever the length).
+  #logLength(pid: number): number {
+    const r = this.#q("SELECT seq FROM model_log WHERE pid = ? ORDER BY seq DESC LIMIT 1").get(
+      pid,
+    ) as { seq: number } | undefined;
+    return r ? r.seq + 1 : 0;
+  }
+
+  // ---- steps: results by number
+  async insertStep(pid: number, step: number, oid: string): Promise<void> {
+    await this.#write(() => {
+      this.#q("INSERT INTO step_results (pid, step, oid) VALUES (?, ?, ?)").run(pid, step, oid);
+    });
+  }
+
+  async stepCount(pid: number): Promise<number> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q(
+      "SELECT step FROM step_results WHERE pid = ? ORDER BY step DESC LIMIT 1",
+    ).get(pid) as { step: number } | undefined;
+    return r ? r.step + 1 : 0;
+  }
+
+  async getStep(pid: number, step: number): Promise<MemoryObject | null> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q(
+      `SELECT o.body FROM step_results s JOIN objects o ON o.oid = s.oid
+       WHERE s.pid = ? AND s.step = ?`,
+    ).get(pid, step) as { body: string } | undefined;
+    return r ? JSON.parse(r.body) : null;
+  }
+
+  async listSteps(pid: number): Promise<MemoryObject[]> {
+    while (this.#busy) await this.#busy;
+    return (this.#q(
+      `SELECT o.body FROM step_results s JOIN objects o ON o.oid = s.oid
+       WHERE s.pid = ? ORDER BY s.step`,
+    ).all(pid) as { body: string }[]).map((r) => JSON.parse(r.body));
   }
 
   // ---- capabilities
   async insertCapability(c: Capability): Promise<void> {
-    return await this.#write(() => {
-      this.#invalidate();
-      this.#q(
-        "INSERT INTO capabilities (cap_id, subject, parent_cap_id, status, uses_remaining, body) VALUES (?, ?, ?, ?, ?, ?)",
-      ).run(c.cap_id, c.subject, c.parent_cap_id, c.status, c.uses_remaining, JSON.stringify(c));
-    });
+    return await this.#write(() =>
+      this.#atomicCached(() => {
+        this.#s.cache.caps.delete(c.subject);
+        this.#q(
+          "INSERT INTO capabilities (cap_id, subject, parent_cap_id, status, uses_remaining, body) VALUES (?, ?, ?, ?, ?, ?)",
+        ).run(c.cap_id, c.subject, c.parent_cap_id, c.status, c.uses_remaining, JSON.stringify(c));
+      })
+    );
   }
 
   #capRow(r: { body: string; status: string; uses_remaining: number | null }): Capability {
@@ -407,15 +701,15 @@ export class SqliteStore implements Store {
 
   async capabilitiesOf(subject: number): Promise<Capability[]> {
     while (this.#busy) await this.#busy;
-    const cache = this.#fresh();
-    const hit = cache?.caps.get(subject);
+    const { c, fill } = this.#fresh();
+    const hit = c.caps.get(subject);
     if (hit) return [...hit];
     const caps = (this.#q(
       "SELECT body, status, uses_remaining FROM capabilities WHERE subject = ? ORDER BY rowid",
     ).all(subject) as { body: string; status: string; uses_remaining: number | null }[]).map((r) =>
       this.#capRow(r)
     );
-    if (cache) cache.caps.set(subject, _deepFreeze(caps));
+    if (fill) c.caps.set(subject, _deepFreeze(caps));
     return [...caps];
   }
 
@@ -424,21 +718,24 @@ export class SqliteStore implements Store {
   }
 
   async reserveUses(capId: string, n: number): Promise<boolean> {
-    return await this.#write(() => {
-      this.#invalidate();
-      const r = this.#q(
-        `UPDATE capabilities SET uses_remaining = uses_remaining - ?,
+    return await this.#write(() =>
+      this.#atomicCached(() => {
+        // Rare enough (limited grants) to drop every holder's entry rather than look it up.
+        this.#s.cache.caps.clear();
+        const r = this.#q(
+          `UPDATE capabilities SET uses_remaining = uses_remaining - ?,
            status = CASE WHEN uses_remaining - ? <= 0 THEN 'exhausted' ELSE status END
          WHERE cap_id = ? AND status = 'active' AND uses_remaining IS NOT NULL AND uses_remaining >= ?`,
-      ).run(n, n, capId, n);
-      return Number(r.changes) === 1;
-    });
+        ).run(n, n, capId, n);
+        return Number(r.changes) === 1;
+      })
+    );
   }
 
   async revokeCascade(capId: string): Promise<string[]> {
     return await this.#write(() => {
-      this.#invalidate();
-      return this.#atomic(() => {
+      return this.#atomicCached(() => {
+        this.#s.cache.caps.clear();
         const ids = (this.#q(
           `WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT c.cap_id FROM capabilities c JOIN tree t ON c.parent_cap_id = t.id)
            SELECT id FROM tree`,
@@ -591,24 +888,26 @@ export class SqliteStore implements Store {
   // ---- file labels
   async getFileLabel(realPath: string): Promise<Label | null> {
     while (this.#busy) await this.#busy;
-    const cache = this.#fresh();
-    if (cache?.labels.has(realPath)) return cache.labels.get(realPath)!;
+    const { c, fill } = this.#fresh();
+    if (c.labels.has(realPath)) return c.labels.get(realPath)!;
     const r = this.#q("SELECT label FROM file_labels WHERE path = ?").get(realPath) as
       | { label: Label }
       | undefined;
     const label = r?.label ?? null;
-    cache?.labels.set(realPath, label);
+    if (fill) c.labels.set(realPath, label);
     return label;
   }
 
   async setFileLabel(realPath: string, label: Label): Promise<void> {
-    return await this.#write(() => {
-      this.#invalidate();
-      this.#q("INSERT OR REPLACE INTO file_labels (path, label) VALUES (?, ?)").run(
-        realPath,
-        label,
-      );
-    });
+    return await this.#write(() =>
+      this.#atomicCached(() => {
+        this.#s.cache.labels.delete(realPath);
+        this.#q("INSERT OR REPLACE INTO file_labels (path, label) VALUES (?, ?)").run(
+          realPath,
+          label,
+        );
+      })
+    );
   }
 
   // ---- audit (hash chain)
