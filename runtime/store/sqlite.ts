@@ -101,15 +101,26 @@ CREATE TABLE IF NOT EXISTS human_requests (
   request_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS human_requests_status ON human_requests(status, pid);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('cache_gen', '0');
+DROP TRIGGER IF EXISTS cache_gen_process_state_update;
 ${
-  ["processes", "process_state", "capabilities", "file_labels"].flatMap((t) =>
-    ["INSERT", "UPDATE", "DELETE"].map((op) =>
-      `CREATE TRIGGER IF NOT EXISTS cache_gen_${t}_${op.toLowerCase()} AFTER ${op} ON ${t}
-       BEGIN UPDATE meta SET value = value + 1 WHERE key = 'cache_gen'; END;`
-    )
-  ).join("\n")
+  [
+    ...["processes", "capabilities", "file_labels"].flatMap((t) =>
+      ["INSERT", "UPDATE", "DELETE"].map((op) => _genTrigger(t, op, op))
+    ),
+    _genTrigger("process_state", "insert", "INSERT"),
+    _genTrigger("process_state", "delete", "DELETE"),
+    // Only status changes: the rest of the row (pending action, cursor, usage) is
+    // written by the scheduler holding the store's lease, and a bump is a second
+    // page in every commit of a quantum.
+    _genTrigger("process_state", "status", "UPDATE OF status"),
+  ].join("\n")
 }
 `;
+
+function _genTrigger(table: string, name: string, event: string): string {
+  return `CREATE TRIGGER IF NOT EXISTS cache_gen_${table}_${name.toLowerCase()} AFTER ${event}
+    ON ${table} BEGIN UPDATE meta SET value = value + 1 WHERE key = 'cache_gen'; END;`;
+}
 
 /**
  * Hash of an audit record: sha256 over the previous hash and the record's JSON
@@ -134,7 +145,8 @@ interface _AuditRow {
 /**
  * Parsed rows of the hot read path (processes, capabilities, file labels). A
  * cache entry is only ever served while the store's `cache_gen` (bumped by
- * triggers on every write to those tables, from any connection) has moved by
+ * triggers on every write to those tables, from any connection; for
+ * `process_state`, on every change of a status) has moved by
  * nothing but our own writes since it was read, so a revocation from anywhere
  * is seen at once. Our own writes run with SQLite's write lock held and read
  * `cache_gen` before and after: a move before ours is someone else's (the whole
@@ -182,7 +194,7 @@ interface _Shared {
   log: AuditLog | null;
   cache: _ReadCache;
   inputs: _InputCache;
-  /** Hot rows our current single write produced, cached once it commits. */
+  /** Hot rows the current write or transaction produced, cached once it commits. */
   writeThrough: Map<number, Readonly<Hot>>;
   auditQueue: {
     draft: AuditDraft;
@@ -355,20 +367,20 @@ export class SqliteStore implements Store {
   }
 
   #openTx(): unknown {
-    this.#s.db.exec("BEGIN IMMEDIATE");
+    this.#q("BEGIN IMMEDIATE").run();
     try {
       const start = this.#generation();
       this.#adoptGeneration(start);
       return start;
     } catch (e) {
-      this.#s.db.exec("ROLLBACK");
+      this.#q("ROLLBACK").run();
       throw e;
     }
   }
 
   #closeTx(): void {
     const end = this.#generation();
-    this.#s.db.exec("COMMIT");
+    this.#q("COMMIT").run();
     this.#s.cache.version = end;
     const w = this.#s.writeThrough;
     for (const [pid, hot] of w) this.#s.cache.hots.set(pid, hot);
@@ -376,7 +388,7 @@ export class SqliteStore implements Store {
   }
 
   #abortTx(start: unknown): void {
-    this.#s.db.exec("ROLLBACK");
+    this.#q("ROLLBACK").run();
     this.#s.writeThrough.clear();
     // Rolled back: the stored generation is back where it started.
     this.#s.cache.version = start;
@@ -409,13 +421,13 @@ export class SqliteStore implements Store {
   // Run a synchronous multi-statement write atomically (own tx unless inside one).
   #atomic<T>(fn: () => T): T {
     if (this.#inTx) return fn();
-    this.#s.db.exec("BEGIN IMMEDIATE");
+    this.#q("BEGIN IMMEDIATE").run();
     try {
       const out = fn();
-      this.#s.db.exec("COMMIT");
+      this.#q("COMMIT").run();
       return out;
     } catch (e) {
-      this.#s.db.exec("ROLLBACK");
+      this.#q("ROLLBACK").run();
       throw e;
     }
   }
@@ -544,11 +556,11 @@ export class SqliteStore implements Store {
     const row = this.#q(
       `UPDATE process_state SET ${set} WHERE pid = ?${where} RETURNING ${HOT_COLUMNS}`,
     ).get(...keys.map((k) => hotValue(k, hot[k])), pid, ...(expect ?? [])) as HotRow | undefined;
-    const c = this.#s.cache;
-    c.hots.delete(pid);
+    // Reads inside a transaction see the row itself until it commits; then
+    // what we wrote is what is stored, and it is cached.
+    this.#s.cache.hots.delete(pid);
     if (!row) return false;
-    // What we wrote is what is stored: cache it once the write commits.
-    if (!this.#inTx) this.#s.writeThrough.set(pid, _deepFreeze(parseHot(row)));
+    this.#s.writeThrough.set(pid, _deepFreeze(parseHot(row)));
     return true;
   }
 
