@@ -54,6 +54,13 @@ export interface SchedulerOptions {
   concurrency?: number;
 }
 
+/**
+ * Longest the scheduler runs quanta without letting the event loop take its
+ * turn (ms). Store calls settle as microtasks, so without this a long run
+ * would hold off timers, HTTP requests and a host's `launch` until it ends.
+ */
+export const YIELD_EVERY_MS = 5;
+
 /** Statuses a decision may still land in: an ended process keeps its end. */
 const _LIVE: readonly ProcessStatus[] = PROCESS_STATUSES.filter((s) => !isTerminal(s));
 
@@ -92,6 +99,39 @@ class _Round {
   next(): number | undefined {
     if (this.#front.length > 0) return this.#front.shift();
     return this.#at < this.#order.length ? this.#order[this.#at++] : undefined;
+  }
+}
+
+/** Lets the event loop take a turn at most every {@link YIELD_EVERY_MS}. */
+class _EventLoopTurns {
+  #last = performance.now();
+  #channel: MessageChannel | null = null;
+  #flush: () => Promise<void>;
+
+  /** `flush` commits deferred writes before the loop hands over. */
+  constructor(flush: () => Promise<void>) {
+    this.#flush = flush;
+  }
+
+  /** Yield if the last turn was long enough ago. */
+  async maybe(): Promise<void> {
+    if (performance.now() - this.#last < YIELD_EVERY_MS) return;
+    // Hosts, other connections and the audit indexer see everything decided so far.
+    await this.#flush();
+    // A message is a task: timers and I/O that are due run before it arrives.
+    // (setTimeout(0) costs about 2 ms here; a message round trip about 12 us.)
+    const ch = this.#channel ??= new MessageChannel();
+    await new Promise((resolve) => {
+      ch.port1.onmessage = resolve;
+      ch.port2.postMessage(null);
+    });
+    this.#last = performance.now();
+  }
+
+  /** Release the channel (an open port keeps the process alive). */
+  close(): void {
+    this.#channel?.port1.close();
+    this.#channel?.port2.close();
   }
 }
 
@@ -138,10 +178,22 @@ export class Scheduler {
    * ahead of those still waiting in it, unless it already had one.
    */
   async runUntilIdle(maxQuanta = Number.MAX_SAFE_INTEGER): Promise<RunReport> {
+    const turns = new _EventLoopTurns(() => this.#k.store.flush());
+    try {
+      return await this.#run(maxQuanta, turns);
+    } finally {
+      turns.close();
+      // What the run decided and recorded is durable before the host hears it ended.
+      await this.#k.store.flush();
+    }
+  }
+
+  async #run(maxQuanta: number, turns: _EventLoopTurns): Promise<RunReport> {
     let quanta = 0;
     const active = new Map<number, Promise<void>>();
     const round = new _Round();
     for (;;) {
+      await turns.maybe();
       if (round.empty && quanta < maxQuanta) {
         await this.#newRound(round, active);
         if (round.empty && active.size === 0) return { quanta, idle: true };
@@ -153,7 +205,7 @@ export class Scheduler {
         if (active.has(pid)) continue;
         this.#lastPid = pid;
         quanta++;
-        active.set(pid, this.quantum(pid).finally(() => active.delete(pid)));
+        active.set(pid, this.#quantum(pid).finally(() => active.delete(pid)));
       }
       if (active.size === 0) {
         if (quanta >= maxQuanta) return { quanta, idle: false };
@@ -195,8 +247,16 @@ export class Scheduler {
     }
   }
 
-  /** Give one quantum to `pid` if it is runnable. */
+  /** Give one quantum to `pid` if it is runnable; what it wrote is committed when it returns. */
   async quantum(pid: number): Promise<void> {
+    try {
+      await this.#quantum(pid);
+    } finally {
+      await this.#k.store.flush();
+    }
+  }
+
+  async #quantum(pid: number): Promise<void> {
     const k = this.#k;
     const proc = await k.process(pid);
     if (proc.status !== "runnable") return;
@@ -253,7 +313,11 @@ export class Scheduler {
     if (!Object.hasOwn(k.providers.models, kind)) {
       throw new LibosError("ENOENT", `model: no provider for '${kind}'`);
     }
-    const decision = await k.providers.models[kind].next(k.modelContext(proc));
+    const provider = k.providers.models[kind];
+    // A provider whose step reaches outside (a model API) must not act on state
+    // that a crash could still take back: commit what is deferred first.
+    if (!provider.pure) await k.store.flush();
+    const decision = await provider.next(k.modelContext(proc));
     const model = { kind, state: _checkCursor(decision.cursor) };
     const step = decision.step;
     if (step.type === "exit") {
@@ -269,9 +333,11 @@ export class Scheduler {
   }
 
   // Store a decision: the cursor, the next action and the model's new log
-  // entries land in one commit. The stored status stays `runnable` (a model
-  // step has no effect a crash could leave half done; a crash re-asks the
-  // model); a process that ended meanwhile (a signal) keeps its end.
+  // entries land together. The stored status stays `runnable` (a model step
+  // has no effect a crash could leave half done; a crash re-asks the model);
+  // a process that ended meanwhile (a signal) keeps its end. The commit is
+  // deferred: it lands with the next write that may precede an effect (at the
+  // latest this process's `running` mark, before its action runs).
   async #decide(
     pid: number,
     model: ModelState,
@@ -284,13 +350,9 @@ export class Scheduler {
     const patch = { model, usage: { ...q.usage }, updated_at: k.now() };
     const next = pending ? { ...patch, pending } : patch;
     const log = decision.log ?? [];
-    if (log.length === 0) {
-      await k.store.updateProcess(pid, next, _LIVE);
-      return;
-    }
     await k.store.transaction(async (tx) => {
-      if (await tx.updateProcess(pid, next, _LIVE)) await tx.appendModelLog(pid, log);
-    });
+      if (await tx.updateProcess(pid, next, _LIVE) && log.length) await tx.appendModelLog(pid, log);
+    }, { defer: true });
   }
 
   async #toolStep(proc: ProcessRecord, action: PendingAction, q: _Quantum): Promise<void> {
@@ -369,8 +431,11 @@ export class Scheduler {
   }
 
   // The step's result, its index, the cleared action and the status back to
-  // runnable land in one commit (unless the step itself moved the status: an
-  // exit, a pause). No event for running -> runnable: see Kernel.markRunning.
+  // runnable land together (unless the step itself moved the status: an exit,
+  // a pause). No event for running -> runnable: see Kernel.markRunning. The
+  // commit is deferred like a decision's: no effect depends on it, and a crash
+  // before it lands finds the step `running` and records it as unknown, as for
+  // a crash inside the step.
   async #finishStep(pid: number, result: StepResult, q: _Quantum): Promise<void> {
     q.stamp();
     await this.#k.atomically(async (k) => {
@@ -379,7 +444,7 @@ export class Scheduler {
       if (!(await k.store.updateProcess(pid, { ...done, status: "runnable" }, "running"))) {
         await k.store.updateProcess(pid, done);
       }
-    });
+    }, { defer: true });
   }
 
   /** Record a tool step's result and clear the pending action (one transaction). */

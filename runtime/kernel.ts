@@ -9,7 +9,7 @@ import { LibosError } from "./errors.ts";
 import { assertTransition, isTerminal } from "./lifecycle.ts";
 import { StoreModelContext } from "./model_context.ts";
 import type { ModelContext, Providers } from "./providers/types.ts";
-import type { AuditDraft, Store } from "./store/store.ts";
+import type { AuditDraft, Store, TransactionOptions } from "./store/store.ts";
 import type {
   AgentImage,
   Capability,
@@ -141,9 +141,10 @@ export class Kernel {
    * Run `fn` against a kernel whose store is one transaction: every write it
    * makes lands, or none does (no half-created process on bad input).
    */
-  async atomically<T>(fn: (k: Kernel) => Promise<T>): Promise<T> {
-    return await this.store.transaction((tx) =>
-      fn(new Kernel(tx, this.providers, this.toolNames, this.#shared))
+  async atomically<T>(fn: (k: Kernel) => Promise<T>, options?: TransactionOptions): Promise<T> {
+    return await this.store.transaction(
+      (tx) => fn(new Kernel(tx, this.providers, this.toolNames, this.#shared)),
+      options,
     );
   }
 

@@ -65,6 +65,8 @@ export interface ScriptInput {
  * restarted runtime continues where the last one stopped.
  */
 export class ScriptedModel implements ModelProvider {
+  /** A script reaches nothing outside the runtime. */
+  readonly pure = true;
   /** The step at the cursor's position, and the position after it. */
   async next(ctx: ModelContext): Promise<ModelDecision> {
     const position = Number(ctx.cursor.position ?? 0);

@@ -149,6 +149,12 @@ export interface ModelDecision {
 
 /** A model: given a view of its process, decide the next step. */
 export interface ModelProvider {
+  /**
+   * True when `next` reaches nothing outside the runtime (a script): the
+   * scheduler may then run it while earlier results are still being committed.
+   * Otherwise (a model API) everything is committed before it is called.
+   */
+  readonly pure?: boolean;
   /** Decide the next step; nothing is durable until the scheduler stores the decision. */
   next(ctx: ModelContext): Promise<ModelDecision>;
 }

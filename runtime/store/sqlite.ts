@@ -31,7 +31,14 @@ import type {
   ProcessRecord,
   ProcessStatus,
 } from "../types.ts";
-import type { AuditDraft, AuditFilter, AuditVerification, EventDraft, Store } from "./store.ts";
+import type {
+  AuditDraft,
+  AuditFilter,
+  AuditVerification,
+  EventDraft,
+  Store,
+  TransactionOptions,
+} from "./store.ts";
 import {
   type Hot,
   HOT_COLUMNS,
@@ -101,7 +108,6 @@ CREATE TABLE IF NOT EXISTS human_requests (
   request_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS human_requests_status ON human_requests(status, pid);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('cache_gen', '0');
-DROP TRIGGER IF EXISTS cache_gen_process_state_update;
 ${
   [
     ...["processes", "capabilities", "file_labels"].flatMap((t) =>
@@ -110,16 +116,24 @@ ${
     _genTrigger("process_state", "insert", "INSERT"),
     _genTrigger("process_state", "delete", "DELETE"),
     // Only status changes: the rest of the row (pending action, cursor, usage) is
-    // written by the scheduler holding the store's lease, and a bump is a second
-    // page in every commit of a quantum.
-    _genTrigger("process_state", "status", "UPDATE OF status"),
+    // written by the scheduler holding the store's lease. Not a quantum's own
+    // runnable -> running -> runnable either: it ends where it began, or moves on
+    // through a change that does bump (a wait, an exit), and a bump is a second
+    // page in the commit of every tool step.
+    _genTrigger(
+      "process_state",
+      "status",
+      "UPDATE OF status",
+      "NOT (OLD.status IN ('runnable', 'running') AND NEW.status IN ('runnable', 'running'))",
+    ),
   ].join("\n")
 }
 `;
 
-function _genTrigger(table: string, name: string, event: string): string {
+function _genTrigger(table: string, name: string, event: string, when?: string): string {
   return `CREATE TRIGGER IF NOT EXISTS cache_gen_${table}_${name.toLowerCase()} AFTER ${event}
-    ON ${table} BEGIN UPDATE meta SET value = value + 1 WHERE key = 'cache_gen'; END;`;
+    ON ${table} ${when ? `WHEN ${when}` : ""}
+    BEGIN UPDATE meta SET value = value + 1 WHERE key = 'cache_gen'; END;`;
 }
 
 /**
@@ -158,6 +172,22 @@ interface _AuditRow {
 /** Longest a commit by another process can go unseen by the read cache. */
 export const FOREIGN_WRITE_WINDOW_MS = 0.25;
 
+/**
+ * Longest deferred writes stay uncommitted once the event loop is free (ms).
+ * Within a run of quanta they commit sooner: with the next write that is not
+ * deferred (a tool step's `running` mark), or when the scheduler yields.
+ */
+export const GROUP_MAX_MS = 2;
+
+/** WAL pages after which a commit checkpoints, when no indexer thread does it. */
+export const WAL_AUTOCHECKPOINT = 8000;
+
+/**
+ * The same with an indexer thread checkpointing every few hundred ms: only if
+ * it cannot keep up (or is gone) does the kernel's thread checkpoint itself.
+ */
+export const WAL_AUTOCHECKPOINT_FALLBACK = 64000;
+
 /** Most characters of model inputs kept parsed in memory (they never change once stored). */
 export const INPUT_CACHE_CHARS = 64 * 1024 * 1024;
 
@@ -189,20 +219,63 @@ function _deepFreeze<T>(v: T): T {
   return v;
 }
 
+/**
+ * What an open write wrote that readers may be served from once it commits:
+ * hot process rows (as stored, from RETURNING) and step counts. A savepoint
+ * that rolls back restores the state before it.
+ */
+class _WriteThrough {
+  hots = new Map<number, Readonly<Hot>>();
+  steps = new Map<number, number>();
+
+  /** A copy to restore if a savepoint rolls back. */
+  snapshot(): { hots: Map<number, Readonly<Hot>>; steps: Map<number, number> } {
+    return { hots: new Map(this.hots), steps: new Map(this.steps) };
+  }
+
+  /** Go back to `snap`. */
+  restore(snap: { hots: Map<number, Readonly<Hot>>; steps: Map<number, number> }): void {
+    this.hots = snap.hots;
+    this.steps = snap.steps;
+  }
+
+  /** Committed: serve it from now on. */
+  apply(cache: _ReadCache, stepCounts: Map<number, number>): void {
+    for (const [pid, hot] of this.hots) cache.hots.set(pid, hot);
+    for (const [pid, n] of this.steps) stepCounts.set(pid, n);
+    this.clear();
+  }
+
+  /** Rolled back: forget it. */
+  clear(): void {
+    if (this.hots.size) this.hots = new Map();
+    if (this.steps.size) this.steps = new Map();
+  }
+}
+
 interface _Shared {
   /** The audit log, when this store holds it (file stores; see `_audit_log.ts`). */
   log: AuditLog | null;
   cache: _ReadCache;
   inputs: _InputCache;
-  /** Hot rows the current write or transaction produced, cached once it commits. */
-  writeThrough: Map<number, Readonly<Hot>>;
+  /** What the open write or transaction wrote, cached once it commits. */
+  writeThrough: _WriteThrough;
+  /** Steps recorded per process (the next step's number), as far as known. */
+  stepCounts: Map<number, number>;
   auditQueue: {
     draft: AuditDraft;
     resolve: () => void;
     reject: (e: unknown) => void;
   }[];
   db: DatabaseSync;
+  /** An explicit transaction in progress: other coroutines' statements wait for it. */
   tx: Promise<void> | null;
+  /**
+   * Deferred writes not yet committed: an open SQLite write transaction that
+   * holds the audit log's write lock (`start`: cache_gen when it began).
+   */
+  group: { start: unknown } | null;
+  groupTimer: number | null;
   stmts: Map<string, StatementSync>;
 }
 
@@ -239,7 +312,7 @@ export class SqliteStore implements Store {
     db.exec(`PRAGMA synchronous = ${options.synchronous ?? "NORMAL"}`);
     db.exec("PRAGMA foreign_keys = ON");
     // Fewer, larger checkpoints: each one fsyncs even at synchronous=NORMAL.
-    db.exec("PRAGMA wal_autocheckpoint = 8000");
+    db.exec(`PRAGMA wal_autocheckpoint = ${WAL_AUTOCHECKPOINT}`);
     db.exec(SCHEMA);
     migrateProcesses(db);
     const cache = {
@@ -255,14 +328,19 @@ export class SqliteStore implements Store {
     const log = path !== ":memory:" && options.auditLog !== false
       ? AuditLog.open(path, synchronous, _logHooks(db), options.auditLogMaxBytes)
       : null;
+    // The log's indexer thread checkpoints; this connection only as a last resort.
+    if (log) db.exec(`PRAGMA wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_FALLBACK}`);
     return new SqliteStore({
       log,
       cache,
       inputs: { map: new Map(), chars: 0 },
-      writeThrough: new Map(),
+      writeThrough: new _WriteThrough(),
+      stepCounts: new Map(),
       auditQueue: [],
       db,
       tx: null,
+      group: null,
+      groupTimer: null,
       stmts: new Map(),
     }, false);
   }
@@ -294,6 +372,10 @@ export class SqliteStore implements Store {
   #fresh(): { c: _ReadCache; fill: boolean } {
     const c = this.#s.cache;
     if (this.#inTx) return { c, fill: false };
+    // Deferred writes hold the write lock: nobody else can commit, what was
+    // committed before was seen when they began, and the generation read now
+    // would include their own bumps.
+    if (this.#s.group) return { c, fill: true };
     const now = performance.now();
     if (now - c.checkedAt >= FOREIGN_WRITE_WINDOW_MS) {
       c.checkedAt = now;
@@ -331,82 +413,212 @@ export class SqliteStore implements Store {
     c.labels.clear();
   }
 
-  async transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
+  async transaction<T>(
+    fn: (tx: Store) => Promise<T>,
+    options: TransactionOptions = {},
+  ): Promise<T> {
     if (this.#inTx) return await fn(this);
     while (this.#s.tx) await this.#s.tx;
     let release!: () => void;
     this.#s.tx = new Promise((r) => (release = r));
-    const log = this.#s.log;
     try {
-      while (log && !log.tryLock()) await log.unlocked();
-      try {
-        return await this.#begun(() => fn(new SqliteStore(this.#s, true)));
-      } finally {
-        log?.unlock();
+      const tx = new SqliteStore(this.#s, true);
+      if (!this.#s.group) {
+        // Nothing deferred before it: the transaction is the whole of SQLite's.
+        await this.#openGroup();
+        let out: T;
+        try {
+          out = await fn(tx);
+        } catch (e) {
+          this.#rollbackGroup();
+          throw e;
+        }
+        if (!options.defer) this.#commitGroup();
+        return out;
       }
+      let out: T;
+      try {
+        out = await this.#savepointAsync(() => fn(tx));
+      } catch (e) {
+        // Deferred writes before this transaction are still good: they land; its own do not.
+        this.#commitGroup();
+        throw e;
+      }
+      if (!options.defer) this.#commitGroup();
+      return out;
     } finally {
       this.#s.tx = null;
       release();
     }
   }
 
-  // BEGIN IMMEDIATE, run `fn`, COMMIT (ROLLBACK if it throws), keeping the read
-  // cache exact: with the write lock held, a generation other than the cache's
-  // at the start is someone else's write; the move from there to the end is
-  // ours (entries we wrote were dropped, or are replaced by what we wrote).
-  async #begun<T>(fn: () => Promise<T>): Promise<T> {
-    const start = this.#openTx();
+  async flush(): Promise<void> {
+    if (this.#inTx) return;
+    while (this.#s.tx) await this.#s.tx;
+    this.#commitGroup();
+  }
+
+  // Take the audit log's write lock (its indexer takes turns with us), BEGIN,
+  // and keep both until the group commits. Deferred writes are committed
+  // within GROUP_MAX_MS of the event loop being free, at the latest.
+  async #openGroup(): Promise<void> {
+    const log = this.#s.log;
+    while (log && !log.tryLock()) await log.unlocked();
     try {
-      const out = await fn();
-      this.#closeTx();
-      return out;
+      this.#s.group = { start: this.#begin() };
     } catch (e) {
-      this.#abortTx(start);
+      log?.unlock();
       throw e;
+    }
+    if (this.#s.groupTimer === null) {
+      const t = setTimeout(() => {
+        this.#s.groupTimer = null;
+        this.flush().catch(() => {/* the next write reports it */});
+      }, GROUP_MAX_MS) as unknown as number;
+      // Uncommitted writes at exit are a crash's to recover, not a reason to stay alive.
+      Deno.unrefTimer(t);
+      this.#s.groupTimer = t;
     }
   }
 
-  #openTx(): unknown {
+  #commitGroup(): void {
+    const g = this.#closeGroup();
+    if (!g) return;
+    try {
+      this.#commit();
+    } finally {
+      this.#s.log?.unlock();
+    }
+  }
+
+  #rollbackGroup(): void {
+    const g = this.#closeGroup();
+    if (!g) return;
+    try {
+      this.#rollback(g.start);
+    } finally {
+      this.#s.log?.unlock();
+    }
+  }
+
+  #closeGroup(): { start: unknown } | null {
+    const g = this.#s.group;
+    this.#s.group = null;
+    if (this.#s.groupTimer !== null) {
+      clearTimeout(this.#s.groupTimer);
+      this.#s.groupTimer = null;
+    }
+    return g;
+  }
+
+  // BEGIN IMMEDIATE. With SQLite's write lock held, a generation other than the
+  // cache's is someone else's write: nothing cached can be trusted then.
+  #begin(): unknown {
     this.#q("BEGIN IMMEDIATE").run();
     try {
       const start = this.#generation();
       this.#adoptGeneration(start);
       return start;
     } catch (e) {
-      this.#q("ROLLBACK").run();
+      this.#rollback(null);
       throw e;
     }
   }
 
-  #closeTx(): void {
+  // COMMIT. The move of the generation since BEGIN is ours, and the entries we
+  // wrote were dropped as they were written or are replaced by what we wrote.
+  #commit(): void {
     const end = this.#generation();
-    this.#q("COMMIT").run();
+    try {
+      this.#q("COMMIT").run();
+    } catch (e) {
+      this.#rollback(null);
+      throw e;
+    }
     this.#s.cache.version = end;
-    const w = this.#s.writeThrough;
-    for (const [pid, hot] of w) this.#s.cache.hots.set(pid, hot);
-    w.clear();
+    this.#s.writeThrough.apply(this.#s.cache, this.#s.stepCounts);
   }
 
-  #abortTx(start: unknown): void {
-    this.#q("ROLLBACK").run();
+  // ROLLBACK: the stored generation is back at `start` (null: unknown, so
+  // nothing cached is trusted until it is read again).
+  #rollback(start: unknown): void {
+    try {
+      this.#q("ROLLBACK").run();
+    } catch { /* SQLite already rolled it back */ }
     this.#s.writeThrough.clear();
-    // Rolled back: the stored generation is back where it started.
+    if (start === null) {
+      this.#invalidate();
+      this.#s.stepCounts.clear();
+    }
     this.#s.cache.version = start;
+  }
+
+  // Run `fn` inside the open transaction as a savepoint: all of it lands or none.
+  #savepoint<T>(fn: () => T): T {
+    const saved = this.#s.writeThrough.snapshot();
+    this.#q("SAVEPOINT w").run();
+    try {
+      const out = fn();
+      this.#q("RELEASE w").run();
+      return out;
+    } catch (e) {
+      this.#undoSavepoint(saved);
+      throw e;
+    }
+  }
+
+  async #savepointAsync<T>(fn: () => Promise<T>): Promise<T> {
+    const saved = this.#s.writeThrough.snapshot();
+    this.#q("SAVEPOINT w").run();
+    try {
+      const out = await fn();
+      this.#q("RELEASE w").run();
+      return out;
+    } catch (e) {
+      this.#undoSavepoint(saved);
+      throw e;
+    }
+  }
+
+  #undoSavepoint(saved: ReturnType<_WriteThrough["snapshot"]>): void {
+    try {
+      this.#q("ROLLBACK TO w").run();
+      this.#q("RELEASE w").run();
+    } catch {
+      // SQLite rolled the whole transaction back (an I/O error, a full disk):
+      // the deferred writes before it are gone too.
+      if (this.#s.group) {
+        this.#s.group = null;
+        this.#s.log?.unlock();
+      }
+      this.#rollback(null);
+      return;
+    }
+    this.#s.writeThrough.restore(saved);
   }
 
   /**
    * Run the synchronous write `fn` once no other coroutine's transaction is
    * open and the audit indexer is not committing. The lock is taken and
    * released with no await between, so this thread never waits inside SQLite
-   * for its own indexer. Inside a transaction, `fn` runs at once.
+   * for its own indexer. Inside a transaction, `fn` runs at once. Deferred
+   * writes still open are committed with it: it may precede an effect.
    */
   async #write<T>(fn: () => T): Promise<T> {
+    if (this.#inTx) return fn();
     for (;;) {
-      if (this.#busy) {
-        await this.#busy;
+      if (this.#s.tx) {
+        await this.#s.tx;
         continue;
       }
-      const log = this.#inTx ? null : this.#s.log;
+      if (this.#s.group) {
+        try {
+          return fn();
+        } finally {
+          this.#commitGroup();
+        }
+      }
+      const log = this.#s.log;
       if (!log || log.tryLock()) {
         try {
           return fn();
@@ -421,6 +633,7 @@ export class SqliteStore implements Store {
   // Run a synchronous multi-statement write atomically (own tx unless inside one).
   #atomic<T>(fn: () => T): T {
     if (this.#inTx) return fn();
+    if (this.#s.group) return this.#savepoint(fn);
     this.#q("BEGIN IMMEDIATE").run();
     try {
       const out = fn();
@@ -432,22 +645,25 @@ export class SqliteStore implements Store {
     }
   }
 
-  // #atomic for writes to the cached tables: keeps the read cache exact (see #begun).
-  #atomicCached<T>(fn: () => T): T {
+  // #atomic for writes to the cached tables: keeps the read cache exact (see
+  // #begin). `many`: fn runs more than one statement (one is atomic by itself).
+  #atomicCached<T>(fn: () => T, many = true): T {
     if (this.#inTx) return fn();
-    const start = this.#openTx();
+    if (this.#s.group) return many ? this.#savepoint(fn) : fn();
+    const start = this.#begin();
+    let out: T;
     try {
-      const out = fn();
-      this.#closeTx();
-      return out;
+      out = fn();
     } catch (e) {
-      this.#abortTx(start);
+      this.#rollback(start);
       throw e;
     }
+    this.#commit();
+    return out;
   }
 
   async close(): Promise<void> {
-    while (this.#busy) await this.#busy;
+    await this.flush();
     try {
       await this.#s.log?.close();
     } finally {
@@ -543,7 +759,7 @@ export class SqliteStore implements Store {
         if (!this.#updateHot(pid, hot, expect)) return false;
         if (rest) this.#updateStatic(pid, rest);
         return true;
-      })
+      }, rest !== null)
     );
   }
 
@@ -560,7 +776,7 @@ export class SqliteStore implements Store {
     // what we wrote is what is stored, and it is cached.
     this.#s.cache.hots.delete(pid);
     if (!row) return false;
-    this.#s.writeThrough.set(pid, _deepFreeze(parseHot(row)));
+    this.#s.writeThrough.hots.set(pid, _deepFreeze(parseHot(row)));
     return true;
   }
 
@@ -655,16 +871,28 @@ export class SqliteStore implements Store {
   // ---- steps: results by number
   async insertStep(pid: number, step: number, oid: string): Promise<void> {
     await this.#write(() => {
+      this.#s.stepCounts.delete(pid);
       this.#q("INSERT INTO step_results (pid, step, oid) VALUES (?, ?, ?)").run(pid, step, oid);
+      this.#s.writeThrough.steps.set(pid, step + 1);
+      // Outside a transaction the insert has committed already.
+      if (!this.#inTx && !this.#s.group) {
+        this.#s.writeThrough.apply(this.#s.cache, this.#s.stepCounts);
+      }
     });
   }
 
   async stepCount(pid: number): Promise<number> {
     while (this.#busy) await this.#busy;
+    // Only the scheduler holding the store's lease records steps: what this
+    // store last saw is the count, without a query per step.
+    const known = this.#inTx ? undefined : this.#s.stepCounts.get(pid);
+    if (known !== undefined) return known;
     const r = this.#q(
       "SELECT step FROM step_results WHERE pid = ? ORDER BY step DESC LIMIT 1",
     ).get(pid) as { step: number } | undefined;
-    return r ? r.step + 1 : 0;
+    const n = r ? r.step + 1 : 0;
+    if (!this.#inTx) this.#s.stepCounts.set(pid, n);
+    return n;
   }
 
   async getStep(pid: number, step: number): Promise<MemoryObject | null> {
@@ -948,12 +1176,14 @@ export class SqliteStore implements Store {
     const log = s.log;
     if (log?.behind) {
       try {
+        await this.flush();
         await log.indexed();
       } catch { /* append reports the failure */ }
     }
     if (log?.full) {
       // Offsets are 32-bit: empty the log (once indexed) before it gets near that.
       try {
+        await this.flush();
         await log.indexed();
         await this.#write(() => log.maybeTruncate());
       } catch { /* append reports the failure */ }
@@ -982,7 +1212,10 @@ export class SqliteStore implements Store {
    * (at once without an audit log). Audit reads wait for this themselves.
    */
   async auditIndexed(): Promise<void> {
-    if (!this.#inTx) await this.#s.log?.indexed();
+    if (this.#inTx) return;
+    // The indexer needs the write lock that deferred writes hold.
+    await this.flush();
+    await this.#s.log?.indexed();
   }
 
   async listAudit(filter: AuditFilter = {}): Promise<AuditRecord[]> {

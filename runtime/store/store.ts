@@ -54,11 +54,26 @@ export interface AuditVerification {
   firstBad?: { seq: number; record_id: string; problem: string };
 }
 
+/** Options of {@link Store.transaction}. */
+export interface TransactionOptions {
+  /**
+   * The transaction's writes may be committed later, together with others: at
+   * the latest with the next write that is not deferred, by {@link Store.flush},
+   * or shortly after the event loop is free. For writes that no effect depends
+   * on yet (a scheduler's decision or step result): any write that may precede
+   * an effect is not deferred, so it commits whatever was deferred before it.
+   * Reads on this store see deferred writes at once.
+   */
+  defer?: boolean;
+}
+
 /** Durable kernel state. One interface, several backends. */
 export interface Store {
   /** Run `fn` atomically: either everything it wrote lands or nothing does. */
-  transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T>;
-  /** Close the backend. */
+  transaction<T>(fn: (tx: Store) => Promise<T>, options?: TransactionOptions): Promise<T>;
+  /** Commit deferred writes now (see {@link TransactionOptions.defer}). */
+  flush(): Promise<void>;
+  /** Close the backend (committing deferred writes). */
   close(): Promise<void>;
 
   /** Insert a process; the store assigns the pid. */
