@@ -16,7 +16,7 @@ import { HostClock, HostFileSystem, HostShell } from "../runtime/providers/host.
 import { DenyingHuman, parseScript, ScriptedModel } from "../runtime/providers/scripted.ts";
 import { HostSandbox } from "../runtime/sandbox/provider.ts";
 import type { HumanAnswer, Providers } from "../runtime/providers/types.ts";
-import { type RunReport, Scheduler, type StepResult } from "./scheduler.ts";
+import { DEFAULT_CONCURRENCY, type RunReport, Scheduler, type StepResult } from "./scheduler.ts";
 import { SqliteStore } from "../runtime/store/sqlite.ts";
 import type { Store } from "../runtime/store/store.ts";
 import type {
@@ -103,7 +103,7 @@ export class Runtime {
     const cacheDir = options.jitCacheDir ?? tempCache ?? `${options.store}.jit`;
     const providers = { ...hostProviders(cacheDir), ...options.providers };
     const kernel = new Kernel(store, providers, BUILTIN_TOOL_NAMES);
-    const rt = new Runtime(kernel, tempCache, options.concurrency ?? 1);
+    const rt = new Runtime(kernel, tempCache, options.concurrency ?? DEFAULT_CONCURRENCY);
     rt.#role = options.role ?? "scheduler";
     if (rt.#role === "scheduler") {
       try {

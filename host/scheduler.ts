@@ -41,7 +41,7 @@ export interface RunReport {
 }
 
 /** Processes inside a quantum at once unless a runtime asks otherwise. */
-export const DEFAULT_CONCURRENCY = 1;
+export const DEFAULT_CONCURRENCY = 4;
 
 /** Options of a {@link Scheduler}. */
 export interface SchedulerOptions {
@@ -95,10 +95,12 @@ class _Round {
     this.#front.push(pid);
   }
 
-  /** The next pid to serve, if any. */
-  next(): number | undefined {
-    if (this.#front.length > 0) return this.#front.shift();
-    return this.#at < this.#order.length ? this.#order[this.#at++] : undefined;
+  /** The next pid to serve, if any, and whether it came in during the round. */
+  next(): { pid: number; admitted: boolean } | undefined {
+    if (this.#front.length > 0) return { pid: this.#front.shift()!, admitted: true };
+    return this.#at < this.#order.length
+      ? { pid: this.#order[this.#at++], admitted: false }
+      : undefined;
   }
 }
 
@@ -200,10 +202,12 @@ export class Scheduler {
       }
       while (active.size < this.#concurrency && quanta < maxQuanta) {
         for (const pid of this.#k.takeRunnable()) if (!active.has(pid)) round.admit(pid);
-        const pid = round.next();
-        if (pid === undefined) break;
+        const turn = round.next();
+        if (turn === undefined) break;
+        const pid = turn.pid;
         if (active.has(pid)) continue;
-        this.#lastPid = pid;
+        // A process served out of turn does not move where the rotation goes on.
+        if (!turn.admitted) this.#lastPid = pid;
         quanta++;
         active.set(pid, this.#quantum(pid).finally(() => active.delete(pid)));
       }

@@ -142,10 +142,14 @@ Deno.test("scheduler: a runtime killed in the middle of a long script resumes at
         .filter((o) => o.kind === "observation")
         .map((o) => o.name);
       assert.equal(new Set(names).size, names.length);
-      assert.equal(names.length, puts.length);
       const named = new Set(names);
       for (const s of steps) if (s.ok) assert.ok(named.has(`s${s.step}`), `s${s.step}`);
       assert.ok(names.length >= STEPS - 1);
+      // A call's audit record follows its effect: the put in flight at the kill may have
+      // committed its object without its record (the call never returned). Only that one.
+      const unaudited = names.length - puts.length;
+      assert.ok(unaudited === 0 || (unaudited === 1 && failed.length === 1), `${unaudited}`);
+      if (unaudited === 1) assert.ok(named.has(`s${failed[0].step}`));
       assert.ok((await rt.kernel.store.verifyAudit()).ok);
     } finally {
       await rt.close();
