@@ -42,7 +42,11 @@ export interface RuntimeOptions {
    * no recovery, no scheduling, so it never disturbs a live scheduler.
    */
   role?: "scheduler" | "client";
-  /** Processes that may be inside a quantum at once (default 1: fully deterministic order). */
+  /**
+   * Processes that may be inside a quantum at once (default {@link DEFAULT_CONCURRENCY}, 4: a
+   * slow tool or model call holds one slot while others run). Ask for 1 where the order of
+   * quanta across processes must be exactly round-robin.
+   */
   concurrency?: number;
 }
 
