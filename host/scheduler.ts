@@ -200,11 +200,15 @@ export class Scheduler {
     let quanta = 0;
     const active = new Map<number, Promise<void>>();
     const round = new _Round();
+    // Settles when a quantum ends (one signal instead of racing every active quantum).
+    let freed!: Promise<void>;
+    let free!: () => void;
+    const rearm = () => (freed = new Promise<void>((r) => (free = r)));
+    rearm();
     for (;;) {
       await turns.maybe();
-      if (round.empty && quanta < maxQuanta) {
-        await this.#newRound(round, active);
-        if (round.empty && active.size === 0) return { quanta, idle: true };
+      if (round.empty && quanta < maxQuanta && await this.#newRound(round, active)) {
+        return { quanta, idle: true };
       }
       while (active.size < this.#concurrency && quanta < maxQuanta) {
         for (const pid of this.#k.takeRunnable()) if (!active.has(pid)) round.admit(pid);
@@ -215,13 +219,20 @@ export class Scheduler {
         // A process served out of turn does not move where the rotation goes on.
         if (!turn.admitted) this.#lastPid = pid;
         quanta++;
-        active.set(pid, this.#quantum(pid).finally(() => active.delete(pid)));
+        active.set(
+          pid,
+          this.#quantum(pid).finally(() => {
+            active.delete(pid);
+            free();
+          }),
+        );
       }
       if (active.size === 0) {
         if (quanta >= maxQuanta) return { quanta, idle: false };
         continue;
       }
-      await Promise.race(active.values());
+      await freed;
+      rearm();
       if (quanta >= maxQuanta) {
         await Promise.all(active.values());
         return { quanta, idle: false };
@@ -231,14 +242,18 @@ export class Scheduler {
 
   // List the runnable processes (not the ended ones: a long history costs
   // nothing here) and continue after the last pid served, so every runnable
-  // process gets a turn per round.
-  async #newRound(round: _Round, active: Map<number, Promise<void>>): Promise<void> {
+  // process gets a turn per round. True when nothing is runnable and nothing
+  // is inside a quantum, decided with the listing: a quantum that ends after
+  // it may leave its process runnable.
+  async #newRound(round: _Round, active: Map<number, Promise<void>>): Promise<boolean> {
     await this.#wakeExpired();
     // The listing below sees everything that became runnable until now.
     this.#k.takeRunnable();
-    const runnable = (await this.#k.store.pidsWithStatus("runnable")).filter((p) => !active.has(p));
+    const listed = await this.#k.store.pidsWithStatus("runnable");
+    const runnable = listed.filter((p) => !active.has(p));
     const start = runnable.findIndex((p) => p > this.#lastPid);
     round.reset(start <= 0 ? runnable : [...runnable.slice(start), ...runnable.slice(0, start)]);
+    return runnable.length === 0 && active.size === 0;
   }
 
   // A human request left undecided past its expiry counts as denied: wake the

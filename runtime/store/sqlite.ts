@@ -222,22 +222,42 @@ function _deepFreeze<T>(v: T): T {
 
 /**
  * What an open write wrote that readers may be served from once it commits:
- * hot process rows (as stored, from RETURNING) and step counts. A savepoint
- * that rolls back restores the state before it.
+ * hot process rows and step counts. A savepoint that rolls back undoes what
+ * was set since it began (an undo log: no copy per savepoint).
  */
 class _WriteThrough {
   hots = new Map<number, Readonly<Hot>>();
   steps = new Map<number, number>();
+  #undo: [Map<number, unknown>, number, unknown, boolean][] = [];
 
-  /** A copy to restore if a savepoint rolls back. */
-  snapshot(): { hots: Map<number, Readonly<Hot>>; steps: Map<number, number> } {
-    return { hots: new Map(this.hots), steps: new Map(this.steps) };
+  /** Remember `pid`'s hot row as of now. */
+  setHot(pid: number, hot: Readonly<Hot> | undefined): void {
+    this.#set(this.hots as Map<number, unknown>, pid, hot);
   }
 
-  /** Go back to `snap`. */
-  restore(snap: { hots: Map<number, Readonly<Hot>>; steps: Map<number, number> }): void {
-    this.hots = snap.hots;
-    this.steps = snap.steps;
+  /** Remember `pid`'s step count as of now. */
+  setSteps(pid: number, n: number): void {
+    this.#set(this.steps as Map<number, unknown>, pid, n);
+  }
+
+  #set(map: Map<number, unknown>, pid: number, value: unknown): void {
+    this.#undo.push([map, pid, map.get(pid), map.has(pid)]);
+    if (value === undefined) map.delete(pid);
+    else map.set(pid, value);
+  }
+
+  /** A point to roll back to. */
+  mark(): number {
+    return this.#undo.length;
+  }
+
+  /** Undo everything set since `mark`. */
+  rollbackTo(mark: number): void {
+    while (this.#undo.length > mark) {
+      const [map, pid, value, had] = this.#undo.pop()!;
+      if (had) map.set(pid, value);
+      else map.delete(pid);
+    }
   }
 
   /** Committed: serve it from now on. */
@@ -247,10 +267,11 @@ class _WriteThrough {
     this.clear();
   }
 
-  /** Rolled back: forget it. */
+  /** Rolled back (or applied): forget it. */
   clear(): void {
     if (this.hots.size) this.hots = new Map();
     if (this.steps.size) this.steps = new Map();
+    this.#undo.length = 0;
   }
 }
 
@@ -556,7 +577,7 @@ export class SqliteStore implements Store {
 
   // Run `fn` inside the open transaction as a savepoint: all of it lands or none.
   #savepoint<T>(fn: () => T): T {
-    const saved = this.#s.writeThrough.snapshot();
+    const saved = this.#s.writeThrough.mark();
     this.#q("SAVEPOINT w").run();
     try {
       const out = fn();
@@ -569,7 +590,7 @@ export class SqliteStore implements Store {
   }
 
   async #savepointAsync<T>(fn: () => Promise<T>): Promise<T> {
-    const saved = this.#s.writeThrough.snapshot();
+    const saved = this.#s.writeThrough.mark();
     this.#q("SAVEPOINT w").run();
     try {
       const out = await fn();
@@ -581,7 +602,7 @@ export class SqliteStore implements Store {
     }
   }
 
-  #undoSavepoint(saved: ReturnType<_WriteThrough["snapshot"]>): void {
+  #undoSavepoint(saved: number): void {
     try {
       this.#q("ROLLBACK TO w").run();
       this.#q("RELEASE w").run();
@@ -595,7 +616,7 @@ export class SqliteStore implements Store {
       this.#rollback(null);
       return;
     }
-    this.#s.writeThrough.restore(saved);
+    this.#s.writeThrough.rollbackTo(saved);
   }
 
   /**
@@ -776,24 +797,22 @@ export class SqliteStore implements Store {
       pid,
       ...(expect ?? []),
     );
-    const w = this.#s.writeThrough.hots;
-    const known = w.get(pid) ?? this.#s.cache.hots.get(pid);
+    const known = this.#s.writeThrough.hots.get(pid) ?? this.#s.cache.hots.get(pid);
     // Reads inside a transaction see the row itself until it commits.
     this.#s.cache.hots.delete(pid);
     if (Number(r.changes) !== 1) return false;
     // The row as it now is: what was known of it with what we wrote (parsed
     // from the text we stored, so no caller's object is shared or frozen).
     // Cached once the write commits.
+    let next: Record<string, unknown> | undefined;
     if (known) {
-      const next: Record<string, unknown> = { ...known };
+      next = { ...known };
       keys.forEach((k, i) => {
         const v = values[i];
-        next[k] = k === "status" || k === "updated_at" || v === null ? v : JSON.parse(v);
+        next![k] = k === "status" || k === "updated_at" || v === null ? v : JSON.parse(v);
       });
-      w.set(pid, _deepFreeze(next as unknown as Hot));
-    } else {
-      w.delete(pid);
     }
+    this.#s.writeThrough.setHot(pid, next && _deepFreeze(next as unknown as Hot));
     return true;
   }
 
@@ -890,7 +909,7 @@ export class SqliteStore implements Store {
     await this.#write(() => {
       this.#s.stepCounts.delete(pid);
       this.#q("INSERT INTO step_results (pid, step, oid) VALUES (?, ?, ?)").run(pid, step, oid);
-      this.#s.writeThrough.steps.set(pid, step + 1);
+      this.#s.writeThrough.setSteps(pid, step + 1);
       // Outside a transaction the insert has committed already.
       if (!this.#inTx && !this.#s.group) {
         this.#s.writeThrough.apply(this.#s.cache, this.#s.stepCounts);
@@ -1009,12 +1028,13 @@ export class SqliteStore implements Store {
   async insertObject(o: MemoryObject): Promise<void> {
     return await this.#write(() => {
       this.#atomic(() => {
+        const body = JSON.stringify(o);
         this.#q("INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, ?, ?)")
-          .run(o.oid, o.namespace, o.name, o.version, JSON.stringify(o));
+          .run(o.oid, o.namespace, o.name, o.version, body);
         this.#q("INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)").run(
           o.oid,
           o.version,
-          JSON.stringify(o),
+          body,
         );
       });
     });
