@@ -12,6 +12,14 @@ import { CTL, ERR_OFFSET, LOCK_FREE, LOCK_INDEXER, LOCK_STORE } from "./_audit_l
 /** After new lines appear, wait this long for more so one transaction takes many (ms). */
 const GATHER_MS = 2;
 
+/**
+ * How often this thread checkpoints the WAL when anything was committed (ms).
+ * A checkpoint ends in fsyncs (tens of ms on this kind of VM); run here, they
+ * stall neither the kernel's thread nor its writers (PASSIVE takes no lock
+ * writers need). The store's own connection only checkpoints as a last resort.
+ */
+export const CHECKPOINT_EVERY_MS = 200;
+
 const init = workerData as {
   storePath: string;
   logPath: string;
@@ -26,7 +34,8 @@ const encoder = new TextEncoder();
 const db = new DatabaseSync(init.storePath);
 db.exec("PRAGMA busy_timeout = 5000");
 db.exec(`PRAGMA synchronous = ${init.synchronous}`);
-db.exec("PRAGMA wal_autocheckpoint = 8000");
+// This thread checkpoints on its own schedule (see CHECKPOINT_EVERY_MS).
+db.exec("PRAGMA wal_autocheckpoint = 0");
 const statements = new Map<string, ReturnType<DatabaseSync["prepare"]>>();
 const prepare: Prepare = (sql) => {
   let stmt = statements.get(sql);
@@ -37,6 +46,20 @@ const log = Deno.openSync(init.logPath, { read: true });
 
 let indexed = 0;
 let epoch = 0;
+let checkpointedAt = performance.now();
+let seenVersion: unknown = null;
+const dataVersion = db.prepare("PRAGMA data_version");
+const checkpoint = db.prepare("PRAGMA wal_checkpoint(PASSIVE)");
+
+/** Checkpoint if it is time and someone (this thread included) committed since the last one. */
+function maybeCheckpoint(committed: boolean): void {
+  if (performance.now() - checkpointedAt < CHECKPOINT_EVERY_MS) return;
+  const v = (dataVersion.get() as { data_version: unknown }).data_version;
+  if (!committed && v === seenVersion) return;
+  seenVersion = v;
+  checkpoint.get();
+  checkpointedAt = performance.now();
+}
 
 function lock(): void {
   while (Atomics.compareExchange(ctl, CTL.LOCK, LOCK_FREE, LOCK_INDEXER) !== LOCK_FREE) {
@@ -87,8 +110,9 @@ try {
     const stopping = Atomics.load(ctl, CTL.STOP) === 1;
     if (written === indexed && Atomics.load(ctl, CTL.EPOCH) === epoch) {
       if (stopping) break;
+      maybeCheckpoint(false);
       Atomics.store(ctl, CTL.IDLE, 1);
-      Atomics.wait(ctl, CTL.WRITTEN, written, 1000);
+      Atomics.wait(ctl, CTL.WRITTEN, written, CHECKPOINT_EVERY_MS);
       Atomics.store(ctl, CTL.IDLE, 0);
       continue;
     }
@@ -105,6 +129,7 @@ try {
     }
     Atomics.store(ctl, CTL.INDEXED, indexed);
     Atomics.notify(ctl, CTL.INDEXED);
+    maybeCheckpoint(true);
   }
 } finally {
   log.close();
