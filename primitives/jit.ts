@@ -293,7 +293,7 @@ const jitCall: Primitive = {
         flags: accessFlags({ ...access, read: [...access.read, art.toolPath] }),
         limits,
         onSyscall: (sys, sysArgs) => {
-          if (sys.startsWith("jit.") || sys.startsWith("sandbox.")) {
+          if (sys.startsWith("jit.") || sys.startsWith("sandbox.") || sys.startsWith("model.")) {
             const refusal = denied(`${sys} is not available inside a JIT tool`);
             return k.audit({
               actor: `pid:${pid}`,

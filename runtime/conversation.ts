@@ -106,11 +106,15 @@ export function sealEntry(d: ConvDraft, prevChain: string, count: TokenCounter):
   } as ConvEntry;
 }
 
-/** Where the model's view starts: the latest summary, or the whole log. */
+/**
+ * Where the model's view starts: after the goal (position 0), the latest
+ * summary stands in for what it covers, and the view goes on from the end of
+ * that (skipping the summary's own position, shown second).
+ */
 export function viewStart(entries: readonly ConvEntry[]): { summary: number | null; from: number } {
   for (let i = entries.length - 1; i >= 0; i--) {
     const e = entries[i];
-    if (e.kind === "summary") return { summary: i, from: Math.max(e.covers[1], i + 1) };
+    if (e.kind === "summary") return { summary: i, from: e.covers[1] };
   }
   return { summary: null, from: 1 };
 }
@@ -201,4 +205,149 @@ export function compactionCut(
   let cut = entries.length - keep;
   while (cut > from && entries[cut]?.kind !== "assistant") cut--;
   return cut > from ? cut : null;
+}
+
+/** The request a model sees of a conversation: messages under the sink rule. */
+export interface ConvView {
+  /** Messages from the view's start (the goal, the latest summary, what follows). */
+  messages: ChatMessage[];
+  /** Content held back, by log position. */
+  redactions: Redaction[];
+  /** Estimated tokens of the messages. */
+  tokens: number;
+  /** Hash chain of the last entry: what was sent, in O(1). */
+  chain: string;
+  /** First log position after the summary (or 1). */
+  from: number;
+}
+
+/** Where the durable conversation lives (a store or a transaction on it). */
+export interface ConvStore {
+  /** Append entries; returns the new length. */
+  appendModelLog(pid: number, entries: unknown[]): Promise<number>;
+  /** Entries from `from` up to `to`. */
+  readModelLog(pid: number, from: number, to?: number): Promise<unknown[]>;
+  /** How many entries there are. */
+  modelLogLength(pid: number): Promise<number>;
+}
+
+/**
+ * A process's conversation, kept in memory in step with its durable model log
+ * (checked by the log's length, one index seek), so a turn reads and maps only
+ * what was appended since the last one.
+ */
+export class Conversation {
+  /** The process. */
+  readonly pid: number;
+  /** Every entry, in log order. */
+  readonly entries: ConvEntry[] = [];
+  #view: (ConvView & { upto: number; key: string }) | null = null;
+  #turns = 0;
+
+  /** An empty conversation of `pid` (call {@link sync} before use). */
+  constructor(pid: number) {
+    this.pid = pid;
+  }
+
+  /** Catch up with the durable log (a rolled-back append is dropped). */
+  async sync(store: ConvStore): Promise<this> {
+    const n = await store.modelLogLength(this.pid);
+    if (n < this.entries.length) this.#reset();
+    if (n > this.entries.length) {
+      this.#push(await store.readModelLog(this.pid, this.entries.length, n) as ConvEntry[]);
+    }
+    return this;
+  }
+
+  #reset(): void {
+    this.entries.length = 0;
+    this.#view = null;
+    this.#turns = 0;
+  }
+
+  #push(entries: ConvEntry[]): void {
+    for (const e of entries) {
+      this.entries.push(e);
+      if (e.kind === "assistant") this.#turns++;
+    }
+  }
+
+  /** The last entry's chain link ("" before the first). */
+  get chain(): string {
+    return this.entries.at(-1)?.chain ?? "";
+  }
+
+  /** Seal and append `drafts` durably (through `store`), then here. */
+  async append(store: ConvStore, drafts: ConvDraft[], count: TokenCounter): Promise<ConvEntry[]> {
+    const out: ConvEntry[] = [];
+    let prev = this.chain;
+    for (const d of drafts) {
+      const e = sealEntry(d, prev, count);
+      prev = e.chain;
+      out.push(e);
+    }
+    const n = await store.appendModelLog(this.pid, out);
+    if (n !== this.entries.length + out.length) {
+      // Someone else appended meanwhile: take the durable log as it is.
+      this.#reset();
+      await this.sync(store);
+      return out;
+    }
+    this.#push(out);
+    return out;
+  }
+
+  /** The last reply, its position, and its tool calls that have no result yet. */
+  lastReply(): {
+    index: number;
+    entry: Extract<ConvEntry, { kind: "assistant" }>;
+    open: ChatToolCall[];
+  } | null {
+    for (let i = this.entries.length - 1; i >= 0; i--) {
+      const e = this.entries[i];
+      if (e.kind !== "assistant") continue;
+      const answered = new Set(
+        this.entries.slice(i + 1).flatMap((x) => x.kind === "tool" ? [x.call_id] : []),
+      );
+      return { index: i, entry: e, open: e.tool_calls.filter((c) => !answered.has(c.id)) };
+    }
+    return null;
+  }
+
+  /** Model turns so far (replies recorded). */
+  turns(): number {
+    return this.#turns;
+  }
+
+  /**
+   * The request view under `sink`: built once, then extended by the entries
+   * appended since (a new summary or a new release rebuilds it).
+   */
+  view(sink: SinkRule): ConvView {
+    const start = viewStart(this.entries);
+    const key = `${start.summary}|${start.from}|${sink.clearance}|${sink.released.size}`;
+    let v = this.#view;
+    if (!v || v.key !== key) {
+      v = { messages: [], redactions: [], tokens: 0, chain: "", from: start.from, upto: 0, key };
+      const head = [0, ...(start.summary !== null ? [start.summary] : [])];
+      for (const i of head) this.#add(v, i, sink);
+      v.upto = start.from;
+    }
+    for (let i = Math.max(v.upto, start.from); i < this.entries.length; i++) {
+      if (i !== start.summary) this.#add(v, i, sink);
+    }
+    v.upto = this.entries.length;
+    v.chain = this.chain;
+    this.#view = v;
+    return v;
+  }
+
+  #add(v: ConvView, i: number, sink: SinkRule): void {
+    const e = this.entries[i];
+    if (!e) return;
+    const { message, redaction } = toMessage(e, sink);
+    v.messages.push(message);
+    v.tokens += redaction ? 16 : e.tokens;
+    if (redaction) v.redactions.push({ index: i, ...redaction });
+  }
 }

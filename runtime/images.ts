@@ -208,7 +208,7 @@ export function parseImage(raw: unknown, knownTools: readonly string[]): AgentIm
     policy: parsePolicy(o.policy),
     required_capabilities: caps(o.required_capabilities, "required_capabilities"),
     budgets: _budgets(o.budgets),
-    model: o.model === undefined ? null : parseModelConfig(o.model),
+    model: o.model === undefined || o.model === null ? null : parseModelConfig(o.model),
   };
 }
 

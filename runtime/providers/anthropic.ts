@@ -3,7 +3,7 @@
  * blocks through the official `@anthropic-ai/sdk`.
  * @module
  */
-import Anthropic from "@anthropic-ai/sdk";
+import type Anthropic from "@anthropic-ai/sdk";
 import {
   type ChatCallOptions,
   type ChatEndpoint,
@@ -17,6 +17,17 @@ import {
 } from "./chat.ts";
 
 /** Anthropic's own endpoint, named explicitly so no environment variable can move it. */
+
+type _Sdk = typeof import("@anthropic-ai/sdk");
+let _sdk: Promise<_Sdk> | null = null;
+/**
+ * The SDK, loaded on first use: a runtime that never talks to this provider
+ * (every scripted or tool-only run) never loads it.
+ */
+function _load(): Promise<_Sdk> {
+  return _sdk ??= import("@anthropic-ai/sdk");
+}
+
 export const ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com";
 
 type _Block = Record<string, unknown>;
@@ -77,18 +88,23 @@ function _finish(reason: string | null | undefined): string {
 }
 
 /** Map an SDK error to a {@link ChatError} (never echoing the key). */
-export function anthropicError(e: unknown, key: string | undefined, aborted: boolean): ChatError {
+export function anthropicError(
+  sdk: typeof Anthropic,
+  e: unknown,
+  key: string | undefined,
+  aborted: boolean,
+): ChatError {
   const msg = (m: string) => withoutSecret(m, key).slice(0, 500);
-  if (aborted || e instanceof Anthropic.APIUserAbortError) {
+  if (aborted || e instanceof sdk.APIUserAbortError) {
     return new ChatError("timeout", "request timed out");
   }
-  if (e instanceof Anthropic.APIConnectionTimeoutError) {
+  if (e instanceof sdk.APIConnectionTimeoutError) {
     return new ChatError("timeout", "request timed out");
   }
-  if (e instanceof Anthropic.APIConnectionError) {
+  if (e instanceof sdk.APIConnectionError) {
     return new ChatError("connection", msg(`connection failed: ${e.message}`));
   }
-  if (e instanceof Anthropic.APIError) {
+  if (e instanceof sdk.APIError) {
     const status = e.status ?? null;
     // 529 is Anthropic's "overloaded": a server condition, retried like a 5xx.
     const kind = status === 429
@@ -129,7 +145,8 @@ export class AnthropicChat implements ChatProvider {
         `${this.#endpoint.keyVar} is not set in the runtime's environment`,
       );
     }
-    const client = new Anthropic({
+    const sdk = (await _load()).default;
+    const client = new sdk({
       apiKey: key,
       authToken: null,
       baseURL: this.#endpoint.baseUrl ?? ANTHROPIC_DEFAULT_BASE_URL,
@@ -183,7 +200,7 @@ export class AnthropicChat implements ChatProvider {
         model: res.model ?? req.model,
       };
     } catch (e) {
-      throw anthropicError(e, key, opts.signal.aborted);
+      throw anthropicError(sdk, e, key, opts.signal.aborted);
     }
   }
 

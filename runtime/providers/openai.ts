@@ -4,7 +4,7 @@
  * (Ollama, vLLM, llama.cpp server, LM Studio) at a base URL the host chose.
  * @module
  */
-import OpenAI from "openai";
+import type OpenAI from "openai";
 import {
   type ChatCallOptions,
   type ChatEndpoint,
@@ -19,6 +19,17 @@ import {
 } from "./chat.ts";
 
 /** OpenAI's own endpoint, named explicitly so no environment variable can move it. */
+
+type _Sdk = typeof import("openai");
+let _sdk: Promise<_Sdk> | null = null;
+/**
+ * The SDK, loaded on first use: a runtime that never talks to this provider
+ * (every scripted or tool-only run) never loads it.
+ */
+function _load(): Promise<_Sdk> {
+  return _sdk ??= import("openai");
+}
+
 export const OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1";
 
 type _Msg = OpenAI.Chat.Completions.ChatCompletionMessageParam;
@@ -66,18 +77,23 @@ function _finish(reason: string | null | undefined): string {
 }
 
 /** Map an SDK error to a {@link ChatError} (never echoing the key). */
-export function openaiError(e: unknown, key: string | undefined, aborted: boolean): ChatError {
+export function openaiError(
+  sdk: typeof OpenAI,
+  e: unknown,
+  key: string | undefined,
+  aborted: boolean,
+): ChatError {
   const msg = (m: string) => withoutSecret(m, key).slice(0, 500);
-  if (aborted || e instanceof OpenAI.APIUserAbortError) {
+  if (aborted || e instanceof sdk.APIUserAbortError) {
     return new ChatError("timeout", "request timed out");
   }
-  if (e instanceof OpenAI.APIConnectionTimeoutError) {
+  if (e instanceof sdk.APIConnectionTimeoutError) {
     return new ChatError("timeout", "request timed out");
   }
-  if (e instanceof OpenAI.APIConnectionError) {
+  if (e instanceof sdk.APIConnectionError) {
     return new ChatError("connection", msg(`connection failed: ${e.message}`));
   }
-  if (e instanceof OpenAI.APIError) {
+  if (e instanceof sdk.APIError) {
     const status = e.status ?? null;
     const kind = status === 429
       ? "rate_limit"
@@ -117,7 +133,8 @@ export class OpenAIChat implements ChatProvider {
         `${this.#endpoint.keyVar} is not set in the runtime's environment`,
       );
     }
-    const client = new OpenAI({
+    const sdk = (await _load()).default;
+    const client = new sdk({
       // A local server needs no key; the SDK insists on one, so it gets a placeholder.
       apiKey: key ?? "no-key",
       baseURL: this.#endpoint.baseUrl ?? OPENAI_DEFAULT_BASE_URL,
@@ -170,7 +187,7 @@ export class OpenAIChat implements ChatProvider {
         model: res.model ?? req.model,
       };
     } catch (e) {
-      throw openaiError(e, key, opts.signal.aborted);
+      throw openaiError(sdk, e, key, opts.signal.aborted);
     }
   }
 
