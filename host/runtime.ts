@@ -11,6 +11,7 @@ import { BUILTIN_TOOL_NAMES, BUILTIN_TOOLS } from "../tools/builtin.ts";
 import { hostChat } from "../runtime/providers/chat_host.ts";
 import type { ToolSpec } from "../runtime/kernel.ts";
 import { ModelLoop } from "./model_loop.ts";
+import { endpointOf, type LlmInput } from "../primitives/model.ts";
 import { parseCapabilitySpec } from "../runtime/capabilities.ts";
 import { invalid, LibosError } from "../runtime/errors.ts";
 import { parseImage, parseModelConfig } from "../runtime/images.ts";
@@ -261,6 +262,37 @@ export class Runtime {
     decidedBy = "human:owner",
   ): Promise<HumanRequestRecord> {
     return await applyDecision(this.kernel, requestId, answer, decidedBy);
+  }
+
+  /**
+   * Release exactly one piece of content that was held back from `pid`'s model
+   * (by its sha256, as the ledger and the console show it) to that model's
+   * endpoint, as the host's human. Later requests carry it; nothing else
+   * changes. Audited.
+   */
+  async releaseToModel(pid: number, sha256: string, decidedBy = "human:owner"): Promise<void> {
+    const k = this.kernel;
+    const input = await k.store.getModelInput(pid) as LlmInput | null;
+    if (!input?.config) throw invalid("pid", `process ${pid} is not driven by a model`);
+    if (!/^[0-9a-f]{64}$/.test(sha256)) throw invalid("sha256", "must be 64 hex digits");
+    const held = (await k.store.listModelCalls({ pid }))
+      .some((c) => c.request.redactions.some((r) => r.sha256 === sha256));
+    if (!held) throw invalid("sha256", `was not held back from process ${pid}'s model`);
+    const endpoint = endpointOf(input.config);
+    await k.store.insertModelRelease({ pid, sha256, endpoint, decided_by: decidedBy, at: k.now() });
+    await k.audit({
+      actor: decidedBy,
+      action: "model.release",
+      target: `model:${endpoint}`,
+      input_refs: { pid, sha256 },
+      output_refs: null,
+      capability_refs: [],
+      decision: "allow",
+      reason: `content ${sha256.slice(0, 12)}… released to ${endpoint} for process ${pid}`,
+      correlation_id: null,
+      parent_record_id: null,
+    });
+    await k.emit("model.released", decidedBy, `pid:${pid}`, { sha256, endpoint });
   }
 
   /** Issue a syscall as `pid` (for hosts and tests; agents go through tools). */
