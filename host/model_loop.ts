@@ -86,8 +86,12 @@ export class ModelLoop implements ModelProvider {
         });
       }
     }
-    // Durable before the model sees them (model.call builds its request from the log).
-    if (drafts.length) await conv.append(k.store, drafts, count);
+    // In the log before the model sees them (model.call builds its request from it). The
+    // commit is deferred: it lands with the call's ledger record, before the request leaves,
+    // and a crash before that rebuilds the same entries from the same durable step result.
+    if (drafts.length) {
+      await k.store.transaction((tx) => conv.append(tx, drafts, count), { defer: true });
+    }
     const pending = conv.lastReply()?.open ?? [];
     if (pending.length) return await this.#callStep(ctx, pending[0]);
     const reply = await syscall(k, ctx.pid, "model.call", {

@@ -557,15 +557,17 @@ async function childRun(storePath: string, dir: string, killOn: "reply" | "none"
     child,
     `import { Runtime } from ${JSON.stringify(runtimeUrl)};
 const rt = await Runtime.open({ store: ${JSON.stringify(storePath)} });
-const emit = rt.kernel.emit.bind(rt.kernel);
-// Dies the moment a reply is recorded (reply, conversation entry and ledger committed),
-// before the loop makes its first tool call the process's next action.
-rt.kernel.emit = async (type, ...rest) => {
-  const e = await emit(type, ...rest);
-  if (${
-      JSON.stringify(killOn)
-    } === "reply" && type === "model.reply") Deno.kill(Deno.pid, "SIGKILL");
-  return e;
+const store = rt.kernel.store;
+const transaction = store.transaction.bind(store);
+const killOnReply = ${JSON.stringify(killOn === "reply")};
+// Dies the moment a reply is recorded (reply, conversation entry and ledger committed
+// together), before the loop makes its first tool call the process's next action.
+store.transaction = async (fn, options) => {
+  const out = await transaction(fn, options);
+  if (killOnReply && (await store.listModelCalls()).some((c) => c.status === "done")) {
+    Deno.kill(Deno.pid, "SIGKILL");
+  }
+  return out;
 };
 await rt.runUntilIdle();
 console.log("finished");
@@ -607,7 +609,13 @@ console.log("finished");
   clearInterval(poll);
   resolve();
   await promise;
-  assert.equal(status.signal, "SIGKILL", new TextDecoder().decode(status.stderr));
+  assert.equal(
+    status.signal,
+    "SIGKILL",
+    `code ${status.code}: ${new TextDecoder().decode(status.stdout)} ${
+      new TextDecoder().decode(status.stderr)
+    }`,
+  );
 }
 
 Deno.test("model: a runtime SIGKILLed between a recorded reply and its tool step resumes without calling the model again", async () => {

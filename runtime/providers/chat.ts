@@ -311,3 +311,32 @@ export async function completeWithRetries(
     }
   }
 }
+
+/**
+ * JSON text of a message list that only grows between calls (a conversation
+ * view's messages): each message is encoded once, and a list seen before is
+ * extended by what was appended since. Keyed by the list's identity; a list
+ * that shrank or a new list is encoded afresh.
+ */
+export class IncrementalJson<T> {
+  #cache = new WeakMap<readonly T[], { n: number; json: string }>();
+  #encode: (m: T) => string;
+
+  /** Encode each message with `encode`. */
+  constructor(encode: (m: T) => string) {
+    this.#encode = encode;
+  }
+
+  /** The comma-separated JSON of `list`'s messages (no brackets). */
+  json(list: readonly T[]): string {
+    let c = this.#cache.get(list);
+    if (!c || c.n > list.length) c = { n: 0, json: "" };
+    for (let i = c.n; i < list.length; i++) {
+      const m = this.#encode(list[i]);
+      c.json = c.json ? `${c.json},${m}` : m;
+    }
+    c.n = list.length;
+    this.#cache.set(list, c);
+    return c.json;
+  }
+}
