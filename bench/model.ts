@@ -37,7 +37,6 @@ async function seeded(rt: Runtime, length: number): Promise<number> {
     workspace: `${dir}/ws`,
     grants: [{ resource: "clock:now", rights: ["read"] }],
     goal: "Read the clock until told to stop.",
-    budgets: undefined,
     model: {
       provider: "openai",
       name: "bench",
