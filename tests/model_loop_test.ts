@@ -667,3 +667,34 @@ Deno.test("model: a runtime SIGKILLed between a recorded reply and its tool step
     }
   }
 });
+
+Deno.test("model: no tool can reach model.call: a JIT tool is refused it and no builtin tool maps to it", async () => {
+  await using srv = startFakeModelServer();
+  await using env = await makeEnv();
+  const pid = await agent(env, srv, { grants: [cap("tool:caller", "write")] });
+  const source = `export async function run(args, libos) {
+  try {
+    return await libos.syscall("model.call", { turn: 1 });
+  } catch (e) {
+    return { code: e.code, message: e.message };
+  }
+}
+`;
+  const c = await env.rt.syscall(pid, "jit.propose", { name: "caller", source }) as { oid: string };
+  const a = await env.rt.syscall(pid, "jit.validate", { oid: c.oid }) as { oid: string };
+  await env.rt.syscall(pid, "jit.register", { oid: a.oid });
+  const out = await env.rt.syscall(pid, "jit.call", { name: "caller", args: {} }) as {
+    code: string;
+  };
+  assert.equal(out.code, "EPERM");
+  assert.equal(srv.requests.length, 0, "no request reached the model");
+  const { BUILTIN_TOOLS } = await import("../tools/builtin.ts");
+  for (const [name, tool] of Object.entries(BUILTIN_TOOLS)) {
+    const seen: string[] = [];
+    await tool.run({}, (n) => {
+      seen.push(n);
+      return Promise.resolve({ payload: {}, label: "public" });
+    }).catch(() => {});
+    assert.ok(seen.every((n) => !n.startsWith("model.")), `${name} issued ${seen.join(",")}`);
+  }
+});
