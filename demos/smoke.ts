@@ -36,7 +36,8 @@ if (!Deno.env.get(keyVar) && !(provider === "openai" && baseUrl)) {
   console.log(`skipped: no ${keyVar}`);
   Deno.exit(0);
 }
-const model = values.model ?? Deno.env.get(provider === "openai" ? "OPENAI_MODEL" : "ANTHROPIC_MODEL") ??
+const model = values.model ??
+  Deno.env.get(provider === "openai" ? "OPENAI_MODEL" : "ANTHROPIC_MODEL") ??
   (provider === "openai" ? "gpt-5.5" : "claude-opus-5-5");
 
 const root = await Deno.makeTempDir({ prefix: `libos-smoke-${provider}-` });
@@ -44,7 +45,9 @@ const ws = join(root, "ws");
 const demo = new URL("./workspace", import.meta.url).pathname;
 await new Deno.Command("cp", { args: ["-r", demo, ws] }).output();
 await Deno.mkdir(join(ws, "reports"), { recursive: true });
-const image = JSON.parse(await Deno.readTextFile(new URL("../images/coding.json", import.meta.url)));
+const image = JSON.parse(
+  await Deno.readTextFile(new URL("../images/coding.json", import.meta.url)),
+);
 image.budgets = { ...image.budgets, max_model_calls: 30, max_output_tokens: 60_000 };
 
 const rt = await Runtime.open({
@@ -68,7 +71,9 @@ try {
   const calls = await rt.kernel.store.listModelCalls({ pid: proc.pid });
   const report = await Deno.readTextFile(join(ws, "reports/triage.md")).catch(() => null);
   console.log(`\n\n${provider}:${model}: process ${p.status} (exit ${p.exit_code})`);
-  console.log(`model calls: ${calls.length}, tokens in ${p.usage.input_tokens} out ${p.usage.output_tokens}`);
+  console.log(
+    `model calls: ${calls.length}, tokens in ${p.usage.input_tokens} out ${p.usage.output_tokens}`,
+  );
   for (const s of await rt.steps(proc.pid)) {
     console.log(`  ${s.tool} ${s.ok ? "ok" : `FAILED ${s.error.code}`}`);
   }

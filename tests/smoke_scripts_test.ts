@@ -14,7 +14,12 @@ async function smoke(args: string[], env: Record<string, string>) {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--config", CONFIG, SMOKE, ...args],
     clearEnv: true,
-    env: { PATH: Deno.env.get("PATH") ?? "", HOME: Deno.env.get("HOME") ?? "", NO_COLOR: "1", ...env },
+    env: {
+      PATH: Deno.env.get("PATH") ?? "",
+      HOME: Deno.env.get("HOME") ?? "",
+      NO_COLOR: "1",
+      ...env,
+    },
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -23,7 +28,9 @@ async function smoke(args: string[], env: Record<string, string>) {
 }
 
 Deno.test("smoke: without a key each smoke script says it skipped and exits 0", async () => {
-  for (const [provider, key] of [["openai", "OPENAI_API_KEY"], ["anthropic", "ANTHROPIC_API_KEY"]]) {
+  for (
+    const [provider, key] of [["openai", "OPENAI_API_KEY"], ["anthropic", "ANTHROPIC_API_KEY"]]
+  ) {
     const r = await smoke([provider], {});
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim(), `skipped: no ${key}`);
@@ -34,13 +41,19 @@ Deno.test("smoke: the demo agent finds the failures, asks before fixing src/, an
   await using srv = startFakeModelServer();
   const fixed = "def add(a, b):\n    return a + b\n";
   srv.push(
-    { text: "Reading the log.", tool_calls: [{ name: "read_file", arguments: { path: "logs/pytest.log" } }] },
+    {
+      text: "Reading the log.",
+      tool_calls: [{ name: "read_file", arguments: { path: "logs/pytest.log" } }],
+    },
     { tool_calls: [{ name: "read_file", arguments: { path: "src/app.py" } }] },
     { tool_calls: [{ name: "write_file", arguments: { path: "src/app.py", content: fixed } }] },
     {
       tool_calls: [{
         name: "write_file",
-        arguments: { path: "reports/triage.md", content: "# Triage\n\ntest_sub and test_div fail.\n" },
+        arguments: {
+          path: "reports/triage.md",
+          content: "# Triage\n\ntest_sub and test_div fail.\n",
+        },
       }],
     },
     { text: "test_sub and test_div failed; I fixed src/app.py and wrote reports/triage.md." },
