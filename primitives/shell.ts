@@ -162,7 +162,27 @@ function _flagGiven(arg: string, flag: string): boolean {
   return false;
 }
 
-function _policyEffect(call: Call, argv: string[]): { effect: Effect; reason: string } {
+/** Refuse destructive commands and wrappers that would run another program. */
+function _refuseArgv(call: Call, argv: string[]): void {
+  const destructive = destructiveReason(argv);
+  if (destructive) throw denied(`${call.name} ${argv[0]}: ${destructive} is never run`);
+  // Any argument to a wrapper may name a program (`env -S'cat .env'`, `xargs -a f`).
+  const wraps = WRAPPERS.has(argv[0]) && argv.length > 1;
+  // git's `-c`, `--config-env` and `--exec-path` define aliases, pagers, hooks: other programs.
+  const gitRuns = argv[0] === "git" &&
+    _gitSplit(argv.slice(1)).globals.some((a) => /^(-c|--config-env|--exec-path=)/.test(a));
+  const findExec = argv[0] === "find" &&
+    argv.some((a) => ["-exec", "-execdir", "-ok", "-okdir"].includes(a));
+  if (wraps || findExec || gitRuns) {
+    throw denied(`${call.name} ${argv[0]}: wrappers that run another program are refused`);
+  }
+}
+
+function _policyEffect(
+  call: Call,
+  argv: string[],
+  argvRules = true,
+): { effect: Effect; reason: string } {
   const exe = argv[0];
   const p = call.proc.policy;
   const inline = INLINE_CODE[exe];
@@ -185,7 +205,7 @@ function _policyEffect(call: Call, argv: string[]): { effect: Effect; reason: st
       effect = "allow";
       reason = "shell policy always_allow";
   }
-  if (hasInline && effect === "allow") {
+  if (argvRules && hasInline && effect === "allow") {
     return { effect: "ask", reason: `${exe} with inline code always needs a human` };
   }
   return { effect, reason };
@@ -247,19 +267,10 @@ const run: Primitive = {
       SHELL_TIMEOUT_MS.default;
     const resource = `shell:${argv[0]}`;
     call.target = resource;
-    const destructive = destructiveReason(argv);
-    if (destructive) throw denied(`${call.name} ${argv[0]}: ${destructive} is never run`);
-    // Any argument to a wrapper may name a program (`env -S'cat .env'`, `xargs -a f`).
-    const wraps = WRAPPERS.has(argv[0]) && argv.length > 1;
-    // git's `-c`, `--config-env` and `--exec-path` define aliases, pagers, hooks: other programs.
-    const gitRuns = argv[0] === "git" &&
-      _gitSplit(argv.slice(1)).globals.some((a) => /^(-c|--config-env|--exec-path=)/.test(a));
-    const findExec = argv[0] === "find" &&
-      argv.some((a) => ["-exec", "-execdir", "-ok", "-okdir"].includes(a));
-    if (wraps || findExec || gitRuns) {
-      throw denied(`${call.name} ${argv[0]}: wrappers that run another program are refused`);
-    }
-    const policy = _policyEffect(call, argv);
+    // The benchmark's `no-shell-policy` ablation switches the argv rules off.
+    const argvRules = !call.k.ablated("no-shell-policy");
+    if (argvRules) _refuseArgv(call, argv);
+    const policy = _policyEffect(call, argv, argvRules);
     await authorize(call, {
       resource,
       right: "execute",
@@ -270,8 +281,8 @@ const run: Primitive = {
     // `normal` sink: data labelled above that never flows into it, either from what the
     // process has read or from the files the command is given.
     await checkFlow(call, "normal", resource);
-    const argLabel = await _checkPathArgs(call, argv);
-    if (!mayFlow(argLabel, "normal")) {
+    const argLabel = argvRules ? await _checkPathArgs(call, argv) : "public";
+    if (!mayFlow(argLabel, "normal") && !call.k.ablated("no-labels")) {
       throw denied(`${call.name} ${argv[0]}: ${argLabel} files may not flow into a shell command`);
     }
     const cwd = (await resolvePath(call, ".", "cwd")).real;
