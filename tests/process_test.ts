@@ -1099,3 +1099,13 @@ Deno.test("process: a copy-forked child of a scripted parent runs its own steps"
   assert.equal(copied.length, 1);
   assert.equal((copied[0].payload as { tool: string }).tool, "put_object");
 });
+
+Deno.test("process: a refused chdir names, in its audit record, the path it was asked for", async () => {
+  await using env = await makeEnv({ files: { "src/a.txt": "a" } });
+  const pid = await launch(env, [cap("filesystem:workspace:*", "read")]);
+  await rejectsCode(env.rt.syscall(pid, "process.chdir", { path: "../.." }), "EPERM");
+  assert.equal((await env.rt.process(pid)).cwd, ".");
+  const [rec] = await env.rt.kernel.store.listAudit({ action: "process.chdir" });
+  assert.equal(rec.decision, "deny");
+  assert.equal(rec.target, "filesystem:workspace:../..");
+});
