@@ -64,8 +64,20 @@ export type { Artifact, SandboxProvider, ValidationWarning } from "./runtime/san
 export { DEFAULT_LIMITS } from "./runtime/sandbox/launcher.ts";
 export type { SandboxLimits, SandboxOutcome, SandboxRequest } from "./runtime/sandbox/launcher.ts";
 export type { PermissionHandler } from "./runtime/sandbox/broker.ts";
-export { accessFlags, deriveAccess } from "./runtime/sandbox/flags.ts";
-export type { DerivedAccess } from "./runtime/sandbox/flags.ts";
+export { accessFlags, deriveAccess, deriveGrants } from "./runtime/sandbox/flags.ts";
+export type {
+  DerivedAccess,
+  DerivedGrants,
+  GrantScope,
+  PathGrant,
+} from "./runtime/sandbox/flags.ts";
+export { planSandbox } from "./runtime/sandbox/bwrap.ts";
+export type {
+  BwrapPlan,
+  CommandLimits,
+  ShellView,
+  WorkspaceMount,
+} from "./runtime/sandbox/bwrap.ts";
 export type { Libos, ToolRun } from "./tools/jit/libos.ts";
 export type * from "./runtime/providers/types.ts";
 export type * from "./runtime/types.ts";

@@ -35,7 +35,7 @@
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { Runtime } from "../host/runtime.ts";
-import { intFlag, median } from "./_common.ts";
+import { intFlag, pairedRatio, r2, rounds, type Stat, stat, variant } from "./_common.ts";
 
 const TARGET_START_RATIO = 1.5;
 const TARGET_RT_RATIO = 2;
@@ -132,68 +132,6 @@ let bytes = 0;
 for (let i = 0; i < n; i++) bytes += Deno.readTextFileSync(path).length;
 console.log(JSON.stringify({ ms: performance.now() - t0, bytes }));
 `;
-
-// ---- measurement helpers
-
-/** One variant: each sample returns one number (ms, us or ops/s). */
-interface Variant {
-  name: string;
-  sample: () => Promise<number>;
-  /** Samples per round. */
-  repeat: number;
-  values: number[];
-}
-
-function variant(name: string, repeat: number, sample: () => Promise<number>): Variant {
-  return { name, sample, repeat, values: [] };
-}
-
-/** Interleave: each round runs every variant once, in an order rotated per round. */
-async function rounds(variants: Variant[], count: number): Promise<void> {
-  for (let r = 0; r < count; r++) {
-    for (let j = 0; j < variants.length; j++) {
-      const v = variants[(r + j) % variants.length];
-      for (let i = 0; i < v.repeat; i++) v.values.push(await v.sample());
-    }
-  }
-}
-
-/** Summary of one variant's samples. */
-interface Stat {
-  median: number;
-  min: number;
-  max: number;
-  samples: number;
-}
-
-function stat(v: Variant, digits = 2): Stat {
-  const f = (n: number) => Number(n.toFixed(digits));
-  return {
-    median: f(median(v.values)),
-    min: f(Math.min(...v.values)),
-    max: f(Math.max(...v.values)),
-    samples: v.values.length,
-  };
-}
-
-/**
- * Median over rounds of `a`'s round median over `b`'s: both ran back to back in
- * each round, so load drift between rounds cancels (a noise check on the ratio
- * of medians, which the targets use).
- */
-function pairedRatio(a: Variant, b: Variant): number {
-  const ratios: number[] = [];
-  for (let i = 0; i * a.repeat < a.values.length && i * b.repeat < b.values.length; i++) {
-    const ra = median(a.values.slice(i * a.repeat, (i + 1) * a.repeat));
-    const rb = median(b.values.slice(i * b.repeat, (i + 1) * b.repeat));
-    ratios.push(ra / rb);
-  }
-  return r2(median(ratios));
-}
-
-function r2(n: number): number {
-  return Number(n.toFixed(2));
-}
 
 // ---- fixtures
 

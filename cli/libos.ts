@@ -365,13 +365,20 @@ async function _openStoreOnly(path: string | undefined): Promise<SqliteStore> {
   return SqliteStore.open(await _existingStore(path));
 }
 
+/** How a process's shell commands are confined (records older than the policy field: bwrap). */
+function _shellSandbox(p: ProcessRecord): string {
+  return p.policy.shell_sandbox ?? "bwrap";
+}
+
 function _tree(procs: ProcessRecord[]): string[] {
   const lines: string[] = [];
   const walk = (p: ProcessRecord, depth: number) => {
     lines.push(
       `${
         "  ".repeat(depth)
-      }${p.pid}\t${p.status}\t${p.image}\t${p.origin}\tcwd=${p.cwd}\ttaint=${p.taint}`,
+      }${p.pid}\t${p.status}\t${p.image}\t${p.origin}\tcwd=${p.cwd}\ttaint=${p.taint}\t${
+        _shellSandbox(p) === "none" ? "shell=none(UNSAFE)" : "shell=bwrap"
+      }`,
     );
     for (const c of procs.filter((c) => c.ppid === p.pid)) walk(c, depth + 1);
   };
@@ -397,9 +404,10 @@ async function _ps(args: string[]): Promise<number> {
         origin: p.origin,
         cwd: p.cwd,
         usage: p.usage,
+        shell_sandbox: _shellSandbox(p),
       }))));
     } else {
-      console.log("PID\tSTATUS\tIMAGE\tORIGIN\tCWD\tTAINT");
+      console.log("PID\tSTATUS\tIMAGE\tORIGIN\tCWD\tTAINT\tSHELL");
       for (const l of _tree(procs)) console.log(l);
     }
     return 0;

@@ -3,22 +3,45 @@
  * caller holds `execute` on `shell:<executable>` AND the image's shell policy
  * consents. Destructive commands are refused under every policy; wrappers that
  * would run another program are refused (authority would be checked on the
- * wrong name); inline interpreter code always needs a human.
+ * wrong name); inline interpreter code always needs a human. Those checks are
+ * defence in depth: the wall is the OS. Every command runs in a bubblewrap
+ * sandbox derived here, at the call, from the process's capabilities (the same
+ * derivation as the JIT tools' flags) and its labels; approving a command is
+ * consent to run it, never authority beyond the process's capabilities. What
+ * it wrote is audited.
  * @module
  */
-import { isAbsolute, join, normalize } from "node:path";
+import { isAbsolute, join, normalize, relative, sep } from "node:path";
+import { hashValue, payloadRef } from "../runtime/canonical.ts";
 import { denied, invalid } from "../runtime/errors.ts";
+import { guardText, labelRank, maxLabel, mayFlow, redactionFor } from "../runtime/labels.ts";
+import type { FileChange, ShellResult, ShellSandbox } from "../runtime/providers/types.ts";
+import { noSandbox, type ShellView } from "../runtime/sandbox/bwrap.ts";
+import { canonicalPath, deriveGrants } from "../runtime/sandbox/flags.ts";
 import type { Effect, Label } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
 import { type Call, optInt, type Primitive } from "./call.ts";
 import { withEffect } from "./effects.ts";
 import { checkFlow, fileLabel, resolvePath, taint } from "./filesystem.ts";
-import { mayFlow } from "../runtime/labels.ts";
 
 /** Default and largest timeout of a shell command. */
 export const SHELL_TIMEOUT_MS = { default: 30_000, max: 300_000 };
 /** Output kept per stream. */
 export const SHELL_MAX_OUTPUT = 1024 * 1024;
+/** Address space (RLIMIT_AS) and largest file (RLIMIT_FSIZE) of every sandboxed process. */
+export const SHELL_LIMITS = { addressSpaceBytes: 4 * 1024 ** 3, fileSizeBytes: 1024 ** 3 };
+/** Most entries under a call's writable mounts; more is refused before the command runs. */
+export const SHELL_MAX_WRITABLE_ENTRIES = 20_000;
+/** Most changes listed in the result, the audit and the ledger (the rest: counted and hashed). */
+export const SHELL_WRITES_LISTED = 100;
+/**
+ * The one label every command runs at. A command's sinks are its output, its
+ * writable mounts and, between commands running at once, FIFOs and unix
+ * sockets in the workspace (a read-only mount does not stop those). So files
+ * labelled above it are masked, paths labelled below it are read-only, and a
+ * process holding data above it runs no command at all.
+ */
+export const SHELL_LABEL: Label = "normal";
 
 /** Programs whose job is to run another program. */
 const WRAPPERS = new Set([
@@ -229,10 +252,16 @@ function _argv(call: Call): string[] {
 
 /**
  * Path-like arguments must name workspace paths the caller may read: a granted
- * `cat` is not a way around filesystem capabilities. Returns the highest label.
+ * `cat` is not a way around filesystem capabilities. Returns the highest label
+ * and the real paths of the files so authorized (visible to this call even
+ * under an ASK the human answered).
  */
-async function _checkPathArgs(call: Call, argv: string[]): Promise<Label> {
+async function _checkPathArgs(
+  call: Call,
+  argv: string[],
+): Promise<{ label: Label; files: string[] }> {
   let label: Label = "public";
+  const files: string[] = [];
   for (const arg of argv.slice(1)) {
     let value = arg.startsWith("-") && arg.includes("=") ? arg.slice(arg.indexOf("=") + 1) : arg;
     // An option may carry its path attached (`-o/x`, `-t../dir`): check from where a path starts.
@@ -255,8 +284,116 @@ async function _checkPathArgs(call: Call, argv: string[]): Promise<Label> {
     await authorize(call, { resource: p.resource, right: "read" });
     const l = await fileLabel(call, p);
     if (l !== "normal" && l !== "public") label = l;
+    const st = p.stat ?? await call.k.providers.fs.lstat(p.real).catch(() => null);
+    // A directory argument grants no subtree: its exact capability means listing it.
+    if (st && st.kind !== "dir") files.push(p.real);
   }
-  return label;
+  return { label, files };
+}
+
+/** Real paths to mask and to keep read-only because of their labels (see {@link SHELL_LABEL}). */
+async function _labelled(call: Call): Promise<{ hide: string[]; readOnly: string[] }> {
+  const ws = call.proc.workspace;
+  const hide: string[] = [];
+  const readOnly: string[] = [];
+  const sort = (path: string, label: Label) => {
+    if (labelRank(label) > labelRank(SHELL_LABEL)) hide.push(path);
+    else if (labelRank(label) < labelRank(SHELL_LABEL)) readOnly.push(path);
+  };
+  for (const [pattern, label] of Object.entries(call.proc.policy.labels)) {
+    const full = pattern.startsWith("filesystem:") ? pattern : `filesystem:workspace:${pattern}`;
+    if (!full.startsWith("filesystem:workspace:")) continue;
+    const rel = full.slice("filesystem:workspace:".length);
+    // `dir/*` labels what is below dir: masking dir itself is wider, never narrower.
+    const base = rel === "*" ? "." : rel.endsWith("/*") ? rel.slice(0, -2) : rel;
+    sort(canonicalPath(join(ws, base)), label);
+  }
+  for (const r of await call.k.store.fileLabelsUnder(ws)) sort(r.path, r.label);
+  return { hide, readOnly };
+}
+
+/** The OS sandbox of this call: capabilities and labels as they are now. */
+async function _sandbox(call: Call, files: string[], timeoutMs: number): Promise<ShellSandbox> {
+  const k = call.k;
+  const now = k.providers.clock.now();
+  const ws = call.proc.workspace;
+  const grants = deriveGrants(
+    await k.store.capabilitiesOf(call.proc.pid),
+    ws,
+    now,
+    now + timeoutMs,
+  );
+  const view: ShellView = { workspace: ws, grants, ...(await _labelled(call)), callRead: files };
+  return {
+    view,
+    // CPU per process: the wall-clock timeout bounds the call, this bounds each process.
+    limits: { cpuSeconds: Math.ceil(timeoutMs / 1000) + 1, ...SHELL_LIMITS },
+    maxWritableEntries: SHELL_MAX_WRITABLE_ENTRIES,
+  };
+}
+
+/** One change as an agent, the audit and the ledger see it: workspace-relative, labelled. */
+interface _Change extends FileChange {
+  label?: Label | null;
+}
+
+function _relChanges(call: Call, writes: FileChange[]): _Change[] {
+  const ws = call.proc.workspace;
+  return writes.map((w) => ({ ...w, path: relative(ws, w.path).split(sep).join("/") }));
+}
+
+/** A bounded listing: the first changes, how many in all, and a hash of all of them. */
+function _listing(changes: _Change[], complete: boolean) {
+  return {
+    total: changes.length,
+    complete,
+    sha256: hashValue(changes),
+    changes: changes.slice(0, SHELL_WRITES_LISTED),
+  };
+}
+
+/**
+ * Label what the command wrote like a `filesystem.write` of `data` (a file
+ * never holds data above its label: raised if it would), and audit it.
+ */
+async function _recordWrites(
+  call: Call,
+  resource: string,
+  r: ShellResult,
+  data: Label,
+): Promise<_Change[]> {
+  const changes = _relChanges(call, r.writes ?? []);
+  for (const c of changes) {
+    if (c.change === "deleted") {
+      c.label = null;
+      continue;
+    }
+    const real = join(call.proc.workspace, c.path);
+    const p = { real, rel: c.path, resource: `filesystem:workspace:${c.path}` };
+    c.label = await fileLabel(call, p);
+    if (!mayFlow(data, c.label)) {
+      await call.k.store.setFileLabel(real, data);
+      c.label = data;
+    }
+  }
+  if (changes.length === 0 && r.writes_complete) return changes;
+  const listing = _listing(changes, r.writes_complete);
+  const redact = redactionFor(call.proc.taint);
+  await call.k.audit({
+    actor: `pid:${call.proc.pid}`,
+    action: "shell.wrote",
+    target: guardText(call.proc.taint, resource),
+    input_refs: redact ? payloadRef(listing, redact) : listing,
+    output_refs: null,
+    capability_refs: [],
+    decision: "info",
+    reason: ["created", "changed", "deleted"]
+      .map((k) => `${changes.filter((c) => c.change === k).length} ${k}`)
+      .join(", ") + (r.writes_complete ? "" : " (walk limit reached: list incomplete)"),
+    correlation_id: call.correlationId,
+    parent_record_id: null,
+  });
+  return changes;
 }
 
 const run: Primitive = {
@@ -270,6 +407,9 @@ const run: Primitive = {
     // The benchmark's `no-shell-policy` ablation switches the argv rules off.
     const argvRules = !call.k.ablated("no-shell-policy");
     if (argvRules) _refuseArgv(call, argv);
+    // Without its OS wall the shell runs nothing, unless the host chose to run unconfined.
+    const sandboxed = (call.proc.policy.shell_sandbox ?? "bwrap") !== "none";
+    if (sandboxed && !call.k.providers.shell.sandboxAvailable()) throw noSandbox();
     const policy = _policyEffect(call, argv, argvRules);
     await authorize(call, {
       resource,
@@ -277,32 +417,61 @@ const run: Primitive = {
       policy: policy.effect,
       policyReason: policy.reason,
     });
-    // A command's sinks are unknown (files, network, other programs), so the shell is a
-    // `normal` sink: data labelled above that never flows into it, either from what the
-    // process has read or from the files the command is given.
-    await checkFlow(call, "normal", resource);
-    const argLabel = argvRules ? await _checkPathArgs(call, argv) : "public";
-    if (!mayFlow(argLabel, "normal") && !call.k.ablated("no-labels")) {
-      throw denied(`${call.name} ${argv[0]}: ${argLabel} files may not flow into a shell command`);
+    // Every command runs at SHELL_LABEL: data labelled above it never flows into one,
+    // either from what the process has read or from the files the command is given.
+    await checkFlow(call, SHELL_LABEL, resource);
+    const args = argvRules
+      ? await _checkPathArgs(call, argv)
+      : { label: "public" as Label, files: [] };
+    if (!mayFlow(args.label, SHELL_LABEL) && !call.k.ablated("no-labels")) {
+      throw denied(
+        `${call.name} ${argv[0]}: ${args.label} files may not flow into a shell command`,
+      );
     }
     const cwd = (await resolvePath(call, ".", "cwd")).real;
+    const sandbox = sandboxed ? await _sandbox(call, args.files, timeoutMs) : null;
     const result = await withEffect(
       call,
       resource,
-      () => call.k.providers.shell.run(argv, { cwd, timeoutMs, maxOutputBytes: SHELL_MAX_OUTPUT }),
+      () =>
+        call.k.providers.shell.run(argv, {
+          cwd,
+          timeoutMs,
+          maxOutputBytes: SHELL_MAX_OUTPUT,
+          sandbox,
+        }),
       (r) => ({
         code: r.code,
         timed_out: r.timed_out,
         stdout_bytes: r.stdout.length,
         stderr_bytes: r.stderr.length,
+        sandbox: sandboxed ? "bwrap" : "none",
+        writes: r.writes ? _listing(_relChanges(call, r.writes), r.writes_complete) : null,
       }),
     );
-    await taint(call, argLabel);
+    // Output is data: what the command could see (workspace files, at most SHELL_LABEL)
+    // and what it was given (the caller's arguments) label it.
+    const visible = sandbox === null || sandbox.view.grants.read.length > 0 ||
+      args.files.length > 0;
+    const outLabel = maxLabel(args.label, call.proc.taint, visible ? SHELL_LABEL : "public");
+    const writes = result.writes ? await _recordWrites(call, resource, result, outLabel) : null;
+    await taint(call, outLabel);
     await call.k.emit("shell.executed", `pid:${call.proc.pid}`, resource, {
       code: result.code,
       timed_out: result.timed_out,
+      sandbox: sandboxed ? "bwrap" : "none",
+      writes: writes?.length ?? null,
     }, call.correlationId);
-    return result;
+    return {
+      code: result.code,
+      stdout: result.stdout,
+      stderr: result.stderr,
+      timed_out: result.timed_out,
+      truncated: result.truncated,
+      writes: writes?.slice(0, SHELL_WRITES_LISTED) ?? null,
+      writes_total: writes?.length ?? null,
+      writes_complete: writes ? result.writes_complete : null,
+    };
   },
 };
 

@@ -18,6 +18,7 @@ export type ErrorCode =
   | "EAGAIN" // the caller must wait (child not finished, human not answered)
   | "ETIMEDOUT" // an effect ran out of time
   | "EPROTO" // a sandboxed tool broke the frame protocol
+  | "ENOSYS" // the host lacks what an effect needs (e.g. bubblewrap for shell commands)
   | "EIO"; // a provider failed
 
 /** An error carrying a stable code, safe to show to a model or a user. */

@@ -8,7 +8,16 @@
 import { parseCapabilitySpec, parseResource } from "./capabilities.ts";
 import { invalid } from "./errors.ts";
 import { parseLabel } from "./labels.ts";
-import type { AgentImage, Budgets, Label, Policy, ShellPolicyMode } from "./types.ts";
+import type {
+  AgentImage,
+  Budgets,
+  Label,
+  Policy,
+  ShellPolicyMode,
+  ShellSandboxMode,
+} from "./types.ts";
+
+const SANDBOX_MODES: ShellSandboxMode[] = ["bwrap", "none"];
 
 const SHELL_MODES: ShellPolicyMode[] = [
   "always_deny",
@@ -22,6 +31,7 @@ export const DEFAULT_POLICY: Policy = {
   shell: "always_deny",
   shell_allowlist: [],
   shell_blocklist: [],
+  shell_sandbox: "bwrap",
   labels: {},
   human_clearance: "confidential",
 };
@@ -68,7 +78,7 @@ export function parsePolicy(raw: unknown, field = "policy"): Policy {
   const o = _obj(raw, field);
   _noUnknown(
     o,
-    ["shell", "shell_allowlist", "shell_blocklist", "labels", "human_clearance"],
+    ["shell", "shell_allowlist", "shell_blocklist", "shell_sandbox", "labels", "human_clearance"],
     field,
   );
   const p = structuredClone(DEFAULT_POLICY);
@@ -83,6 +93,15 @@ export function parsePolicy(raw: unknown, field = "policy"): Policy {
   }
   if (o.shell_blocklist !== undefined) {
     p.shell_blocklist = _names(o.shell_blocklist, `${field}.shell_blocklist`);
+  }
+  if (o.shell_sandbox !== undefined) {
+    if (!SANDBOX_MODES.includes(o.shell_sandbox as ShellSandboxMode)) {
+      throw invalid(
+        `${field}.shell_sandbox`,
+        `must be one of ${SANDBOX_MODES.join(", ")} ("none" runs commands unconfined)`,
+      );
+    }
+    p.shell_sandbox = o.shell_sandbox as ShellSandboxMode;
   }
   if (o.labels !== undefined) {
     const labels = _obj(o.labels, `${field}.labels`);

@@ -47,6 +47,13 @@ export type ShellPolicyMode =
   | "blocklist_ask_else_auto"
   | "always_allow";
 
+/**
+ * How shell commands are confined: `bwrap` (default) runs each under a
+ * bubblewrap sandbox derived from the process's capabilities; `none` runs them
+ * with the runtime's own OS permissions (unsafe, shown in `ps` and the console).
+ */
+export type ShellSandboxMode = "bwrap" | "none";
+
 /** Data labels, lowest to highest. */
 export const LABELS = ["public", "normal", "confidential", "restricted", "secret"] as const;
 /** A data label. */
@@ -60,6 +67,8 @@ export interface Policy {
   shell_allowlist: string[];
   /** Executables that ask under `blocklist_ask_else_auto`. */
   shell_blocklist: string[];
+  /** OS confinement of shell commands (absent in records made before it existed: `bwrap`). */
+  shell_sandbox: ShellSandboxMode;
   /** Labels of workspace paths: pattern (`filesystem:workspace:<path>` or `<path>`) -> label. */
   labels: Record<string, Label>;
   /** Highest label that may flow to `human.output`. */

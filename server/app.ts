@@ -185,6 +185,8 @@ function _process(
     origin: p.origin,
     cwd: p.cwd,
     taint: p.taint,
+    // "none": shell commands run with the runtime's own OS permissions (unsafe).
+    shell_sandbox: p.policy.shell_sandbox ?? "bwrap",
     budgets: p.budgets,
     usage: p.usage,
     pending_tool: p.pending?.tool ?? null,

@@ -127,6 +127,43 @@ Deno.test("cli: a shell ASK in a non-interactive run is answered deny and record
   assert.ok(actions.includes("shell.run:deny"), actions.join(" "));
 });
 
+Deno.test("cli: a granted command runs sandboxed in a runtime without --allow-all", async () => {
+  // The CLI here runs with explicit --allow-* flags, under which Deno refuses /proc to it.
+  await using f = await fixture({ "a.txt": "a", "out/keep.txt": "" });
+  const image = await f.file("image.json", { ...IMAGE, policy: { shell: "always_allow" } });
+  const script = await f.file("script.json", {
+    steps: [
+      { tool: "shell", args: { argv: ["cp", "a.txt", "out/b.txt"] } },
+      { tool: "shell", args: { argv: ["cp", "a.txt", "c.txt"] } },
+    ],
+  });
+  const r = await libos([
+    "run",
+    image,
+    "--workspace",
+    f.ws,
+    "--script",
+    script,
+    "--store",
+    f.store,
+    "--grant",
+    "shell:cp=execute",
+    "--grant",
+    "filesystem:workspace:*=read",
+    "--grant",
+    "filesystem:workspace:out/*=read,write",
+    "--json",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const steps = JSON.parse(r.stdout).steps;
+  assert.equal(steps[0].ok, true, JSON.stringify(steps[0]));
+  assert.equal(steps[0].value.code, 0, steps[0].value.stderr);
+  assert.deepEqual(steps[0].value.writes.map((w: { path: string }) => w.path), ["out/b.txt"]);
+  assert.notEqual(steps[1].value.code, 0, "no write capability on the workspace root");
+  assert.equal(await exists(join(f.ws, "out/b.txt")), true);
+  assert.equal(await exists(join(f.ws, "c.txt")), false);
+});
+
 Deno.test("cli: image capabilities with effect deny, uses_remaining and expires_at are honoured", async () => {
   await using f = await fixture({ "a.txt": "a", "b.txt": "b", "c.txt": "c" });
   const image = await f.file("image.json", {

@@ -639,6 +639,22 @@ Deno.test("jit: DENY and ASK capabilities derive --deny flags that win over allo
   assert.ok(a.read.includes(join(w.ws, "src/x.ts")));
 });
 
+Deno.test("jit: a DENY or ASK on delete derives --deny-write (to the OS, deleting is writing)", async () => {
+  await using w = await flagsWorkspace();
+  const a = deriveAccess(
+    [
+      capObj("filesystem:workspace:src/*", ["read", "write", "delete"]),
+      capObj("filesystem:workspace:src/x.ts", ["delete"], { effect: "deny" }),
+      capObj("filesystem:workspace:a.txt", ["delete"], { effect: "ask" }),
+    ],
+    w.ws,
+    NOW,
+    DEADLINE,
+  );
+  assert.deepEqual(a.denyWrite, [join(w.ws, "a.txt"), join(w.ws, "src/x.ts")]);
+  assert.deepEqual(a.denyRead, []);
+});
+
 Deno.test("jit: dir/* derives dir's children, never dir, and drops symlinks leaving dir", async () => {
   await using w = await flagsWorkspace();
   const a = deriveAccess([capObj("filesystem:workspace:src/*", ["read"])], w.ws, NOW, DEADLINE);

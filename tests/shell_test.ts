@@ -122,8 +122,10 @@ Deno.test("shell: a command needs both an execute capability and policy consent"
   await rejectsCode(run(env, noPolicy, ["touch", "c"]), "EPERM");
   for (const f of ["a", "b", "c"]) assert.equal(await exists(join(env.ws, f)), false);
   assert.equal(env.human.asked.length, 0);
-  // Both: it runs.
-  const both = await launch(env, [sh("touch")], { policy: { shell: "always_allow" } });
+  // Both: it runs (and may write where the process may: see shell_sandbox_test.ts).
+  const both = await launch(env, [sh("touch"), fsCap("*", "read", "write")], {
+    policy: { shell: "always_allow" },
+  });
   const r = await run(env, both, ["touch", "d"]);
   assert.equal(r.code, 0);
   assert.equal(await exists(join(env.ws, "d")), true);
@@ -169,7 +171,9 @@ Deno.test("shell: blocklist_ask_else_auto asks for blocklisted commands only", a
 
 Deno.test("shell: always_allow runs a granted command without asking", async () => {
   await using env = await makeEnv();
-  const pid = await launch(env, [sh("touch")], { policy: { shell: "always_allow" } });
+  const pid = await launch(env, [sh("touch"), fsCap("*", "read", "write")], {
+    policy: { shell: "always_allow" },
+  });
   assert.equal((await run(env, pid, ["touch", "made"])).code, 0);
   assert.equal(await exists(join(env.ws, "made")), true);
   assert.equal(env.human.asked.length, 0);
@@ -222,7 +226,9 @@ Deno.test("shell: a one-shot approval runs the exact command once", async () => 
 Deno.test("shell: a one-shot approval does not cover different arguments", async () => {
   const human = new ScriptedHuman(["allow_once"]);
   await using env = await makeEnv({ providers: { human } });
-  const pid = await launch(env, [sh("touch")], { policy: { shell: "allowlist_auto_else_ask" } });
+  const pid = await launch(env, [sh("touch"), fsCap("*", "read", "write")], {
+    policy: { shell: "allowlist_auto_else_ask" },
+  });
   await run(env, pid, ["touch", "approved"]);
   await rejectsCode(run(env, pid, ["touch", "other"]), "EPERM");
   assert.equal(await exists(join(env.ws, "approved")), true);
@@ -484,8 +490,8 @@ Deno.test("shell: commands run with a cleared environment", async () => {
     assert.deepEqual(keys, ["HOME", "LANG", "PATH"]);
     assert.ok(!r.stdout.includes("tok-do-not-leak"));
     assert.ok(!r.stdout.includes(name));
-    // HOME is the workspace, not the host's home.
-    assert.ok(r.stdout.split("\n").includes(`HOME=${env.ws}`));
+    // HOME is the sandbox's private /tmp, neither the host's home nor the workspace.
+    assert.ok(r.stdout.split("\n").includes("HOME=/tmp"), r.stdout);
   } finally {
     Deno.env.delete(name);
   }
@@ -575,24 +581,31 @@ Deno.test("shell: labelled data never flows into a shell command", async () => {
 });
 
 /**
- * Whether `pid` is gone (or a zombie waiting to be reaped by init) within
- * 3 s: a SIGKILLed process closes its files before its state says so.
+ * Whether no host process whose command line holds `marker` is alive (a
+ * zombie waiting for init counts as gone) within 3 s: a SIGKILLed process
+ * closes its files before its state says so. Pids printed inside the sandbox
+ * are its own namespace's, so processes are found by a unique argument.
  */
-async function dead(pid: number): Promise<boolean> {
+async function noneAlive(marker: string): Promise<boolean> {
   for (const until = Date.now() + 3000; Date.now() < until;) {
-    try {
-      const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-      if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) return true;
-    } catch {
-      return true;
+    let alive = false;
+    for (const e of Deno.readDirSync("/proc")) {
+      if (!/^\d+$/.test(e.name)) continue;
+      try {
+        if (!Deno.readTextFileSync(`/proc/${e.name}/cmdline`).includes(marker)) continue;
+        const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+        if (!stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) alive = true;
+      } catch { /* gone */ }
     }
+    if (!alive) return true;
     await new Promise((r) => setTimeout(r, 20));
   }
   return false;
 }
 
 Deno.test("shell: background children die with the command and cannot hold the call open", async () => {
-  await using env = await makeEnv({ files: { "bg.sh": "sleep 30 &\necho $!\n" } });
+  const marker = `30.${Math.floor(Math.random() * 1e6)}`;
+  await using env = await makeEnv({ files: { "bg.sh": `sleep ${marker} &\necho started\n` } });
   const pid = await launch(env, [sh("bash"), fsCap("*", "read")], {
     policy: { shell: "always_allow" },
   });
@@ -602,25 +615,23 @@ Deno.test("shell: background children die with the command and cannot hold the c
   assert.ok(performance.now() - t0 < 10_000, "returned once the script ended");
   assert.equal(r.code, 0);
   assert.equal(r.timed_out, false);
-  const child = Number(r.stdout.trim());
-  assert.ok(child > 0, r.stdout);
-  assert.equal(await dead(child), true, "the background child was killed");
+  assert.equal(r.stdout, "started\n");
+  assert.equal(await noneAlive(`sleep\u0000${marker}`), true, "the background child was killed");
 });
 
 Deno.test("shell: a timeout kills the command's whole process group", async () => {
+  const marker = `31.${Math.floor(Math.random() * 1e6)}`;
   await using env = await makeEnv({
-    files: { "tree.sh": "sleep 30 &\necho $! > kid.txt\nwait\n" },
+    files: { "tree.sh": `sleep ${marker} &\nwait\n` },
   });
-  const pid = await launch(env, [sh("bash"), fsCap("*", "read", "write")], {
+  const pid = await launch(env, [sh("bash"), fsCap("*", "read")], {
     policy: { shell: "always_allow" },
   });
   const t0 = performance.now();
   const r = await run(env, pid, ["bash", "tree.sh"], { timeout_ms: 500 });
   assert.ok(performance.now() - t0 < 10_000);
   assert.equal(r.timed_out, true);
-  const child = Number((await Deno.readTextFile(join(env.ws, "kid.txt"))).trim());
-  assert.ok(child > 0);
-  assert.equal(await dead(child), true, "the grandchild was killed too");
+  assert.equal(await noneAlive(`sleep\u0000${marker}`), true, "the grandchild was killed too");
 });
 
 Deno.test("shell: an executable not on the fixed PATH is ENOENT", async () => {

@@ -4,6 +4,9 @@
  * @module
  */
 import { LibosError } from "../errors.ts";
+import { checkedCommand, noSandbox, planSandbox, SANDBOX_PATH } from "../sandbox/bwrap.ts";
+import { noSetIdFilter } from "../sandbox/seccomp.ts";
+import { diffSnapshots, snapshot } from "../sandbox/writes.ts";
 import type {
   ClockProvider,
   EntryKind,
@@ -68,16 +71,90 @@ export class HostFileSystem implements FileSystemProvider {
 }
 
 /** Fixed PATH for shell commands: the host's environment never leaks in. */
-export const SHELL_PATH = "/usr/local/bin:/usr/bin:/bin";
+export const SHELL_PATH = SANDBOX_PATH;
 
-/** Real subprocesses via Deno.Command: argv only, cleared environment, timeout, output caps. */
+/** Options for {@link HostShell}. */
+export interface HostShellOptions {
+  /**
+   * The bwrap executable; null when there is none (sandboxed runs then fail
+   * with ENOSYS). Default: `/usr/bin/bwrap` or `/bin/bwrap` if present.
+   */
+  bwrap?: string | null;
+}
+
+/**
+ * Real subprocesses: argv only, cleared environment, timeout, output caps.
+ * Sandboxed runs (the default) go through bubblewrap under `prlimit`, with the
+ * writable mounts snapshotted before and after for the write audit.
+ */
 export class HostShell implements ShellProvider {
+  readonly #bwrap: string | null;
+  /** A shell runner; see {@link HostShellOptions}. */
+  constructor(options: HostShellOptions = {}) {
+    this.#bwrap = options.bwrap === undefined ? _firstFile(BWRAP_PATHS) : options.bwrap;
+  }
+
+  sandboxAvailable(): boolean {
+    return this.#bwrap !== null && PRLIMIT !== null && SECCOMP !== null;
+  }
+
   async run(argv: string[], o: ShellRunOptions): Promise<ShellResult> {
-    // The command leads a process group of its own (setsid execs it in place),
-    // so the timeout, and its end, take everything it started with it.
     if (!_onPath(argv[0])) {
       throw new LibosError("ENOENT", `argv[0]: executable '${argv[0]}' not found`);
     }
+    if (o.sandbox === null) return await this.#runUnsandboxed(argv, o);
+    if (!this.sandboxAvailable()) throw noSandbox();
+    const sb = o.sandbox;
+    const plan = planSandbox(sb.view, o.cwd);
+    const before = snapshot(plan.writable, plan.excluded, sb.maxWritableEntries);
+    if (!before.complete) {
+      throw new LibosError(
+        "ELIMIT",
+        `shell.run: the writable paths hold more than ${sb.maxWritableEntries} entries, ` +
+          "too many for the write audit; grant write on narrower paths",
+      );
+    }
+    const l = sb.limits;
+    const cmd = new Deno.Command(PRLIMIT!, {
+      args: [
+        `--cpu=${l.cpuSeconds}`,
+        `--as=${l.addressSpaceBytes}`,
+        `--fsize=${l.fileSizeBytes}`,
+        "--",
+        this.#bwrap!,
+        // The filter arrives on stdin, which then ends: the command reads end of file.
+        "--seccomp",
+        "0",
+        ...plan.args,
+        "--",
+        ...checkedCommand(plan, argv),
+      ],
+      cwd: "/",
+      clearEnv: true,
+      env: {},
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    });
+    const child = cmd.spawn();
+    const stdin = child.stdin.getWriter();
+    await stdin.write(SECCOMP!).catch(() => {});
+    await stdin.close().catch(() => {});
+    // prlimit execs bwrap in place: killing this pid kills bwrap, and bwrap's
+    // death (--die-with-parent) ends the sandbox's pid namespace, every process in it.
+    const out = await _collect(child, o, (c) => _kill(c));
+    const after = snapshot(plan.writable, plan.excluded, 2 * sb.maxWritableEntries);
+    return {
+      ...out,
+      writes: await diffSnapshots(before, after),
+      writes_complete: after.complete,
+    };
+  }
+
+  /** The unsafe mode: the runtime's own OS permissions, its own process group. */
+  async #runUnsandboxed(argv: string[], o: ShellRunOptions): Promise<ShellResult> {
+    // The command leads a process group of its own (setsid execs it in place),
+    // so the timeout, and its end, take everything it started with it.
     const cmd = new Deno.Command(SETSID, {
       args: argv,
       cwd: o.cwd,
@@ -96,29 +173,60 @@ export class HostShell implements ShellProvider {
       }
       throw e;
     }
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      _killGroup(child);
-    }, o.timeoutMs);
-    try {
-      const [stdout, stderr, status] = await Promise.all([
-        _readCapped(child.stdout, o.maxOutputBytes),
-        _readCapped(child.stderr, o.maxOutputBytes),
-        // Background children left behind would hold the pipes open and outlive the call.
-        child.status.then((s) => (_killGroup(child), s)),
-      ]);
-      return {
-        code: status.code,
-        stdout: stdout.text,
-        stderr: stderr.text,
-        timed_out: timedOut,
-        truncated: stdout.truncated || stderr.truncated,
-      };
-    } finally {
-      clearTimeout(timer);
-    }
+    const out = await _collect(child, o, _killGroup);
+    return { ...out, writes: null, writes_complete: false };
   }
+}
+
+const BWRAP_PATHS = ["/usr/bin/bwrap", "/bin/bwrap"];
+const PRLIMIT = _firstFile(["/usr/bin/prlimit", "/bin/prlimit"]);
+const SECCOMP = noSetIdFilter();
+
+function _firstFile(paths: string[]): string | null {
+  return paths.find((p) => {
+    try {
+      return Deno.statSync(p).isFile;
+    } catch {
+      return false;
+    }
+  }) ?? null;
+}
+
+/** Read both streams (capped), enforce the timeout, end the child's processes. */
+async function _collect(
+  child: Deno.ChildProcess,
+  o: ShellRunOptions,
+  kill: (child: Deno.ChildProcess) => void,
+): Promise<Omit<ShellResult, "writes" | "writes_complete">> {
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    kill(child);
+  }, o.timeoutMs);
+  try {
+    const [stdout, stderr, status] = await Promise.all([
+      _readCapped(child.stdout, o.maxOutputBytes),
+      _readCapped(child.stderr, o.maxOutputBytes),
+      // Background children left behind would hold the pipes open and outlive the call.
+      child.status.then((s) => (kill(child), s)),
+    ]);
+    return {
+      code: status.code,
+      stdout: stdout.text,
+      stderr: stderr.text,
+      timed_out: timedOut,
+      truncated: stdout.truncated || stderr.truncated,
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** SIGKILL one process (bwrap: its sandbox dies with it). */
+function _kill(child: Deno.ChildProcess): void {
+  try {
+    child.kill("SIGKILL");
+  } catch { /* already gone */ }
 }
 
 /** Starts each command in a new session and process group (util-linux). */

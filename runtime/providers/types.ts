@@ -7,6 +7,7 @@
  */
 import type { HumanRequestRecord, ProcessRecord } from "../types.ts";
 import type { SandboxProvider } from "../sandbox/provider.ts";
+import type { CommandLimits, ShellView } from "../sandbox/bwrap.ts";
 
 /** Kind of a directory entry. */
 export type EntryKind = "file" | "dir" | "symlink" | "other";
@@ -43,6 +44,30 @@ export interface FileSystemProvider {
   lstat(path: string): Promise<FileStat>;
 }
 
+/** What a command did to one path. */
+export interface FileChange {
+  /** Real path. */
+  path: string;
+  /** Created, changed (content, type or mode) or deleted. */
+  change: "created" | "changed" | "deleted";
+  /** Kind after the change (before it, for a deletion). */
+  kind: EntryKind;
+  /** Size in bytes after the change (a symlink: its target's length); null when deleted. */
+  size: number | null;
+  /** sha256 of the content (a symlink: of its target); null for deletions, directories, or over the hash budget. */
+  sha256: string | null;
+}
+
+/** The OS sandbox of one shell run. */
+export interface ShellSandbox {
+  /** What the command may see and write (real paths, derived at the call). */
+  view: ShellView;
+  /** CPU, memory and file-size limits. */
+  limits: CommandLimits;
+  /** Most entries the write audit walks under the writable mounts (more: ELIMIT before running). */
+  maxWritableEntries: number;
+}
+
 /** Options for a shell run. */
 export interface ShellRunOptions {
   /** Absolute, authorized working directory. */
@@ -51,6 +76,11 @@ export interface ShellRunOptions {
   timeoutMs: number;
   /** Keep at most this many bytes of each output stream. */
   maxOutputBytes: number;
+  /**
+   * The OS sandbox, or null to run with the runtime's own OS permissions (the
+   * unsafe policy `shell_sandbox: "none"`).
+   */
+  sandbox: ShellSandbox | null;
 }
 
 /** Result of a shell run. */
@@ -65,12 +95,18 @@ export interface ShellResult {
   timed_out: boolean;
   /** True when output was cut at the cap. */
   truncated: boolean;
+  /** What the command created, changed or deleted under its writable mounts; null unsandboxed. */
+  writes: FileChange[] | null;
+  /** False when the write audit's walk hit its limit after the command (the list is partial). */
+  writes_complete: boolean;
 }
 
 /** Runs an argv (never a shell string). */
 export interface ShellProvider {
-  /** Run `argv` with an empty environment apart from a fixed PATH. */
+  /** Run `argv` with an empty environment apart from a fixed PATH and HOME. */
   run(argv: string[], options: ShellRunOptions): Promise<ShellResult>;
+  /** Whether sandboxed runs are possible here (bubblewrap is installed). */
+  sandboxAvailable(): boolean;
 }
 
 /** Time. */

@@ -611,6 +611,15 @@ export class SqliteStore implements Store {
     });
   }
 
+  async fileLabelsUnder(dir: string): Promise<{ path: string; label: Label }[]> {
+    while (this.#busy) await this.#busy;
+    const prefix = dir.endsWith("/") ? dir : `${dir}/`;
+    // A range scan on the primary key: every path that starts with the prefix.
+    return this.#q(
+      "SELECT path, label FROM file_labels WHERE path >= ? AND path < ? ORDER BY path",
+    ).all(prefix, prefix.slice(0, -1) + "0") as { path: string; label: Label }[];
+  }
+
   // ---- audit (hash chain)
   /**
    * Append an audit record; the store numbers and chains it. Inside a

@@ -125,6 +125,8 @@ export interface Store {
   getFileLabel(realPath: string): Promise<Label | null>;
   /** Record a file's label. */
   setFileLabel(realPath: string, label: Label): Promise<void>;
+  /** Every recorded label of a path strictly below directory `dir` (a real path). */
+  fileLabelsUnder(dir: string): Promise<{ path: string; label: Label }[]>;
 
   /** Append an audit record durably; the store numbers and chains it. */
   appendAudit(draft: AuditDraft): Promise<void>;

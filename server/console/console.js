@@ -356,6 +356,8 @@ async function loadProcesses() {
             pill(p.status),
             p.pending_requests ? pill(`asks ${p.pending_requests}`, "asks") : null,
             p.taint !== "public" ? pill(p.taint, `label ${p.taint}`) : null,
+            // Shell commands of this process run with the runtime's own OS permissions.
+            p.shell_sandbox === "none" ? pill("shell unsandboxed", "unsandboxed") : null,
             el(
               "span",
               { class: "detail" },
