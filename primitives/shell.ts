@@ -11,7 +11,7 @@
  * it wrote is audited.
  * @module
  */
-import { isAbsolute, join, normalize, relative, sep } from "node:path";
+import { dirname, isAbsolute, join, normalize, relative, sep } from "node:path";
 import { hashValue, payloadRef } from "../runtime/canonical.ts";
 import { denied, invalid } from "../runtime/errors.ts";
 import { guardText, labelRank, maxLabel, mayFlow, redactionFor } from "../runtime/labels.ts";
@@ -147,6 +147,28 @@ export function destructiveReason(argv: string[]): string | null {
         return "forced or deleting git push";
       }
       if (sub === "reset" && longHas("--hard")) return "git reset --hard";
+      // Uncommitted work is thrown away as surely by these (no reflog keeps it).
+      if (
+        sub === "checkout" &&
+        (rest.includes("--") || rest.includes(".") || shortHas("f") || longHas("--force"))
+      ) {
+        return "git checkout discarding changes";
+      }
+      if (
+        sub === "restore" &&
+        (rest.some((a) => a === "--worktree" || a === "-W") ||
+          !rest.some((a) => a === "--staged" || a === "-S"))
+      ) {
+        return "git restore discarding changes";
+      }
+      if (
+        sub === "switch" && (longHas("--discard-changes") || shortHas("f") || longHas("--force"))
+      ) {
+        return "git switch discarding changes";
+      }
+      if (sub === "stash" && (rest.includes("drop") || rest.includes("clear"))) {
+        return "git stash drop/clear";
+      }
       if (sub === "clean" && (shortHas("f") || longHas("--force"))) return "git clean -f";
       if (sub === "filter-branch" || sub === "filter-repo") return `git ${sub}`;
       if (
@@ -262,8 +284,14 @@ async function _checkPathArgs(
 ): Promise<{ label: Label; files: string[] }> {
   let label: Label = "public";
   const files: string[] = [];
-  for (const arg of argv.slice(1)) {
+  const linkBase = await _symlinkBase(call, argv);
+  for (const [i, arg] of argv.entries()) {
+    if (i === 0) continue;
     let value = arg.startsWith("-") && arg.includes("=") ? arg.slice(arg.indexOf("=") + 1) : arg;
+    // `ln -s TARGET LINK`: a relative target is a path from the link's directory.
+    if (linkBase && linkBase.targets.includes(i) && !isAbsolute(value)) {
+      value = join(linkBase.dir, value);
+    }
     // An option may carry its path attached (`-o/x`, `-t../dir`): check from where a path starts.
     if (value.startsWith("-") && value.includes("/")) {
       value = value.slice(value.slice(1).search(/[./~]/) + 1);
@@ -289,6 +317,36 @@ async function _checkPathArgs(
     if (st && st.kind !== "dir") files.push(p.real);
   }
   return { label, files };
+}
+
+/**
+ * For `ln -s TARGET... LINK|DIR` (no `-r`, no `-t`): which argv entries are
+ * targets and the directory (from the cwd) they are relative to, the link's
+ * own: `ln -s ../src/a.py reports/a.py` names `src/a.py`, not `../src/a.py`.
+ */
+async function _symlinkBase(
+  call: Call,
+  argv: string[],
+): Promise<{ dir: string; targets: number[] } | null> {
+  if (argv[0] !== "ln") return null;
+  const opts = argv.slice(1).filter((a) => a.startsWith("-") && a !== "-");
+  const has = (short: string, long: string) =>
+    opts.some((o) => o === long || (/^-[A-Za-z]+$/.test(o) && o.includes(short)));
+  if (!has("s", "--symbolic") || has("r", "--relative") || has("t", "--target-directory")) {
+    return null;
+  }
+  const operands = [...argv.entries()].filter(([i, a]) =>
+    i > 0 && !(a.startsWith("-") && a !== "-")
+  );
+  if (operands.length < 2) return null;
+  const last = operands[operands.length - 1][1];
+  let lastIsDir = false;
+  try {
+    lastIsDir = (await call.k.providers.fs.lstat(join(call.proc.workspace, call.proc.cwd, last)))
+      .kind === "dir";
+  } catch { /* a new link name */ }
+  const dir = operands.length === 2 && !lastIsDir ? dirname(last) : last;
+  return { dir, targets: operands.slice(0, -1).map(([i]) => i) };
 }
 
 /** Real paths to mask and to keep read-only because of their labels (see {@link SHELL_LABEL}). */
