@@ -39,8 +39,10 @@ export async function delegate(
   to: number,
   spec: CapabilitySpec,
 ): Promise<Capability> {
+  // Uses come out of a limited parent's; an unlimited parent has nothing to reserve.
   if (
-    spec.uses_remaining != null && !(await k.store.reserveUses(parent.cap_id, spec.uses_remaining))
+    spec.uses_remaining != null && parent.uses_remaining !== null &&
+    !(await k.store.reserveUses(parent.cap_id, spec.uses_remaining))
   ) {
     throw denied(`capability ${parent.cap_id} has fewer than ${spec.uses_remaining} uses left`);
   }

@@ -1109,3 +1109,24 @@ Deno.test("process: a refused chdir names, in its audit record, the path it was 
   assert.equal(rec.decision, "deny");
   assert.equal(rec.target, "filesystem:workspace:../..");
 });
+
+Deno.test("process: a use-limited delegation from an unlimited capability gets exactly its uses", async () => {
+  await using env = await makeEnv({ files: { "r/.keep": "" } });
+  const pid = await launch(env, [
+    cap("process:spawn", "execute"),
+    cap("filesystem:workspace:r/*", "read", "write"),
+  ]);
+  const child = await env.rt.syscall(pid, "process.fork", {
+    mode: "restricted",
+    capabilities: [{ resource: "filesystem:workspace:r/*", rights: ["write"], uses_remaining: 1 }],
+  }) as { pid: number };
+  await env.rt.syscall(child.pid, "filesystem.write", { path: "r/one.txt", content: "1" });
+  await rejectsCode(
+    env.rt.syscall(child.pid, "filesystem.write", { path: "r/two.txt", content: "2" }),
+    "EPERM",
+  );
+  assert.equal(await Deno.readTextFile(join(env.ws, "r/one.txt")), "1");
+  await assert.rejects(Deno.stat(join(env.ws, "r/two.txt")));
+  // The parent's own capability is untouched: still unlimited.
+  await env.rt.syscall(pid, "filesystem.write", { path: "r/three.txt", content: "3" });
+});
