@@ -206,9 +206,17 @@ async function _runOne(
   }
 }
 
-function _short(r: AuditRecord): ExcerptRecord {
+function _short(r: AuditRecord, root: string): ExcerptRecord {
   const { seq, actor, action, target, decision, reason, capability_refs } = r;
-  return { seq, actor, action, target, decision, reason, capability_refs };
+  return {
+    seq,
+    actor,
+    action,
+    target: _scrub(target, root),
+    decision,
+    reason: _scrub(reason, root),
+    capability_refs,
+  };
 }
 
 /** Host paths of a run never reach the report: the root becomes `<root>`. */
@@ -223,7 +231,7 @@ function _excerpt(o: ScenarioOutcome, record: RunRecord, root: string): Excerpt 
   const trail: string[] = [];
   if (record.audit) {
     const bySeq = new Map(record.audit.map((r) => [r.seq, r]));
-    for (const e of o.effects) deciding[e.id] = e.deciding.map((s) => _short(bySeq.get(s)!));
+    for (const e of o.effects) deciding[e.id] = e.deciding.map((s) => _short(bySeq.get(s)!, root));
     for (const r of record.audit.slice(0, _TRAIL_MAX)) {
       const caps = r.capability_refs.length ? ` [${r.capability_refs.join(", ")}]` : "";
       trail.push(

@@ -60,10 +60,9 @@ Deno.test("safety bench: full commits nothing forbidden and denies nothing allow
     assert.ok((html.match(/<svg /g) ?? []).length >= 4);
     assert.doesNotMatch(html, /<script/i);
     assert.doesNotMatch(html, /(src|href)="https?:/i);
-    assert.ok(
-      !html.includes(out.split("/").slice(0, 3).join("/") + "/libos-safety-"),
-      "no temp path",
-    );
+    // No run's temp root (libos-safety-XXXX) is named: it is shown as <root>.
+    assert.doesNotMatch(html, /libos-safety-(?!out-)/);
+    assert.match(html, /&lt;root&gt;\/outside/);
     const results = JSON.parse(await Deno.readTextFile(join(out, "safety-results.json")));
     assert.equal(results.outcomes.length, json.scenarios * RUNNERS.length);
   } finally {
