@@ -25,8 +25,10 @@
  */
 export { assertStoreOutside, hostProviders, Runtime } from "./host/runtime.ts";
 export type { LaunchOptions, RuntimeOptions } from "./host/runtime.ts";
+export { ABLATION_NAMES, ABLATIONS, parseAblations } from "./runtime/ablations.ts";
+export type { Ablation, AblationSet } from "./runtime/ablations.ts";
 export { Kernel } from "./runtime/kernel.ts";
-export type { ActiveJournal, Dispatch, ProcessSpec } from "./runtime/kernel.ts";
+export type { ActiveJournal, Dispatch, KernelOptions, ProcessSpec } from "./runtime/kernel.ts";
 export { Scheduler } from "./host/scheduler.ts";
 export type { RunReport, StepResult } from "./host/scheduler.ts";
 export { SqliteStore } from "./runtime/store/sqlite.ts";

@@ -8,6 +8,12 @@ import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "nod
 import { syscall } from "../primitives/mod.ts";
 import { applyDecision } from "../primitives/authorize.ts";
 import { BUILTIN_TOOL_NAMES } from "../tools/builtin.ts";
+import {
+  type Ablation,
+  ABLATIONS,
+  type AblationSet,
+  parseAblations,
+} from "../runtime/ablations.ts";
 import { parseCapabilitySpec } from "../runtime/capabilities.ts";
 import { invalid, LibosError } from "../runtime/errors.ts";
 import { parseImage } from "../runtime/images.ts";
@@ -44,6 +50,14 @@ export interface RuntimeOptions {
   role?: "scheduler" | "client";
   /** Processes that may be inside a quantum at once (default 1: fully deterministic order). */
   concurrency?: number;
+  /**
+   * Safety mechanisms to switch off, for the safety benchmark's ablation
+   * runners only (`runtime/ablations.ts`); default none. A host-only option:
+   * no image, `libos run` flag or syscall sets it, it is fixed for the
+   * runtime's life, and a runtime opened with any ablation records them in
+   * the audit trail first.
+   */
+  ablations?: Ablation[];
 }
 
 /** A scheduler lease not renewed for this long belongs to a runtime that died. */
@@ -93,6 +107,8 @@ export class Runtime {
 
   /** Open a runtime and recover what a crashed one left behind. */
   static async open(options: RuntimeOptions): Promise<Runtime> {
+    // Checked before the store is touched: a bad option leaves no state.
+    const ablations = parseAblations(options.ablations, "ablations");
     // Absolute once, here: the JIT cache, the audit log and every module
     // specifier derived from them must not depend on the current directory.
     const storePath = typeof options.store === "string" && options.store !== ":memory:"
@@ -106,11 +122,12 @@ export class Runtime {
       : await Deno.makeTempDir({ prefix: "libos-jit-" });
     const cacheDir = resolve(options.jitCacheDir ?? tempCache ?? `${storePath}.jit`);
     const providers = { ...hostProviders(cacheDir), ...options.providers };
-    const kernel = new Kernel(store, providers, BUILTIN_TOOL_NAMES);
+    const kernel = new Kernel(store, providers, BUILTIN_TOOL_NAMES, { ablations });
     kernel.setHostRoots([
       ...(storePath ? [{ path: dirname(storePath), name: "<store>" }] : []),
       { path: cacheDir, name: "<jit-cache>" },
     ]);
+    if (ablations.size > 0) await _recordAblations(kernel, ablations);
     const rt = new Runtime(kernel, tempCache, options.concurrency ?? 1);
     rt.#role = options.role ?? "scheduler";
     if (rt.#role === "scheduler") {
@@ -269,6 +286,23 @@ export class Runtime {
     await this.kernel.store.close();
     if (this.#tempCache) await Deno.remove(this.#tempCache, { recursive: true }).catch(() => {});
   }
+}
+
+/** A runtime running without some safety mechanism says so in its audit trail. */
+async function _recordAblations(k: Kernel, ablations: AblationSet): Promise<void> {
+  const names = [...ablations];
+  await k.audit({
+    actor: "host",
+    action: "runtime.ablations",
+    target: "runtime",
+    input_refs: { ablations: names },
+    output_refs: null,
+    capability_refs: [],
+    decision: "info",
+    reason: `benchmark ablations on: ${names.map((a) => `${a} (${ABLATIONS[a]})`).join("; ")}`,
+    correlation_id: null,
+    parent_record_id: null,
+  });
 }
 
 async function _realDir(path: string): Promise<string> {

@@ -4,6 +4,7 @@
  * decides nothing about authority itself; primitives/ does, using these.
  * @module
  */
+import { type Ablation, type AblationSet, parseAblations } from "./ablations.ts";
 import { parseCapabilitySpec } from "./capabilities.ts";
 import { LibosError } from "./errors.ts";
 import { CODE_ROOT, hideHostPaths, type HostRoot, hostRoots } from "./host_paths.ts";
@@ -78,6 +79,16 @@ interface _Shared {
   idCounter: number;
   idPrefix: string;
   hostRoots: HostRoot[];
+  ablations: AblationSet;
+}
+
+/** Options fixed when a kernel is built. */
+export interface KernelOptions {
+  /**
+   * Safety mechanisms switched off, for the safety benchmark only (see
+   * `runtime/ablations.ts`). Set by the host at open, never by an agent.
+   */
+  ablations?: AblationSet;
 }
 
 /** The kernel: state and services, no policy. */
@@ -91,7 +102,13 @@ export class Kernel {
   #shared: _Shared;
 
   /** Build a kernel over a store and providers. */
-  constructor(store: Store, providers: Providers, toolNames: readonly string[], shared?: _Shared) {
+  constructor(
+    store: Store,
+    providers: Providers,
+    toolNames: readonly string[],
+    options: KernelOptions = {},
+    shared?: _Shared,
+  ) {
     this.store = store;
     this.providers = providers;
     this.toolNames = toolNames;
@@ -106,7 +123,18 @@ export class Kernel {
         idCounter: 0,
         idPrefix: crypto.randomUUID().slice(0, 8),
         hostRoots: hostRoots([{ path: CODE_ROOT, name: "<libos>" }]),
+        ablations: options.ablations ?? parseAblations(undefined),
       };
+  }
+
+  /** The safety mechanisms this kernel runs without (benchmark ablations; empty by default). */
+  get ablations(): AblationSet {
+    return this.#shared.ablations;
+  }
+
+  /** Is `mechanism` switched off? Only ever true in a benchmark's ablated runtime. */
+  ablated(mechanism: Ablation): boolean {
+    return this.#shared.ablations.has(mechanism);
   }
 
   /** The syscall table's entry point, installed by the runtime. */
@@ -154,7 +182,7 @@ export class Kernel {
    */
   async atomically<T>(fn: (k: Kernel) => Promise<T>): Promise<T> {
     return await this.store.transaction((tx) =>
-      fn(new Kernel(tx, this.providers, this.toolNames, this.#shared))
+      fn(new Kernel(tx, this.providers, this.toolNames, {}, this.#shared))
     );
   }
 
