@@ -121,7 +121,10 @@ interface Shape {
   kernel: Fixture;
   /** Quanta the whole shape takes: two per step and the exit. */
   quanta: number;
+  /** Quanta run so far (newcomers' included). */
   done: number;
+  /** Nothing left to run. */
+  idle: boolean;
   /** Scheduler quanta/s per round, baseline syscalls/s per round. */
   qps: number[];
   sps: number[];
@@ -154,7 +157,7 @@ async function schedSlice(
   // Whole rounds (a multiple of the process count), so every process has had
   // the same number of turns when fairness is read after the first slice.
   const budget = last ? Number.MAX_SAFE_INTEGER : Math.ceil(s.quanta / ROUNDS / s.procs) * s.procs;
-  if (s.done >= s.quanta) return;
+  if (s.idle) return;
   let running = true;
   // Expected length of the slice from the last round's rate: launch only in its first 80%.
   const expectMs = s.qps.length ? (budget / median(s.qps)) * 1000 : 0;
@@ -183,7 +186,8 @@ async function schedSlice(
   running = false;
   await launcher;
   s.done += r.quanta;
-  s.qps.push(r.quanta / (ms / 1000));
+  s.idle = r.idle;
+  if (r.quanta > 0) s.qps.push(r.quanta / (ms / 1000));
   if (newcomers) {
     for (const [pid, at] of newcomers.launched) {
       const first = s.sched.model.first.get(pid);
@@ -326,6 +330,7 @@ async function main(): Promise<Record<string, unknown>> {
         kernel,
         quanta: procs * (2 * steps + 1),
         done: 0,
+        idle: false,
         qps: [],
         sps: [],
         kernelCalls: new Map(),
