@@ -41,9 +41,9 @@ export const CTL = {
   /** Bumped when the store truncates the log (offsets restart at 0). */
   EPOCH: 6,
   /**
-   * 1 while the indexer waits for the write lock: the store then leaves it to
-   * the indexer (otherwise a store writing without pause takes it back within
-   * microseconds of each release, and indexing and checkpoints starve).
+   * 1 while the indexer waits for the write lock to restart the WAL: the
+   * store then leaves it to the indexer (otherwise a store writing without
+   * pause takes it back within microseconds of each release).
    */
   WANT: 7,
 } as const;
