@@ -332,11 +332,6 @@ export class Kernel {
     return new StoreModelContext(this.store, proc);
   }
 
-  /** A process's model input (stored once at creation; cached), or null. */
-  async modelInput(pid: number): Promise<unknown> {
-    return await this.store.getModelInput(pid);
-  }
-
   // A parent blocked in wait() becomes runnable when a child ends; it re-runs its wait.
   // A parent that is still running (its wait just found the child alive and it
   // is about to park) is told through pendingWakes, or the wakeup would be lost.
