@@ -29,7 +29,7 @@ export { ABLATION_NAMES, ABLATIONS, parseAblations } from "./runtime/ablations.t
 export type { Ablation, AblationSet } from "./runtime/ablations.ts";
 export { Kernel } from "./runtime/kernel.ts";
 export type { ActiveJournal, Dispatch, KernelOptions, ProcessSpec } from "./runtime/kernel.ts";
-export { Scheduler } from "./host/scheduler.ts";
+export { DEFAULT_CONCURRENCY, Scheduler, YIELD_EVERY_MS } from "./host/scheduler.ts";
 export type { RunReport, StepResult } from "./host/scheduler.ts";
 export { SqliteStore } from "./runtime/store/sqlite.ts";
 export type {
@@ -38,7 +38,9 @@ export type {
   AuditVerification,
   EventDraft,
   Store,
+  TransactionOptions,
 } from "./runtime/store/store.ts";
+export { MAX_CURSOR_CHARS, StoreModelContext } from "./runtime/model_context.ts";
 export { LibosError } from "./runtime/errors.ts";
 export type { ErrorCode } from "./runtime/errors.ts";
 export {
@@ -51,7 +53,7 @@ export {
 } from "./runtime/capabilities.ts";
 export type { CapDecision } from "./runtime/capabilities.ts";
 export { parseImage, parsePolicy } from "./runtime/images.ts";
-export type { ScriptStep } from "./runtime/providers/scripted.ts";
+export type { ScriptInput, ScriptStep } from "./runtime/providers/scripted.ts";
 export {
   ConsoleHuman,
   DenyingHuman,

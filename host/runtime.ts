@@ -22,7 +22,7 @@ import { HostClock, HostFileSystem, HostShell } from "../runtime/providers/host.
 import { DenyingHuman, parseScript, ScriptedModel } from "../runtime/providers/scripted.ts";
 import { HostSandbox } from "../runtime/sandbox/provider.ts";
 import type { HumanAnswer, Providers } from "../runtime/providers/types.ts";
-import { type RunReport, Scheduler, type StepResult } from "./scheduler.ts";
+import { DEFAULT_CONCURRENCY, type RunReport, Scheduler, type StepResult } from "./scheduler.ts";
 import { SqliteStore } from "../runtime/store/sqlite.ts";
 import type { Store } from "../runtime/store/store.ts";
 import type {
@@ -48,7 +48,11 @@ export interface RuntimeOptions {
    * no recovery, no scheduling, so it never disturbs a live scheduler.
    */
   role?: "scheduler" | "client";
-  /** Processes that may be inside a quantum at once (default 1: fully deterministic order). */
+  /**
+   * Processes that may be inside a quantum at once (default {@link DEFAULT_CONCURRENCY}, 4: a
+   * slow tool or model call holds one slot while others run). Ask for 1 where the order of
+   * quanta across processes must be exactly round-robin.
+   */
   concurrency?: number;
   /**
    * Safety mechanisms to switch off, for the safety benchmark's ablation
@@ -128,7 +132,7 @@ export class Runtime {
       { path: cacheDir, name: "<jit-cache>" },
     ]);
     if (ablations.size > 0) await _recordAblations(kernel, ablations);
-    const rt = new Runtime(kernel, tempCache, options.concurrency ?? 1);
+    const rt = new Runtime(kernel, tempCache, options.concurrency ?? DEFAULT_CONCURRENCY);
     rt.#role = options.role ?? "scheduler";
     if (rt.#role === "scheduler") {
       try {
@@ -182,11 +186,11 @@ export class Runtime {
     const k = this.kernel;
     const unknown = await k.store.markPendingEffectsUnknown(k.now());
     if (unknown > 0) await k.emit("effect.unknown", "kernel", "ledger", { count: unknown });
-    for (const p of await k.store.listProcesses()) {
-      if (p.status !== "running") continue;
+    for (const pid of await k.store.pidsWithStatus("running")) {
+      const p = await k.process(pid);
       if (p.pending) {
         await this.scheduler.recordStep(p.pid, {
-          step: (await this.scheduler.steps(p.pid)).length,
+          step: await k.store.stepCount(p.pid),
           tool: p.pending.tool,
           ok: false,
           error: {
@@ -217,7 +221,9 @@ export class Runtime {
         cwd: ".",
         goal: options.goal ?? "",
         taint: "public",
-        model: script ? { kind: "scripted", state: { steps: script, position: 0 } } : null,
+        // The script is stored once as the model's input; the cursor is only its position.
+        model: script ? { kind: "scripted", state: { position: 0 } } : null,
+        modelInput: script ? { steps: script } : undefined,
         origin: "root",
       });
       for (const spec of [...image.capabilities, ...grants]) await k.grant(proc.pid, spec, "host");

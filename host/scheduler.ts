@@ -3,6 +3,15 @@
  * model step (decide the next action, durably) or one tool step (run that
  * action through the builtin tool and the syscall table). Per-process budgets
  * (quanta, wall time, syscalls) stop one busy process from starving others.
+ *
+ * What a quantum reads and writes does not depend on how long its process has
+ * run: the process comes from the store's read cache, the model reads its input
+ * and results by key, a model step writes the process's small per-step row
+ * (next action, cursor, usage), and a tool step marks it running before the
+ * tool's first effect, then writes the result, its step index and the row
+ * back to runnable together. The decision and the result are deferred: they
+ * commit with the next write that may precede an effect (at the latest the
+ * next tool step's running mark), so a step costs one commit.
  * @module
  */
 import { syscall } from "../primitives/mod.ts";
@@ -11,12 +20,19 @@ import { payloadRef } from "../runtime/canonical.ts";
 import { LibosError, toLibosError } from "../runtime/errors.ts";
 import type { Kernel } from "../runtime/kernel.ts";
 import { isTerminal } from "../runtime/lifecycle.ts";
-import type { PendingAction, ProcessRecord } from "../runtime/types.ts";
+import { MAX_CURSOR_CHARS } from "../runtime/model_context.ts";
+import type { ModelDecision } from "../runtime/providers/types.ts";
+import {
+  type ModelState,
+  type PendingAction,
+  PROCESS_STATUSES,
+  type ProcessRecord,
+  type ProcessStatus,
+  type StepResult,
+  type Usage,
+} from "../runtime/types.ts";
 
-/** What a tool step produced (also stored as a `tool_result` object). */
-export type StepResult =
-  | { step: number; tool: string; ok: true; value: unknown }
-  | { step: number; tool: string; ok: false; error: { code: string; message: string } };
+export type { StepResult };
 
 /** Outcome of {@link Scheduler.runUntilIdle}. */
 export interface RunReport {
@@ -26,15 +42,125 @@ export interface RunReport {
   idle: boolean;
 }
 
+/**
+ * Processes inside a quantum at once unless a runtime asks otherwise. Measured
+ * on CPU-bound steps, 1 and 4 run as many quanta per second (within this VM's
+ * noise); with 4, a step that waits (a command, a JIT call, a model API) holds
+ * one slot while the others keep running. Ask for 1 where the order of quanta
+ * across processes must be exactly round-robin.
+ */
+export const DEFAULT_CONCURRENCY = 4;
+
 /** Options of a {@link Scheduler}. */
 export interface SchedulerOptions {
   /**
-   * How many processes may be inside a quantum at once (default 1). Above 1, a
-   * process stuck in a long tool step (a slow command, a JIT call) holds one
-   * slot while the others keep running; each process still runs one quantum
-   * at a time, in round-robin order.
+   * How many processes may be inside a quantum at once (default
+   * {@link DEFAULT_CONCURRENCY}). Above 1, a process stuck in a long tool step
+   * (a slow command, a JIT call) holds one slot while the others keep running;
+   * each process still runs one quantum at a time, in round-robin order.
    */
   concurrency?: number;
+}
+
+/**
+ * Longest the scheduler runs quanta without letting the event loop take its
+ * turn (ms). Store calls settle as microtasks, so without this a long run
+ * would hold off timers, HTTP requests and a host's `launch` until it ends.
+ */
+export const YIELD_EVERY_MS = 5;
+
+/** Statuses a decision may still land in: an ended process keeps its end. */
+const _LIVE: readonly ProcessStatus[] = PROCESS_STATUSES.filter((s) => !isTerminal(s));
+
+/**
+ * One round: every process runnable when it began, in round-robin order, and
+ * those that became runnable during it (launched, woken), served first. Each
+ * process gets at most one quantum per round.
+ */
+class _Round {
+  #order: number[] = [];
+  #at = 0;
+  #front: number[] = [];
+  #members = new Set<number>();
+
+  /** Start a round over `order`. */
+  reset(order: number[]): void {
+    this.#order = order;
+    this.#at = 0;
+    this.#front = [];
+    this.#members = new Set(order);
+  }
+
+  /** Nothing left to serve in this round. */
+  get empty(): boolean {
+    return this.#front.length === 0 && this.#at >= this.#order.length;
+  }
+
+  /** Serve `pid` next, unless it already has its turn in this round. */
+  admit(pid: number): void {
+    if (this.#members.has(pid)) return;
+    this.#members.add(pid);
+    this.#front.push(pid);
+  }
+
+  /** The next pid to serve, if any, and whether it came in during the round. */
+  next(): { pid: number; admitted: boolean } | undefined {
+    if (this.#front.length > 0) return { pid: this.#front.shift()!, admitted: true };
+    return this.#at < this.#order.length
+      ? { pid: this.#order[this.#at++], admitted: false }
+      : undefined;
+  }
+}
+
+/** Lets the event loop take a turn at most every {@link YIELD_EVERY_MS}. */
+class _EventLoopTurns {
+  #last = performance.now();
+  #channel: MessageChannel | null = null;
+  #flush: () => Promise<void>;
+
+  /** `flush` commits deferred writes before the loop hands over. */
+  constructor(flush: () => Promise<void>) {
+    this.#flush = flush;
+  }
+
+  /** Yield if the last turn was long enough ago. */
+  async maybe(): Promise<void> {
+    if (performance.now() - this.#last < YIELD_EVERY_MS) return;
+    // Hosts, other connections and the audit indexer see everything decided so far.
+    await this.#flush();
+    // A message is a task: timers and I/O that are due run before it arrives.
+    // (setTimeout(0) costs about 2 ms here; a message round trip about 12 us.)
+    const ch = this.#channel ??= new MessageChannel();
+    await new Promise((resolve) => {
+      ch.port1.onmessage = resolve;
+      ch.port2.postMessage(null);
+    });
+    this.#last = performance.now();
+  }
+
+  /** Release the channel (an open port keeps the process alive). */
+  close(): void {
+    this.#channel?.port1.close();
+    this.#channel?.port2.close();
+  }
+}
+
+/** Time spent inside one quantum, added to the usage once, before its last write. */
+class _Quantum {
+  readonly usage: Usage;
+  #t0 = performance.now();
+  #stamped = false;
+
+  constructor(usage: Usage) {
+    this.usage = usage;
+  }
+
+  /** Add the quantum's wall time to its usage (once). */
+  stamp(): void {
+    if (this.#stamped) return;
+    this.#stamped = true;
+    this.usage.wall_ms += Math.round(performance.now() - this.#t0);
+  }
 }
 
 /** Round-robin scheduler over one kernel. */
@@ -46,7 +172,7 @@ export class Scheduler {
   /** Schedule processes of `kernel`. */
   constructor(kernel: Kernel, options: SchedulerOptions = {}) {
     this.#k = kernel;
-    const c = options.concurrency ?? 1;
+    const c = options.concurrency ?? DEFAULT_CONCURRENCY;
     if (!Number.isInteger(c) || c < 1 || c > 256) {
       throw new LibosError("EINVAL", "concurrency: must be an integer from 1 to 256");
     }
@@ -57,100 +183,134 @@ export class Scheduler {
    * Run quanta round-robin until no process is runnable or `maxQuanta` were
    * started. Each round lists the runnable processes once and gives each one
    * quantum, up to `concurrency` at a time; a process still inside a quantum
-   * sits the next round out instead of holding it up.
+   * sits the next round out instead of holding it up. A process that becomes
+   * runnable during a round (launched, woken) gets its turn in that round,
+   * ahead of those still waiting in it, unless it already had one.
    */
   async runUntilIdle(maxQuanta = Number.MAX_SAFE_INTEGER): Promise<RunReport> {
+    const turns = new _EventLoopTurns(() => this.#k.store.flush());
+    try {
+      return await this.#run(maxQuanta, turns);
+    } finally {
+      turns.close();
+      // What the run decided and recorded is durable before the host hears it ended.
+      await this.#k.store.flush();
+    }
+  }
+
+  async #run(maxQuanta: number, turns: _EventLoopTurns): Promise<RunReport> {
     let quanta = 0;
     const active = new Map<number, Promise<void>>();
-    let round: number[] = [];
+    const round = new _Round();
+    // Settles when a quantum ends (one signal instead of racing every active quantum).
+    let freed!: Promise<void>;
+    let free!: () => void;
+    const rearm = () => (freed = new Promise<void>((r) => (free = r)));
+    rearm();
     for (;;) {
-      if (round.length === 0 && quanta < maxQuanta) {
-        const procs = await this.#k.store.listProcesses();
-        await this.#wakeExpired(procs);
-        const runnable = procs.filter((p) => p.status === "runnable" && !active.has(p.pid));
-        // Continue after the last pid served, so every runnable process gets a turn per round.
-        const start = runnable.findIndex((p) => p.pid > this.#lastPid);
-        const order = start <= 0
-          ? runnable
-          : [...runnable.slice(start), ...runnable.slice(0, start)];
-        round = order.map((p) => p.pid);
-        if (round.length === 0 && active.size === 0) return { quanta, idle: true };
+      await turns.maybe();
+      if (round.empty && quanta < maxQuanta && await this.#newRound(round, active)) {
+        return { quanta, idle: true };
       }
-      while (round.length > 0 && active.size < this.#concurrency && quanta < maxQuanta) {
-        const pid = round.shift()!;
+      while (active.size < this.#concurrency && quanta < maxQuanta) {
+        for (const pid of this.#k.takeRunnable()) if (!active.has(pid)) round.admit(pid);
+        const turn = round.next();
+        if (turn === undefined) break;
+        const pid = turn.pid;
         if (active.has(pid)) continue;
-        this.#lastPid = pid;
+        // A process served out of turn does not move where the rotation goes on.
+        if (!turn.admitted) this.#lastPid = pid;
         quanta++;
-        active.set(pid, this.quantum(pid).finally(() => active.delete(pid)));
+        active.set(
+          pid,
+          this.#quantum(pid).finally(() => {
+            active.delete(pid);
+            free();
+          }),
+        );
       }
       if (active.size === 0) {
         if (quanta >= maxQuanta) return { quanta, idle: false };
         continue;
       }
-      await Promise.race(active.values());
-      if (quanta >= maxQuanta && round.length === 0) {
+      await freed;
+      rearm();
+      if (quanta >= maxQuanta) {
         await Promise.all(active.values());
         return { quanta, idle: false };
       }
     }
   }
 
+  // List the runnable processes (not the ended ones: a long history costs
+  // nothing here) and continue after the last pid served, so every runnable
+  // process gets a turn per round. True when nothing is runnable and nothing
+  // is inside a quantum, decided with the listing: a quantum that ends after
+  // it may leave its process runnable.
+  async #newRound(round: _Round, active: Map<number, Promise<void>>): Promise<boolean> {
+    await this.#wakeExpired();
+    // The listing below sees everything that became runnable until now.
+    this.#k.takeRunnable();
+    const listed = await this.#k.store.pidsWithStatus("runnable");
+    const runnable = listed.filter((p) => !active.has(p));
+    const start = runnable.findIndex((p) => p > this.#lastPid);
+    round.reset(start <= 0 ? runnable : [...runnable.slice(start), ...runnable.slice(0, start)]);
+    return runnable.length === 0 && active.size === 0;
+  }
+
   // A human request left undecided past its expiry counts as denied: wake the
   // process waiting on it; its retry records the expiry and is refused (EPERM).
-  async #wakeExpired(procs: ProcessRecord[]): Promise<void> {
-    const waiting = procs.filter((p) => p.status === "waiting_human");
+  async #wakeExpired(): Promise<void> {
+    const waiting = await this.#k.store.pidsWithStatus("waiting_human");
     if (waiting.length === 0) return;
     const now = this.#k.providers.clock.now();
     const open = await this.#k.store.listHumanRequests({ status: "pending" });
-    for (const p of waiting) {
-      const mine = open.filter((r) => r.pid === p.pid);
+    for (const pid of waiting) {
+      const mine = open.filter((r) => r.pid === pid);
       // Only when every open request expired: a live one means the retry would park again.
       if (mine.length === 0 || mine.some((r) => Date.parse(r.expires_at) > now)) continue;
       // Only if still waiting: a decision, pause or kill that landed meanwhile wins.
-      if (await this.#k.wake(p.pid, "waiting_human", "scheduler")) p.status = "runnable";
+      await this.#k.wake(pid, "waiting_human", "scheduler");
     }
   }
 
-  /** Give one quantum to `pid` if it is runnable. */
+  /** Give one quantum to `pid` if it is runnable; what it wrote is committed when it returns. */
   async quantum(pid: number): Promise<void> {
+    try {
+      await this.#quantum(pid);
+    } finally {
+      await this.#k.store.flush();
+    }
+  }
+
+  async #quantum(pid: number): Promise<void> {
     const k = this.#k;
-    let proc = await k.process(pid);
+    const proc = await k.process(pid);
     if (proc.status !== "runnable") return;
     if (proc.cancel_requested) {
       await k.transition(pid, "killed", { exit_reason: "cancelled" });
       return;
     }
     const usage = k.usage(proc);
-    const b = proc.budgets;
-    const over = b.max_quanta !== null && usage.quanta >= b.max_quanta
-      ? `max_quanta ${b.max_quanta}`
-      : b.max_wall_ms !== null && usage.wall_ms >= b.max_wall_ms
-      ? `max_wall_ms ${b.max_wall_ms}`
-      : b.max_syscalls !== null && usage.syscalls >= b.max_syscalls
-      ? `max_syscalls ${b.max_syscalls}`
-      : null;
+    const over = _overBudget(proc, usage);
     if (over) {
       await k.emit("budget.exhausted", "scheduler", `pid:${pid}`, { budget: over });
       await this.#fail(pid, `budget exhausted: ${over}`);
       return;
     }
-    proc = await k.transition(pid, "running");
-    const t0 = performance.now();
     usage.quanta++;
+    const q = new _Quantum(usage);
     try {
-      if (proc.pending) await this.#toolStep(proc, proc.pending);
-      else await this.#modelStep(proc);
+      if (proc.pending) await this.#toolStep(proc, proc.pending, q);
+      else await this.#modelStep(proc, q);
     } catch (e) {
       const err = toLibosError(e);
       const cur = await k.process(pid);
       if (!isTerminal(cur.status)) await this.#fail(pid, `${err.code}: ${err.message}`);
-      return;
     } finally {
-      usage.wall_ms += Math.round(performance.now() - t0);
+      // Persisted with the process's next write (or flushed on close).
+      q.stamp();
     }
-    const cur = await k.process(pid);
-    if (cur.status === "running") await k.transition(pid, "runnable");
-    else await k.saveProcess(pid, {});
   }
 
   // The scheduler ending a process is recorded like any other decision.
@@ -170,35 +330,64 @@ export class Scheduler {
     });
   }
 
-  async #modelStep(proc: ProcessRecord): Promise<void> {
+  async #modelStep(proc: ProcessRecord, q: _Quantum): Promise<void> {
     const k = this.#k;
     if (!proc.model) {
       await k.transition(proc.pid, "exited", { exit_code: 0, exit_reason: "no model" });
       return;
     }
-    const model = k.providers.models[proc.model.kind];
-    if (!model) throw new LibosError("ENOENT", `model: no provider for '${proc.model.kind}'`);
-    const results = await this.steps(proc.pid);
-    const { step, state } = await model.next(proc, results.at(-1) ?? null);
-    const modelState = { kind: proc.model.kind, state };
+    const kind = proc.model.kind;
+    if (!Object.hasOwn(k.providers.models, kind)) {
+      throw new LibosError("ENOENT", `model: no provider for '${kind}'`);
+    }
+    const provider = k.providers.models[kind];
+    // A provider whose step reaches outside (a model API) must not act on state
+    // that a crash could still take back: commit what is deferred first.
+    if (!provider.pure) await k.store.flush();
+    const decision = await provider.next(k.modelContext(proc));
+    const model = { kind, state: _checkCursor(decision.cursor) };
+    const step = decision.step;
     if (step.type === "exit") {
       // The model's exit goes through the same primitive as a tool's, so it is audited.
-      await k.saveProcess(proc.pid, { model: modelState });
+      await this.#decide(proc.pid, model, undefined, decision, q);
       const args: Record<string, unknown> = { code: step.code };
       if (step.result !== undefined) args.result = step.result;
       await syscall(k, proc.pid, "process.exit", args);
       return;
     }
     // Durable before the tool runs: a restart resumes the same action, never re-asks the model.
-    await k.saveProcess(proc.pid, {
-      model: modelState,
-      pending: { tool: step.tool, args: step.args },
-    });
+    await this.#decide(proc.pid, model, { tool: step.tool, args: step.args }, decision, q);
   }
 
-  async #toolStep(proc: ProcessRecord, action: PendingAction): Promise<void> {
+  // Store a decision: the cursor, the next action and the model's new log
+  // entries land together. The stored status stays `runnable` (a model step
+  // has no effect a crash could leave half done; a crash re-asks the model);
+  // a process that ended meanwhile (a signal) keeps its end. The commit is
+  // deferred: it lands with the next write that may precede an effect (at the
+  // latest this process's `running` mark, before its action runs).
+  async #decide(
+    pid: number,
+    model: ModelState,
+    pending: PendingAction | undefined,
+    decision: ModelDecision,
+    q: _Quantum,
+  ): Promise<void> {
     const k = this.#k;
-    const stepNo = (await this.steps(proc.pid)).length;
+    q.stamp();
+    const patch = { model, usage: { ...q.usage }, updated_at: k.now() };
+    const next = pending ? { ...patch, pending } : patch;
+    const log = decision.log ?? [];
+    await k.store.transaction(async (tx) => {
+      if (await tx.updateProcess(pid, next, _LIVE) && log.length) await tx.appendModelLog(pid, log);
+    }, { defer: true });
+  }
+
+  async #toolStep(proc: ProcessRecord, action: PendingAction, q: _Quantum): Promise<void> {
+    const k = this.#k;
+    // Durable before the tool's first effect: from here on a crash records the
+    // step as unknown (EIO) instead of running it a second time.
+    if (!(await k.markRunning(proc.pid))) return;
+    const stepNo = await k.store.stepCount(proc.pid);
     let result: StepResult;
     const builtin = Object.hasOwn(BUILTIN_TOOLS, action.tool) && proc.tools.includes(action.tool);
     const jit = Object.hasOwn(proc.jit_tools ?? {}, action.tool);
@@ -235,24 +424,7 @@ export class Scheduler {
           ? new LibosError("EINVAL", e.message)
           : toLibosError(e);
         if (err.code === "EAGAIN") {
-          // Blocked on a child or a human: keep the action and what it already did;
-          // it is retried when woken, replaying its completed syscalls from the journal.
-          const journal = k.endJournal(proc.pid);
-          await k.saveProcess(proc.pid, { pending: { ...action, journal } });
-          const cur = await k.process(proc.pid);
-          const to = err.wait === "human" ? "waiting_human" : "waiting_event";
-          if (cur.status === "running") await k.transition(proc.pid, to);
-          // A child that ended while we were parking found nobody waiting: wake ourselves.
-          if (to === "waiting_event" && k.takePendingWake(proc.pid)) {
-            await k.wake(proc.pid, "waiting_event");
-          }
-          // A decision that landed while we were parking found nobody waiting: wake ourselves.
-          if (
-            to === "waiting_human" &&
-            (await k.store.listHumanRequests({ pid: proc.pid, status: "pending" })).length === 0
-          ) {
-            await k.wake(proc.pid, "waiting_human");
-          }
+          await this.#park(proc.pid, action, err);
           return;
         }
         result = { step: stepNo, tool: action.tool, ok: false, error: err.toJSON() };
@@ -260,7 +432,46 @@ export class Scheduler {
         k.endJournal(proc.pid);
       }
     }
-    await this.recordStep(proc.pid, result);
+    await this.#finishStep(proc.pid, result, q);
+  }
+
+  // Blocked on a child or a human: keep the action and what it already did; it
+  // is retried when woken, replaying its completed syscalls from the journal.
+  async #park(pid: number, action: PendingAction, err: LibosError): Promise<void> {
+    const k = this.#k;
+    const journal = k.endJournal(pid);
+    await k.saveProcess(pid, { pending: { ...action, journal } });
+    const cur = await k.process(pid);
+    const to = err.wait === "human" ? "waiting_human" : "waiting_event";
+    if (cur.status === "running") await k.transition(pid, to);
+    // A child that ended while we were parking found nobody waiting: wake ourselves.
+    if (to === "waiting_event" && k.takePendingWake(pid)) {
+      await k.wake(pid, "waiting_event");
+    }
+    // A decision that landed while we were parking found nobody waiting: wake ourselves.
+    if (
+      to === "waiting_human" &&
+      (await k.store.listHumanRequests({ pid, status: "pending" })).length === 0
+    ) {
+      await k.wake(pid, "waiting_human");
+    }
+  }
+
+  // The step's result, its index, the cleared action and the status back to
+  // runnable land together (unless the step itself moved the status: an exit,
+  // a pause). No event for running -> runnable: see Kernel.markRunning. The
+  // commit is deferred like a decision's: no effect depends on it, and a crash
+  // before it lands finds the step `running` and records it as unknown, as for
+  // a crash inside the step.
+  async #finishStep(pid: number, result: StepResult, q: _Quantum): Promise<void> {
+    q.stamp();
+    await this.#k.atomically(async (k) => {
+      await this.#record(k, pid, result);
+      const done = { pending: null, usage: { ...q.usage }, updated_at: k.now() };
+      if (!(await k.store.updateProcess(pid, { ...done, status: "runnable" }, "running"))) {
+        await k.store.updateProcess(pid, done);
+      }
+    }, { defer: true });
   }
 
   /** Record a tool step's result and clear the pending action (one transaction). */
@@ -268,25 +479,58 @@ export class Scheduler {
     // The result and the cleared pending action land together: a crash between
     // them would otherwise record the step a second time on recovery.
     await this.#k.atomically(async (k) => {
-      const proc = await k.process(pid);
-      await k.insertObject({
-        namespace: proc.namespace,
-        kind: "tool_result",
-        name: `step-${result.step}`,
-        // What a tool returned is at most as sensitive as everything its process has read.
-        label: proc.taint,
-        payload: result,
-        created_by: pid,
-      });
+      await this.#record(k, pid, result);
       await k.saveProcess(pid, { pending: null });
     });
   }
 
+  // The result as a tool_result object named step-<n> (agents and the console
+  // read it), indexed by step number (the model and the scheduler find it by key).
+  async #record(k: Kernel, pid: number, result: StepResult): Promise<void> {
+    const proc = await k.process(pid);
+    const obj = await k.insertObject({
+      namespace: proc.namespace,
+      kind: "tool_result",
+      name: `step-${result.step}`,
+      // What a tool returned is at most as sensitive as everything its process has read.
+      label: proc.taint,
+      payload: result,
+      created_by: pid,
+    });
+    await k.store.insertStep(pid, result.step, obj.oid);
+  }
+
   /** Tool results of a process, in step order. */
   async steps(pid: number): Promise<StepResult[]> {
-    const proc = await this.#k.process(pid);
-    return (await this.#k.store.listObjects(proc.namespace))
-      .filter((o) => o.kind === "tool_result" && o.created_by === pid)
-      .map((o) => o.payload as StepResult);
+    await this.#k.process(pid);
+    return (await this.#k.store.listSteps(pid)).map((o) => o.payload as StepResult);
   }
+}
+
+/** The budget `proc` has used up, named, or null. */
+function _overBudget(proc: ProcessRecord, usage: Usage): string | null {
+  const b = proc.budgets;
+  if (b.max_quanta !== null && usage.quanta >= b.max_quanta) return `max_quanta ${b.max_quanta}`;
+  if (b.max_wall_ms !== null && usage.wall_ms >= b.max_wall_ms) {
+    return `max_wall_ms ${b.max_wall_ms}`;
+  }
+  if (b.max_syscalls !== null && usage.syscalls >= b.max_syscalls) {
+    return `max_syscalls ${b.max_syscalls}`;
+  }
+  return null;
+}
+
+/** A model's cursor is rewritten every step: it must stay a small JSON object. */
+function _checkCursor(cursor: unknown): Record<string, unknown> {
+  if (cursor === null || typeof cursor !== "object" || Array.isArray(cursor)) {
+    throw new LibosError("EINVAL", "model: the cursor must be a JSON object");
+  }
+  const size = JSON.stringify(cursor).length;
+  if (size > MAX_CURSOR_CHARS) {
+    throw new LibosError(
+      "EINVAL",
+      `model: cursor of ${size} characters is over ${MAX_CURSOR_CHARS}; keep history in the model log`,
+    );
+  }
+  return cursor as Record<string, unknown>;
 }

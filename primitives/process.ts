@@ -47,11 +47,13 @@ function _imageOf(p: ProcessRecord): AgentImage {
   };
 }
 
-function _childModel(call: Call): ModelState | null {
+/** A child's model: its own script (stored once as its input), or the parent's kind from scratch. */
+function _childModel(call: Call): { model: ModelState | null; modelInput?: unknown } {
   if (call.args.script !== undefined) {
-    return { kind: "scripted", state: { steps: parseScript(call.args.script), position: 0 } };
+    const steps = parseScript(call.args.script);
+    return { model: { kind: "scripted", state: { position: 0 } }, modelInput: { steps } };
   }
-  return call.proc.model ? { kind: call.proc.model.kind, state: {} } : null;
+  return { model: call.proc.model ? { kind: call.proc.model.kind, state: {} } : null };
 }
 
 async function _putGoal(
@@ -142,7 +144,7 @@ async function _newChild(
     taint: call.proc.taint,
     tools,
     jit_tools: _jitToolsArg(call),
-    model: _childModel(call),
+    ..._childModel(call),
     origin,
   });
 }

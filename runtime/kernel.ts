@@ -9,8 +9,9 @@ import { parseCapabilitySpec } from "./capabilities.ts";
 import { LibosError } from "./errors.ts";
 import { CODE_ROOT, hideHostPaths, type HostRoot, hostRoots } from "./host_paths.ts";
 import { assertTransition, isTerminal } from "./lifecycle.ts";
-import type { Providers } from "./providers/types.ts";
-import type { AuditDraft, Store } from "./store/store.ts";
+import { StoreModelContext } from "./model_context.ts";
+import type { ModelContext, Providers } from "./providers/types.ts";
+import type { AuditDraft, Store, TransactionOptions } from "./store/store.ts";
 import type {
   AgentImage,
   Capability,
@@ -45,8 +46,10 @@ export interface ProcessSpec {
   tools?: string[];
   /** JIT tools delegated by the parent (none by default). */
   jit_tools?: Record<string, JitToolRef>;
-  /** Model state. */
+  /** Model cursor (small; rewritten every model step). */
   model: ModelState | null;
+  /** The model's immutable input (a script; later a prompt and tool schemas), stored once. */
+  modelInput?: unknown;
   /** root, spawn, fork:copy, ... */
   origin: string;
 }
@@ -73,6 +76,7 @@ interface _Shared {
   journals: Map<number, ActiveJournal>;
   rootsConfirmed: Map<string, number>;
   pendingWakes: Set<number>;
+  becameRunnable: Set<number>;
   nowText: { ms: number; text: string };
   dispatch: Dispatch | null;
   usage: Map<number, Usage>;
@@ -117,6 +121,7 @@ export class Kernel {
         journals: new Map(),
         rootsConfirmed: new Map(),
         pendingWakes: new Set(),
+        becameRunnable: new Set(),
         nowText: { ms: NaN, text: "" },
         dispatch: null,
         usage: new Map(),
@@ -180,9 +185,10 @@ export class Kernel {
    * Run `fn` against a kernel whose store is one transaction: every write it
    * makes lands, or none does (no half-created process on bad input).
    */
-  async atomically<T>(fn: (k: Kernel) => Promise<T>): Promise<T> {
-    return await this.store.transaction((tx) =>
-      fn(new Kernel(tx, this.providers, this.toolNames, {}, this.#shared))
+  async atomically<T>(fn: (k: Kernel) => Promise<T>, options?: TransactionOptions): Promise<T> {
+    return await this.store.transaction(
+      (tx) => fn(new Kernel(tx, this.providers, this.toolNames, {}, this.#shared)),
+      options,
     );
   }
 
@@ -262,9 +268,11 @@ export class Kernel {
 
   /** Persist every in-memory usage counter (on close: a restart must not reset budgets). */
   async flushUsage(): Promise<void> {
-    for (const [pid, usage] of this.#usage) {
-      await this.store.updateProcess(pid, { usage: { ...usage } });
-    }
+    if (this.#usage.size === 0) return;
+    // One commit for all of them: a runtime may hold thousands.
+    await this.store.transaction(async (tx) => {
+      for (const [pid, usage] of this.#usage) await tx.updateProcess(pid, { usage: { ...usage } });
+    });
   }
 
   /** Usage counters, kept in memory between flushes. */
@@ -293,6 +301,7 @@ export class Kernel {
       const usage = this.#usage.get(pid) ?? cur.usage;
       const next = { ...patch, status: to, usage: { ...usage }, updated_at: this.now() };
       if (await this.store.updateProcess(pid, next, cur.status)) {
+        if (to === "runnable") this.#shared.becameRunnable.add(pid);
         await this.emit("process.status", source, `pid:${pid}`, { from: cur.status, to });
         if (isTerminal(to)) {
           this.#usage.delete(pid);
@@ -329,8 +338,42 @@ export class Kernel {
     const usage = this.#usage.get(pid) ?? cur.usage;
     const next = { status: "runnable" as const, usage: { ...usage }, updated_at: this.now() };
     if (!(await this.store.updateProcess(pid, next, from))) return false;
+    this.#shared.becameRunnable.add(pid);
     await this.emit("process.status", source, `pid:${pid}`, { from, to: "runnable" });
     return true;
+  }
+
+  /**
+   * Pids that became runnable through this runtime (launched, woken, resumed)
+   * since the last call, and forget them: the scheduler gives such a process
+   * its turn in the round under way instead of the next one.
+   */
+  takeRunnable(): number[] {
+    const pids = [...this.#shared.becameRunnable];
+    this.#shared.becameRunnable.clear();
+    return pids;
+  }
+
+  /**
+   * Mark `pid` running for a tool step: durable (a crash from here on records
+   * the step as unknown instead of running it again), compare-and-swap from
+   * `runnable`, with its usage. No event: it is the inside of one quantum,
+   * two events a quantum would say nothing the step's audit records do not.
+   * Returns false if the process was no longer runnable.
+   */
+  async markRunning(pid: number): Promise<boolean> {
+    const usage = this.#usage.get(pid);
+    const patch = { status: "running" as const, updated_at: this.now() };
+    return await this.store.updateProcess(
+      pid,
+      usage ? { ...patch, usage: { ...usage } } : patch,
+      "runnable",
+    );
+  }
+
+  /** The narrow view a model provider gets of `proc` for one model step. */
+  modelContext(proc: ProcessRecord): ModelContext {
+    return new StoreModelContext(this.store, proc);
   }
 
   // A parent blocked in wait() becomes runnable when a child ends; it re-runs its wait.
@@ -392,6 +435,7 @@ export class Kernel {
     });
     const namespace = `proc:${rec.pid}`;
     await this.store.updateProcess(rec.pid, { namespace });
+    if (spec.modelInput !== undefined) await this.store.putModelInput(rec.pid, spec.modelInput);
     // A process owns its namespace; it may delegate access to its children.
     await this.grant(rec.pid, {
       resource: `object_namespace:${namespace}`,

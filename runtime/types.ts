@@ -75,13 +75,23 @@ export interface Policy {
   human_clearance: Label;
 }
 
-/** A model's position and configuration, durable with the process. */
+/**
+ * A model's small mutable cursor, durable with the process and rewritten by
+ * every model step. What grows with the process's history lives elsewhere: the
+ * immutable model input (the script; later a prompt and tool schemas) is stored
+ * once per process, and turns go to the process's append-only model log.
+ */
 export interface ModelState {
   /** Provider kind, e.g. `scripted`. */
   kind: string;
-  /** Provider-specific durable state (for the scripted model: the script and the step index). */
+  /** Provider-specific cursor (for the scripted model: `{position}`), bounded in size. */
   state: Record<string, unknown>;
 }
+
+/** What a tool step produced (also stored as a `tool_result` object named `step-<n>`). */
+export type StepResult =
+  | { step: number; tool: string; ok: true; value: unknown }
+  | { step: number; tool: string; ok: false; error: { code: string; message: string } };
 
 /** One completed syscall of a pending action, replayed (not re-executed) on resume. */
 export interface JournalEntry {

@@ -7,8 +7,7 @@
  * @module
  */
 import type { ScriptStep } from "../runtime/providers/scripted.ts";
-import type { ModelProvider, ModelStep } from "../runtime/providers/types.ts";
-import type { ProcessRecord } from "../runtime/types.ts";
+import type { ModelContext, ModelDecision, ModelProvider } from "../runtime/providers/types.ts";
 
 /** A tool result as the model receives it. */
 export interface SeenResult {
@@ -51,34 +50,42 @@ export function quoteResults<T>(args: T, results: readonly string[]): T {
 
 /**
  * The runtime's model provider for benchmark runs (registered as `scripted`):
- * like ScriptedModel, plus quoting earlier results. The results it has seen
- * are kept in the durable model state.
+ * like ScriptedModel, plus quoting earlier results, read by step number from
+ * the process's recorded results when a step refers to them.
  */
 export class QuotingModel implements ModelProvider {
-  next(
-    proc: ProcessRecord,
-    lastResult: unknown,
-  ): Promise<{ step: ModelStep; state: Record<string, unknown> }> {
-    const state = proc.model?.state ?? {};
-    const steps = (state.steps ?? []) as ScriptStep[];
-    const position = Number(state.position ?? 0);
-    const results = [...((state.results ?? []) as string[])];
-    const last = lastResult as SeenResult | null;
-    if (last && typeof last.step === "number") results[last.step] = resultText(last);
-    if (position >= steps.length) {
-      return Promise.resolve({
-        step: { type: "exit", code: 0 },
-        state: { ...state, position, results },
-      });
-    }
+  /** A script reaches nothing outside the runtime. */
+  readonly pure = true;
+
+  async next(ctx: ModelContext): Promise<ModelDecision> {
+    const position = Number(ctx.cursor.position ?? 0);
+    const steps = ((await ctx.input()) as { steps?: ScriptStep[] } | null)?.steps ?? [];
+    if (position >= steps.length) return { step: { type: "exit", code: 0 }, cursor: { position } };
     const s = steps[position];
-    const next = { ...state, position: position + 1, results };
+    const cursor = { position: position + 1 };
     if (s.tool === "exit") {
       const code = Number.isInteger(s.args.code) ? s.args.code as number : 0;
       const result = typeof s.args.result === "string" ? s.args.result : undefined;
-      return Promise.resolve({ step: { type: "exit", code, result }, state: next });
+      return { step: { type: "exit", code, result }, cursor };
     }
-    const args = quoteResults(s.args, results);
-    return Promise.resolve({ step: { type: "tool", tool: s.tool, args }, state: next });
+    const results = await _quoted(ctx, s.args);
+    return { step: { type: "tool", tool: s.tool, args: quoteResults(s.args, results) }, cursor };
   }
+}
+
+/** The results `args` quotes, as texts by step number (the rest left empty). */
+async function _quoted(ctx: ModelContext, args: unknown): Promise<string[]> {
+  const refs = [...JSON.stringify(args).matchAll(/\{\{RESULT:(-?\d+)\}\}/g)].map((m) =>
+    Number(m[1])
+  );
+  if (refs.length === 0) return [];
+  const count = await ctx.stepCount();
+  const results: string[] = new Array(count).fill("");
+  for (const n of refs) {
+    const i = n < 0 ? count + n : n;
+    if (i < 0 || i >= count) continue;
+    const r = await ctx.result(i);
+    if (r) results[i] = resultText(r as SeenResult);
+  }
+  return results;
 }

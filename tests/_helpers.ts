@@ -34,6 +34,8 @@ export interface EnvOptions {
   providers?: Partial<Providers>;
   /** Where JIT artifacts are cached (share one across a file: a source type-checks once). */
   jitCacheDir?: string;
+  /** Scheduler slots (the runtime's default unless given; 1 where a test asserts an order). */
+  concurrency?: number;
 }
 
 /** Create a temp workspace + store and open a runtime on it. Use with `await using`. */
@@ -51,6 +53,7 @@ export async function makeEnv(options: EnvOptions = {}): Promise<Env> {
     store: storePath,
     providers: { human, ...options.providers },
     jitCacheDir: options.jitCacheDir,
+    concurrency: options.concurrency,
   });
   return {
     root,

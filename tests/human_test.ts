@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { canonicalJson, hashValue, sha256 } from "../runtime/canonical.ts";
 import { Runtime } from "../host/runtime.ts";
 import { QueueHuman, ScriptedModel } from "../runtime/providers/scripted.ts";
-import type { ClockProvider, ModelProvider } from "../runtime/providers/types.ts";
+import type { ClockProvider, ModelContext, ModelProvider } from "../runtime/providers/types.ts";
 import type { Capability, HumanRequestRecord, ProcessRecord } from "../runtime/types.ts";
 import { cap, type Env, launch, makeEnv, rejectsCode } from "./_helpers.ts";
 
@@ -111,9 +111,9 @@ class FakeClock implements ClockProvider {
 class CountingModel implements ModelProvider {
   calls = 0;
   #inner = new ScriptedModel();
-  next(proc: ProcessRecord) {
+  next(ctx: ModelContext) {
     this.calls++;
-    return this.#inner.next(proc);
+    return this.#inner.next(ctx);
   }
 }
 

@@ -5,9 +5,13 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { Runtime } from "../host/runtime.ts";
 import type { StepResult } from "../host/scheduler.ts";
+import { HostFileSystem } from "../runtime/providers/host.ts";
+import { ScriptedModel } from "../runtime/providers/scripted.ts";
+import type { ModelContext, ModelProvider } from "../runtime/providers/types.ts";
 import { cap, type Env, launch, makeEnv, rejectsCode } from "./_helpers.ts";
 
 // ---------------------------------------------------------------- local helpers
@@ -49,7 +53,8 @@ async function auditActors(rt: Runtime, action: string): Promise<string[]> {
 // ---------------------------------------------------------------- round robin
 
 Deno.test("scheduler: round-robin interleaves two processes step by step", async () => {
-  await using env = await makeEnv();
+  // The order of quanta across processes is what is checked: one slot.
+  await using env = await makeEnv({ concurrency: 1 });
   const a = await launch(env, [], { script: { steps: putSteps("a", 3) } });
   const b = await launch(env, [], { script: { steps: putSteps("b", 3) } });
   const report = await env.rt.runUntilIdle();
@@ -74,7 +79,8 @@ Deno.test("scheduler: round-robin interleaves two processes step by step", async
 });
 
 Deno.test("scheduler: round-robin gives three processes of different lengths fair turns", async () => {
-  await using env = await makeEnv();
+  // The order of quanta across processes is what is checked: one slot.
+  await using env = await makeEnv({ concurrency: 1 });
   const a = await launch(env, [], { script: { steps: putSteps("a", 1) } });
   const b = await launch(env, [], { script: { steps: putSteps("b", 3) } });
   const c = await launch(env, [], { script: { steps: putSteps("c", 2) } });
@@ -85,7 +91,8 @@ Deno.test("scheduler: round-robin gives three processes of different lengths fai
 });
 
 Deno.test("scheduler: runUntilIdle(maxQuanta) stops after that many quanta", async () => {
-  await using env = await makeEnv();
+  // The order of quanta across processes is what is checked: one slot.
+  await using env = await makeEnv({ concurrency: 1 });
   const a = await launch(env, [], { script: { steps: putSteps("a", 3) } });
   const b = await launch(env, [], { script: { steps: putSteps("b", 3) } });
   assert.deepEqual(await env.rt.runUntilIdle(5), { quanta: 5, idle: false });
@@ -576,5 +583,127 @@ Deno.test("scheduler: a child that ends while its parent is parking still wakes 
     }
   } finally {
     await run.close();
+  }
+});
+
+// ---------------------------------------------------------------- newcomers, durability
+
+Deno.test("scheduler: a process made runnable during a round gets its turn in that round", async () => {
+  await using env = await makeEnv({ concurrency: 1 });
+  const spawner = await launch(env, [cap("process:spawn", "execute")], {
+    script: {
+      steps: [{ tool: "spawn", args: { goal: "c", script: { steps: [putStep("c0")] } } }],
+    },
+  });
+  const b = await launch(env, [], { script: { steps: putSteps("b", 2) } });
+  const c = await launch(env, [], { script: { steps: putSteps("x", 2) } });
+  const child = c + 1;
+  // Round 1: three model quanta. Round 2: the spawner's spawn (quantum 4) makes the child
+  // runnable; it is served next (quantum 5), before b and c's tool quanta.
+  assert.deepEqual(await env.rt.runUntilIdle(5), { quanta: 5, idle: false });
+  const kid = await env.rt.process(child);
+  assert.equal(kid.ppid, spawner);
+  assert.deepEqual(kid.model?.state, { position: 1 });
+  assert.equal(kid.pending?.tool, "put_object");
+  assert.equal((await env.rt.process(b)).pending?.tool, "put_object");
+  // Then the round goes on: b and c run their tools; the child's next turn is next round's.
+  assert.deepEqual(await env.rt.runUntilIdle(2), { quanta: 2, idle: false });
+  assert.equal((await env.rt.process(b)).pending, null);
+  assert.equal((await env.rt.process(c)).pending, null);
+  assert.equal((await env.rt.process(child)).pending?.tool, "put_object");
+  await env.rt.runUntilIdle();
+  for (const pid of [spawner, b, c, child]) {
+    assert.equal((await env.rt.process(pid)).status, "exited", `pid ${pid}`);
+  }
+});
+
+/** The state row of `pid` and the ledger, as another connection sees them (committed only). */
+function committed(
+  storePath: string,
+  pid: number,
+): { status: string; pending: unknown; fx: number } {
+  const db = new DatabaseSync(storePath, { readOnly: true });
+  try {
+    db.exec("PRAGMA busy_timeout = 5000");
+    const row = db.prepare("SELECT status, pending FROM process_state WHERE pid = ?").get(pid) as {
+      status: string;
+      pending: string | null;
+    };
+    const fx = db.prepare("SELECT COUNT(*) AS n FROM effects WHERE status = 'pending'").get() as {
+      n: number;
+    };
+    return { status: row.status, pending: JSON.parse(row.pending ?? "null"), fx: Number(fx.n) };
+  } finally {
+    db.close();
+  }
+}
+
+class DurabilityWatchingFs extends HostFileSystem {
+  storePath = "";
+  watch: number[] = [];
+  seen: { status: string; pending: unknown; fx: number }[][] = [];
+  override async writeText(path: string, content: string): Promise<void> {
+    this.seen.push(this.watch.map((pid) => committed(this.storePath, pid)));
+    return await super.writeText(path, content);
+  }
+}
+
+Deno.test("scheduler: a tool's action is committed as running before it acts, with every decision before it", async () => {
+  const fs = new DurabilityWatchingFs();
+  await using env = await makeEnv({ providers: { fs }, concurrency: 1 });
+  fs.storePath = env.storePath;
+  const writer = await launch(env, [cap("filesystem:workspace:*", "write")], {
+    script: { steps: [{ tool: "write_file", args: { path: "out.txt", content: "x" } }] },
+  });
+  const other = await launch(env, [], { script: { steps: [putStep("o")] } });
+  fs.watch = [writer, other];
+  await env.rt.runUntilIdle();
+  assert.equal(await Deno.readTextFile(join(env.ws, "out.txt")), "x");
+  // Round 1 decided both actions (deferred); the writer's running mark committed them
+  // before its tool ran, and the ledger's intent was committed before the write.
+  assert.equal(fs.seen.length, 1);
+  const [w, o] = fs.seen[0];
+  assert.equal(w.status, "running");
+  assert.deepEqual(w.pending, { tool: "write_file", args: { path: "out.txt", content: "x" } });
+  assert.equal(w.fx, 1);
+  assert.equal(o.status, "runnable");
+  assert.equal((o.pending as { tool: string }).tool, "put_object");
+});
+
+/** A model that reaches outside (like a model API): it checks what others can already see. */
+class OutsideModel implements ModelProvider {
+  readonly pure: boolean;
+  storePath = "";
+  lagged = 0;
+  #inner = new ScriptedModel();
+  constructor(pure: boolean) {
+    this.pure = pure;
+  }
+  async next(ctx: ModelContext) {
+    const db = new DatabaseSync(this.storePath, { readOnly: true });
+    try {
+      db.exec("PRAGMA busy_timeout = 5000");
+      const r = db.prepare("SELECT COUNT(*) AS n FROM step_results WHERE pid = ?").get(ctx.pid) as {
+        n: number;
+      };
+      if (Number(r.n) !== await ctx.stepCount()) this.lagged++;
+    } finally {
+      db.close();
+    }
+    return await this.#inner.next(ctx);
+  }
+}
+
+Deno.test("scheduler: a model that reaches outside is only asked once every result before it is committed", async () => {
+  for (const pure of [false, true]) {
+    const model = new OutsideModel(pure);
+    await using env = await makeEnv({ providers: { models: { scripted: model } }, concurrency: 1 });
+    model.storePath = env.storePath;
+    const pid = await launch(env, [], { script: { steps: putSteps("s", 20) } });
+    await env.rt.runUntilIdle();
+    assert.equal((await env.rt.process(pid)).status, "exited");
+    if (!pure) assert.equal(model.lagged, 0, "a result was not committed when the model was asked");
+    // Control: a pure model is asked while the last result may still be deferred.
+    else assert.ok(model.lagged > 0, "the check never saw a deferred result");
   }
 });

@@ -4,6 +4,7 @@
  * over the delegation subtree, limited capabilities give exactly their uses.
  */
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { parseImage } from "../runtime/images.ts";
 import { Runtime } from "../host/runtime.ts";
@@ -635,5 +636,323 @@ Deno.test("store: a launched process, its caps and its audit survive Runtime.ope
     assert.ok(!capsBefore.some((c) => c.cap_id === grantAgain.cap_id));
   } finally {
     await rt.close();
+  }
+});
+
+// ---- process state, model input, model log, step index
+
+/** A column of the process rows, read by a connection of its own. */
+function readRow(path: string, sql: string, ...args: (string | number)[]): unknown {
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    db.exec("PRAGMA busy_timeout = 5000");
+    return db.prepare(sql).get(...args);
+  } finally {
+    db.close();
+  }
+}
+
+Deno.test("store: a process row keeps what rarely changes; a step rewrites only its small state row", async () => {
+  await using tmp = await tempStore();
+  const s = SqliteStore.open(tmp.path);
+  try {
+    const goal = "g".repeat(50_000);
+    const p = await s.insertProcess(procDraft({ goal }));
+    const body = () =>
+      (readRow(tmp.path, "SELECT body FROM processes WHERE pid = ?", p.pid) as { body: string })
+        .body;
+    const before = body();
+    assert.ok(before.includes(goal));
+    // Status, pending action, cursor and usage: the state row alone.
+    assert.equal(
+      await s.updateProcess(p.pid, {
+        status: "running",
+        pending: null,
+        model: { kind: "scripted", state: { position: 2 } },
+        usage: { quanta: 3, wall_ms: 1, syscalls: 1 },
+        updated_at: T,
+      }, "runnable"),
+      true,
+    );
+    assert.equal(body(), before);
+    const row = readRow(tmp.path, "SELECT status, model FROM process_state WHERE pid = ?", p.pid);
+    assert.deepEqual({ ...row as object }, {
+      status: "running",
+      model: '{"kind":"scripted","state":{"position":2}}',
+    });
+    // Other fields still go to the document, with the state in the same call.
+    assert.equal(await s.updateProcess(p.pid, { cwd: "src", status: "runnable" }, "running"), true);
+    assert.equal(JSON.parse(body()).cwd, "src");
+    const got = await s.getProcess(p.pid);
+    assert.equal(got?.status, "runnable");
+    assert.equal(got?.cwd, "src");
+    assert.equal(got?.goal, goal);
+    assert.deepEqual(got?.model, { kind: "scripted", state: { position: 2 } });
+    // A status list is a compare-and-swap over any of them.
+    assert.equal(await s.updateProcess(p.pid, { cwd: "x" }, ["running", "paused"]), false);
+    assert.equal((await s.getProcess(p.pid))?.cwd, "src");
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: a model input is stored once, the model log and steps are read by position", async () => {
+  await using tmp = await tempStore();
+  let s = SqliteStore.open(tmp.path);
+  const p = await s.insertProcess(procDraft());
+  await s.putModelInput(p.pid, { steps: [{ tool: "now", args: {} }] });
+  // Stored once: there is no second input for a process.
+  await assert.rejects(s.putModelInput(p.pid, { steps: [] }));
+  assert.deepEqual(await s.getModelInput(p.pid), { steps: [{ tool: "now", args: {} }] });
+  // Shared and frozen: a provider cannot change what another step will read.
+  assert.ok(Object.isFrozen(await s.getModelInput(p.pid)));
+  assert.equal(await s.getModelInput(p.pid + 1), null);
+
+  assert.equal(await s.modelLogLength(p.pid), 0);
+  assert.equal(await s.appendModelLog(p.pid, [{ turn: 0 }, { turn: 1 }]), 2);
+  assert.equal(await s.appendModelLog(p.pid, [{ turn: 2 }]), 3);
+  assert.deepEqual(await s.readModelLog(p.pid, 1), [{ turn: 1 }, { turn: 2 }]);
+  assert.deepEqual(await s.readModelLog(p.pid, 0, 1), [{ turn: 0 }]);
+  assert.deepEqual(await s.readModelLog(p.pid + 1, 0), []);
+
+  assert.equal(await s.stepCount(p.pid), 0);
+  for (const step of [0, 1]) {
+    const o = objRow(`r${step}`, { kind: "tool_result", name: `step-${step}`, payload: { step } });
+    await s.insertObject(o);
+    await s.insertStep(p.pid, step, o.oid);
+  }
+  // A step is recorded once.
+  await assert.rejects(s.insertStep(p.pid, 1, "r0"));
+  await s.close();
+
+  s = SqliteStore.open(tmp.path);
+  try {
+    assert.deepEqual(await s.getModelInput(p.pid), { steps: [{ tool: "now", args: {} }] });
+    assert.equal(await s.modelLogLength(p.pid), 3);
+    assert.equal(await s.stepCount(p.pid), 2);
+    assert.deepEqual((await s.getStep(p.pid, 1))?.payload, { step: 1 });
+    assert.equal(await s.getStep(p.pid, 2), null);
+    assert.deepEqual((await s.listSteps(p.pid)).map((o) => o.oid), ["r0", "r1"]);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: pidsWithStatus lists processes by status, ended ones included only when asked", async () => {
+  await using tmp = await tempStore();
+  const s = SqliteStore.open(tmp.path);
+  try {
+    const [a, b, c] = [
+      await s.insertProcess(procDraft()),
+      await s.insertProcess(procDraft()),
+      await s.insertProcess(procDraft({ status: "paused" })),
+    ];
+    assert.deepEqual(await s.pidsWithStatus("runnable"), [a.pid, b.pid]);
+    assert.deepEqual(await s.pidsWithStatus("paused"), [c.pid]);
+    await s.updateProcess(a.pid, { status: "exited" }, "runnable");
+    await s.updateProcess(c.pid, { status: "runnable" }, "paused");
+    assert.deepEqual(await s.pidsWithStatus("runnable"), [b.pid, c.pid]);
+    assert.deepEqual(await s.pidsWithStatus("exited"), [a.pid]);
+    // Forced back (as tests and repairs do): listed again.
+    await s.updateProcess(a.pid, { status: "runnable" });
+    assert.deepEqual(await s.pidsWithStatus("runnable"), [a.pid, b.pid, c.pid]);
+    assert.deepEqual(await s.pidsWithStatus("exited"), []);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: a store written before the split is migrated on open and its process resumes at its step", async () => {
+  await using tmp = await tempStore();
+  // The layout before: the whole record, script included, in one row with a status column.
+  const old = new DatabaseSync(tmp.path);
+  old.exec(`CREATE TABLE processes (
+    pid INTEGER PRIMARY KEY AUTOINCREMENT, ppid INTEGER, status TEXT NOT NULL, body TEXT NOT NULL);
+  CREATE TABLE objects (
+    oid TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT, version INTEGER NOT NULL, body TEXT NOT NULL);`);
+  const steps = [0, 1, 2].map((i) => ({
+    tool: "put_object",
+    args: { kind: "observation", name: `s${i}`, payload: { i } },
+  }));
+  const rec = {
+    ...procDraft({
+      namespace: "proc:1",
+      tools: ["put_object"],
+      taint: "public",
+      budgets: { max_quanta: null, max_wall_ms: null, max_syscalls: null },
+      usage: { quanta: 3, wall_ms: 0, syscalls: 1 },
+      model: { kind: "scripted", state: { steps, position: 2 } },
+      pending: { tool: "put_object", args: steps[1].args },
+    }),
+    jit_tools: {},
+    pid: 1,
+  };
+  old.prepare("INSERT INTO processes (pid, ppid, status, body) VALUES (1, NULL, ?, ?)").run(
+    "runnable",
+    JSON.stringify(rec),
+  );
+  const objects: MemoryObject[] = [
+    objRow("o-s0", { name: "s0", payload: { i: 0 } }),
+    objRow("o-step0", {
+      kind: "tool_result",
+      name: "step-0",
+      payload: { step: 0, tool: "put_object", ok: true, value: { oid: "o-s0" } },
+    }),
+    // Named like one, but not a step result: never indexed as one.
+    objRow("o-fake", { kind: "observation", name: "step-7", created_by: 1 }),
+  ];
+  for (const o of objects) {
+    old.prepare("INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, 1, ?)")
+      .run(o.oid, o.namespace, o.name, JSON.stringify(o));
+  }
+  old.close();
+
+  const s = SqliteStore.open(tmp.path);
+  try {
+    const p = await s.getProcess(1);
+    assert.equal(p?.status, "runnable");
+    assert.deepEqual(p?.model, { kind: "scripted", state: { position: 2 } });
+    assert.deepEqual(p?.pending, { tool: "put_object", args: steps[1].args });
+    assert.deepEqual(await s.getModelInput(1), { steps });
+    assert.equal(await s.stepCount(1), 1);
+    assert.equal((await s.getStep(1, 0))?.oid, "o-step0");
+    await s.insertCapability(capRecord({
+      cap_id: "ns",
+      resource: "object_namespace:proc:1",
+      rights: ["read", "write"],
+      created_at: T,
+    }));
+    // Pids keep counting from where the old table was.
+    assert.equal((await s.insertProcess(procDraft())).pid, 2);
+  } finally {
+    await s.close();
+  }
+  // A second open finds nothing left to migrate.
+  await SqliteStore.open(tmp.path).close();
+
+  const rt = await Runtime.open({ store: tmp.path });
+  try {
+    // It continues with the action it had decided (step 1), then step 2, then exits.
+    await rt.runUntilIdle();
+    const p = await rt.process(1);
+    assert.equal(p.status, "exited");
+    assert.equal(p.exit_code, 0);
+    const results = await rt.steps(1);
+    assert.deepEqual(results.map((r) => [r.step, r.ok]), [[0, true], [1, true], [2, true]]);
+    const names = (await rt.kernel.store.listObjects("proc:1")).map((o) => o.name);
+    assert.deepEqual(names.filter((n) => /^s\d$/.test(n ?? "")), ["s0", "s1", "s2"]);
+  } finally {
+    await rt.close();
+  }
+});
+
+// ---- deferred writes
+
+/** The cwd of `pid` as another connection sees it (committed rows only). */
+function committedCwd(path: string, pid: number): string {
+  const row = readRow(path, "SELECT body FROM processes WHERE pid = ?", pid) as { body: string };
+  return JSON.parse(row.body).cwd;
+}
+
+Deno.test("store: deferred writes are read back here at once and by others once committed", async () => {
+  await using tmp = await tempStore();
+  const s = SqliteStore.open(tmp.path);
+  try {
+    const p = await s.insertProcess(procDraft());
+    await s.transaction(async (tx) => {
+      await tx.updateProcess(p.pid, { cwd: "deferred" });
+    }, { defer: true });
+    assert.equal((await s.getProcess(p.pid))?.cwd, "deferred");
+    assert.equal(committedCwd(tmp.path, p.pid), ".");
+    await s.flush();
+    assert.equal(committedCwd(tmp.path, p.pid), "deferred");
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: a write that is not deferred commits the deferred writes before it", async () => {
+  await using tmp = await tempStore();
+  const s = SqliteStore.open(tmp.path);
+  try {
+    const p = await s.insertProcess(procDraft());
+    await s.transaction(async (tx) => {
+      await tx.updateProcess(p.pid, { cwd: "decided" });
+    }, { defer: true });
+    // An effect's intent (or a running mark) must be durable before the effect,
+    // and so must everything deferred before it.
+    await s.insertEffect(effectRow("fx-intent"));
+    assert.equal(committedCwd(tmp.path, p.pid), "decided");
+    const fx = readRow(tmp.path, "SELECT status FROM effects WHERE effect_id = 'fx-intent'");
+    assert.deepEqual({ ...fx as object }, { status: "pending" });
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: a deferred transaction that throws leaves the deferred writes before it to land", async () => {
+  await using tmp = await tempStore();
+  const s = SqliteStore.open(tmp.path);
+  try {
+    const p = await s.insertProcess(procDraft());
+    await s.transaction(async (tx) => {
+      await tx.updateProcess(p.pid, { cwd: "kept" });
+    }, { defer: true });
+    const boom = new Error("boom");
+    await assert.rejects(
+      s.transaction(async (tx) => {
+        await tx.updateProcess(p.pid, { cwd: "lost", status: "running" }, "runnable");
+        throw boom;
+      }, { defer: true }),
+      (e) => e === boom,
+    );
+    assert.equal(committedCwd(tmp.path, p.pid), "kept");
+    const got = await s.getProcess(p.pid);
+    assert.equal(got?.cwd, "kept");
+    assert.equal(got?.status, "runnable");
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: deferred writes commit on their own once the event loop is free", async () => {
+  await using tmp = await tempStore();
+  const s = SqliteStore.open(tmp.path);
+  try {
+    const p = await s.insertProcess(procDraft());
+    await s.transaction(async (tx) => {
+      await tx.updateProcess(p.pid, { cwd: "later" });
+    }, { defer: true });
+    let cwd = committedCwd(tmp.path, p.pid);
+    for (let i = 0; i < 200 && cwd !== "later"; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+      cwd = committedCwd(tmp.path, p.pid);
+    }
+    assert.equal(cwd, "later");
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: a status changed by another connection is seen through the read cache", async () => {
+  await using tmp = await tempStore();
+  const a = SqliteStore.open(tmp.path);
+  const b = SqliteStore.open(tmp.path);
+  try {
+    const p = await a.insertProcess(procDraft());
+    assert.equal((await a.getProcess(p.pid))?.status, "runnable");
+    // A quantum's own runnable <-> running is not announced; every other move is.
+    assert.equal(await b.updateProcess(p.pid, { status: "paused" }, "runnable"), true);
+    let seen = (await a.getProcess(p.pid))?.status;
+    for (let i = 0; i < 100 && seen !== "paused"; i++) {
+      await new Promise((r) => setTimeout(r, 1));
+      seen = (await a.getProcess(p.pid))?.status;
+    }
+    assert.equal(seen, "paused");
+    // And a's own compare-and-swap goes by the stored status, whatever it cached.
+    assert.equal(await a.updateProcess(p.pid, { status: "running" }, "runnable"), false);
+  } finally {
+    await b.close();
+    await a.close();
   }
 });

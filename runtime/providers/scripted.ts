@@ -5,14 +5,14 @@
  * @module
  */
 import { invalid } from "../errors.ts";
-import type { ProcessRecord } from "../types.ts";
 import type {
   HumanAnswer,
   HumanProvider,
   HumanReply,
   HumanRequest,
+  ModelContext,
+  ModelDecision,
   ModelProvider,
-  ModelStep,
 } from "./types.ts";
 
 /** One scripted step: a tool call. */
@@ -52,27 +52,37 @@ export function parseScript(raw: unknown): ScriptStep[] {
   });
 }
 
+/** The scripted model's immutable input, stored once per process at launch. */
+export interface ScriptInput {
+  /** The script's steps, validated by {@link parseScript}. */
+  steps: ScriptStep[];
+}
+
 /**
- * Replays `state.steps` from `state.position`; after the last step it exits 0.
- * The position lives in the process record, so a restarted runtime continues
- * where the last one stopped.
+ * Replays the script stored as the process's model input (`{steps}`), from the
+ * cursor's `position`; after the last step it exits 0. Only the position is
+ * rewritten per step, so a step costs the same at position 0 and 99,999, and a
+ * restarted runtime continues where the last one stopped.
  */
 export class ScriptedModel implements ModelProvider {
-  next(proc: ProcessRecord): Promise<{ step: ModelStep; state: Record<string, unknown> }> {
-    const state = proc.model?.state ?? {};
-    const steps = (state.steps ?? []) as ScriptStep[];
-    const position = Number(state.position ?? 0);
+  /** A script reaches nothing outside the runtime. */
+  readonly pure = true;
+  /** The step at the cursor's position, and the position after it. */
+  async next(ctx: ModelContext): Promise<ModelDecision> {
+    const position = Number(ctx.cursor.position ?? 0);
+    const input = await ctx.input() as ScriptInput | null;
+    const steps = input?.steps ?? [];
     if (position >= steps.length) {
-      return Promise.resolve({ step: { type: "exit", code: 0 }, state: { ...state, position } });
+      return { step: { type: "exit", code: 0 }, cursor: { position } };
     }
     const s = steps[position];
-    const next = { ...state, position: position + 1 };
+    const cursor = { position: position + 1 };
     if (s.tool === "exit") {
       const code = Number.isInteger(s.args.code) ? s.args.code as number : 0;
       const result = typeof s.args.result === "string" ? s.args.result : undefined;
-      return Promise.resolve({ step: { type: "exit", code, result }, state: next });
+      return { step: { type: "exit", code, result }, cursor };
     }
-    return Promise.resolve({ step: { type: "tool", tool: s.tool, args: s.args }, state: next });
+    return { step: { type: "tool", tool: s.tool, args: s.args }, cursor };
   }
 }
 

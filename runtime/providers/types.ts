@@ -5,7 +5,7 @@
  * never who is allowed to make it happen.
  * @module
  */
-import type { HumanRequestRecord, ProcessRecord } from "../types.ts";
+import type { HumanRequestRecord, StepResult } from "../types.ts";
 import type { SandboxProvider } from "../sandbox/provider.ts";
 import type { CommandLimits, ShellView } from "../sandbox/bwrap.ts";
 
@@ -139,13 +139,60 @@ export type ModelStep =
   | { type: "tool"; tool: string; args: Record<string, unknown> }
   | { type: "exit"; code: number; result?: string };
 
-/** A model: given the process (with its durable model state), decide the next step. */
+/**
+ * What a model sees of its process: a narrow, read-only view the scheduler
+ * builds for each model step. Everything that grows with the process's history
+ * is read by index, so a step costs the same on the first turn and the
+ * ten-thousandth: the immutable input (stored once at launch), the results of
+ * tool steps (by step number), and the model's own append-only log (by
+ * position). A provider that keeps a conversation in memory reads only what is
+ * new; after a restart it rebuilds it from the same calls.
+ */
+export interface ModelContext {
+  /** The process. */
+  readonly pid: number;
+  /** Provider kind the process runs. */
+  readonly kind: string;
+  /** The cursor the last model step returned (`{}` at first). */
+  readonly cursor: Readonly<Record<string, unknown>>;
+  /** The process's goal. */
+  readonly goal: string;
+  /** The system prompt from its image. */
+  readonly systemPrompt: string;
+  /** Builtin tool names the process may call. */
+  readonly tools: readonly string[];
+  /** The immutable input stored at launch (the script; later a prompt, tool schemas), or null. */
+  input(): Promise<unknown>;
+  /** How many tool steps have a recorded result. */
+  stepCount(): Promise<number>;
+  /** The result of tool step `n` (0-based), or null if there is none. */
+  result(n: number): Promise<StepResult | null>;
+  /** How many entries the model log holds. */
+  logLength(): Promise<number>;
+  /** Model log entries from `from` up to (not including) `to` (default: the end). */
+  log(from: number, to?: number): Promise<unknown[]>;
+}
+
+/** A model's decision: the next step, its new cursor, and what to add to its log. */
+export interface ModelDecision {
+  /** The next step. */
+  step: ModelStep;
+  /** The new cursor (small: it is rewritten every step; see `MAX_CURSOR_CHARS`). */
+  cursor: Record<string, unknown>;
+  /** Entries appended to the model log, durable together with the decision. */
+  log?: unknown[];
+}
+
+/** A model: given a view of its process, decide the next step. */
 export interface ModelProvider {
-  /** The next step and the model's new durable state. */
-  next(
-    proc: ProcessRecord,
-    lastResult: unknown,
-  ): Promise<{ step: ModelStep; state: Record<string, unknown> }>;
+  /**
+   * True when `next` reaches nothing outside the runtime (a script): the
+   * scheduler may then run it while earlier results are still being committed.
+   * Otherwise (a model API) everything is committed before it is called.
+   */
+  readonly pure?: boolean;
+  /** Decide the next step; nothing is durable until the scheduler stores the decision. */
+  next(ctx: ModelContext): Promise<ModelDecision>;
 }
 
 /** All providers a kernel uses. */

@@ -31,12 +31,65 @@ import type {
   ProcessRecord,
   ProcessStatus,
 } from "../types.ts";
-import type { AuditDraft, AuditFilter, AuditVerification, EventDraft, Store } from "./store.ts";
+import type {
+  AuditDraft,
+  AuditFilter,
+  AuditVerification,
+  EventDraft,
+  Store,
+  TransactionOptions,
+} from "./store.ts";
+import {
+  type Hot,
+  HOT_COLUMNS,
+  type HotRow,
+  hotValue,
+  migrateProcesses,
+  parseHot,
+  splitPatch,
+  type Static,
+  staticBody,
+  TERMINAL_SQL,
+} from "./_process_rows.ts";
+import { isTerminal } from "../lifecycle.ts";
+
+/**
+ * A new process, or a change of status: bump the cache generation and keep
+ * `live_processes` (the processes not ended) in step, in one trigger each (a
+ * trigger costs about 1.3 us per row even when its WHEN is false). Only status
+ * changes bump: the rest of the row (pending action, cursor, usage) is written
+ * by the scheduler holding the store's lease. A quantum's own runnable ->
+ * running -> runnable does not either: it ends where it began, or moves on
+ * through a change that does bump (a wait, an exit).
+ */
+const _PROCESS_STATE_TRIGGERS = `
+CREATE TRIGGER IF NOT EXISTS process_state_insert AFTER INSERT ON process_state BEGIN
+  UPDATE meta SET value = value + 1 WHERE key = 'cache_gen';
+  INSERT OR IGNORE INTO live_processes (pid) SELECT NEW.pid WHERE NEW.status NOT IN ${TERMINAL_SQL};
+END;
+CREATE TRIGGER IF NOT EXISTS process_state_status AFTER UPDATE OF status ON process_state
+  WHEN NOT (OLD.status IN ('runnable', 'running') AND NEW.status IN ('runnable', 'running'))
+BEGIN
+  UPDATE meta SET value = value + 1 WHERE key = 'cache_gen';
+  DELETE FROM live_processes WHERE pid = NEW.pid AND NEW.status IN ${TERMINAL_SQL};
+  INSERT OR IGNORE INTO live_processes (pid) SELECT NEW.pid WHERE NEW.status NOT IN ${TERMINAL_SQL};
+END;`;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS processes (
-  pid INTEGER PRIMARY KEY AUTOINCREMENT, ppid INTEGER, status TEXT NOT NULL, body TEXT NOT NULL);
+  pid INTEGER PRIMARY KEY AUTOINCREMENT, ppid INTEGER, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS process_state (
+  pid INTEGER PRIMARY KEY, status TEXT NOT NULL, pending TEXT, model TEXT, usage TEXT NOT NULL,
+  updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS live_processes (pid INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS model_inputs (pid INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS model_log (
+  pid INTEGER NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (pid, seq))
+  WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS step_results (
+  pid INTEGER NOT NULL, step INTEGER NOT NULL, oid TEXT NOT NULL, PRIMARY KEY (pid, step))
+  WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS capabilities (
   cap_id TEXT PRIMARY KEY, subject INTEGER NOT NULL, parent_cap_id TEXT, status TEXT NOT NULL,
   uses_remaining INTEGER, body TEXT NOT NULL);
@@ -69,14 +122,20 @@ CREATE TABLE IF NOT EXISTS human_requests (
 CREATE INDEX IF NOT EXISTS human_requests_status ON human_requests(status, pid);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('cache_gen', '0');
 ${
-  ["processes", "capabilities", "file_labels"].flatMap((t) =>
-    ["INSERT", "UPDATE", "DELETE"].map((op) =>
-      `CREATE TRIGGER IF NOT EXISTS cache_gen_${t}_${op.toLowerCase()} AFTER ${op} ON ${t}
-       BEGIN UPDATE meta SET value = value + 1 WHERE key = 'cache_gen'; END;`
-    )
-  ).join("\n")
+  [
+    ...["processes", "capabilities", "file_labels"].flatMap((t) =>
+      ["INSERT", "UPDATE", "DELETE"].map((op) => _genTrigger(t, op, op))
+    ),
+    _genTrigger("process_state", "delete", "DELETE"),
+  ].join("\n")
 }
+${_PROCESS_STATE_TRIGGERS}
 `;
+
+function _genTrigger(table: string, name: string, event: string): string {
+  return `CREATE TRIGGER IF NOT EXISTS cache_gen_${table}_${name.toLowerCase()} AFTER ${event}
+    ON ${table} BEGIN UPDATE meta SET value = value + 1 WHERE key = 'cache_gen'; END;`;
+}
 
 /**
  * Hash of an audit record: sha256 over the previous hash and the record's JSON
@@ -99,26 +158,58 @@ interface _AuditRow {
 }
 
 /**
- * Parsed rows of the hot read path (process, capabilities, file labels). A
+ * Parsed rows of the hot read path (processes, capabilities, file labels). A
  * cache entry is only ever served while the store's `cache_gen` (bumped by
- * triggers on every write to those tables, from any connection) is unchanged
- * since it was read, and every write of ours to those tables clears it, so a
- * revocation from anywhere is seen at once. `PRAGMA data_version` only says
- * when to read `cache_gen` again: it also moves on the audit indexer's
- * commits, which must not empty the cache.
+ * triggers on every write to those tables, from any connection; for
+ * `process_state`, on every change of a status) has moved by
+ * nothing but our own writes since it was read, so a revocation from anywhere
+ * is seen at once. Our own writes run with SQLite's write lock held and read
+ * `cache_gen` before and after: a move before ours is someone else's (the whole
+ * cache goes), the move during ours is ours (only the entries we wrote go, or
+ * are replaced by what we wrote). `PRAGMA data_version` only says when to read
+ * `cache_gen` again: it also moves on the audit indexer's commits, which must
+ * not empty the cache.
  */
 /** Longest a commit by another process can go unseen by the read cache. */
 export const FOREIGN_WRITE_WINDOW_MS = 0.25;
+
+/**
+ * Longest deferred writes stay uncommitted once the event loop is free (ms).
+ * Within a run of quanta they commit sooner: with the next write that is not
+ * deferred (a tool step's `running` mark), or when the scheduler yields.
+ */
+export const GROUP_MAX_MS = 2;
+
+/** WAL pages after which a commit checkpoints, when no indexer thread does it. */
+export const WAL_AUTOCHECKPOINT = 8000;
+
+/**
+ * The same with an indexer thread checkpointing every few hundred ms: only if
+ * it cannot keep up (or is gone) does the kernel's thread checkpoint itself.
+ */
+export const WAL_AUTOCHECKPOINT_FALLBACK = 64000;
+
+/** Most characters of model inputs kept parsed in memory (they never change once stored). */
+export const INPUT_CACHE_CHARS = 64 * 1024 * 1024;
 
 interface _ReadCache {
   checkedAt: number;
   /** `PRAGMA data_version` at the last check. */
   dataVersion: unknown;
-  /** `meta.cache_gen` at the last check. */
+  /** `meta.cache_gen` as of the cache's contents. */
   version: unknown;
-  procs: Map<number, ProcessRecord>;
+  /** The rarely changing part of each process (a document parsed once). */
+  statics: Map<number, Readonly<Static>>;
+  /** The per-quantum part of each process. */
+  hots: Map<number, Readonly<Hot>>;
   caps: Map<number, readonly Capability[]>;
   labels: Map<string, Label | null>;
+}
+
+/** Parsed model inputs, least recently used first; immutable, so never invalidated. */
+interface _InputCache {
+  map: Map<number, { value: unknown; chars: number }>;
+  chars: number;
 }
 
 function _deepFreeze<T>(v: T): T {
@@ -129,17 +220,84 @@ function _deepFreeze<T>(v: T): T {
   return v;
 }
 
+/**
+ * What an open write wrote that readers may be served from once it commits:
+ * hot process rows and step counts. A savepoint that rolls back undoes what
+ * was set since it began (an undo log: no copy per savepoint).
+ */
+class _WriteThrough {
+  hots = new Map<number, Readonly<Hot>>();
+  steps = new Map<number, number>();
+  #undo: [Map<number, unknown>, number, unknown, boolean][] = [];
+
+  /** Remember `pid`'s hot row as of now. */
+  setHot(pid: number, hot: Readonly<Hot> | undefined): void {
+    this.#set(this.hots as Map<number, unknown>, pid, hot);
+  }
+
+  /** Remember `pid`'s step count as of now. */
+  setSteps(pid: number, n: number): void {
+    this.#set(this.steps as Map<number, unknown>, pid, n);
+  }
+
+  #set(map: Map<number, unknown>, pid: number, value: unknown): void {
+    this.#undo.push([map, pid, map.get(pid), map.has(pid)]);
+    if (value === undefined) map.delete(pid);
+    else map.set(pid, value);
+  }
+
+  /** A point to roll back to. */
+  mark(): number {
+    return this.#undo.length;
+  }
+
+  /** Undo everything set since `mark`. */
+  rollbackTo(mark: number): void {
+    while (this.#undo.length > mark) {
+      const [map, pid, value, had] = this.#undo.pop()!;
+      if (had) map.set(pid, value);
+      else map.delete(pid);
+    }
+  }
+
+  /** Committed: serve it from now on. */
+  apply(cache: _ReadCache, stepCounts: Map<number, number>): void {
+    for (const [pid, hot] of this.hots) cache.hots.set(pid, hot);
+    for (const [pid, n] of this.steps) stepCounts.set(pid, n);
+    this.clear();
+  }
+
+  /** Rolled back (or applied): forget it. */
+  clear(): void {
+    if (this.hots.size) this.hots = new Map();
+    if (this.steps.size) this.steps = new Map();
+    this.#undo.length = 0;
+  }
+}
+
 interface _Shared {
   /** The audit log, when this store holds it (file stores; see `_audit_log.ts`). */
   log: AuditLog | null;
   cache: _ReadCache;
+  inputs: _InputCache;
+  /** What the open write or transaction wrote, cached once it commits. */
+  writeThrough: _WriteThrough;
+  /** Steps recorded per process (the next step's number), as far as known. */
+  stepCounts: Map<number, number>;
   auditQueue: {
     draft: AuditDraft;
     resolve: () => void;
     reject: (e: unknown) => void;
   }[];
   db: DatabaseSync;
+  /** An explicit transaction in progress: other coroutines' statements wait for it. */
   tx: Promise<void> | null;
+  /**
+   * Deferred writes not yet committed: an open SQLite write transaction that
+   * holds the audit log's write lock (`start`: cache_gen when it began).
+   */
+  group: { start: unknown } | null;
+  groupTimer: number | null;
   stmts: Map<string, StatementSync>;
 }
 
@@ -176,13 +334,15 @@ export class SqliteStore implements Store {
     db.exec(`PRAGMA synchronous = ${options.synchronous ?? "NORMAL"}`);
     db.exec("PRAGMA foreign_keys = ON");
     // Fewer, larger checkpoints: each one fsyncs even at synchronous=NORMAL.
-    db.exec("PRAGMA wal_autocheckpoint = 8000");
+    db.exec(`PRAGMA wal_autocheckpoint = ${WAL_AUTOCHECKPOINT}`);
     db.exec(SCHEMA);
+    migrateProcesses(db);
     const cache = {
       checkedAt: -Infinity,
       dataVersion: null,
       version: null,
-      procs: new Map(),
+      statics: new Map(),
+      hots: new Map(),
       caps: new Map(),
       labels: new Map(),
     };
@@ -190,7 +350,21 @@ export class SqliteStore implements Store {
     const log = path !== ":memory:" && options.auditLog !== false
       ? AuditLog.open(path, synchronous, _logHooks(db), options.auditLogMaxBytes)
       : null;
-    return new SqliteStore({ log, cache, auditQueue: [], db, tx: null, stmts: new Map() }, false);
+    // The log's indexer thread checkpoints; this connection only as a last resort.
+    if (log) db.exec(`PRAGMA wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_FALLBACK}`);
+    return new SqliteStore({
+      log,
+      cache,
+      inputs: { map: new Map(), chars: 0 },
+      writeThrough: new _WriteThrough(),
+      stepCounts: new Map(),
+      auditQueue: [],
+      db,
+      tx: null,
+      group: null,
+      groupTimer: null,
+      stmts: new Map(),
+    }, false);
   }
 
   #q(sql: string): StatementSync {
@@ -209,14 +383,21 @@ export class SqliteStore implements Store {
     return this.#inTx ? null : this.#s.tx;
   }
 
-  // The read cache, if it may serve now: never inside a transaction (its reads
-  // may be rolled back), and emptied when another connection has committed.
-  // Asking SQLite costs as much as a row read, so the answer is reused for
-  // FOREIGN_WRITE_WINDOW_MS: a commit by another process is seen that late at most
-  // (our own writes clear the cache at once).
-  #fresh(): _ReadCache | null {
-    if (this.#inTx) return null;
+  // The read cache, if it may serve now, and whether a miss may be stored in it.
+  // Inside a transaction it was checked when the transaction began and every
+  // entry the transaction writes is dropped as it is written, so what is left
+  // is current; but what the transaction reads may still roll back, so it is
+  // not stored. Outside one it is emptied when another connection committed a
+  // change to the cached tables. Asking SQLite costs as much as a row read, so
+  // the answer is reused for FOREIGN_WRITE_WINDOW_MS: a commit by another
+  // process is seen that late at most (our own writes update the cache at once).
+  #fresh(): { c: _ReadCache; fill: boolean } {
     const c = this.#s.cache;
+    if (this.#inTx) return { c, fill: false };
+    // Deferred writes hold the write lock: nobody else can commit, what was
+    // committed before was seen when they began, and the generation read now
+    // would include their own bumps.
+    if (this.#s.group) return { c, fill: true };
     const now = performance.now();
     if (now - c.checkedAt >= FOREIGN_WRITE_WINDOW_MS) {
       c.checkedAt = now;
@@ -225,64 +406,239 @@ export class SqliteStore implements Store {
       const dv = (this.#q("PRAGMA data_version").get() as { data_version: unknown }).data_version;
       if (dv !== c.dataVersion) {
         c.dataVersion = dv;
-        const v = (this.#q("SELECT value FROM meta WHERE key = 'cache_gen'").get() as
-          | { value: string }
-          | undefined)?.value;
-        if (v !== c.version) {
-          this.#invalidate();
-          c.version = v;
-        }
+        this.#adoptGeneration(this.#generation());
       }
     }
-    return c;
+    return { c, fill: true };
+  }
+
+  #generation(): unknown {
+    return (this.#q("SELECT value FROM meta WHERE key = 'cache_gen'").get() as
+      | { value: string }
+      | undefined)?.value;
+  }
+
+  // The stored generation is `gen`: if it is not the one the cache is at,
+  // someone else changed a cached table, and nothing cached can be trusted.
+  #adoptGeneration(gen: unknown): void {
+    const c = this.#s.cache;
+    if (gen === c.version) return;
+    this.#invalidate();
+    c.version = gen;
   }
 
   #invalidate(): void {
     const c = this.#s.cache;
-    c.procs.clear();
+    c.statics.clear();
+    c.hots.clear();
     c.caps.clear();
     c.labels.clear();
   }
 
-  async transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
+  async transaction<T>(
+    fn: (tx: Store) => Promise<T>,
+    options: TransactionOptions = {},
+  ): Promise<T> {
     if (this.#inTx) return await fn(this);
     while (this.#s.tx) await this.#s.tx;
     let release!: () => void;
     this.#s.tx = new Promise((r) => (release = r));
-    const log = this.#s.log;
     try {
-      while (log && !log.tryLock()) await log.unlocked();
-      this.#s.db.exec("BEGIN IMMEDIATE");
-      try {
-        const out = await fn(new SqliteStore(this.#s, true));
-        this.#s.db.exec("COMMIT");
+      const tx = new SqliteStore(this.#s, true);
+      if (!this.#s.group) {
+        // Nothing deferred before it: the transaction is the whole of SQLite's.
+        await this.#openGroup();
+        let out: T;
+        try {
+          out = await fn(tx);
+        } catch (e) {
+          this.#rollbackGroup();
+          throw e;
+        }
+        if (!options.defer) this.#commitGroup();
         return out;
-      } catch (e) {
-        this.#s.db.exec("ROLLBACK");
-        throw e;
-      } finally {
-        log?.unlock();
       }
+      let out: T;
+      try {
+        out = await this.#savepointAsync(() => fn(tx));
+      } catch (e) {
+        // Deferred writes before this transaction are still good: they land; its own do not.
+        this.#commitGroup();
+        throw e;
+      }
+      if (!options.defer) this.#commitGroup();
+      return out;
     } finally {
-      this.#invalidate();
       this.#s.tx = null;
       release();
     }
+  }
+
+  async flush(): Promise<void> {
+    if (this.#inTx) return;
+    while (this.#s.tx) await this.#s.tx;
+    this.#commitGroup();
+  }
+
+  // Take the audit log's write lock (its indexer takes turns with us), BEGIN,
+  // and keep both until the group commits. Deferred writes are committed
+  // within GROUP_MAX_MS of the event loop being free, at the latest.
+  async #openGroup(): Promise<void> {
+    const log = this.#s.log;
+    while (log && !log.tryLock()) await log.unlocked();
+    try {
+      this.#s.group = { start: this.#begin() };
+    } catch (e) {
+      log?.unlock();
+      throw e;
+    }
+    if (this.#s.groupTimer === null) {
+      const t = setTimeout(() => {
+        this.#s.groupTimer = null;
+        this.flush().catch(() => {/* the next write reports it */});
+      }, GROUP_MAX_MS) as unknown as number;
+      // Uncommitted writes at exit are a crash's to recover, not a reason to stay alive.
+      Deno.unrefTimer(t);
+      this.#s.groupTimer = t;
+    }
+  }
+
+  #commitGroup(): void {
+    const g = this.#closeGroup();
+    if (!g) return;
+    try {
+      this.#commit();
+    } finally {
+      this.#s.log?.unlock();
+    }
+  }
+
+  #rollbackGroup(): void {
+    const g = this.#closeGroup();
+    if (!g) return;
+    try {
+      this.#rollback(g.start);
+    } finally {
+      this.#s.log?.unlock();
+    }
+  }
+
+  // The timer stays armed: when it fires it commits whatever group is open
+  // then (one timer per GROUP_MAX_MS, not one per group).
+  #closeGroup(): { start: unknown } | null {
+    const g = this.#s.group;
+    this.#s.group = null;
+    return g;
+  }
+
+  // BEGIN IMMEDIATE. With SQLite's write lock held, a generation other than the
+  // cache's is someone else's write: nothing cached can be trusted then.
+  #begin(): unknown {
+    this.#q("BEGIN IMMEDIATE").run();
+    try {
+      const start = this.#generation();
+      this.#adoptGeneration(start);
+      return start;
+    } catch (e) {
+      this.#rollback(null);
+      throw e;
+    }
+  }
+
+  // COMMIT. The move of the generation since BEGIN is ours, and the entries we
+  // wrote were dropped as they were written or are replaced by what we wrote.
+  #commit(): void {
+    const end = this.#generation();
+    try {
+      this.#q("COMMIT").run();
+    } catch (e) {
+      this.#rollback(null);
+      throw e;
+    }
+    this.#s.cache.version = end;
+    this.#s.writeThrough.apply(this.#s.cache, this.#s.stepCounts);
+  }
+
+  // ROLLBACK: the stored generation is back at `start` (null: unknown, so
+  // nothing cached is trusted until it is read again).
+  #rollback(start: unknown): void {
+    try {
+      this.#q("ROLLBACK").run();
+    } catch { /* SQLite already rolled it back */ }
+    this.#s.writeThrough.clear();
+    if (start === null) {
+      this.#invalidate();
+      this.#s.stepCounts.clear();
+    }
+    this.#s.cache.version = start;
+  }
+
+  // Run `fn` inside the open transaction as a savepoint: all of it lands or none.
+  #savepoint<T>(fn: () => T): T {
+    const saved = this.#s.writeThrough.mark();
+    this.#q("SAVEPOINT w").run();
+    try {
+      const out = fn();
+      this.#q("RELEASE w").run();
+      return out;
+    } catch (e) {
+      this.#undoSavepoint(saved);
+      throw e;
+    }
+  }
+
+  async #savepointAsync<T>(fn: () => Promise<T>): Promise<T> {
+    const saved = this.#s.writeThrough.mark();
+    this.#q("SAVEPOINT w").run();
+    try {
+      const out = await fn();
+      this.#q("RELEASE w").run();
+      return out;
+    } catch (e) {
+      this.#undoSavepoint(saved);
+      throw e;
+    }
+  }
+
+  #undoSavepoint(saved: number): void {
+    try {
+      this.#q("ROLLBACK TO w").run();
+      this.#q("RELEASE w").run();
+    } catch {
+      // SQLite rolled the whole transaction back (an I/O error, a full disk):
+      // the deferred writes before it are gone too.
+      if (this.#s.group) {
+        this.#s.group = null;
+        this.#s.log?.unlock();
+      }
+      this.#rollback(null);
+      return;
+    }
+    this.#s.writeThrough.rollbackTo(saved);
   }
 
   /**
    * Run the synchronous write `fn` once no other coroutine's transaction is
    * open and the audit indexer is not committing. The lock is taken and
    * released with no await between, so this thread never waits inside SQLite
-   * for its own indexer. Inside a transaction, `fn` runs at once.
+   * for its own indexer. Inside a transaction, `fn` runs at once. Deferred
+   * writes still open are committed with it: it may precede an effect.
    */
   async #write<T>(fn: () => T): Promise<T> {
+    if (this.#inTx) return fn();
     for (;;) {
-      if (this.#busy) {
-        await this.#busy;
+      if (this.#s.tx) {
+        await this.#s.tx;
         continue;
       }
-      const log = this.#inTx ? null : this.#s.log;
+      if (this.#s.group) {
+        try {
+          return fn();
+        } finally {
+          this.#commitGroup();
+        }
+      }
+      const log = this.#s.log;
       if (!log || log.tryLock()) {
         try {
           return fn();
@@ -297,19 +653,41 @@ export class SqliteStore implements Store {
   // Run a synchronous multi-statement write atomically (own tx unless inside one).
   #atomic<T>(fn: () => T): T {
     if (this.#inTx) return fn();
-    this.#s.db.exec("BEGIN IMMEDIATE");
+    if (this.#s.group) return this.#savepoint(fn);
+    this.#q("BEGIN IMMEDIATE").run();
     try {
       const out = fn();
-      this.#s.db.exec("COMMIT");
+      this.#q("COMMIT").run();
       return out;
     } catch (e) {
-      this.#s.db.exec("ROLLBACK");
+      this.#q("ROLLBACK").run();
       throw e;
     }
   }
 
+  // #atomic for writes to the cached tables: keeps the read cache exact (see
+  // #begin). `many`: fn runs more than one statement (one is atomic by itself).
+  #atomicCached<T>(fn: () => T, many = true): T {
+    if (this.#inTx) return fn();
+    if (this.#s.group) return many ? this.#savepoint(fn) : fn();
+    const start = this.#begin();
+    let out: T;
+    try {
+      out = fn();
+    } catch (e) {
+      this.#rollback(start);
+      throw e;
+    }
+    this.#commit();
+    return out;
+  }
+
   async close(): Promise<void> {
-    while (this.#busy) await this.#busy;
+    await this.flush();
+    if (this.#s.groupTimer !== null) {
+      clearTimeout(this.#s.groupTimer);
+      this.#s.groupTimer = null;
+    }
     try {
       await this.#s.log?.close();
     } finally {
@@ -319,75 +697,269 @@ export class SqliteStore implements Store {
 
   // ---- processes
   async insertProcess(p: Omit<ProcessRecord, "pid">): Promise<ProcessRecord> {
-    return await this.#write(() => {
-      this.#invalidate();
-      const r = this.#q("INSERT INTO processes (ppid, status, body) VALUES (?, ?, ?)").run(
-        p.ppid,
-        p.status,
-        "{}",
-      );
-      const rec: ProcessRecord = { pid: Number(r.lastInsertRowid), ...p };
-      this.#q("UPDATE processes SET body = ? WHERE pid = ?").run(JSON.stringify(rec), rec.pid);
-      return rec;
-    });
+    return await this.#write(() =>
+      this.#atomicCached(() => {
+        const r = this.#q("INSERT INTO processes (ppid, body) VALUES (?, ?)").run(
+          p.ppid,
+          staticBody(p),
+        );
+        const pid = Number(r.lastInsertRowid);
+        this.#q(`INSERT INTO process_state (pid, ${HOT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`).run(
+          pid,
+          p.status,
+          hotValue("pending", p.pending),
+          hotValue("model", p.model),
+          hotValue("usage", p.usage),
+          p.updated_at,
+        );
+        return { pid, ...p };
+      })
+    );
   }
 
   async getProcess(pid: number): Promise<ProcessRecord | null> {
     while (this.#busy) await this.#busy;
-    const cache = this.#fresh();
-    const hit = cache?.procs.get(pid);
-    // A shallow copy: callers may set top-level fields; nested ones are frozen.
-    if (hit) return { ...hit };
+    const { c, fill } = this.#fresh();
+    const st = c.statics.get(pid) ?? this.#loadStatic(pid, fill);
+    if (!st) return null;
+    const hot = c.hots.get(pid) ?? this.#loadHot(pid, fill);
+    if (!hot) return null;
+    // A fresh top-level object: callers may set top-level fields; nested ones are frozen.
+    return { ...st, ...hot };
+  }
+
+  #loadStatic(pid: number, fill: boolean): Readonly<Static> | null {
     const row = this.#q("SELECT body FROM processes WHERE pid = ?").get(pid) as
       | { body: string }
       | undefined;
     if (!row) return null;
-    const rec = JSON.parse(row.body) as ProcessRecord;
-    if (!cache) return rec;
-    cache.procs.set(pid, _deepFreeze(rec));
-    return { ...rec };
+    const st = _deepFreeze({ pid, ...JSON.parse(row.body) } as Static);
+    if (fill) this.#s.cache.statics.set(pid, st);
+    return st;
+  }
+
+  #loadHot(pid: number, fill: boolean): Readonly<Hot> | null {
+    const row = this.#q(`SELECT ${HOT_COLUMNS} FROM process_state WHERE pid = ?`).get(pid) as
+      | HotRow
+      | undefined;
+    if (!row) return null;
+    const hot = _deepFreeze(parseHot(row));
+    if (fill) this.#s.cache.hots.set(pid, hot);
+    return hot;
   }
 
   async listProcesses(): Promise<ProcessRecord[]> {
     while (this.#busy) await this.#busy;
-    return (this.#q("SELECT body FROM processes ORDER BY pid").all() as { body: string }[]).map(
-      (r) => JSON.parse(r.body),
-    );
+    const rows = this.#q(
+      `SELECT p.pid, p.body, ${HOT_COLUMNS} FROM processes p JOIN process_state s USING (pid)
+       ORDER BY p.pid`,
+    ).all() as unknown as (HotRow & { pid: number; body: string })[];
+    return rows.map((r) => ({ pid: r.pid, ...JSON.parse(r.body), ...parseHot(r) }));
+  }
+
+  async pidsWithStatus(status: ProcessStatus): Promise<number[]> {
+    while (this.#busy) await this.#busy;
+    // Ended processes are never scanned: a store's history does not slow the scheduler.
+    const sql = isTerminal(status)
+      ? "SELECT pid FROM process_state WHERE status = ? ORDER BY pid"
+      : `SELECT l.pid FROM live_processes l JOIN process_state s USING (pid)
+         WHERE s.status = ? ORDER BY l.pid`;
+    return (this.#q(sql).all(status) as { pid: number }[]).map((r) => r.pid);
   }
 
   async updateProcess(
     pid: number,
     patch: Partial<Omit<ProcessRecord, "pid">>,
-    expectStatus?: ProcessStatus,
+    expectStatus?: ProcessStatus | readonly ProcessStatus[],
   ): Promise<boolean> {
-    return await this.#write(() => {
-      this.#invalidate();
-      return this.#atomic(() => {
-        const row = this.#q("SELECT body FROM processes WHERE pid = ?").get(pid) as
-          | { body: string }
-          | undefined;
-        if (!row) return false;
-        const cur = JSON.parse(row.body) as ProcessRecord;
-        if (expectStatus !== undefined && cur.status !== expectStatus) return false;
-        const next = { ...cur, ...patch, pid };
-        this.#q("UPDATE processes SET status = ?, body = ? WHERE pid = ?").run(
-          next.status,
-          JSON.stringify(next),
-          pid,
-        );
+    const { hot, rest } = splitPatch(patch);
+    const expect = expectStatus === undefined
+      ? null
+      : typeof expectStatus === "string"
+      ? [expectStatus]
+      : expectStatus;
+    return await this.#write(() =>
+      this.#atomicCached(() => {
+        if (!this.#updateHot(pid, hot, expect)) return false;
+        if (rest) this.#updateStatic(pid, rest);
         return true;
+      }, rest !== null)
+    );
+  }
+
+  // Write the hot fields in `hot` (compare-and-swap on the status when `expect`
+  // is given); false when the process is missing or the status did not match.
+  #updateHot(pid: number, hot: Partial<Hot>, expect: readonly string[] | null): boolean {
+    const keys = Object.keys(hot) as (keyof Hot)[];
+    const set = keys.length ? keys.map((k) => `${k} = ?`).join(", ") : "pid = pid";
+    const where = expect ? ` AND status IN (${expect.map(() => "?").join(", ")})` : "";
+    const values = keys.map((k) => hotValue(k, hot[k]));
+    const r = this.#q(`UPDATE process_state SET ${set} WHERE pid = ?${where}`).run(
+      ...values,
+      pid,
+      ...(expect ?? []),
+    );
+    const known = this.#s.writeThrough.hots.get(pid) ?? this.#s.cache.hots.get(pid);
+    // Reads inside a transaction see the row itself until it commits.
+    this.#s.cache.hots.delete(pid);
+    if (Number(r.changes) !== 1) return false;
+    // The row as it now is: what was known of it with what we wrote (parsed
+    // from the text we stored, so no caller's object is shared or frozen).
+    // Cached once the write commits.
+    let next: Record<string, unknown> | undefined;
+    if (known) {
+      next = { ...known };
+      keys.forEach((k, i) => {
+        const v = values[i];
+        next![k] = k === "status" || k === "updated_at" || v === null ? v : JSON.parse(v);
       });
+    }
+    this.#s.writeThrough.setHot(pid, next && _deepFreeze(next as unknown as Hot));
+    return true;
+  }
+
+  #updateStatic(pid: number, rest: Record<string, unknown>): void {
+    this.#s.cache.statics.delete(pid);
+    const row = this.#q("SELECT body FROM processes WHERE pid = ?").get(pid) as
+      | { body: string }
+      | undefined;
+    if (!row) return;
+    const next = { ...JSON.parse(row.body), ...rest };
+    this.#q("UPDATE processes SET ppid = ?, body = ? WHERE pid = ?").run(
+      next.ppid ?? null,
+      JSON.stringify(next),
+      pid,
+    );
+  }
+
+  // ---- model state: an immutable input, an append-only log
+  async putModelInput(pid: number, input: unknown): Promise<void> {
+    const body = JSON.stringify(input ?? null);
+    await this.#write(() => {
+      this.#q("INSERT INTO model_inputs (pid, body) VALUES (?, ?)").run(pid, body);
     });
+  }
+
+  async getModelInput(pid: number): Promise<unknown> {
+    while (this.#busy) await this.#busy;
+    const cache = this.#s.inputs;
+    const hit = cache.map.get(pid);
+    if (hit) {
+      // Most recently used last: the oldest are dropped first.
+      cache.map.delete(pid);
+      cache.map.set(pid, hit);
+      return hit.value;
+    }
+    const row = this.#q("SELECT body FROM model_inputs WHERE pid = ?").get(pid) as
+      | { body: string }
+      | undefined;
+    if (!row) return null;
+    const value = _deepFreeze(JSON.parse(row.body));
+    // Inside a transaction the row may still roll back; inputs never change once committed.
+    if (!this.#inTx) this.#cacheInput(pid, value, row.body.length);
+    return value;
+  }
+
+  #cacheInput(pid: number, value: unknown, chars: number): void {
+    const cache = this.#s.inputs;
+    if (chars > INPUT_CACHE_CHARS) return;
+    cache.map.set(pid, { value, chars });
+    cache.chars += chars;
+    for (const [old, e] of cache.map) {
+      if (cache.chars <= INPUT_CACHE_CHARS) break;
+      cache.map.delete(old);
+      cache.chars -= e.chars;
+    }
+  }
+
+  async appendModelLog(pid: number, entries: unknown[]): Promise<number> {
+    const bodies = entries.map((e) => JSON.stringify(e ?? null));
+    return await this.#write(() =>
+      this.#atomic(() => {
+        let seq = this.#logLength(pid);
+        const ins = this.#q("INSERT INTO model_log (pid, seq, body) VALUES (?, ?, ?)");
+        for (const b of bodies) ins.run(pid, seq++, b);
+        return seq;
+      })
+    );
+  }
+
+  async readModelLog(pid: number, from: number, to?: number): Promise<unknown[]> {
+    while (this.#busy) await this.#busy;
+    return (this.#q(
+      "SELECT body FROM model_log WHERE pid = ? AND seq >= ? AND seq < ? ORDER BY seq",
+    ).all(pid, from, to ?? Number.MAX_SAFE_INTEGER) as { body: string }[]).map((r) =>
+      JSON.parse(r.body)
+    );
+  }
+
+  async modelLogLength(pid: number): Promise<number> {
+    while (this.#busy) await this.#busy;
+    return this.#logLength(pid);
+  }
+
+  // The last entry's position, found by key (one index seek, whatever the length).
+  #logLength(pid: number): number {
+    const r = this.#q("SELECT seq FROM model_log WHERE pid = ? ORDER BY seq DESC LIMIT 1").get(
+      pid,
+    ) as { seq: number } | undefined;
+    return r ? r.seq + 1 : 0;
+  }
+
+  // ---- steps: results by number
+  async insertStep(pid: number, step: number, oid: string): Promise<void> {
+    await this.#write(() => {
+      this.#s.stepCounts.delete(pid);
+      this.#q("INSERT INTO step_results (pid, step, oid) VALUES (?, ?, ?)").run(pid, step, oid);
+      this.#s.writeThrough.setSteps(pid, step + 1);
+      // Outside a transaction the insert has committed already.
+      if (!this.#inTx && !this.#s.group) {
+        this.#s.writeThrough.apply(this.#s.cache, this.#s.stepCounts);
+      }
+    });
+  }
+
+  async stepCount(pid: number): Promise<number> {
+    while (this.#busy) await this.#busy;
+    // Only the scheduler holding the store's lease records steps: what this
+    // store last saw is the count, without a query per step.
+    const known = this.#inTx ? undefined : this.#s.stepCounts.get(pid);
+    if (known !== undefined) return known;
+    const r = this.#q(
+      "SELECT step FROM step_results WHERE pid = ? ORDER BY step DESC LIMIT 1",
+    ).get(pid) as { step: number } | undefined;
+    const n = r ? r.step + 1 : 0;
+    if (!this.#inTx) this.#s.stepCounts.set(pid, n);
+    return n;
+  }
+
+  async getStep(pid: number, step: number): Promise<MemoryObject | null> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q(
+      `SELECT o.body FROM step_results s JOIN objects o ON o.oid = s.oid
+       WHERE s.pid = ? AND s.step = ?`,
+    ).get(pid, step) as { body: string } | undefined;
+    return r ? JSON.parse(r.body) : null;
+  }
+
+  async listSteps(pid: number): Promise<MemoryObject[]> {
+    while (this.#busy) await this.#busy;
+    return (this.#q(
+      `SELECT o.body FROM step_results s JOIN objects o ON o.oid = s.oid
+       WHERE s.pid = ? ORDER BY s.step`,
+    ).all(pid) as { body: string }[]).map((r) => JSON.parse(r.body));
   }
 
   // ---- capabilities
   async insertCapability(c: Capability): Promise<void> {
-    return await this.#write(() => {
-      this.#invalidate();
-      this.#q(
-        "INSERT INTO capabilities (cap_id, subject, parent_cap_id, status, uses_remaining, body) VALUES (?, ?, ?, ?, ?, ?)",
-      ).run(c.cap_id, c.subject, c.parent_cap_id, c.status, c.uses_remaining, JSON.stringify(c));
-    });
+    return await this.#write(() =>
+      this.#atomicCached(() => {
+        this.#s.cache.caps.delete(c.subject);
+        this.#q(
+          "INSERT INTO capabilities (cap_id, subject, parent_cap_id, status, uses_remaining, body) VALUES (?, ?, ?, ?, ?, ?)",
+        ).run(c.cap_id, c.subject, c.parent_cap_id, c.status, c.uses_remaining, JSON.stringify(c));
+      })
+    );
   }
 
   #capRow(r: { body: string; status: string; uses_remaining: number | null }): Capability {
@@ -407,15 +979,15 @@ export class SqliteStore implements Store {
 
   async capabilitiesOf(subject: number): Promise<Capability[]> {
     while (this.#busy) await this.#busy;
-    const cache = this.#fresh();
-    const hit = cache?.caps.get(subject);
+    const { c, fill } = this.#fresh();
+    const hit = c.caps.get(subject);
     if (hit) return [...hit];
     const caps = (this.#q(
       "SELECT body, status, uses_remaining FROM capabilities WHERE subject = ? ORDER BY rowid",
     ).all(subject) as { body: string; status: string; uses_remaining: number | null }[]).map((r) =>
       this.#capRow(r)
     );
-    if (cache) cache.caps.set(subject, _deepFreeze(caps));
+    if (fill) c.caps.set(subject, _deepFreeze(caps));
     return [...caps];
   }
 
@@ -424,21 +996,24 @@ export class SqliteStore implements Store {
   }
 
   async reserveUses(capId: string, n: number): Promise<boolean> {
-    return await this.#write(() => {
-      this.#invalidate();
-      const r = this.#q(
-        `UPDATE capabilities SET uses_remaining = uses_remaining - ?,
+    return await this.#write(() =>
+      this.#atomicCached(() => {
+        // Rare enough (limited grants) to drop every holder's entry rather than look it up.
+        this.#s.cache.caps.clear();
+        const r = this.#q(
+          `UPDATE capabilities SET uses_remaining = uses_remaining - ?,
            status = CASE WHEN uses_remaining - ? <= 0 THEN 'exhausted' ELSE status END
          WHERE cap_id = ? AND status = 'active' AND uses_remaining IS NOT NULL AND uses_remaining >= ?`,
-      ).run(n, n, capId, n);
-      return Number(r.changes) === 1;
-    });
+        ).run(n, n, capId, n);
+        return Number(r.changes) === 1;
+      })
+    );
   }
 
   async revokeCascade(capId: string): Promise<string[]> {
     return await this.#write(() => {
-      this.#invalidate();
-      return this.#atomic(() => {
+      return this.#atomicCached(() => {
+        this.#s.cache.caps.clear();
         const ids = (this.#q(
           `WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT c.cap_id FROM capabilities c JOIN tree t ON c.parent_cap_id = t.id)
            SELECT id FROM tree`,
@@ -455,12 +1030,13 @@ export class SqliteStore implements Store {
   async insertObject(o: MemoryObject): Promise<void> {
     return await this.#write(() => {
       this.#atomic(() => {
+        const body = JSON.stringify(o);
         this.#q("INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, ?, ?)")
-          .run(o.oid, o.namespace, o.name, o.version, JSON.stringify(o));
+          .run(o.oid, o.namespace, o.name, o.version, body);
         this.#q("INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)").run(
           o.oid,
           o.version,
-          JSON.stringify(o),
+          body,
         );
       });
     });
@@ -591,24 +1167,26 @@ export class SqliteStore implements Store {
   // ---- file labels
   async getFileLabel(realPath: string): Promise<Label | null> {
     while (this.#busy) await this.#busy;
-    const cache = this.#fresh();
-    if (cache?.labels.has(realPath)) return cache.labels.get(realPath)!;
+    const { c, fill } = this.#fresh();
+    if (c.labels.has(realPath)) return c.labels.get(realPath)!;
     const r = this.#q("SELECT label FROM file_labels WHERE path = ?").get(realPath) as
       | { label: Label }
       | undefined;
     const label = r?.label ?? null;
-    cache?.labels.set(realPath, label);
+    if (fill) c.labels.set(realPath, label);
     return label;
   }
 
   async setFileLabel(realPath: string, label: Label): Promise<void> {
-    return await this.#write(() => {
-      this.#invalidate();
-      this.#q("INSERT OR REPLACE INTO file_labels (path, label) VALUES (?, ?)").run(
-        realPath,
-        label,
-      );
-    });
+    return await this.#write(() =>
+      this.#atomicCached(() => {
+        this.#s.cache.labels.delete(realPath);
+        this.#q("INSERT OR REPLACE INTO file_labels (path, label) VALUES (?, ?)").run(
+          realPath,
+          label,
+        );
+      })
+    );
   }
 
   async fileLabelsUnder(dir: string): Promise<{ path: string; label: Label }[]> {
@@ -646,12 +1224,14 @@ export class SqliteStore implements Store {
     const log = s.log;
     if (log?.behind) {
       try {
+        await this.flush();
         await log.indexed();
       } catch { /* append reports the failure */ }
     }
     if (log?.full) {
       // Offsets are 32-bit: empty the log (once indexed) before it gets near that.
       try {
+        await this.flush();
         await log.indexed();
         await this.#write(() => log.maybeTruncate());
       } catch { /* append reports the failure */ }
@@ -680,7 +1260,10 @@ export class SqliteStore implements Store {
    * (at once without an audit log). Audit reads wait for this themselves.
    */
   async auditIndexed(): Promise<void> {
-    if (!this.#inTx) await this.#s.log?.indexed();
+    if (this.#inTx) return;
+    // The indexer needs the write lock that deferred writes hold.
+    await this.flush();
+    await this.#s.log?.indexed();
   }
 
   async listAudit(filter: AuditFilter = {}): Promise<AuditRecord[]> {

@@ -54,11 +54,26 @@ export interface AuditVerification {
   firstBad?: { seq: number; record_id: string; problem: string };
 }
 
+/** Options of {@link Store.transaction}. */
+export interface TransactionOptions {
+  /**
+   * The transaction's writes may be committed later, together with others: at
+   * the latest with the next write that is not deferred, by {@link Store.flush},
+   * or shortly after the event loop is free. For writes that no effect depends
+   * on yet (a scheduler's decision or step result): any write that may precede
+   * an effect is not deferred, so it commits whatever was deferred before it.
+   * Reads on this store see deferred writes at once.
+   */
+  defer?: boolean;
+}
+
 /** Durable kernel state. One interface, several backends. */
 export interface Store {
   /** Run `fn` atomically: either everything it wrote lands or nothing does. */
-  transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T>;
-  /** Close the backend. */
+  transaction<T>(fn: (tx: Store) => Promise<T>, options?: TransactionOptions): Promise<T>;
+  /** Commit deferred writes now (see {@link TransactionOptions.defer}). */
+  flush(): Promise<void>;
+  /** Close the backend (committing deferred writes). */
   close(): Promise<void>;
 
   /** Insert a process; the store assigns the pid. */
@@ -69,13 +84,37 @@ export interface Store {
   listProcesses(): Promise<ProcessRecord[]>;
   /**
    * Update fields of a process. When `expectStatus` is given the update only
-   * lands if the stored status still equals it (returns false otherwise).
+   * lands if the stored status still equals it, or one of them when it is a
+   * list (returns false otherwise). A patch of the small per-step fields only
+   * (`status, pending, model, usage, updated_at`) writes those and nothing else.
    */
   updateProcess(
     pid: number,
     patch: Partial<Omit<ProcessRecord, "pid">>,
-    expectStatus?: ProcessStatus,
+    expectStatus?: ProcessStatus | readonly ProcessStatus[],
   ): Promise<boolean>;
+  /** Pids of the processes whose status is `status`, in pid order (ended ones are never scanned). */
+  pidsWithStatus(status: ProcessStatus): Promise<number[]>;
+
+  /** Store a process's immutable model input (once, when the process is created). */
+  putModelInput(pid: number, input: unknown): Promise<void>;
+  /** A process's model input, or `null`. The value is shared and frozen: do not modify it. */
+  getModelInput(pid: number): Promise<unknown>;
+  /** Append entries to a process's model log; returns its new length. */
+  appendModelLog(pid: number, entries: unknown[]): Promise<number>;
+  /** Model log entries of a process from `from` up to (not including) `to` (default: the end). */
+  readModelLog(pid: number, from: number, to?: number): Promise<unknown[]>;
+  /** How many entries a process's model log holds. */
+  modelLogLength(pid: number): Promise<number>;
+
+  /** Index step `step` of a process: its result is the `tool_result` object `oid`. */
+  insertStep(pid: number, step: number, oid: string): Promise<void>;
+  /** How many steps of a process are recorded (the next step's number). */
+  stepCount(pid: number): Promise<number>;
+  /** The `tool_result` object of step `step` of a process, or `null`. */
+  getStep(pid: number, step: number): Promise<MemoryObject | null>;
+  /** The `tool_result` objects of a process's steps, in step order. */
+  listSteps(pid: number): Promise<MemoryObject[]>;
 
   /** Insert a capability. */
   insertCapability(c: Capability): Promise<void>;
