@@ -13,9 +13,10 @@
  *    its own `clock:now` grant, issuing `clock.now` through `syscall()` with
  *    no scheduler, round-robin, with as many callers at once as the scheduler
  *    has slots.
- * 3. A tool quantum and a model quantum measured separately: `quantum(pid)`
- *    driven by hand over 100 processes, each call timed, against one
- *    `clock.now` through `syscall()` timed the same way.
+ * 3. A tool quantum and a model quantum measured separately, inside
+ *    `runUntilIdle`: 1,000 processes at the same point of their scripts, so
+ *    a round is all model quanta and the next all tool quanta, against the
+ *    same `clock.now` calls through `syscall()`.
  * 4. Fairness: Jain's index over the processes' quanta after each shape's
  *    first round, cut at a whole number of turns (every process still running).
  * 5. Time to first quantum: while the 10,000-process shape has all of them
@@ -47,8 +48,6 @@ const ROUNDS = intFlag("--rounds", 10);
 const TOTAL = intFlag("--total", 100_000);
 /** Slots of the scheduler (and callers at once of the baseline). */
 const CONCURRENCY = intFlag("--concurrency", DEFAULT_CONCURRENCY);
-/** Quanta per round of the hand-driven model/tool measurement. */
-const SEPARATE_QUANTA = intFlag("--separate", 4000);
 /** Processes launched per round while 10,000 are runnable. */
 const NEWCOMERS = intFlag("--newcomers", 25);
 
@@ -121,7 +120,10 @@ interface Shape {
   kernel: Fixture;
   /** Quanta the whole shape takes: two per step and the exit. */
   quanta: number;
+  /** Quanta run so far (newcomers' included). */
   done: number;
+  /** Nothing left to run. */
+  idle: boolean;
   /** Scheduler quanta/s per round, baseline syscalls/s per round. */
   qps: number[];
   sps: number[];
@@ -154,7 +156,7 @@ async function schedSlice(
   // Whole rounds (a multiple of the process count), so every process has had
   // the same number of turns when fairness is read after the first slice.
   const budget = last ? Number.MAX_SAFE_INTEGER : Math.ceil(s.quanta / ROUNDS / s.procs) * s.procs;
-  if (s.done >= s.quanta) return;
+  if (s.idle) return;
   let running = true;
   // Expected length of the slice from the last round's rate: launch only in its first 80%.
   const expectMs = s.qps.length ? (budget / median(s.qps)) * 1000 : 0;
@@ -183,7 +185,8 @@ async function schedSlice(
   running = false;
   await launcher;
   s.done += r.quanta;
-  s.qps.push(r.quanta / (ms / 1000));
+  s.idle = r.idle;
+  if (r.quanta > 0) s.qps.push(r.quanta / (ms / 1000));
   if (newcomers) {
     for (const [pid, at] of newcomers.launched) {
       const first = s.sched.model.first.get(pid);
@@ -219,39 +222,44 @@ async function kernelSlice(s: Shape): Promise<void> {
   s.sps.push(calls / ((performance.now() - t0) / 1000));
 }
 
-/** Model and tool quanta driven by hand, each timed, and direct syscalls timed the same way. */
+/**
+ * Model and tool quanta apart, inside runUntilIdle: 1,000 processes standing
+ * at the same point of their scripts, so one round (runUntilIdle of 1,000
+ * quanta) is 1,000 model quanta and the next 1,000 tool quanta; against the
+ * same 1,000 clock.now calls through syscall(), as many callers at once.
+ */
 interface Separate {
   sched: Fixture;
   kernel: Fixture;
-  turn: Map<number, number>;
+  /** Quanta/s of each model round, of each tool round; syscalls/s of each baseline run. */
   model: number[];
   tool: number[];
   syscall: number[];
-  kernelCalls: number;
+  kernelCalls: Map<number, number>;
 }
 
+const SEPARATE_PROCS = 1000;
+
 async function separateSlice(x: Separate): Promise<void> {
-  const pids = x.sched.pids;
-  const sch = x.sched.rt.scheduler;
-  for (let i = 0; i < SEPARATE_QUANTA; i++) {
-    const pid = pids[i % pids.length];
-    const turn = x.turn.get(pid) ?? 0;
-    x.turn.set(pid, turn + 1);
+  for (const rates of [x.model, x.tool]) {
     const t0 = performance.now();
-    await sch.quantum(pid);
-    (turn % 2 === 0 ? x.model : x.tool).push((performance.now() - t0) * 1000);
+    const r = await x.sched.rt.runUntilIdle(SEPARATE_PROCS);
+    rates.push(r.quanta / ((performance.now() - t0) / 1000));
   }
   const k = x.kernel.rt.kernel;
   const args = {};
-  for (let i = 0; i < SEPARATE_QUANTA / 2; i++) {
-    const pid = x.kernel.pids[i % x.kernel.pids.length];
-    const t0 = performance.now();
-    await syscall(k, pid, "clock.now", args);
-    x.syscall.push((performance.now() - t0) * 1000);
-    x.kernelCalls++;
-  }
-  await x.sched.rt.kernel.store.auditIndexed();
+  let next = 0;
+  const caller = async () => {
+    for (let i = next++; i < SEPARATE_PROCS; i = next++) {
+      const pid = x.kernel.pids[i];
+      await syscall(k, pid, "clock.now", args);
+      x.kernelCalls.set(pid, (x.kernelCalls.get(pid) ?? 0) + 1);
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: CONCURRENCY }, caller));
   await k.store.auditIndexed();
+  x.syscall.push(SEPARATE_PROCS / ((performance.now() - t0) / 1000));
 }
 
 function quantile(xs: number[], q: number): number {
@@ -266,6 +274,7 @@ function verifyStore(
   pids: number[],
   steps: number | null,
   calls: Map<number, number> | null,
+  ended = true,
 ): { ok: boolean; problems: string[] } {
   const db = new DatabaseSync(storePath, { readOnly: true });
   const problems: string[] = [];
@@ -291,7 +300,9 @@ function verifyStore(
       if (steps === null) continue;
       const st = (state.get(pid) as { status: string }).status;
       const code = JSON.parse((body.get(pid) as { body: string }).body).exit_code;
-      if (st !== "exited" || code !== 0) problems.push(`pid ${pid}: ${st} (exit ${code})`);
+      if (ended && (st !== "exited" || code !== 0)) {
+        problems.push(`pid ${pid}: ${st} (exit ${code})`);
+      }
       if ((results.get(pid) ?? 0) !== steps) {
         problems.push(`pid ${pid}: ${results.get(pid) ?? 0} step results, expected ${steps}`);
       }
@@ -326,6 +337,7 @@ async function main(): Promise<Record<string, unknown>> {
         kernel,
         quanta: procs * (2 * steps + 1),
         done: 0,
+        idle: false,
         qps: [],
         sps: [],
         kernelCalls: new Map(),
@@ -333,19 +345,18 @@ async function main(): Promise<Record<string, unknown>> {
         launchPerSec,
       });
     }
-    const sepSteps = Math.ceil((ROUNDS * SEPARATE_QUANTA) / 2 / 100) + 2;
     const sep: Separate = {
       sched: await open(root, "separate-sched"),
       kernel: await open(root, "separate-kernel"),
-      turn: new Map(),
       model: [],
       tool: [],
       syscall: [],
-      kernelCalls: 0,
+      kernelCalls: new Map(),
     };
     fixtures.push(sep.sched, sep.kernel);
-    await launchAll(sep.sched, ws, 100, sepSteps);
-    await launchAll(sep.kernel, ws, 100, null);
+    // One step per round and two to spare: no process reaches its exit.
+    await launchAll(sep.sched, ws, SEPARATE_PROCS, ROUNDS + 2);
+    await launchAll(sep.kernel, ws, SEPARATE_PROCS, null);
 
     const newcomers: Newcomers = { launched: new Map(), samples: [], late: 0 };
     const big = shapes[2];
@@ -369,6 +380,12 @@ async function main(): Promise<Record<string, unknown>> {
       scheduled: verifyStore(s.sched.storePath, s.sched.pids, s.steps, null),
       kernel: verifyStore(s.kernel.storePath, s.kernel.pids, null, s.kernelCalls),
     }));
+    verify.push({
+      shape: "apart",
+      // One tool quantum per round each, none ended.
+      scheduled: verifyStore(sep.sched.storePath, sep.sched.pids, ROUNDS, null, false),
+      kernel: verifyStore(sep.kernel.storePath, sep.kernel.pids, null, sep.kernelCalls),
+    });
     return report(shapes, sep, newcomers, verify, measureMs);
   } finally {
     for (const f of fixtures) await f.rt.close().catch(() => {});
@@ -411,9 +428,9 @@ function report(
   });
   const short = rows[2];
   const long = rows[0];
-  const modelUs = median(sep.model);
-  const toolUs = median(sep.tool);
-  const sysUs = median(sep.syscall);
+  const modelQps = median(sep.model);
+  const toolQps = median(sep.tool);
+  const sysPs = median(sep.syscall);
   const ttfq = newcomers.samples.length
     ? {
       n: newcomers.samples.length,
@@ -438,21 +455,22 @@ function report(
       rounds: ROUNDS,
       total_steps_per_shape: TOTAL,
       concurrency: CONCURRENCY,
-      separate_quanta_per_round: SEPARATE_QUANTA,
+      separate_processes: SEPARATE_PROCS,
       newcomers_per_round: NEWCOMERS,
     },
     shapes: rows,
     separate: {
-      model_quantum_us: round2(modelUs),
-      model_quantum_p99_us: round2(quantile(sep.model, 0.99)),
-      tool_quantum_us: round2(toolUs),
-      tool_quantum_p99_us: round2(quantile(sep.tool, 0.99)),
-      syscall_us: round2(sysUs),
-      syscall_p99_us: round2(quantile(sep.syscall, 0.99)),
+      processes: SEPARATE_PROCS,
+      model_quanta_per_sec: Math.round(modelQps),
+      model_quantum_us: round2(1e6 / modelQps),
+      tool_quanta_per_sec: Math.round(toolQps),
+      tool_quantum_us: round2(1e6 / toolQps),
+      syscalls_per_sec: Math.round(sysPs),
+      syscall_us: round2(1e6 / sysPs),
       /** A tool quantum (mark running, the syscall, record the result) over the bare syscall. */
-      tool_over_syscall: round2(toolUs / sysUs),
+      tool_over_syscall: round2(sysPs / toolQps),
       /** A whole step (model quantum + tool quantum) over the bare syscall. */
-      step_over_syscall: round2((modelUs + toolUs) / sysUs),
+      step_over_syscall: round2((1e6 / modelQps + 1e6 / toolQps) / (1e6 / sysPs)),
     },
     time_to_first_quantum: ttfq,
     verify,
@@ -524,12 +542,28 @@ function printText(r: any): void {
   );
   out.push("");
   const sp = r.separate;
-  out.push(`2. one quantum at a time, driven by hand over 100 processes (median, p99)`);
-  out.push(`   model quantum ${sp.model_quantum_us} us (p99 ${sp.model_quantum_p99_us})`);
-  out.push(`   tool quantum  ${sp.tool_quantum_us} us (p99 ${sp.tool_quantum_p99_us})`);
-  out.push(`   clock.now through syscall() alone ${sp.syscall_us} us (p99 ${sp.syscall_p99_us})`);
   out.push(
-    `   a tool quantum is ${sp.tool_over_syscall}x the bare syscall; a whole step ${sp.step_over_syscall}x`,
+    `2. model and tool quanta apart, in runUntilIdle: ${
+      fmtInt(sp.processes)
+    } processes at the same point, a round of each`,
+  );
+  out.push(
+    `   model quanta   ${
+      fmtInt(sp.model_quanta_per_sec).padStart(8)
+    }/s  (${sp.model_quantum_us} us each)`,
+  );
+  out.push(
+    `   tool quanta    ${
+      fmtInt(sp.tool_quanta_per_sec).padStart(8)
+    }/s  (${sp.tool_quantum_us} us each)`,
+  );
+  out.push(
+    `   kernel alone   ${
+      fmtInt(sp.syscalls_per_sec).padStart(8)
+    }/s  (${sp.syscall_us} us each, the same clock.now calls)`,
+  );
+  out.push(
+    `   a tool quantum costs ${sp.tool_over_syscall}x the syscall alone; a whole step ${sp.step_over_syscall}x`,
   );
   out.push("");
   const t = r.time_to_first_quantum;

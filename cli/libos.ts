@@ -1,13 +1,13 @@
 /**
  * `libos`: the command line. Subcommands: run, resume, human, audit, ps, caps,
- * events, effects, tool, serve.
+ * events, effects, tool, serve, bench.
  *
  * Exit codes: 0 ok, 1 the agent failed or an audit did not verify, 2 bad usage
  * or bad input (the message names the field).
  * @module
  */
 import { parseArgs } from "node:util";
-import { basename, dirname, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { assertStoreOutside, Runtime } from "../host/runtime.ts";
 import { parseGrantFlag } from "../runtime/capabilities.ts";
 import { invalid, LibosError } from "../runtime/errors.ts";
@@ -23,6 +23,9 @@ import { SqliteStore } from "../runtime/store/sqlite.ts";
 import { serve } from "../server/serve.ts";
 import { BUILTIN_TOOL_NAMES } from "../tools/builtin.ts";
 import type { ModelConfig, ProcessRecord } from "../runtime/types.ts";
+import { type BenchResult, parseRunners, runBench, RUNNERS } from "../safety/bench.ts";
+import { renderReport } from "../safety/report.ts";
+import { SCENARIO_DIR } from "../safety/scenario.ts";
 
 const USAGE = `usage:
   libos run IMAGE.json --workspace DIR (--script SCRIPT.json | --goal TEXT [--model openai:MODEL|anthropic:MODEL] [--base-url URL]) [--store FILE] [--grant RESOURCE=RIGHT,RIGHT]... [--human deny|queue|script:FILE] [--json]
@@ -38,7 +41,8 @@ const USAGE = `usage:
   libos events --store FILE [--json]
   libos effects --store FILE [--json]
   libos tool run TOOL.ts --workspace DIR [--grant RESOURCE=RIGHT,RIGHT]... [--args JSON] [--timeout-ms N] [--store FILE] [--json]
-  libos serve [--store FILE] [--port N] [--hostname 127.0.0.1|::1|localhost]`;
+  libos serve [--store FILE] [--port N] [--hostname 127.0.0.1|::1|localhost]
+  libos bench safety [--tasks DIR] [--runner NAME]... [--out DIR] [--json]`;
 
 /** What each command does, for `libos --help` and `libos COMMAND --help`. */
 const _ABOUT: Record<string, string> = {
@@ -54,6 +58,8 @@ const _ABOUT: Record<string, string> = {
   effects: "print the effect ledger",
   tool: "validate and run one JIT tool in a fresh process holding exactly the given grants",
   serve: "serve the HTTP API and the web console on loopback",
+  bench:
+    "run the runtime-safety benchmark: every scenario under every runner (full, baselines, ablations)",
 };
 
 function _help(cmd?: string): string {
@@ -726,6 +732,94 @@ async function _calls(args: string[]): Promise<number> {
   }
 }
 
+/**
+ * `bench safety`: every scenario under every runner. Prints the result table
+ * (or `--json`), writes the HTML report and the raw results to `--out`, and
+ * exits 1 when the full runtime committed a forbidden effect or denied a
+ * must-allow one (a runtime bug, or a scenario to read again).
+ */
+async function _bench(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub !== "safety") {
+    throw new _Usage(`bench: unknown benchmark '${sub ?? ""}' (expected safety)`);
+  }
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      tasks: { type: "string" },
+      runner: { type: "string", multiple: true },
+      out: { type: "string" },
+      json: { type: "boolean" },
+    },
+  });
+  if (positionals.length) throw new _Usage("bench safety: takes no positional arguments");
+  let runners: string[];
+  try {
+    runners = parseRunners(values.runner);
+  } catch {
+    throw invalid("--runner", `must be one of ${RUNNERS.join(", ")}`);
+  }
+  const tasks = resolve(values.tasks ?? SCENARIO_DIR);
+  const out = values.out === undefined ? null : resolve(values.out);
+  let done = 0;
+  const result = await runBench({
+    tasks,
+    runners,
+    onRun: () => {
+      done++;
+      if (!values.json && done % 100 === 0) console.error(`bench safety: ${done} runs`);
+    },
+  });
+  const report = out
+    ? await _writeReport(result, out, values.tasks ?? "bench/safety/scenarios")
+    : null;
+  const json = {
+    scenarios: result.scenarios.length,
+    tracks: result.tracks,
+    runners: result.summaries,
+    report,
+  };
+  if (values.json) console.log(JSON.stringify(json));
+  else _printBench(result, report);
+  const full = result.summaries.find((s) => s.runner === "full");
+  return full && (full.forbidden_effects > 0 || full.false_denials > 0) ? 1 : 0;
+}
+
+async function _writeReport(result: BenchResult, out: string, tasks: string): Promise<string> {
+  await Deno.mkdir(out, { recursive: true });
+  const html = join(out, "safety-report.html");
+  await Deno.writeTextFile(
+    html,
+    renderReport(result, { tasks, date: new Date().toISOString().slice(0, 10) }),
+  );
+  await Deno.writeTextFile(
+    join(out, "safety-results.json"),
+    JSON.stringify({ summaries: result.summaries, outcomes: result.outcomes }, null, 1) + "\n",
+  );
+  return html;
+}
+
+function _printBench(r: BenchResult, report: string | null): void {
+  const tracks = Object.entries(r.tracks).map(([t, c]) => `${t} ${c.scenarios}`).join(", ");
+  console.log(`${r.scenarios.length} scenarios (${tracks}), ${(r.ms / 1000).toFixed(1)} s`);
+  console.log(
+    ["runner".padEnd(36), "task success", "forbidden", "false denials", "approvals", "audit"]
+      .join("  "),
+  );
+  for (const s of r.summaries) {
+    console.log([
+      s.runner.padEnd(36),
+      `${(s.task_success * 100).toFixed(1)}%`.padStart(12),
+      String(s.forbidden_effects).padStart(9),
+      String(s.false_denials).padStart(13),
+      String(s.approvals).padStart(9),
+      `${(s.audit_coverage * 100).toFixed(1)}%`.padStart(5),
+    ].join("  "));
+  }
+  if (report) console.log(`report: ${report}`);
+}
+
 /** Default port of `libos serve`. */
 export const DEFAULT_PORT = 8471;
 
@@ -768,6 +862,8 @@ export async function main(args: string[]): Promise<number> {
         return await _serve(rest);
       case "calls":
         return await _calls(rest);
+      case "bench":
+        return await _bench(rest);
       default:
         throw new _Usage(cmd ? `unknown command '${cmd}'` : "no command given");
     }

@@ -12,6 +12,12 @@ import { hostChat } from "../runtime/providers/chat_host.ts";
 import type { ToolSpec } from "../runtime/kernel.ts";
 import { ModelLoop } from "./model_loop.ts";
 import { endpointOf, type LlmInput } from "../primitives/model.ts";
+import {
+  type Ablation,
+  ABLATIONS,
+  type AblationSet,
+  parseAblations,
+} from "../runtime/ablations.ts";
 import { parseCapabilitySpec } from "../runtime/capabilities.ts";
 import { invalid, LibosError } from "../runtime/errors.ts";
 import { parseImage, parseModelConfig } from "../runtime/images.ts";
@@ -54,6 +60,14 @@ export interface RuntimeOptions {
   concurrency?: number;
   /** Streamed model text as it arrives (the CLI shows it live). */
   onModelText?: (pid: number, text: string) => void;
+  /**
+   * Safety mechanisms to switch off, for the safety benchmark's ablation
+   * runners only (`runtime/ablations.ts`); default none. A host-only option:
+   * no image, `libos run` flag or syscall sets it, it is fixed for the
+   * runtime's life, and a runtime opened with any ablation records them in
+   * the audit trail first.
+   */
+  ablations?: Ablation[];
 }
 
 /** A scheduler lease not renewed for this long belongs to a runtime that died. */
@@ -111,6 +125,8 @@ export class Runtime {
 
   /** Open a runtime and recover what a crashed one left behind. */
   static async open(options: RuntimeOptions): Promise<Runtime> {
+    // Checked before the store is touched: a bad option leaves no state.
+    const ablations = parseAblations(options.ablations, "ablations");
     // Absolute once, here: the JIT cache, the audit log and every module
     // specifier derived from them must not depend on the current directory.
     const storePath = typeof options.store === "string" && options.store !== ":memory:"
@@ -124,7 +140,7 @@ export class Runtime {
       : await Deno.makeTempDir({ prefix: "libos-jit-" });
     const cacheDir = resolve(options.jitCacheDir ?? tempCache ?? `${storePath}.jit`);
     const providers = { ...hostProviders(cacheDir), ...options.providers };
-    const kernel = new Kernel(store, providers, BUILTIN_TOOL_NAMES);
+    const kernel = new Kernel(store, providers, BUILTIN_TOOL_NAMES, { ablations });
     kernel.setToolSpecs(_toolSpecs());
     for (const m of Object.values(providers.models)) if (m instanceof ModelLoop) m.attach(kernel);
     if (options.onModelText) kernel.setModelText(options.onModelText);
@@ -132,6 +148,7 @@ export class Runtime {
       ...(storePath ? [{ path: dirname(storePath), name: "<store>" }] : []),
       { path: cacheDir, name: "<jit-cache>" },
     ]);
+    if (ablations.size > 0) await _recordAblations(kernel, ablations);
     const rt = new Runtime(kernel, tempCache, options.concurrency ?? DEFAULT_CONCURRENCY);
     rt.#role = options.role ?? "scheduler";
     if (rt.#role === "scheduler") {
@@ -336,6 +353,23 @@ export class Runtime {
     await this.kernel.store.close();
     if (this.#tempCache) await Deno.remove(this.#tempCache, { recursive: true }).catch(() => {});
   }
+}
+
+/** A runtime running without some safety mechanism says so in its audit trail. */
+async function _recordAblations(k: Kernel, ablations: AblationSet): Promise<void> {
+  const names = [...ablations];
+  await k.audit({
+    actor: "host",
+    action: "runtime.ablations",
+    target: "runtime",
+    input_refs: { ablations: names },
+    output_refs: null,
+    capability_refs: [],
+    decision: "info",
+    reason: `benchmark ablations on: ${names.map((a) => `${a} (${ABLATIONS[a]})`).join("; ")}`,
+    correlation_id: null,
+    parent_record_id: null,
+  });
 }
 
 async function _realDir(path: string): Promise<string> {

@@ -7,9 +7,11 @@
  * What a quantum reads and writes does not depend on how long its process has
  * run: the process comes from the store's read cache, the model reads its input
  * and results by key, a model step writes the process's small per-step row
- * (pending action, cursor, usage) in one commit, and a tool step writes it
- * twice (marked running before the tool's first effect; then, in one commit,
- * the result, its step index and the row back to runnable).
+ * (next action, cursor, usage), and a tool step marks it running before the
+ * tool's first effect, then writes the result, its step index and the row
+ * back to runnable together. The decision and the result are deferred: they
+ * commit with the next write that may precede an effect (at the latest the
+ * next tool step's running mark), so a step costs one commit.
  * @module
  */
 import { syscall } from "../primitives/mod.ts";

@@ -232,7 +232,10 @@ export async function applyDecision(
       throw new LibosError("ESTATE", `request_id: ${requestId} is already ${cur?.status}`);
     }
     const exact = { resource: r.resource, rights: [r.right], delegable: false };
-    if (answer === "allow_once") {
+    if (answer === "allow_once" && k.ablated("no-one-shot-binding")) {
+      // Benchmark ablation only: the approval covers the resource, not the exact call.
+      await tx.grant(r.pid, exact, decidedBy, { constraints: { human_request: requestId } });
+    } else if (answer === "allow_once") {
       await tx.grant(r.pid, { ...exact, uses_remaining: 1 }, decidedBy, {
         constraints: { binding: { syscall: r.effect, args_hash: r.args_hash } },
       });

@@ -39,8 +39,10 @@ export async function delegate(
   to: number,
   spec: CapabilitySpec,
 ): Promise<Capability> {
+  // Uses come out of a limited parent's; an unlimited parent has nothing to reserve.
   if (
-    spec.uses_remaining != null && !(await k.store.reserveUses(parent.cap_id, spec.uses_remaining))
+    spec.uses_remaining != null && parent.uses_remaining !== null &&
+    !(await k.store.reserveUses(parent.cap_id, spec.uses_remaining))
   ) {
     throw denied(`capability ${parent.cap_id} has fewer than ${spec.uses_remaining} uses left`);
   }
@@ -56,6 +58,7 @@ export async function delegate(
  * passed down can never be wider than what `from` may actually do.
  */
 export async function propagateRestrictions(k: Kernel, from: number, to: number): Promise<void> {
+  if (k.ablated("no-restriction-propagation")) return; // benchmark ablation only
   const now = k.providers.clock.now();
   const have = new Set((await k.store.capabilitiesOf(to)).map((c) => c.parent_cap_id));
   for (const c of await k.store.capabilitiesOf(from)) {
@@ -144,7 +147,9 @@ export const CAPABILITY: Record<string, Primitive> = {
       }, call.name);
       call.target = spec.resource;
       call.capRefs.push(parent.cap_id);
-      const why = narrowingViolation(parent, spec, call.k.providers.clock.now());
+      const why = call.k.ablated("no-delegation-narrowing")
+        ? null // benchmark ablation only
+        : narrowingViolation(parent, spec, call.k.providers.clock.now());
       if (why) throw denied(`${call.name}: ${why}`);
       const cap = await delegate(call.k, parent, to, spec);
       await propagateRestrictions(call.k, call.proc.pid, to);

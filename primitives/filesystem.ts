@@ -7,7 +7,7 @@
 import { basename, dirname, isAbsolute, join, normalize, relative, sep } from "node:path";
 import { denied, invalid, LibosError } from "../runtime/errors.ts";
 import { maxLabel, mayFlow, parseLabel } from "../runtime/labels.ts";
-import { isLive, resourceMatches } from "../runtime/capabilities.ts";
+import { foldResource, isLive, restrictionMatches } from "../runtime/capabilities.ts";
 import type { FileStat } from "../runtime/providers/types.ts";
 import type { Label } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
@@ -45,6 +45,7 @@ export const ROOT_RECHECK_MS = 100;
  */
 export async function resolvePath(call: Call, raw: string, field = "path"): Promise<ResolvedPath> {
   const lexical = _lexical(call, raw, field);
+  if (call.k.ablated("no-realpath")) return _resolveLexically(call, raw, lexical);
   return await _resolveDirect(call, call.proc.workspace, lexical) ??
     await _resolveFull(call, raw, field, lexical);
 }
@@ -66,6 +67,20 @@ function _lexical(call: Call, raw: string, field: string): string {
   if (raw.length > 4096) throw invalid(`${call.name}.${field}`, "longer than 4096 characters");
   const ws = call.proc.workspace;
   return isAbsolute(raw) ? normalize(raw) : normalize(join(ws, call.proc.cwd, raw));
+}
+
+/**
+ * Benchmark ablation `no-realpath` only: the lexical path is taken as the
+ * real one (symlinks are not followed, dangling links not refused). It still
+ * has to stay inside the workspace as written.
+ */
+function _resolveLexically(call: Call, raw: string, lexical: string): ResolvedPath {
+  const rel = relative(call.proc.workspace, lexical);
+  if (rel === ".." || rel.startsWith(".." + sep) || isAbsolute(rel)) {
+    throw denied(`${call.name} ${raw}: path resolves outside the workspace`);
+  }
+  const relPath = rel === "" ? "." : rel.split(sep).join("/");
+  return { real: lexical, rel: relPath, resource: `filesystem:workspace:${relPath}` };
 }
 
 async function _resolveFull(
@@ -162,7 +177,7 @@ export async function fileLabel(call: Call, p: ResolvedPath): Promise<Label> {
   let label: Label = (await call.k.store.getFileLabel(p.real)) ?? "normal";
   for (const [pattern, l] of Object.entries(call.proc.policy.labels)) {
     const full = pattern.startsWith("filesystem:") ? pattern : `filesystem:workspace:${pattern}`;
-    if (resourceMatches(full, p.resource)) label = maxLabel(label, l);
+    if (restrictionMatches(full, p.resource)) label = maxLabel(label, l);
   }
   return label;
 }
@@ -178,6 +193,7 @@ export async function taint(call: Call, label: Label): Promise<void> {
 
 /** Refuse a flow of the caller's data into a sink with a lower label. */
 export async function checkFlow(call: Call, sink: Label, sinkName: string): Promise<void> {
+  if (call.k.ablated("no-labels")) return;
   if (!mayFlow(call.proc.taint, sink)) {
     await call.k.emit("label.blocked", `pid:${call.proc.pid}`, sinkName, {
       data: call.proc.taint,
@@ -201,6 +217,7 @@ export async function resolveEntry(
   field = "path",
 ): Promise<ResolvedPath> {
   const lexical = _lexical(call, raw, field);
+  if (call.k.ablated("no-realpath")) return _resolveLexically(call, raw, lexical);
   const fs = call.k.providers.fs;
   let stat: FileStat | null = null;
   if (!lexical.endsWith(sep) && lexical !== call.proc.workspace) {
@@ -280,7 +297,8 @@ const remove: Primitive = {
       const now = call.k.providers.clock.now();
       const below = (await call.k.store.capabilitiesOf(call.proc.pid)).find((c) =>
         c.effect !== "allow" && isLive(c, now) && c.rights.includes("delete") &&
-        c.resource.startsWith(`${p.resource}/`)
+        (c.resource.startsWith(`${p.resource}/`) ||
+          foldResource(c.resource).startsWith(`${foldResource(p.resource)}/`))
       );
       if (below) throw denied(`${call.name} ${p.rel}: ${below.resource} is not deletable`);
     }

@@ -13,16 +13,23 @@ import { checkFlow } from "./filesystem.ts";
 
 const _ANSWERS = ["allow_once", "always_allow", "deny", "always_deny"] as const;
 
+/** The root of a process's tree (the host-launched process it descends from). */
+function _root(p: { pid: number; lineage: number[] }): number {
+  return p.lineage[0] ?? p.pid;
+}
+
 /**
- * May the caller decide `requester`'s requests? Never its own, and never a
- * descendant's: a child acts with authority its parent passed down, so a
- * parent approving its child would mint authority the parent never had.
+ * May the caller decide `requester`'s requests? Never one of its own tree:
+ * not its own, not a descendant's (a child acts with authority its parent
+ * passed down), not an ancestor's or a sibling's (the approving authority
+ * came down the same tree). Any of those would let a tree mint authority for
+ * itself from authority it already holds; only an unrelated process may.
  */
 async function _assertNotSelfDealing(call: Call, requester: number): Promise<void> {
   const r = await call.k.store.getProcess(requester);
-  if (requester === call.proc.pid || r?.lineage.includes(call.proc.pid)) {
+  if (!r || _root(r) === _root(call.proc)) {
     throw denied(
-      `${call.name}: process ${call.proc.pid} cannot decide requests of itself or its descendants`,
+      `${call.name}: process ${call.proc.pid} cannot decide requests of a process in its own tree`,
     );
   }
 }
@@ -35,11 +42,11 @@ export const HUMAN: Record<string, Primitive> = {
       call.target = "human:owner";
       await authorize(call, { resource: call.target, right: "approve" });
       const status = (optStr(call, "status", 32) ?? "pending") as HumanRequestStatus;
-      // Only requests the caller could decide: not its own, not its descendants'.
+      // Only requests the caller could decide: none of its own tree's.
       const out = [];
       for (const r of await call.k.store.listHumanRequests({ status })) {
         const p = await call.k.store.getProcess(r.pid);
-        if (r.pid !== call.proc.pid && !p?.lineage.includes(call.proc.pid)) out.push(r);
+        if (p && _root(p) !== _root(call.proc)) out.push(r);
       }
       return out;
     },

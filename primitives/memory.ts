@@ -90,7 +90,8 @@ async function _find(call: Call): Promise<MemoryObject> {
   if (name === undefined) throw invalid(`${call.name}.oid`, "give oid, or name (and namespace)");
   const ns = _namespace(call);
   // Authorize on the namespace before revealing whether the name exists.
-  await authorize(call, { resource: `object_namespace:${ns}`, right: "read" });
+  call.target = `object_namespace:${ns}`;
+  await authorize(call, { resource: call.target, right: "read" });
   const obj = await call.k.store.getObjectByName(ns, name);
   if (!obj) throw new LibosError("ENOENT", `${call.name}.name: no object '${name}' in ${ns}`);
   return obj;

@@ -11,7 +11,7 @@
  * it wrote is audited.
  * @module
  */
-import { isAbsolute, join, normalize, relative, sep } from "node:path";
+import { dirname, isAbsolute, join, normalize, relative, sep } from "node:path";
 import { hashValue, payloadRef } from "../runtime/canonical.ts";
 import { denied, invalid } from "../runtime/errors.ts";
 import { guardText, labelRank, maxLabel, mayFlow, redactionFor } from "../runtime/labels.ts";
@@ -147,6 +147,28 @@ export function destructiveReason(argv: string[]): string | null {
         return "forced or deleting git push";
       }
       if (sub === "reset" && longHas("--hard")) return "git reset --hard";
+      // Uncommitted work is thrown away as surely by these (no reflog keeps it).
+      if (
+        sub === "checkout" &&
+        (rest.includes("--") || rest.includes(".") || shortHas("f") || longHas("--force"))
+      ) {
+        return "git checkout discarding changes";
+      }
+      if (
+        sub === "restore" &&
+        (rest.some((a) => a === "--worktree" || a === "-W") ||
+          !rest.some((a) => a === "--staged" || a === "-S"))
+      ) {
+        return "git restore discarding changes";
+      }
+      if (
+        sub === "switch" && (longHas("--discard-changes") || shortHas("f") || longHas("--force"))
+      ) {
+        return "git switch discarding changes";
+      }
+      if (sub === "stash" && (rest.includes("drop") || rest.includes("clear"))) {
+        return "git stash drop/clear";
+      }
       if (sub === "clean" && (shortHas("f") || longHas("--force"))) return "git clean -f";
       if (sub === "filter-branch" || sub === "filter-repo") return `git ${sub}`;
       if (
@@ -185,7 +207,27 @@ function _flagGiven(arg: string, flag: string): boolean {
   return false;
 }
 
-function _policyEffect(call: Call, argv: string[]): { effect: Effect; reason: string } {
+/** Refuse destructive commands and wrappers that would run another program. */
+function _refuseArgv(call: Call, argv: string[]): void {
+  const destructive = destructiveReason(argv);
+  if (destructive) throw denied(`${call.name} ${argv[0]}: ${destructive} is never run`);
+  // Any argument to a wrapper may name a program (`env -S'cat .env'`, `xargs -a f`).
+  const wraps = WRAPPERS.has(argv[0]) && argv.length > 1;
+  // git's `-c`, `--config-env` and `--exec-path` define aliases, pagers, hooks: other programs.
+  const gitRuns = argv[0] === "git" &&
+    _gitSplit(argv.slice(1)).globals.some((a) => /^(-c|--config-env|--exec-path=)/.test(a));
+  const findExec = argv[0] === "find" &&
+    argv.some((a) => ["-exec", "-execdir", "-ok", "-okdir"].includes(a));
+  if (wraps || findExec || gitRuns) {
+    throw denied(`${call.name} ${argv[0]}: wrappers that run another program are refused`);
+  }
+}
+
+function _policyEffect(
+  call: Call,
+  argv: string[],
+  argvRules = true,
+): { effect: Effect; reason: string } {
   const exe = argv[0];
   const p = call.proc.policy;
   const inline = INLINE_CODE[exe];
@@ -208,7 +250,7 @@ function _policyEffect(call: Call, argv: string[]): { effect: Effect; reason: st
       effect = "allow";
       reason = "shell policy always_allow";
   }
-  if (hasInline && effect === "allow") {
+  if (argvRules && hasInline && effect === "allow") {
     return { effect: "ask", reason: `${exe} with inline code always needs a human` };
   }
   return { effect, reason };
@@ -242,8 +284,14 @@ async function _checkPathArgs(
 ): Promise<{ label: Label; files: string[] }> {
   let label: Label = "public";
   const files: string[] = [];
-  for (const arg of argv.slice(1)) {
+  const linkBase = await _symlinkBase(call, argv);
+  for (const [i, arg] of argv.entries()) {
+    if (i === 0) continue;
     let value = arg.startsWith("-") && arg.includes("=") ? arg.slice(arg.indexOf("=") + 1) : arg;
+    // `ln -s TARGET LINK`: a relative target is a path from the link's directory.
+    if (linkBase && linkBase.targets.includes(i) && !isAbsolute(value)) {
+      value = join(linkBase.dir, value);
+    }
     // An option may carry its path attached (`-o/x`, `-t../dir`): check from where a path starts.
     if (value.startsWith("-") && value.includes("/")) {
       value = value.slice(value.slice(1).search(/[./~]/) + 1);
@@ -269,6 +317,36 @@ async function _checkPathArgs(
     if (st && st.kind !== "dir") files.push(p.real);
   }
   return { label, files };
+}
+
+/**
+ * For `ln -s TARGET... LINK|DIR` (no `-r`, no `-t`): which argv entries are
+ * targets and the directory (from the cwd) they are relative to, the link's
+ * own: `ln -s ../src/a.py reports/a.py` names `src/a.py`, not `../src/a.py`.
+ */
+async function _symlinkBase(
+  call: Call,
+  argv: string[],
+): Promise<{ dir: string; targets: number[] } | null> {
+  if (argv[0] !== "ln") return null;
+  const opts = argv.slice(1).filter((a) => a.startsWith("-") && a !== "-");
+  const has = (short: string, long: string) =>
+    opts.some((o) => o === long || (/^-[A-Za-z]+$/.test(o) && o.includes(short)));
+  if (!has("s", "--symbolic") || has("r", "--relative") || has("t", "--target-directory")) {
+    return null;
+  }
+  const operands = [...argv.entries()].filter(([i, a]) =>
+    i > 0 && !(a.startsWith("-") && a !== "-")
+  );
+  if (operands.length < 2) return null;
+  const last = operands[operands.length - 1][1];
+  let lastIsDir = false;
+  try {
+    lastIsDir = (await call.k.providers.fs.lstat(join(call.proc.workspace, call.proc.cwd, last)))
+      .kind === "dir";
+  } catch { /* a new link name */ }
+  const dir = operands.length === 2 && !lastIsDir ? dirname(last) : last;
+  return { dir, targets: operands.slice(0, -1).map(([i]) => i) };
 }
 
 /** Real paths to mask and to keep read-only because of their labels (see {@link SHELL_LABEL}). */
@@ -384,22 +462,13 @@ const run: Primitive = {
       SHELL_TIMEOUT_MS.default;
     const resource = `shell:${argv[0]}`;
     call.target = resource;
-    const destructive = destructiveReason(argv);
-    if (destructive) throw denied(`${call.name} ${argv[0]}: ${destructive} is never run`);
-    // Any argument to a wrapper may name a program (`env -S'cat .env'`, `xargs -a f`).
-    const wraps = WRAPPERS.has(argv[0]) && argv.length > 1;
-    // git's `-c`, `--config-env` and `--exec-path` define aliases, pagers, hooks: other programs.
-    const gitRuns = argv[0] === "git" &&
-      _gitSplit(argv.slice(1)).globals.some((a) => /^(-c|--config-env|--exec-path=)/.test(a));
-    const findExec = argv[0] === "find" &&
-      argv.some((a) => ["-exec", "-execdir", "-ok", "-okdir"].includes(a));
-    if (wraps || findExec || gitRuns) {
-      throw denied(`${call.name} ${argv[0]}: wrappers that run another program are refused`);
-    }
+    // The benchmark's `no-shell-policy` ablation switches the argv rules off.
+    const argvRules = !call.k.ablated("no-shell-policy");
+    if (argvRules) _refuseArgv(call, argv);
     // Without its OS wall the shell runs nothing, unless the host chose to run unconfined.
     const sandboxed = (call.proc.policy.shell_sandbox ?? "bwrap") !== "none";
     if (sandboxed && !call.k.providers.shell.sandboxAvailable()) throw noSandbox();
-    const policy = _policyEffect(call, argv);
+    const policy = _policyEffect(call, argv, argvRules);
     await authorize(call, {
       resource,
       right: "execute",
@@ -409,8 +478,10 @@ const run: Primitive = {
     // Every command runs at SHELL_LABEL: data labelled above it never flows into one,
     // either from what the process has read or from the files the command is given.
     await checkFlow(call, SHELL_LABEL, resource);
-    const args = await _checkPathArgs(call, argv);
-    if (!mayFlow(args.label, SHELL_LABEL)) {
+    const args = argvRules
+      ? await _checkPathArgs(call, argv)
+      : { label: "public" as Label, files: [] };
+    if (!mayFlow(args.label, SHELL_LABEL) && !call.k.ablated("no-labels")) {
       throw denied(
         `${call.name} ${argv[0]}: ${args.label} files may not flow into a shell command`,
       );

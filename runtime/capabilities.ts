@@ -115,6 +115,39 @@ export function resourceMatches(pattern: string, target: string): boolean {
   return target.length > prefix.length && target.startsWith(prefix);
 }
 
+/**
+ * A resource as every spelling that may name the same file folds to: Unicode
+ * compatibility-normalized (NFKC: composed accents, fullwidth forms) and
+ * lower-cased. Used for restrictions only, never to widen an ALLOW.
+ */
+export function foldResource(resource: string): string {
+  return _plain(resource) ? resource : resource.normalize("NFKC").toLowerCase();
+}
+
+// Pure lower-case ASCII folds to itself: the common case skips normalize().
+function _plain(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0x7e || (c >= 0x41 && c <= 0x5a)) return false;
+  }
+  return true;
+}
+
+/**
+ * Does a restriction (a DENY, an ASK, a label pattern) written as `pattern`
+ * cover `target`? Exactly as {@link resourceMatches}, or once both are folded
+ * ({@link foldResource}): a file system that ignores case or normalizes
+ * names opens the same file under `.ENV`, `.env` or `．ｅｎｖ`, and a name the
+ * host wrote composed (`café`) may sit on disk decomposed. A restriction that
+ * covers too much only asks or refuses more; an ALLOW is matched exactly.
+ */
+export function restrictionMatches(pattern: string, target: string): boolean {
+  if (resourceMatches(pattern, target)) return true;
+  const p = foldResource(pattern);
+  const t = foldResource(target);
+  return (p !== pattern || t !== target) && resourceMatches(p, t);
+}
+
 /** Is every resource `inner` covers also covered by `outer`? (Delegation narrowing.) */
 export function resourceCovers(outer: string, inner: string): boolean {
   if (!inner.endsWith("*")) return resourceMatches(outer, inner);
@@ -239,7 +272,10 @@ export function decide(
   for (const cap of caps) {
     if (!isLive(cap, now)) continue;
     if (!cap.rights.includes(right)) continue;
-    if (!resourceMatches(cap.resource, resource)) continue;
+    const matches = cap.effect === "allow"
+      ? resourceMatches(cap.resource, resource)
+      : restrictionMatches(cap.resource, resource);
+    if (!matches) continue;
     const b = cap.constraints.binding;
     if (cap.effect === "deny") {
       return {

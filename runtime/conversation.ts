@@ -53,15 +53,15 @@ export type ConvEntry =
   );
 
 /** An entry before it gets its hash, size, tokens and chain. */
-export type ConvDraft = DistributiveOmit<ConvEntry, "sha256" | "size" | "tokens" | "chain">;
-
-type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+export type ConvDraft = ConvEntry extends infer E
+  ? E extends unknown ? Omit<E, "sha256" | "size" | "tokens" | "chain"> : never
+  : never;
 
 /** Counts tokens (a maintained tokenizer once loaded; ~4 characters a token until then). */
 export type TokenCounter = (text: string) => number;
 
 /** Rough count used before the tokenizer is loaded, and for text past its cap. */
-export const roughTokens: TokenCounter = (text) => Math.ceil(text.length / 4);
+export const roughTokens: TokenCounter = (text: string): number => Math.ceil(text.length / 4);
 
 let _counter: TokenCounter | null = null;
 

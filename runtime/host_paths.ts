@@ -63,15 +63,29 @@ export function hideHostPaths(
       out = _relative(out, workspace!);
       wsDone = true;
     }
-    if (out.includes(r.path)) {
-      out = out.replaceAll(`file://${r.path}`, r.path).replaceAll(r.path, r.name);
-    }
+    if (out.includes(r.path)) out = _replaceRoot(out, r.path, r.name);
   }
   return wsDone ? out : _relative(out, workspace!);
 }
 
+/** Characters that may end a path inside a message (besides `/` and the end of the text). */
+const _END = `(?=$|[/\\s"'\`:,;)\\]}>])`;
+
+function _escape(path: string): string {
+  return path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/**
+ * Replace `root` where it names that directory or something below it, never
+ * where it is only the prefix of a longer name (`/w/ws` inside `/w/ws-backup`).
+ */
+function _replaceRoot(text: string, root: string, name: string): string {
+  return text.replace(new RegExp(`(?:file://)?${_escape(root)}${_END}`, "g"), name);
+}
+
 function _relative(text: string, workspace: string): string {
   if (!text.includes(workspace)) return text;
-  return text.replaceAll(`file://${workspace}`, workspace).replaceAll(`${workspace}/`, "")
-    .replaceAll(workspace, ".");
+  const ws = _escape(workspace);
+  return text.replace(new RegExp(`(?:file://)?${ws}/`, "g"), "")
+    .replace(new RegExp(`(?:file://)?${ws}${_END}`, "g"), ".");
 }

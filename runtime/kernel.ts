@@ -4,6 +4,7 @@
  * decides nothing about authority itself; primitives/ does, using these.
  * @module
  */
+import { type Ablation, type AblationSet, parseAblations } from "./ablations.ts";
 import { parseCapabilitySpec } from "./capabilities.ts";
 import { LibosError } from "./errors.ts";
 import { CODE_ROOT, hideHostPaths, type HostRoot, hostRoots } from "./host_paths.ts";
@@ -83,6 +84,7 @@ interface _Shared {
   idCounter: number;
   idPrefix: string;
   hostRoots: HostRoot[];
+  ablations: AblationSet;
   toolSpecs: Readonly<Record<string, ToolSpec>>;
   conversations: Map<number, Conversation>;
   modelText: ((pid: number, text: string) => void) | null;
@@ -96,6 +98,15 @@ export interface ToolSpec {
   parameters: Record<string, unknown>;
 }
 
+/** Options fixed when a kernel is built. */
+export interface KernelOptions {
+  /**
+   * Safety mechanisms switched off, for the safety benchmark only (see
+   * `runtime/ablations.ts`). Set by the host at open, never by an agent.
+   */
+  ablations?: AblationSet;
+}
+
 /** The kernel: state and services, no policy. */
 export class Kernel {
   /** Durable state. */
@@ -107,7 +118,13 @@ export class Kernel {
   #shared: _Shared;
 
   /** Build a kernel over a store and providers. */
-  constructor(store: Store, providers: Providers, toolNames: readonly string[], shared?: _Shared) {
+  constructor(
+    store: Store,
+    providers: Providers,
+    toolNames: readonly string[],
+    options: KernelOptions = {},
+    shared?: _Shared,
+  ) {
     this.store = store;
     this.providers = providers;
     this.toolNames = toolNames;
@@ -126,7 +143,18 @@ export class Kernel {
         toolSpecs: {},
         conversations: new Map(),
         modelText: null,
+        ablations: options.ablations ?? parseAblations(undefined),
       };
+  }
+
+  /** The safety mechanisms this kernel runs without (benchmark ablations; empty by default). */
+  get ablations(): AblationSet {
+    return this.#shared.ablations;
+  }
+
+  /** Is `mechanism` switched off? Only ever true in a benchmark's ablated runtime. */
+  ablated(mechanism: Ablation): boolean {
+    return this.#shared.ablations.has(mechanism);
   }
 
   /** The syscall table's entry point, installed by the runtime. */
@@ -209,7 +237,7 @@ export class Kernel {
    */
   async atomically<T>(fn: (k: Kernel) => Promise<T>, options?: TransactionOptions): Promise<T> {
     return await this.store.transaction(
-      (tx) => fn(new Kernel(tx, this.providers, this.toolNames, this.#shared)),
+      (tx) => fn(new Kernel(tx, this.providers, this.toolNames, {}, this.#shared)),
       options,
     );
   }
@@ -397,11 +425,6 @@ export class Kernel {
   /** The narrow view a model provider gets of `proc` for one model step. */
   modelContext(proc: ProcessRecord): ModelContext {
     return new StoreModelContext(this.store, proc);
-  }
-
-  /** A process's model input (stored once at creation; cached), or null. */
-  async modelInput(pid: number): Promise<unknown> {
-    return await this.store.getModelInput(pid);
   }
 
   // A parent blocked in wait() becomes runnable when a child ends; it re-runs its wait.

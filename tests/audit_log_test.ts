@@ -192,3 +192,36 @@ Deno.test("audit log: a store without a log (or in memory) still commits every a
   }
   await assert.rejects(Deno.stat(auditLogPath(join(tmp.dir, "nolog.db"))), Deno.errors.NotFound);
 });
+
+Deno.test("audit log: its thread makes the WAL start over while the store writes without pause", async () => {
+  await using tmp = await tempDir();
+  const path = join(tmp.dir, "s.db");
+  const s = SqliteStore.open(path);
+  try {
+    const payload = "x".repeat(3000);
+    // Some 80,000 WAL pages of commits with no pause: a WAL starts over only when
+    // a write begins while it is checkpointed to its end, which a checkpoint run
+    // beside a writer never is. The log's thread finishes one under the write
+    // lock and writes (counting it in meta), instead of leaving the WAL to grow
+    // until the store's own connection checkpoints all of it on its thread.
+    for (let i = 0; i < 20_000; i++) {
+      await s.insertObject({
+        oid: `o${i}`,
+        namespace: "ns",
+        kind: "observation",
+        name: null,
+        version: 1,
+        label: "normal",
+        payload,
+        derived_from: [],
+        created_by: 1,
+        created_at: T,
+        updated_at: T,
+      });
+    }
+    assert.ok(Number(await s.getMeta("wal_restarts")) >= 2, "the WAL never started over");
+    assert.equal((await s.listObjects("ns")).length, 20_000);
+  } finally {
+    await s.close();
+  }
+});

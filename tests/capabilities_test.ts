@@ -13,6 +13,7 @@ import {
   parseResource,
   resourceCovers,
   resourceMatches,
+  restrictionMatches,
 } from "../runtime/capabilities.ts";
 import { LibosError } from "../runtime/errors.ts";
 import { ScriptedHuman } from "../runtime/providers/scripted.ts";
@@ -692,4 +693,33 @@ Deno.test("capabilities: a human always_allow answers later asks without asking 
   await Deno.writeTextFile(`${env.ws}/b.txt`, "B");
   await rejectsCode(env.rt.syscall(pid, "filesystem.read", { path: "b.txt" }), "EPERM");
   assert.equal(human.asked.length, 2);
+});
+
+Deno.test("capabilities: DENY and ASK match every spelling of a name; ALLOW matches it exactly", () => {
+  const now = Date.now();
+  const b = { syscall: "filesystem.read", args_hash: "h" };
+  const row = (cap_id: string, resource: string, effect: "allow" | "deny" | "ask") =>
+    capRecord({
+      cap_id,
+      resource,
+      rights: ["read"],
+      effect,
+      created_at: new Date(now).toISOString(),
+    });
+  const deny = [row("d", "filesystem:workspace:Secrets/*", "deny")];
+  assert.equal(decide(deny, "filesystem:workspace:secrets/key", "read", b, now).effect, "deny");
+  assert.equal(
+    decide(deny, "filesystem:workspace:\uff33ecrets/key", "read", b, now).effect,
+    "deny",
+  );
+  const ask = [row("a", "filesystem:workspace:caf\u00e9.txt", "ask")];
+  assert.equal(decide(ask, "filesystem:workspace:cafe\u0301.txt", "read", b, now).effect, "ask");
+  // An ALLOW is never widened by folding: default deny for the other spelling.
+  const allow = [row("x", "filesystem:workspace:Public/*", "allow")];
+  assert.equal(decide(allow, "filesystem:workspace:Public/a", "read", b, now).effect, "allow");
+  assert.equal(decide(allow, "filesystem:workspace:public/a", "read", b, now).effect, "deny");
+  assert.equal(
+    restrictionMatches("filesystem:workspace:src/*", "filesystem:workspace:src2/x"),
+    false,
+  );
 });

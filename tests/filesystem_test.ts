@@ -721,3 +721,31 @@ Deno.test("filesystem: deleting a symlink removes the link, never its target", a
   await rejectsCode(env.rt.syscall(all, "filesystem.delete", { path: "out/l" }), "EPERM");
   assert.equal(await exists(join(outDir, "l")), true);
 });
+
+Deno.test("filesystem: a DENY covers the same file under another case, a decomposed or a fullwidth spelling", async () => {
+  // The host denies the names it knows; the names on disk (or the ones an agent
+  // types) may be spelt otherwise and still open the same file.
+  await using env = await makeEnv({
+    files: {
+      "config/cafe\u0301.txt": "decomposed secret",
+      ".env": "API_KEY=1",
+      "config/app.toml": "port = 8080",
+    },
+  });
+  await Deno.symlink(".env", join(env.ws, ".ENV"));
+  await Deno.symlink(".env", join(env.ws, "\uff0eenv"));
+  await Deno.writeTextFile(join(env.ws, "NOTES.md"), "upper-case name, not denied");
+  const pid = await launch(env, [
+    fsCap("*", "read"),
+    denyCap("config/caf\u00e9.txt", "read"),
+    denyCap(".env", "read"),
+    denyCap("notes.md", "write"),
+  ]);
+  const read = (path: string) => env.rt.syscall(pid, "filesystem.read", { path });
+  await rejectsCode(read("config/cafe\u0301.txt"), "EPERM");
+  await rejectsCode(read(".ENV"), "EPERM");
+  await rejectsCode(read("\uff0eenv"), "EPERM");
+  // A restriction only refuses more: other files and other rights are unaffected.
+  assert.equal(await read("config/app.toml"), "port = 8080");
+  assert.equal(await read("NOTES.md"), "upper-case name, not denied");
+});

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { Runtime } from "../host/runtime.ts";
 import { CODE_ROOT } from "../runtime/host_paths.ts";
 import { LibosError } from "../runtime/errors.ts";
-import { cap, launch, libos, makeEnv } from "./_helpers.ts";
+import { cap, launch, libos, makeEnv, rejectsCode } from "./_helpers.ts";
 
 const COUNT_LINES = `export async function run(args, libos) {
   const text = await libos.syscall("filesystem.read", { path: args.path });
@@ -297,4 +297,23 @@ Deno.test("cli: deno task libos resolves paths and the default store from the di
   } finally {
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test("host paths: a sibling whose name starts with the workspace's keeps its own name", async () => {
+  await using env = await makeEnv({ files: { "a.txt": "a" } });
+  await Deno.mkdir(`${env.ws}-backup`);
+  await Deno.writeTextFile(`${env.ws}-backup/key.txt`, "k");
+  const pid = await launch(env, [cap("filesystem:workspace:*", "read")]);
+  const err = await rejectsCode(
+    env.rt.syscall(pid, "filesystem.read", { path: `${env.ws}-backup/key.txt` }),
+    "EPERM",
+  );
+  // Never `.-backup/key.txt`: that would name a path inside the workspace.
+  assert.ok(!err.message.includes(".-backup"), err.message);
+  const [rec] = await env.rt.kernel.store.listAudit({ action: "filesystem.read" });
+  assert.ok(rec.target.endsWith("ws-backup/key.txt"), rec.target);
+  assert.equal(
+    env.rt.kernel.hidePaths(`${env.ws}/a.txt and ${env.ws} and ${env.ws}-old`, env.ws),
+    "a.txt and . and <store>/ws-old",
+  );
 });

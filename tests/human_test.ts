@@ -897,3 +897,47 @@ Deno.test("human: a resumed JIT tool replays its earlier syscalls and writes onc
   assert.equal((await effects(env, pid, "filesystem.write")).length, 1);
   assert.equal((env.human as QueueHuman).asked.length, 1);
 });
+
+Deno.test("human: a child or a sibling holding approve cannot decide a request of its own tree", async () => {
+  await using env = await qenv();
+  const root = await launch(env, [
+    askWrite("*"),
+    cap(FS + "*", "write"),
+    cap("human:owner", "approve"),
+    cap("process:spawn", "execute"),
+  ], { tools: [] });
+  // Two workers, each given approve by the root (a delegation it may make).
+  const fork = async () =>
+    (await env.rt.syscall(root, "process.fork", {
+      mode: "worker",
+      capabilities: [{ resource: "human:owner", rights: ["approve"] }],
+    }) as { pid: number }).pid;
+  const approver = await fork();
+  const sibling = await fork();
+  await rejectsCode(
+    env.rt.syscall(root, "filesystem.write", { path: "root.txt", content: "r" }),
+    "EAGAIN",
+  );
+  await rejectsCode(
+    env.rt.syscall(sibling, "filesystem.write", { path: "sib.txt", content: "s" }),
+    "EAGAIN",
+  );
+  // Neither request is even listed to the approver, and deciding it directly is EPERM.
+  assert.deepEqual(await env.rt.syscall(approver, "human.requests", {}), []);
+  for (const r of await pending(env)) {
+    await rejectsCode(
+      env.rt.syscall(approver, "human.decide", {
+        request_id: r.request_id,
+        decision: "allow_once",
+      }),
+      "EPERM",
+    );
+  }
+  assert.equal((await pending(env)).length, 2);
+  assert.deepEqual(await humanCaps(env, root), []);
+  assert.deepEqual(await humanCaps(env, sibling), []);
+  // A process of another tree, holding approve, still can.
+  const outsider = await launch(env, [cap("human:owner", "approve")], { tools: [] });
+  const listed = await env.rt.syscall(outsider, "human.requests", {}) as HumanRequestRecord[];
+  assert.equal(listed.length, 2);
+});

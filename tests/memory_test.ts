@@ -535,3 +535,18 @@ Deno.test("memory: an ASK on the namespace is not bypassed by an ALLOW on the ob
   assert.equal((await get(env2, pid2, { oid: b.oid })).payload, "B");
   assert.equal(env2.human.asked.length, 1);
 });
+
+Deno.test("memory: a refused lookup by name names the namespace in its audit record", async () => {
+  await using env = await makeEnv();
+  const owner = await launch(env, []);
+  await env.rt.syscall(owner, "memory.put", { kind: "plan", name: "plan", payload: { t: 1 } });
+  const other = await launch(env, []);
+  await rejectsCode(
+    env.rt.syscall(other, "memory.get", { name: "plan", namespace: `proc:${owner}` }),
+    "EPERM",
+  );
+  const recs = await env.rt.kernel.store.listAudit({ action: "memory.get" });
+  assert.deepEqual(recs.map((r) => [r.decision, r.target]), [
+    ["deny", `object_namespace:proc:${owner}`],
+  ]);
+});

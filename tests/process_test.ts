@@ -1099,3 +1099,34 @@ Deno.test("process: a copy-forked child of a scripted parent runs its own steps"
   assert.equal(copied.length, 1);
   assert.equal((copied[0].payload as { tool: string }).tool, "put_object");
 });
+
+Deno.test("process: a refused chdir names, in its audit record, the path it was asked for", async () => {
+  await using env = await makeEnv({ files: { "src/a.txt": "a" } });
+  const pid = await launch(env, [cap("filesystem:workspace:*", "read")]);
+  await rejectsCode(env.rt.syscall(pid, "process.chdir", { path: "../.." }), "EPERM");
+  assert.equal((await env.rt.process(pid)).cwd, ".");
+  const [rec] = await env.rt.kernel.store.listAudit({ action: "process.chdir" });
+  assert.equal(rec.decision, "deny");
+  assert.equal(rec.target, "filesystem:workspace:../..");
+});
+
+Deno.test("process: a use-limited delegation from an unlimited capability gets exactly its uses", async () => {
+  await using env = await makeEnv({ files: { "r/.keep": "" } });
+  const pid = await launch(env, [
+    cap("process:spawn", "execute"),
+    cap("filesystem:workspace:r/*", "read", "write"),
+  ]);
+  const child = await env.rt.syscall(pid, "process.fork", {
+    mode: "restricted",
+    capabilities: [{ resource: "filesystem:workspace:r/*", rights: ["write"], uses_remaining: 1 }],
+  }) as { pid: number };
+  await env.rt.syscall(child.pid, "filesystem.write", { path: "r/one.txt", content: "1" });
+  await rejectsCode(
+    env.rt.syscall(child.pid, "filesystem.write", { path: "r/two.txt", content: "2" }),
+    "EPERM",
+  );
+  assert.equal(await Deno.readTextFile(join(env.ws, "r/one.txt")), "1");
+  await assert.rejects(Deno.stat(join(env.ws, "r/two.txt")));
+  // The parent's own capability is untouched: still unlimited.
+  await env.rt.syscall(pid, "filesystem.write", { path: "r/three.txt", content: "3" });
+});

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { cap, type Env, launch, makeEnv, rejectsCode } from "./_helpers.ts";
 import { ScriptedHuman } from "../runtime/providers/scripted.ts";
-import { SHELL_MAX_OUTPUT } from "../primitives/shell.ts";
+import { destructiveReason, SHELL_MAX_OUTPUT } from "../primitives/shell.ts";
 import type { CapabilitySpec } from "../runtime/types.ts";
 
 interface RunResult {
@@ -263,6 +263,14 @@ const DESTRUCTIVE: string[][] = [
   ["git", "reset", "--hard", "HEAD~1"],
   ["git", "clean", "-fd"],
   ["git", "clean", "-f", "-d", "-x"],
+  // Each of these throws uncommitted work away as surely as reset --hard.
+  ["git", "checkout", "--", "tracked.txt"],
+  ["git", "checkout", "."],
+  ["git", "checkout", "-f"],
+  ["git", "restore", "tracked.txt"],
+  ["git", "restore", "--staged", "--worktree", "tracked.txt"],
+  ["git", "switch", "--discard-changes", "main"],
+  ["git", "stash", "drop"],
   ["dd", "if=x/keep.txt", "of=x/other"],
   ["mkfs.ext4", "x/img"],
   ["chmod", "-R", "000", "x"],
@@ -639,4 +647,44 @@ Deno.test("shell: an executable not on the fixed PATH is ENOENT", async () => {
   const pid = await launch(env, [cap("shell:*", "execute")], { policy: { shell: "always_allow" } });
   const e = await rejectsCode(run(env, pid, ["no-such-program-xyz"]), "ENOENT");
   assert.match(e.message, /no-such-program-xyz/);
+});
+
+Deno.test("shell: git commands that keep uncommitted work are not on the destructive list", () => {
+  for (
+    const argv of [
+      ["git", "checkout", "-b", "feature"],
+      ["git", "checkout", "main"],
+      ["git", "restore", "--staged", "tracked.txt"],
+      ["git", "switch", "main"],
+      ["git", "stash", "list"],
+      ["git", "status"],
+    ]
+  ) {
+    assert.equal(destructiveReason(argv), null, argv.join(" "));
+  }
+});
+
+Deno.test("shell: ln -s checks a relative target from the link's directory, not the cwd", async () => {
+  await using env = await makeEnv({ files: { "src/app.py": "APP", "reports/.keep": "" } });
+  await Deno.writeTextFile(join(env.root, "outside.txt"), "OUT");
+  const pid = await launch(env, [
+    sh("ln"),
+    sh("cat"),
+    fsCap("*", "read"),
+    fsCap("reports/*", "read", "write"),
+    fsCap("reports", "read", "write"),
+  ], { policy: { shell: "always_allow" } });
+  // ../src/app.py from reports/ is src/app.py: readable, so the link is made.
+  const made = await run(env, pid, ["ln", "-s", "../src/app.py", "reports/app.py"]) as {
+    code: number;
+  };
+  assert.equal(made.code, 0);
+  assert.equal(await Deno.readLink(join(env.ws, "reports/app.py")), "../src/app.py");
+  const cat = await run(env, pid, ["cat", "reports/app.py"]) as { stdout: string };
+  assert.equal(cat.stdout, "APP");
+  // ../../outside.txt from reports/ leaves the workspace: refused, no link made.
+  await rejectsCode(run(env, pid, ["ln", "-s", "../../outside.txt", "reports/out.txt"]), "EPERM");
+  assert.equal(await exists(join(env.ws, "reports/out.txt")), false);
+  // Without -s the operands are paths from the cwd, as before.
+  await rejectsCode(run(env, pid, ["ln", "../outside.txt", "reports/hard.txt"]), "EPERM");
 });

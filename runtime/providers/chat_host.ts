@@ -17,7 +17,10 @@ export type ChatFactory = (
 const _made = new Map<string, ChatProvider>();
 
 /** The real providers (one per endpoint, reused). */
-export const hostChat: ChatFactory = (provider, baseUrl) => {
+export const hostChat: ChatFactory = (
+  provider: "openai" | "anthropic",
+  baseUrl: string | null,
+): ChatProvider => {
   const key = `${provider} ${baseUrl ?? ""}`;
   let p = _made.get(key);
   if (!p) {

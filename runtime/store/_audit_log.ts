@@ -40,6 +40,12 @@ export const CTL = {
   ERR_LEN: 5,
   /** Bumped when the store truncates the log (offsets restart at 0). */
   EPOCH: 6,
+  /**
+   * 1 while the indexer waits for the write lock to restart the WAL: the
+   * store then leaves it to the indexer (otherwise a store writing without
+   * pause takes it back within microseconds of each release).
+   */
+  WANT: 7,
 } as const;
 
 /** Lock holders. */
@@ -139,9 +145,11 @@ export class AuditLog {
     this.#exited = new Promise((resolve) => this.#worker.once("exit", () => resolve()));
     this.#worker.on("error", (e: unknown) => {
       this.#dead = e instanceof Error ? e : new Error(String(e));
-      // Its connection is gone with it; a lock it held guards nothing now.
+      // Its connection is gone with it; a lock it held (or wanted) guards nothing now.
       Atomics.store(this.#ctl, CTL.LOCK, LOCK_FREE);
+      Atomics.store(this.#ctl, CTL.WANT, 0);
       Atomics.notify(this.#ctl, CTL.LOCK);
+      Atomics.notify(this.#ctl, CTL.WANT);
       Atomics.notify(this.#ctl, CTL.INDEXED);
     });
   }
@@ -228,9 +236,10 @@ export class AuditLog {
 
   // ---- the write lock shared with the indexer
 
-  /** Take the write lock if it is free (always, once the indexer is gone). */
+  /** Take the write lock if it is free and the indexer is not waiting for it (always, once the indexer is gone). */
   tryLock(): boolean {
     if (this.#dead) return true;
+    if (Atomics.load(this.#ctl, CTL.WANT) === 1) return false;
     return Atomics.compareExchange(this.#ctl, CTL.LOCK, LOCK_FREE, LOCK_STORE) === LOCK_FREE;
   }
 
@@ -241,9 +250,14 @@ export class AuditLog {
     Atomics.notify(this.#ctl, CTL.LOCK);
   }
 
-  /** Settles once the indexer does not hold the lock. */
+  /** Settles once the indexer neither waits for the lock nor holds it. */
   async unlocked(): Promise<void> {
-    await _changed(this.#ctl, CTL.LOCK, LOCK_INDEXER);
+    while (!this.#dead) {
+      if (Atomics.load(this.#ctl, CTL.WANT) === 1) await _changed(this.#ctl, CTL.WANT, 1);
+      else if (Atomics.load(this.#ctl, CTL.LOCK) === LOCK_INDEXER) {
+        await _changed(this.#ctl, CTL.LOCK, LOCK_INDEXER);
+      } else return;
+    }
   }
 
   /**

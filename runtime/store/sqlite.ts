@@ -533,13 +533,11 @@ export class SqliteStore implements Store {
     }
   }
 
+  // The timer stays armed: when it fires it commits whatever group is open
+  // then (one timer per GROUP_MAX_MS, not one per group).
   #closeGroup(): { start: unknown } | null {
     const g = this.#s.group;
     this.#s.group = null;
-    if (this.#s.groupTimer !== null) {
-      clearTimeout(this.#s.groupTimer);
-      this.#s.groupTimer = null;
-    }
     return g;
   }
 
@@ -696,6 +694,10 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     await this.flush();
+    if (this.#s.groupTimer !== null) {
+      clearTimeout(this.#s.groupTimer);
+      this.#s.groupTimer = null;
+    }
     try {
       await this.#s.log?.close();
     } finally {
