@@ -28,7 +28,13 @@ export type { LaunchOptions, RuntimeOptions } from "./host/runtime.ts";
 export { ABLATION_NAMES, ABLATIONS, parseAblations } from "./runtime/ablations.ts";
 export type { Ablation, AblationSet } from "./runtime/ablations.ts";
 export { Kernel } from "./runtime/kernel.ts";
-export type { ActiveJournal, Dispatch, KernelOptions, ProcessSpec } from "./runtime/kernel.ts";
+export type {
+  ActiveJournal,
+  Dispatch,
+  KernelOptions,
+  ProcessSpec,
+  ToolSpec,
+} from "./runtime/kernel.ts";
 export { DEFAULT_CONCURRENCY, Scheduler, YIELD_EVERY_MS } from "./host/scheduler.ts";
 export type { RunReport, StepResult } from "./host/scheduler.ts";
 export { SqliteStore } from "./runtime/store/sqlite.ts";
@@ -89,4 +95,14 @@ export { syscall, SYSCALL_NAMES } from "./primitives/mod.ts";
 export { applyDecision, HUMAN_REQUEST_TTL_MS } from "./primitives/authorize.ts";
 export type { SyscallOptions } from "./primitives/mod.ts";
 export { BUILTIN_TOOL_NAMES, BUILTIN_TOOLS } from "./tools/builtin.ts";
-export type { BuiltinTool, Sys } from "./tools/builtin.ts";
+export type { BuiltinTool, Sys, ToolParameters } from "./tools/builtin.ts";
+export * from "./runtime/conversation.ts";
+export * from "./runtime/providers/chat.ts";
+export { hostChat } from "./runtime/providers/chat_host.ts";
+export type { ChatFactory } from "./runtime/providers/chat_host.ts";
+export { OPENAI_DEFAULT_BASE_URL, OpenAIChat } from "./runtime/providers/openai.ts";
+export { ANTHROPIC_DEFAULT_BASE_URL, AnthropicChat } from "./runtime/providers/anthropic.ts";
+export { ModelLoop } from "./host/model_loop.ts";
+export { clearanceFor, endpointOf } from "./primitives/model.ts";
+export type { LlmInput, ModelCallResult } from "./primitives/model.ts";
+export { parseBaseUrl, parseModelConfig, parseModelFlag } from "./runtime/images.ts";

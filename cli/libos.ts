@@ -11,7 +11,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { assertStoreOutside, Runtime } from "../host/runtime.ts";
 import { parseGrantFlag } from "../runtime/capabilities.ts";
 import { invalid, LibosError } from "../runtime/errors.ts";
-import { parseImage } from "../runtime/images.ts";
+import { parseBaseUrl, parseImage, parseModelConfig, parseModelFlag } from "../runtime/images.ts";
 import {
   ConsoleHuman,
   parseScript,
@@ -22,17 +22,19 @@ import type { HumanAnswer, HumanProvider } from "../runtime/providers/types.ts";
 import { SqliteStore } from "../runtime/store/sqlite.ts";
 import { serve } from "../server/serve.ts";
 import { BUILTIN_TOOL_NAMES } from "../tools/builtin.ts";
-import type { ProcessRecord } from "../runtime/types.ts";
+import type { ModelConfig, ProcessRecord } from "../runtime/types.ts";
 import { type BenchResult, parseRunners, runBench, RUNNERS } from "../safety/bench.ts";
 import { renderReport } from "../safety/report.ts";
 import { SCENARIO_DIR } from "../safety/scenario.ts";
 
 const USAGE = `usage:
-  libos run IMAGE.json --workspace DIR --script SCRIPT.json [--store FILE] [--grant RESOURCE=RIGHT,RIGHT]... [--goal TEXT] [--human deny|queue|script:FILE] [--json]
+  libos run IMAGE.json --workspace DIR (--script SCRIPT.json | --goal TEXT [--model openai:MODEL|anthropic:MODEL] [--base-url URL]) [--store FILE] [--grant RESOURCE=RIGHT,RIGHT]... [--human deny|queue|script:FILE] [--json]
   libos resume PID [--store FILE] [--human queue|deny|script:FILE] [--json]
   libos human list [--store FILE] [--all] [--json]
   libos human approve ID --once|--always [--store FILE]
   libos human deny ID [--always] [--store FILE]
+  libos human release PID SHA256 [--store FILE]
+  libos calls [--store FILE] [--pid N] [--json]
   libos audit --store FILE [--verify] [--pid N] [--json]
   libos ps --store FILE [--json]
   libos caps --store FILE --pid N [--json]
@@ -46,7 +48,9 @@ const USAGE = `usage:
 const _ABOUT: Record<string, string> = {
   run: "launch an image as a new root process and run it until it ends or waits for a human",
   resume: "run a stored process again (after a human decision or a restart)",
-  human: "list pending human requests, or approve or deny one",
+  human:
+    "list pending human requests, approve or deny one, or release held-back content to a model",
+  calls: "print the LLM call ledger (one line per model call)",
   audit: "print the audit trail, or verify its hash chain (--verify)",
   ps: "print the process tree",
   caps: "print a process's capabilities",
@@ -128,28 +132,40 @@ async function _run(args: string[]): Promise<number> {
       goal: { type: "string" },
       human: { type: "string" },
       json: { type: "boolean" },
+      model: { type: "string" },
+      "base-url": { type: "string" },
     },
   });
   if (positionals.length !== 1) throw new _Usage("run: give exactly one IMAGE.json");
   if (!values.workspace) throw new _Usage("run: --workspace DIR is required");
-  if (!values.script) throw new _Usage("run: --script SCRIPT.json is required");
   // Validate everything before the store is touched: bad input leaves no state.
   const image = parseImage(await _readJson(positionals[0], "image"), BUILTIN_TOOL_NAMES);
-  const script = parseScript(await _readJson(values.script, "script"));
+  const model = _modelChoice(image, values.model, values["base-url"]);
+  if (values.script && model) {
+    throw new _Usage("run: give --script or a model (--model, or the image's), not both");
+  }
+  if (!values.script && !model) {
+    throw new _Usage("run: give --script SCRIPT.json, or --goal TEXT with --model PROVIDER:MODEL");
+  }
+  if (model && !values.goal) throw new _Usage("run: a model-driven run needs --goal TEXT");
+  const script = values.script ? parseScript(await _readJson(values.script, "script")) : null;
   const grants = (values.grant ?? []).map(parseGrantFlag);
   const human = await _humanMode(values.human ?? "deny");
   const storePath = await _newStore(values.store, values.workspace);
+  const json = values.json ?? false;
   const rt = await Runtime.open({
     store: storePath,
     providers: { human },
     concurrency: CLI_CONCURRENCY,
+    // The model's text as it streams in goes to stderr; stdout stays the report.
+    onModelText: json ? undefined : (pid, t) => _showText(pid, t),
   });
   try {
     const proc = await rt.launch({
       image,
       workspace: values.workspace,
       grants,
-      script: { steps: script },
+      ...(script ? { script: { steps: script } } : { model }),
       goal: values.goal,
     });
     await rt.runUntilIdle();
@@ -157,6 +173,42 @@ async function _run(args: string[]): Promise<number> {
   } finally {
     await rt.close();
   }
+}
+
+/**
+ * The model of a run: `--model` (with `--base-url`) overrides the image's
+ * `model`; `--base-url` alone moves the image's model. Null: a scripted run.
+ */
+function _modelChoice(
+  image: ReturnType<typeof parseImage>,
+  flag: string | undefined,
+  baseUrl: string | undefined,
+): ModelConfig | null {
+  if (flag === undefined) {
+    if (!image.model) {
+      if (baseUrl !== undefined) throw new _Usage("run: --base-url needs a model (--model)");
+      return null;
+    }
+    return baseUrl === undefined
+      ? image.model
+      : { ...image.model, base_url: parseBaseUrl(baseUrl, "--base-url") };
+  }
+  const { provider, name } = parseModelFlag(flag);
+  const base = image.model?.provider === provider ? image.model : {};
+  return parseModelConfig({
+    ...base,
+    provider,
+    name,
+    base_url: baseUrl !== undefined ? parseBaseUrl(baseUrl, "--base-url") : null,
+  }, "--model");
+}
+
+let _lastTextPid = 0;
+/** Streamed model text, live on stderr, prefixed by its pid when it switches. */
+function _showText(pid: number, text: string): void {
+  const head = pid !== _lastTextPid ? `\n[pid ${pid} model] ` : "";
+  _lastTextPid = pid;
+  Deno.stderr.writeSync(new TextEncoder().encode(head + text));
 }
 
 /** `--human deny` (default), `queue` (wait in the durable queue) or `script:FILE`. */
@@ -215,6 +267,7 @@ async function _resume(args: string[]): Promise<number> {
     store: file,
     providers: { human },
     concurrency: CLI_CONCURRENCY,
+    onModelText: values.json ? undefined : (pid, t) => _showText(pid, t),
   });
   try {
     const pid = Number(positionals[0]);
@@ -257,8 +310,23 @@ async function _human(args: string[]): Promise<number> {
       await store.close();
     }
   }
+  if (sub === "release") {
+    if (positionals.length !== 2 || !/^[1-9][0-9]*$/.test(positionals[0])) {
+      throw new _Usage("human release: give a PID and the SHA256 of the held-back content");
+    }
+    const rt = await Runtime.open({ store: file, role: "client" });
+    try {
+      await rt.releaseToModel(Number(positionals[0]), positionals[1], "human:owner via cli");
+      console.log(`released ${positionals[1].slice(0, 12)}… to process ${positionals[0]}'s model`);
+      return 0;
+    } finally {
+      await rt.close();
+    }
+  }
   if (sub !== "approve" && sub !== "deny") {
-    throw new _Usage(`human: unknown subcommand '${sub ?? ""}' (expected list, approve or deny)`);
+    throw new _Usage(
+      `human: unknown subcommand '${sub ?? ""}' (expected list, approve, deny or release)`,
+    );
   }
   if (positionals.length !== 1) throw new _Usage(`human ${sub}: give exactly one request ID`);
   let answer: HumanAnswer;
@@ -384,6 +452,12 @@ function _tree(procs: ProcessRecord[]): string[] {
         "  ".repeat(depth)
       }${p.pid}\t${p.status}\t${p.image}\t${p.origin}\tcwd=${p.cwd}\ttaint=${p.taint}\t${
         _shellSandbox(p) === "none" ? "shell=none(UNSAFE)" : "shell=bwrap"
+      }${
+        p.usage.model_calls
+          ? `\tmodel=${p.usage.model_calls} calls, ${p.usage.input_tokens ?? 0} in/${
+            p.usage.output_tokens ?? 0
+          } out tokens`
+          : ""
       }`,
     );
     for (const c of procs.filter((c) => c.ppid === p.pid)) walk(c, depth + 1);
@@ -601,6 +675,63 @@ async function _serve(args: string[]): Promise<number> {
   return 0;
 }
 
+/** `calls`: the LLM call ledger, one line (or JSON object) per model call. */
+async function _calls(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { store: { type: "string" }, pid: { type: "string" }, json: { type: "boolean" } },
+  });
+  if (values.pid !== undefined && !/^[1-9][0-9]*$/.test(values.pid)) {
+    throw invalid("--pid", "must be a process id");
+  }
+  const store = await _openStoreOnly(values.store);
+  try {
+    const rows = (await store.listModelCalls(
+      values.pid !== undefined ? { pid: Number(values.pid) } : {},
+    )).map((c) => ({
+      call_id: c.call_id,
+      pid: c.pid,
+      provider: c.provider,
+      model: c.model,
+      status: c.status,
+      input_tokens: c.input_tokens,
+      output_tokens: c.output_tokens,
+      latency_ms: c.latency_ms,
+      attempts: c.attempts.length,
+      finish_reason: c.finish_reason,
+      created_at: c.created_at,
+      purpose: c.purpose,
+      turn: c.turn,
+      redactions: c.request.redactions.length,
+    }));
+    if (values.json) console.log(JSON.stringify(rows));
+    else {
+      console.log("CALL\tPID\tTURN\tPROVIDER\tMODEL\tSTATUS\tIN\tOUT\tMS\tTRIES\tFINISH\tCREATED");
+      for (const r of rows) {
+        console.log(
+          [
+            r.call_id,
+            r.pid,
+            r.purpose === "summary" ? `${r.turn}s` : r.turn,
+            r.provider,
+            r.model,
+            r.status,
+            r.input_tokens ?? "-",
+            r.output_tokens ?? "-",
+            r.latency_ms ?? "-",
+            r.attempts,
+            r.finish_reason ?? "-",
+            r.created_at,
+          ].join("\t"),
+        );
+      }
+    }
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
 /**
  * `bench safety`: every scenario under every runner. Prints the result table
  * (or `--json`), writes the HTML report and the raw results to `--out`, and
@@ -729,6 +860,8 @@ export async function main(args: string[]): Promise<number> {
         return await _resume(rest);
       case "serve":
         return await _serve(rest);
+      case "calls":
+        return await _calls(rest);
       case "bench":
         return await _bench(rest);
       default:

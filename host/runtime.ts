@@ -7,7 +7,11 @@
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { syscall } from "../primitives/mod.ts";
 import { applyDecision } from "../primitives/authorize.ts";
-import { BUILTIN_TOOL_NAMES } from "../tools/builtin.ts";
+import { BUILTIN_TOOL_NAMES, BUILTIN_TOOLS } from "../tools/builtin.ts";
+import { hostChat } from "../runtime/providers/chat_host.ts";
+import type { ToolSpec } from "../runtime/kernel.ts";
+import { ModelLoop } from "./model_loop.ts";
+import { endpointOf, type LlmInput } from "../primitives/model.ts";
 import {
   type Ablation,
   ABLATIONS,
@@ -16,7 +20,7 @@ import {
 } from "../runtime/ablations.ts";
 import { parseCapabilitySpec } from "../runtime/capabilities.ts";
 import { invalid, LibosError } from "../runtime/errors.ts";
-import { parseImage } from "../runtime/images.ts";
+import { parseImage, parseModelConfig } from "../runtime/images.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import { HostClock, HostFileSystem, HostShell } from "../runtime/providers/host.ts";
 import { DenyingHuman, parseScript, ScriptedModel } from "../runtime/providers/scripted.ts";
@@ -54,6 +58,8 @@ export interface RuntimeOptions {
    * quanta across processes must be exactly round-robin.
    */
   concurrency?: number;
+  /** Streamed model text as it arrives (the CLI shows it live). */
+  onModelText?: (pid: number, text: string) => void;
   /**
    * Safety mechanisms to switch off, for the safety benchmark's ablation
    * runners only (`runtime/ablations.ts`); default none. A host-only option:
@@ -79,17 +85,25 @@ export interface LaunchOptions {
   grants?: CapabilitySpec[];
   /** Script for the scripted model (`{"steps": [...]}`). */
   script?: unknown;
+  /**
+   * The model that drives the process (`{"provider", "name", "base_url"?, ...}`),
+   * the host's choice: it overrides the image's `model`. Not with `script`.
+   */
+  model?: unknown;
 }
 
 /** The default host providers; JIT artifacts are cached under `jitCacheDir`. */
 export function hostProviders(jitCacheDir: string): Providers {
+  // One loop drives both chat providers; Runtime.open attaches it to the kernel.
+  const loop = new ModelLoop();
   return {
     fs: new HostFileSystem(),
     shell: new HostShell(),
     clock: new HostClock(),
     human: new DenyingHuman(),
-    models: { scripted: new ScriptedModel() },
+    models: { scripted: new ScriptedModel(), openai: loop, anthropic: loop },
     sandbox: new HostSandbox(jitCacheDir),
+    chat: hostChat,
   };
 }
 
@@ -127,6 +141,9 @@ export class Runtime {
     const cacheDir = resolve(options.jitCacheDir ?? tempCache ?? `${storePath}.jit`);
     const providers = { ...hostProviders(cacheDir), ...options.providers };
     const kernel = new Kernel(store, providers, BUILTIN_TOOL_NAMES, { ablations });
+    kernel.setToolSpecs(_toolSpecs());
+    for (const m of Object.values(providers.models)) if (m instanceof ModelLoop) m.attach(kernel);
+    if (options.onModelText) kernel.setModelText(options.onModelText);
     kernel.setHostRoots([
       ...(storePath ? [{ path: dirname(storePath), name: "<store>" }] : []),
       { path: cacheDir, name: "<jit-cache>" },
@@ -186,6 +203,9 @@ export class Runtime {
     const k = this.kernel;
     const unknown = await k.store.markPendingEffectsUnknown(k.now());
     if (unknown > 0) await k.emit("effect.unknown", "kernel", "ledger", { count: unknown });
+    // A model call with no recorded outcome is `unknown`; its turn is asked again (no reply was kept).
+    const calls = await k.store.markPendingModelCallsUnknown(k.now());
+    if (calls > 0) await k.emit("effect.unknown", "kernel", "model_calls", { count: calls });
     for (const pid of await k.store.pidsWithStatus("running")) {
       const p = await k.process(pid);
       if (p.pending) {
@@ -211,6 +231,11 @@ export class Runtime {
     const image: AgentImage = parseImage(options.image, BUILTIN_TOOL_NAMES);
     const grants = (options.grants ?? []).map((g, i) => parseCapabilitySpec(g, `grants[${i}]`));
     const script = options.script === undefined ? undefined : parseScript(options.script);
+    if (script && options.model !== undefined) {
+      throw invalid("model", "give a script or a model, not both");
+    }
+    const model = options.model !== undefined ? parseModelConfig(options.model) : image.model;
+    const llm = script ? null : model ?? null;
     const workspace = await _realDir(options.workspace);
     return await this.kernel.atomically(async (k) => {
       await k.store.putImage(image, "host");
@@ -222,8 +247,13 @@ export class Runtime {
         goal: options.goal ?? "",
         taint: "public",
         // The script is stored once as the model's input; the cursor is only its position.
-        model: script ? { kind: "scripted", state: { position: 0 } } : null,
-        modelInput: script ? { steps: script } : undefined,
+        model: script
+          ? { kind: "scripted", state: { position: 0 } }
+          : llm
+          ? { kind: llm.provider, state: {} }
+          : null,
+        // The model and its limits are the host's: stored once, never changeable by an agent.
+        modelInput: script ? { steps: script } : llm ? { config: llm } : undefined,
         origin: "root",
       });
       for (const spec of [...image.capabilities, ...grants]) await k.grant(proc.pid, spec, "host");
@@ -249,6 +279,37 @@ export class Runtime {
     decidedBy = "human:owner",
   ): Promise<HumanRequestRecord> {
     return await applyDecision(this.kernel, requestId, answer, decidedBy);
+  }
+
+  /**
+   * Release exactly one piece of content that was held back from `pid`'s model
+   * (by its sha256, as the ledger and the console show it) to that model's
+   * endpoint, as the host's human. Later requests carry it; nothing else
+   * changes. Audited.
+   */
+  async releaseToModel(pid: number, sha256: string, decidedBy = "human:owner"): Promise<void> {
+    const k = this.kernel;
+    const input = await k.store.getModelInput(pid) as LlmInput | null;
+    if (!input?.config) throw invalid("pid", `process ${pid} is not driven by a model`);
+    if (!/^[0-9a-f]{64}$/.test(sha256)) throw invalid("sha256", "must be 64 hex digits");
+    const held = (await k.store.listModelCalls({ pid }))
+      .some((c) => c.request.redactions.some((r) => r.sha256 === sha256));
+    if (!held) throw invalid("sha256", `was not held back from process ${pid}'s model`);
+    const endpoint = endpointOf(input.config);
+    await k.store.insertModelRelease({ pid, sha256, endpoint, decided_by: decidedBy, at: k.now() });
+    await k.audit({
+      actor: decidedBy,
+      action: "model.release",
+      target: `model:${endpoint}`,
+      input_refs: { pid, sha256 },
+      output_refs: null,
+      capability_refs: [],
+      decision: "allow",
+      reason: `content ${sha256.slice(0, 12)}… released to ${endpoint} for process ${pid}`,
+      correlation_id: null,
+      parent_record_id: null,
+    });
+    await k.emit("model.released", decidedBy, `pid:${pid}`, { sha256, endpoint });
   }
 
   /** Issue a syscall as `pid` (for hosts and tests; agents go through tools). */
@@ -348,4 +409,13 @@ export async function assertStoreOutside(storePath: string, workspace: string): 
       `--store: '${storePath}' is inside the workspace; keep it outside`,
     );
   }
+}
+
+/** The builtin tools as a model is told about them. */
+function _toolSpecs(): Record<string, ToolSpec> {
+  return Object.fromEntries(
+    Object.entries(BUILTIN_TOOLS).map((
+      [name, t],
+    ) => [name, { description: t.description, parameters: { ...t.parameters } }]),
+  );
 }

@@ -356,7 +356,9 @@ export class Scheduler {
       return;
     }
     // Durable before the tool runs: a restart resumes the same action, never re-asks the model.
-    await this.#decide(proc.pid, model, { tool: step.tool, args: step.args }, decision, q);
+    const action: PendingAction = { tool: step.tool, args: step.args };
+    if (step.error) action.error = { code: step.error.code, message: step.error.message };
+    await this.#decide(proc.pid, model, action, decision, q);
   }
 
   // Store a decision: the cursor, the next action and the model's new log
@@ -391,7 +393,10 @@ export class Scheduler {
     let result: StepResult;
     const builtin = Object.hasOwn(BUILTIN_TOOLS, action.tool) && proc.tools.includes(action.tool);
     const jit = Object.hasOwn(proc.jit_tools ?? {}, action.tool);
-    if (!builtin && !jit) {
+    if (action.error) {
+      // The model's call could not be run as given: its error is the result.
+      result = { step: stepNo, tool: action.tool, ok: false, error: action.error };
+    } else if (!builtin && !jit) {
       const error = {
         code: "ENOENT",
         message: `tool: '${action.tool}' is not in process ${proc.pid}'s tool table`,

@@ -147,8 +147,25 @@ async function _runTests(
   }
 }
 
+/** Largest JSON Schema a tool spec may carry, in canonical JSON characters. */
+export const MAX_TOOL_SCHEMA_CHARS = 16 * 1024;
+
+/** A JIT tool's argument schema: what a model is offered (default: any object). */
+function _parameters(call: Call): Record<string, unknown> {
+  const raw = call.args.parameters;
+  const field = `${call.name}.parameters`;
+  if (raw === undefined) return { type: "object" };
+  const o = _obj(raw, field);
+  if (o.type !== "object") throw invalid(`${field}.type`, 'must be "object"');
+  if (o.properties !== undefined) _obj(o.properties, `${field}.properties`);
+  if (canonicalJson(o).length > MAX_TOOL_SCHEMA_CHARS) {
+    throw invalid(field, `larger than ${MAX_TOOL_SCHEMA_CHARS} characters`);
+  }
+  return o;
+}
+
 const propose: Primitive = {
-  fields: ["name", "source", "description", "tests"],
+  fields: ["name", "source", "description", "tests", "parameters"],
   async run(call) {
     const name = _toolName(call);
     const source = str(call, "source", MAX_TOOL_SOURCE);
@@ -156,13 +173,14 @@ const propose: Primitive = {
       ? call.args.description.slice(0, 1000)
       : "";
     const tests = _tests(call);
+    const parameters = _parameters(call);
     call.target = `tool:${name}`;
     await authorize(call, { resource: call.target, right: "write" });
     const { oid } = await call.k.insertObject({
       namespace: call.proc.namespace,
       kind: "tool_candidate",
       label: call.proc.taint,
-      payload: { name, source, description, tests },
+      payload: { name, source, description, tests, parameters },
       created_by: call.proc.pid,
     });
     return { oid, name };
@@ -178,6 +196,7 @@ const validate: Primitive = {
       source: string;
       description: string;
       tests: ToolTest[];
+      parameters?: Record<string, unknown>;
     };
     call.target = `tool:${p.name}`;
     await authorize(call, { resource: call.target, right: "write" });
@@ -193,6 +212,7 @@ const validate: Primitive = {
         sha256: art.sha256,
         source: p.source,
         description: p.description,
+        parameters: p.parameters ?? { type: "object" },
         checks,
         warnings: art.warnings,
       },
@@ -273,7 +293,7 @@ const jitCall: Primitive = {
         flags: accessFlags({ ...access, read: [...access.read, art.toolPath] }),
         limits,
         onSyscall: (sys, sysArgs) => {
-          if (sys.startsWith("jit.") || sys.startsWith("sandbox.")) {
+          if (sys.startsWith("jit.") || sys.startsWith("sandbox.") || sys.startsWith("model.")) {
             const refusal = denied(`${sys} is not available inside a JIT tool`);
             return k.audit({
               actor: `pid:${pid}`,

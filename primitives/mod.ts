@@ -19,6 +19,7 @@ import { HUMAN } from "./human.ts";
 import { IMAGE } from "./image.ts";
 import { JIT } from "./jit.ts";
 import { MEMORY } from "./memory.ts";
+import { MODEL } from "./model.ts";
 import { PROCESS } from "./process.ts";
 import { SHELL } from "./shell.ts";
 
@@ -33,6 +34,7 @@ export const SYSCALLS: Readonly<Record<string, Primitive>> = Object.freeze({
   ...IMAGE,
   ...HUMAN,
   ...JIT,
+  ...MODEL,
 });
 
 /** Names of every syscall. */

@@ -144,9 +144,26 @@ async function _newChild(
     taint: call.proc.taint,
     tools,
     jit_tools: _jitToolsArg(call),
-    ..._childModel(call),
+    ...(await _inheritModel(call, k, _childModel(call))),
     origin,
   });
+}
+
+/**
+ * A child of a model-driven parent runs the same model, chosen by the host
+ * for the parent (its stored input), with a conversation of its own that
+ * starts from its goal.
+ */
+async function _inheritModel(
+  call: Call,
+  k: Kernel,
+  child: { model: ModelState | null; modelInput?: unknown },
+): Promise<{ model: ModelState | null; modelInput?: unknown }> {
+  if (child.modelInput !== undefined || !child.model || child.model.kind === "scripted") {
+    return child;
+  }
+  const input = await k.store.getModelInput(call.proc.pid);
+  return input === null ? child : { ...child, modelInput: input };
 }
 
 /** JIT tools the parent delegates by name (none unless listed). */

@@ -12,6 +12,7 @@ import type {
   AgentImage,
   Budgets,
   Label,
+  ModelConfig,
   Policy,
   ShellPolicyMode,
   ShellSandboxMode,
@@ -78,7 +79,15 @@ export function parsePolicy(raw: unknown, field = "policy"): Policy {
   const o = _obj(raw, field);
   _noUnknown(
     o,
-    ["shell", "shell_allowlist", "shell_blocklist", "shell_sandbox", "labels", "human_clearance"],
+    [
+      "shell",
+      "shell_allowlist",
+      "shell_blocklist",
+      "shell_sandbox",
+      "labels",
+      "human_clearance",
+      "model_clearance",
+    ],
     field,
   );
   const p = structuredClone(DEFAULT_POLICY);
@@ -120,15 +129,35 @@ export function parsePolicy(raw: unknown, field = "policy"): Policy {
   if (o.human_clearance !== undefined) {
     p.human_clearance = parseLabel(o.human_clearance, `${field}.human_clearance`);
   }
+  if (o.model_clearance !== undefined) {
+    const f = `${field}.model_clearance`;
+    if (typeof o.model_clearance === "string") {
+      p.model_clearance = parseLabel(o.model_clearance, f);
+    } else {
+      const per: Record<string, Label> = {};
+      for (const [k, v] of Object.entries(_obj(o.model_clearance, f))) {
+        per[k] = parseLabel(v, `${f}.${k}`);
+      }
+      p.model_clearance = per;
+    }
+  }
   return p;
 }
 
 function _budgets(raw: unknown): Budgets {
   if (raw === undefined) return { ...DEFAULT_BUDGETS };
   const o = _obj(raw, "budgets");
-  _noUnknown(o, ["max_quanta", "max_wall_ms", "max_syscalls"], "budgets");
-  const b = { ...DEFAULT_BUDGETS };
-  for (const k of ["max_quanta", "max_wall_ms", "max_syscalls"] as const) {
+  const keys = [
+    "max_quanta",
+    "max_wall_ms",
+    "max_syscalls",
+    "max_model_calls",
+    "max_input_tokens",
+    "max_output_tokens",
+  ] as const;
+  _noUnknown(o, [...keys], "budgets");
+  const b: Budgets = { ...DEFAULT_BUDGETS };
+  for (const k of keys) {
     const v = o[k];
     if (v === undefined) continue;
     if (v !== null && (!Number.isInteger(v) || (v as number) < 1)) {
@@ -153,6 +182,7 @@ export function parseImage(raw: unknown, knownTools: readonly string[]): AgentIm
       "policy",
       "required_capabilities",
       "budgets",
+      "model",
     ],
     "",
   );
@@ -178,5 +208,87 @@ export function parseImage(raw: unknown, knownTools: readonly string[]): AgentIm
     policy: parsePolicy(o.policy),
     required_capabilities: caps(o.required_capabilities, "required_capabilities"),
     budgets: _budgets(o.budgets),
+    model: o.model === undefined || o.model === null ? null : parseModelConfig(o.model),
+  };
+}
+
+/** Context windows assumed when an image names none. */
+const _DEFAULT_WINDOW = { openai: 128_000, anthropic: 200_000 };
+
+/** A model name as `--model` gives it: `openai:<model>` or `anthropic:<model>`. */
+export function parseModelFlag(raw: string, field = "--model"): { provider: string; name: string } {
+  const m = /^(openai|anthropic):(.+)$/.exec(raw);
+  if (!m || m[2].length > 200) {
+    throw invalid(field, "must be openai:<model> or anthropic:<model>");
+  }
+  return { provider: m[1], name: m[2] };
+}
+
+/** A base URL: http(s), no credentials, no query or fragment. */
+export function parseBaseUrl(raw: unknown, field: string): string {
+  const s = _str(raw, field, 2048);
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    throw invalid(field, "must be an http(s) URL");
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") throw invalid(field, "must be http(s)");
+  if (u.username || u.password) throw invalid(field, "must not carry credentials");
+  if (u.search || u.hash) throw invalid(field, "must not have a query or fragment");
+  return s.replace(/\/+$/, "");
+}
+
+/**
+ * Validate a model document `{"provider", "name", "base_url"?, "context_window"?,
+ * "max_output_tokens"?, ...}` and fill in defaults.
+ */
+export function parseModelConfig(raw: unknown, field = "model"): ModelConfig {
+  const o = _obj(raw, field);
+  _noUnknown(o, [
+    "provider",
+    "name",
+    "base_url",
+    "context_window",
+    "compact_at",
+    "max_output_tokens",
+    "stream",
+    "max_tool_result_chars",
+    "timeout_ms",
+    "max_attempts",
+  ], field);
+  if (o.provider !== "openai" && o.provider !== "anthropic") {
+    throw invalid(`${field}.provider`, "must be openai or anthropic");
+  }
+  const name = _str(o.name, `${field}.name`, 200);
+  if (!name) throw invalid(`${field}.name`, "must not be empty");
+  const int = (k: string, min: number, max: number, def: number) => {
+    const v = o[k];
+    if (v === undefined) return def;
+    if (!Number.isInteger(v) || (v as number) < min || (v as number) > max) {
+      throw invalid(`${field}.${k}`, `must be an integer from ${min} to ${max}`);
+    }
+    return v as number;
+  };
+  const compactAt = o.compact_at ?? 0.8;
+  if (typeof compactAt !== "number" || !(compactAt > 0 && compactAt < 1)) {
+    throw invalid(`${field}.compact_at`, "must be a number between 0 and 1");
+  }
+  if (o.stream !== undefined && typeof o.stream !== "boolean") {
+    throw invalid(`${field}.stream`, "must be a boolean");
+  }
+  return {
+    provider: o.provider,
+    name,
+    base_url: o.base_url === undefined || o.base_url === null
+      ? null
+      : parseBaseUrl(o.base_url, `${field}.base_url`),
+    context_window: int("context_window", 1024, 10_000_000, _DEFAULT_WINDOW[o.provider]),
+    compact_at: compactAt,
+    max_output_tokens: int("max_output_tokens", 1, 1_000_000, 4096),
+    stream: (o.stream as boolean | undefined) ?? true,
+    max_tool_result_chars: int("max_tool_result_chars", 256, 10_000_000, 32_000),
+    timeout_ms: int("timeout_ms", 100, 3_600_000, 120_000),
+    max_attempts: int("max_attempts", 1, 20, 4),
   };
 }

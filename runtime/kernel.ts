@@ -8,6 +8,7 @@ import { type Ablation, type AblationSet, parseAblations } from "./ablations.ts"
 import { parseCapabilitySpec } from "./capabilities.ts";
 import { LibosError } from "./errors.ts";
 import { CODE_ROOT, hideHostPaths, type HostRoot, hostRoots } from "./host_paths.ts";
+import { Conversation } from "./conversation.ts";
 import { assertTransition, isTerminal } from "./lifecycle.ts";
 import { StoreModelContext } from "./model_context.ts";
 import type { ModelContext, Providers } from "./providers/types.ts";
@@ -84,6 +85,17 @@ interface _Shared {
   idPrefix: string;
   hostRoots: HostRoot[];
   ablations: AblationSet;
+  toolSpecs: Readonly<Record<string, ToolSpec>>;
+  conversations: Map<number, Conversation>;
+  modelText: ((pid: number, text: string) => void) | null;
+}
+
+/** What a model is told about a builtin tool (its schema comes from the tool table, above). */
+export interface ToolSpec {
+  /** One line. */
+  description: string;
+  /** JSON Schema of its arguments. */
+  parameters: Record<string, unknown>;
 }
 
 /** Options fixed when a kernel is built. */
@@ -128,6 +140,9 @@ export class Kernel {
         idCounter: 0,
         idPrefix: crypto.randomUUID().slice(0, 8),
         hostRoots: hostRoots([{ path: CODE_ROOT, name: "<libos>" }]),
+        toolSpecs: {},
+        conversations: new Map(),
+        modelText: null,
         ablations: options.ablations ?? parseAblations(undefined),
       };
   }
@@ -170,6 +185,41 @@ export class Kernel {
   /** `text` with host paths hidden: `workspace` paths made relative, other roots named. */
   hidePaths(text: string, workspace?: string): string {
     return hideHostPaths(text, this.#shared.hostRoots, workspace);
+  }
+
+  /** The builtin tools' descriptions and schemas, for model requests (installed by the runtime). */
+  get toolSpecs(): Readonly<Record<string, ToolSpec>> {
+    return this.#shared.toolSpecs;
+  }
+
+  /** Install the builtin tools' specs (done once by the runtime). */
+  setToolSpecs(specs: Readonly<Record<string, ToolSpec>>): void {
+    this.#shared.toolSpecs = specs;
+  }
+
+  /**
+   * The conversation of `pid`, in step with its durable model log (kept in
+   * memory between turns; one index seek checks it is current).
+   */
+  async conversation(pid: number): Promise<Conversation> {
+    let c = this.#shared.conversations.get(pid);
+    if (!c) this.#shared.conversations.set(pid, c = new Conversation(pid));
+    return await c.sync(this.store);
+  }
+
+  /** Forget a conversation kept in memory (its process ended). */
+  dropConversation(pid: number): void {
+    this.#shared.conversations.delete(pid);
+  }
+
+  /** Where streamed model text goes as it arrives (the CLI prints it), or null. */
+  get modelText(): ((pid: number, text: string) => void) | null {
+    return this.#shared.modelText;
+  }
+
+  /** Show streamed model text through `fn`. */
+  setModelText(fn: ((pid: number, text: string) => void) | null): void {
+    this.#shared.modelText = fn;
   }
 
   /** Install the syscall table's entry point (done once by the runtime). */
@@ -305,6 +355,7 @@ export class Kernel {
         await this.emit("process.status", source, `pid:${pid}`, { from: cur.status, to });
         if (isTerminal(to)) {
           this.#usage.delete(pid);
+          this.#shared.conversations.delete(pid);
           await this.#closeRequests(pid);
           await this.#wakeParent(cur.ppid);
         }

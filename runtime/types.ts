@@ -28,6 +28,12 @@ export interface Budgets {
   max_wall_ms: number | null;
   /** Most syscalls the process may issue. */
   max_syscalls: number | null;
+  /** Most model calls (each attempt of a turn or a summary counts once per call). */
+  max_model_calls?: number | null;
+  /** Most input tokens over all model calls, as the provider counted them. */
+  max_input_tokens?: number | null;
+  /** Most output tokens over all model calls. */
+  max_output_tokens?: number | null;
 }
 
 /** What the process has used so far, checked against its {@link Budgets}. */
@@ -38,6 +44,12 @@ export interface Usage {
   wall_ms: number;
   /** Syscalls issued. */
   syscalls: number;
+  /** Model calls made. */
+  model_calls?: number;
+  /** Input tokens the provider counted over all calls. */
+  input_tokens?: number;
+  /** Output tokens the provider counted over all calls. */
+  output_tokens?: number;
 }
 
 /** The shell policy of an image (see the README's policy table). */
@@ -73,6 +85,36 @@ export interface Policy {
   labels: Record<string, Label>;
   /** Highest label that may flow to `human.output`. */
   human_clearance: Label;
+  /**
+   * Highest label that may flow to a model endpoint in a request: one label,
+   * or per provider name / base URL (with `default`). Above it, content goes
+   * in as `[redacted:<label>]` unless a human released exactly that content.
+   */
+  model_clearance?: Label | Record<string, Label>;
+}
+
+/** A model a process is driven by, chosen by the host (never changeable by an agent). */
+export interface ModelConfig {
+  /** `openai` or `anthropic`. */
+  provider: "openai" | "anthropic";
+  /** Model name at the provider. */
+  name: string;
+  /** Base URL (null: the provider's own endpoint). */
+  base_url: string | null;
+  /** Context window in tokens (compaction keeps requests under `compact_at` of it). */
+  context_window: number;
+  /** Fraction of the context window that triggers compaction. */
+  compact_at: number;
+  /** Most output tokens per call. */
+  max_output_tokens: number;
+  /** Stream replies (SSE). */
+  stream: boolean;
+  /** Longest tool result put in the conversation, in characters (the rest is cut, with a note). */
+  max_tool_result_chars: number;
+  /** Timeout of one attempt, ms. */
+  timeout_ms: number;
+  /** Most attempts of one call (429/5xx/connection/timeout are retried). */
+  max_attempts: number;
 }
 
 /**
@@ -113,6 +155,8 @@ export interface PendingAction {
   tool: string;
   /** Tool arguments as the model gave them. */
   args: Record<string, unknown>;
+  /** An error to record as the step's result instead of running it (malformed arguments). */
+  error?: { code: string; message: string };
   /**
    * Syscalls of this action that already completed, by issue order; `null` keeps
    * the slot of one that had not (a `jit.call` whose nested syscalls follow it).
@@ -440,6 +484,12 @@ export const EVENT_TYPES = [
   "effect.unknown",
   "budget.exhausted",
   "label.blocked",
+  "model.request",
+  "model.reply",
+  "model.failed",
+  "model.redacted",
+  "model.compacted",
+  "model.released",
 ] as const;
 /** An event type. */
 export type EventType = typeof EVENT_TYPES[number];
@@ -489,6 +539,89 @@ export interface EffectRecord {
   finished_at: string | null;
 }
 
+/** One attempt of a model call (the ledger keeps every one). */
+export interface ModelAttempt {
+  /** 1-based. */
+  attempt: number;
+  /** `ok` or why it failed (`rate_limit`, `server`, `connection`, `timeout`, `client`, ...). */
+  outcome: string;
+  /** HTTP status, if any. */
+  status: number | null;
+  /** Milliseconds it took. */
+  latency_ms: number;
+  /** Wait before the next attempt, if one followed. */
+  wait_ms: number | null;
+  /** Error message (never a key). */
+  error?: string;
+}
+
+/** A model call in the LLM call ledger: its request before, its reply after. */
+export interface ModelCallRecord {
+  /** Id. */
+  call_id: string;
+  /** The process it was made for. */
+  pid: number;
+  /** The conversation turn it answers (a summary call: the turn it was made before). */
+  turn: number;
+  /** `turn` (the agent's next move) or `summary` (context compaction). */
+  purpose: "turn" | "summary";
+  /** `openai` or `anthropic`. */
+  provider: string;
+  /** Model name. */
+  model: string;
+  /** Base URL (null: the provider's own). */
+  base_url: string | null;
+  /** pending (sent or about to be), done, failed, or unknown (a crash in between). */
+  status: EffectStatus;
+  /** What was sent, by hash and size: never the content itself. */
+  request: {
+    /** Messages in the request. */
+    messages: number;
+    /** Hash chain of the conversation entries sent (identifies the content). */
+    messages_sha256: string;
+    /** Tools offered. */
+    tools: number;
+    /** sha256 of the tool schemas. */
+    tools_sha256: string;
+    /** Estimated input tokens. */
+    est_input_tokens: number;
+    /** Content held back by the sink rule. */
+    redactions: { label: Label; sha256: string; size: number }[];
+  };
+  /** Every attempt. */
+  attempts: ModelAttempt[];
+  /** Input tokens the provider counted. */
+  input_tokens: number | null;
+  /** Output tokens the provider counted. */
+  output_tokens: number | null;
+  /** Milliseconds of the successful attempt. */
+  latency_ms: number | null;
+  /** Normalised finish reason (`stop`, `tool_calls`, `length`, `refusal`, `other`). */
+  finish_reason: string | null;
+  /** The reply object (kind `message`, labelled with the process's taint). */
+  reply_oid: string | null;
+  /** Why it failed. */
+  error: string | null;
+  /** ISO time it was recorded (before the request left). */
+  created_at: string;
+  /** ISO time it ended. */
+  finished_at: string | null;
+}
+
+/** A human's release of exactly one piece of held-back content to one model endpoint. */
+export interface ModelRelease {
+  /** The process whose conversation holds it. */
+  pid: number;
+  /** sha256 of the content. */
+  sha256: string;
+  /** `<provider> <base URL or default>`. */
+  endpoint: string;
+  /** Who released it. */
+  decided_by: string;
+  /** ISO time. */
+  at: string;
+}
+
 /** A registered AgentImage (validated). */
 export interface AgentImage {
   /** Unique name. */
@@ -507,6 +640,8 @@ export interface AgentImage {
   required_capabilities: CapabilitySpec[];
   /** Default budgets. */
   budgets: Budgets;
+  /** The model that drives it, if the image names one (the host may override it at launch). */
+  model?: ModelConfig | null;
 }
 
 /** A capability as written in an image or on the command line. */

@@ -28,12 +28,14 @@ import { guardText, maxLabel, mayFlow, redactionFor } from "../runtime/labels.ts
 import { payloadRef, sha256 } from "../runtime/canonical.ts";
 import { resourceMatches } from "../runtime/capabilities.ts";
 import type { HumanAnswer } from "../runtime/providers/types.ts";
+import type { ConvEntry } from "../runtime/conversation.ts";
 import type {
   HumanRequestRecord,
   HumanRequestStatus,
   Label,
   LibosEvent,
   MemoryObject,
+  ModelConfig,
   ProcessRecord,
 } from "../runtime/types.ts";
 
@@ -170,11 +172,84 @@ async function _jitTools(store: Runtime["kernel"]["store"], p: ProcessRecord) {
   return out;
 }
 
+/** The model a process runs (the host's choice), if any. */
+async function _modelOf(store: Runtime["kernel"]["store"], pid: number) {
+  const input = await store.getModelInput(pid) as { config?: ModelConfig } | null;
+  const cfg = input?.config;
+  return cfg ? { provider: cfg.provider, name: cfg.name, base_url: cfg.base_url } : null;
+}
+
+/**
+ * A conversation entry as the human sees it: content above the process's
+ * human clearance is shown as its label, hash and size only.
+ */
+function _convEntry(e: ConvEntry, index: number, clearance: Label): Record<string, unknown> {
+  const hidden = !mayFlow(e.label, clearance);
+  const base = { index, kind: e.kind, label: e.label, sha256: e.sha256, size: e.size, hidden };
+  const text = (t: string) => hidden ? `[redacted:${e.label}]` : t;
+  switch (e.kind) {
+    case "goal":
+      return { ...base, text: text(e.text) };
+    case "summary":
+      return { ...base, text: text(e.text), covers: e.covers };
+    case "assistant":
+      return {
+        ...base,
+        turn: e.turn,
+        text: text(e.text),
+        tool_calls: hidden ? [] : e.tool_calls,
+      };
+    case "tool":
+      return {
+        ...base,
+        call_id: e.call_id,
+        name: e.name,
+        step: e.step,
+        is_error: e.is_error,
+        content: text(e.content),
+      };
+  }
+}
+
+/**
+ * A POST body: `Content-Type: application/json` (an HTML form cannot send it),
+ * bounded, an object with only `fields`. A Response (4xx) when it is not.
+ */
+async function _jsonBody(
+  c: Context,
+  fields: string[],
+): Promise<Record<string, unknown> | Response> {
+  const type = (c.req.header("Content-Type") ?? "").split(";")[0].trim().toLowerCase();
+  if (type !== "application/json") {
+    return _invalid(c, "content-type", "must be application/json", 415);
+  }
+  const text = await c.req.text();
+  if (text.length > _MAX_BODY) return _invalid(c, "body", `larger than ${_MAX_BODY} bytes`);
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return _invalid(c, "body", "is not valid JSON");
+  }
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    return _invalid(
+      c,
+      "body",
+      `must be an object {${fields.map((f) => `"${f}": ...`).join(", ")}}`,
+    );
+  }
+  for (const k of Object.keys(body)) {
+    if (!fields.includes(k)) return _invalid(c, k, "unknown field");
+  }
+  return body as Record<string, unknown>;
+}
+
 /** What the API shows of a process (no goal, prompt or pending arguments: they may be labelled). */
 function _process(
   p: ProcessRecord,
   pending: number,
   jitTools: _JitToolView[] = [],
+  model: Awaited<ReturnType<typeof _modelOf>> = null,
 ): Record<string, unknown> {
   return {
     pid: p.pid,
@@ -192,6 +267,7 @@ function _process(
     pending_tool: p.pending?.tool ?? null,
     pending_requests: pending,
     jit_tools: jitTools,
+    model,
     exit_code: p.exit_code,
     exit_reason: p.exit_reason === null ? null : guardText(p.taint, p.exit_reason),
     created_at: p.created_at,
@@ -432,9 +508,51 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
     }
     const shown = [];
     for (const p of procs) {
-      shown.push(_process(p, pending.get(p.pid) ?? 0, await _jitTools(store, p)));
+      shown.push(
+        _process(
+          p,
+          pending.get(p.pid) ?? 0,
+          await _jitTools(store, p),
+          await _modelOf(store, p.pid),
+        ),
+      );
     }
     return c.json({ processes: shown });
+  });
+
+  // ---- a model-driven process's conversation, its calls and their token use
+  app.get("/api/processes/:pid/conversation", async (c) => {
+    const pid = Number(c.req.param("pid"));
+    const proc = Number.isSafeInteger(pid) ? await store.getProcess(pid) : null;
+    if (!proc) return _fail(c, { status: 404, code: "ENOENT", message: "pid: no such process" });
+    const clearance = proc.policy.human_clearance;
+    const entries = (await store.readModelLog(pid, 0) as ConvEntry[])
+      .filter((e) => e && typeof e === "object" && "kind" in e && "sha256" in e)
+      .map((e, i) => _convEntry(e, i, clearance));
+    return c.json({
+      pid,
+      model: await _modelOf(store, pid),
+      usage: proc.usage,
+      entries,
+      calls: await store.listModelCalls({ pid }),
+    });
+  });
+
+  app.get("/api/calls", async (c) => {
+    const pid = _int(c, "pid", 1, Number.MAX_SAFE_INTEGER);
+    if (pid instanceof Response) return pid;
+    return c.json({ calls: await store.listModelCalls(pid === undefined ? {} : { pid }) });
+  });
+
+  // A human releases exactly one held-back item (by hash) to the process's model.
+  app.post("/api/processes/:pid/release", async (c) => {
+    const pid = Number(c.req.param("pid"));
+    if (!Number.isSafeInteger(pid) || pid < 1) return _invalid(c, "pid", "must be a process id");
+    const body = await _jsonBody(c, ["sha256"]);
+    if (body instanceof Response) return body;
+    if (typeof body.sha256 !== "string") return _invalid(c, "sha256", "must be a string");
+    await rt.releaseToModel(pid, body.sha256, decidedBy);
+    return c.json({ released: body.sha256, pid });
   });
 
   // ---- human requests
@@ -478,25 +596,9 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
   });
 
   app.post("/api/human/:id/decide", async (c) => {
-    const type = (c.req.header("Content-Type") ?? "").split(";")[0].trim().toLowerCase();
-    if (type !== "application/json") {
-      return _invalid(c, "content-type", "must be application/json", 415);
-    }
-    const text = await c.req.text();
-    if (text.length > _MAX_BODY) return _invalid(c, "body", `larger than ${_MAX_BODY} bytes`);
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      return _invalid(c, "body", "is not valid JSON");
-    }
-    if (body === null || typeof body !== "object" || Array.isArray(body)) {
-      return _invalid(c, "body", 'must be an object {"decision": ...}');
-    }
-    for (const k of Object.keys(body)) {
-      if (k !== "decision") return _invalid(c, k, "unknown field");
-    }
-    const decision = (body as { decision?: unknown }).decision;
+    const body = await _jsonBody(c, ["decision"]);
+    if (body instanceof Response) return body;
+    const decision = body.decision;
     if (typeof decision !== "string" || !(_ANSWERS as readonly string[]).includes(decision)) {
       return _invalid(c, "decision", `must be one of ${_ANSWERS.join(", ")}`);
     }

@@ -950,3 +950,82 @@ Deno.test("server: the processes API lists each process's JIT tools with their v
     stop.abort();
   }
 });
+
+Deno.test("server: a model-driven process's conversation, calls and token use; held-back content is released by hash", async () => {
+  const { startFakeModelServer } = await import("./fake_models.ts");
+  Deno.env.set("OPENAI_API_KEY", "sk-server-test-" + crypto.randomUUID());
+  await using srv = startFakeModelServer();
+  await using env = await queueEnv({ ".env": "TOKEN=hunter2\n", "notes.txt": "plain\n" });
+  srv.push(
+    { text: "reading", tool_calls: [{ name: "read_file", arguments: { path: ".env" } }] },
+    { tool_calls: [{ name: "read_file", arguments: { path: "notes.txt" } }] },
+    { text: "done" },
+  );
+  const proc = await env.rt.launch({
+    image: { name: "agent", tools: ["read_file"], policy: { labels: { ".env": "secret" } } },
+    workspace: env.ws,
+    grants: [
+      { resource: "filesystem:workspace:.env", rights: ["read"] },
+      { resource: "filesystem:workspace:notes.txt", rights: ["read"] },
+    ],
+    goal: "look around",
+    model: { provider: "openai", name: "m", base_url: srv.openaiBaseUrl },
+  });
+  await env.rt.runUntilIdle(3);
+  const { app, stop } = appFor(env);
+  try {
+    const procs = await json(await app.request("/api/processes", { headers: AUTH }));
+    const p = (procs.processes as { pid: number; model: unknown; usage: Record<string, number> }[])
+      .find((x) => x.pid === proc.pid)!;
+    assert.deepEqual(p.model, { provider: "openai", name: "m", base_url: srv.openaiBaseUrl });
+    assert.equal(p.usage.model_calls, 2);
+    const conv = await json(
+      await app.request(`/api/processes/${proc.pid}/conversation`, { headers: AUTH }),
+    );
+    const entries = conv.entries as {
+      kind: string;
+      text?: string;
+      content?: string;
+      hidden: boolean;
+      sha256: string;
+    }[];
+    assert.deepEqual(entries.map((e) => e.kind), ["goal", "assistant", "tool", "assistant"]);
+    assert.equal(entries[0].text, "look around");
+    // The secret result is above the human's clearance (confidential): hidden here too.
+    assert.equal(entries[2].hidden, true);
+    assert.equal(entries[2].content, "[redacted:secret]");
+    assert.ok(!JSON.stringify(conv).includes("hunter2"));
+    const calls = conv.calls as { request: { redactions: { sha256: string }[] } }[];
+    assert.equal(calls[1].request.redactions[0].sha256, entries[2].sha256);
+    const all = await json(await app.request(`/api/calls?pid=${proc.pid}`, { headers: AUTH }));
+    assert.equal((all.calls as unknown[]).length, 2);
+    // Release: JSON only, exactly the held-back hash, audited as the HTTP owner.
+    const bad = await app.request(`/api/processes/${proc.pid}/release`, {
+      method: "POST",
+      headers: JSON_POST,
+      body: JSON.stringify({ sha256: "f".repeat(64) }),
+    });
+    assert.equal(bad.status, 400);
+    await bad.body?.cancel();
+    const form = await app.request(`/api/processes/${proc.pid}/release`, {
+      method: "POST",
+      headers: { ...AUTH, "Content-Type": "application/x-www-form-urlencoded" },
+      body: "sha256=" + entries[2].sha256,
+    });
+    assert.equal(form.status, 415);
+    await form.body?.cancel();
+    const ok = await app.request(`/api/processes/${proc.pid}/release`, {
+      method: "POST",
+      headers: JSON_POST,
+      body: JSON.stringify({ sha256: entries[2].sha256 }),
+    });
+    assert.equal(ok.status, 200, await ok.clone().text());
+    await ok.body?.cancel();
+    await env.rt.runUntilIdle();
+    assert.ok(srv.requests.at(-1)!.raw.includes("hunter2"));
+    const rel = await env.rt.kernel.store.listAudit({ action: "model.release" });
+    assert.equal(rel[0].actor, HTTP_DECIDER);
+  } finally {
+    stop.abort();
+  }
+});

@@ -8,12 +8,26 @@
 /** The syscall interface a tool sees: a name and JSON arguments. */
 export type Sys = (name: string, args: Record<string, unknown>) => Promise<unknown>;
 
+/** JSON Schema of a tool's arguments (an object schema), as offered to a model. */
+export interface ToolParameters {
+  /** Always `object`. */
+  type: "object";
+  /** Each argument's schema with a one-line description. */
+  properties: Record<string, Record<string, unknown>>;
+  /** Arguments that must be given. */
+  required: string[];
+  /** No other arguments. */
+  additionalProperties: false;
+}
+
 /** A builtin tool. */
 export interface BuiltinTool {
   /** One line for the model. */
   description: string;
-  /** Argument names it accepts. */
+  /** Argument names it accepts (the keys of `parameters.properties`). */
   args: readonly string[];
+  /** JSON Schema of its arguments. */
+  parameters: ToolParameters;
   /** Run it: call syscalls, return a JSON value. */
   run(args: Record<string, unknown>, sys: Sys): Promise<unknown>;
 }
@@ -29,26 +43,61 @@ export class ToolArgumentError extends Error {
   }
 }
 
+// ---- argument schemas (the primitives validate values; these tell a model what to send)
+
+const _str = (description: string) => ({ type: "string", description });
+const _int = (description: string, minimum?: number, maximum?: number) => ({
+  type: "integer",
+  description,
+  ...(minimum !== undefined ? { minimum } : {}),
+  ...(maximum !== undefined ? { maximum } : {}),
+});
+const _bool = (description: string) => ({ type: "boolean", description });
+const _strs = (description: string) => ({ type: "array", items: { type: "string" }, description });
+const _any = (description: string) => ({ description });
+const _enum = (values: string[], description: string) => ({
+  type: "string",
+  enum: values,
+  description,
+});
+const _LABEL = _enum(
+  ["public", "normal", "confidential", "restricted", "secret"],
+  "Data label (never lower than what the process has read)",
+);
+const _PATH = _str("Workspace path, relative to the working directory");
+const _KIND = _str("Object kind (task, goal, plan, evidence, summary, artifact, ...)");
+
+function _params(
+  properties: Record<string, Record<string, unknown>>,
+  required: string[] = [],
+): ToolParameters {
+  return { type: "object", properties, required, additionalProperties: false };
+}
+
+function _tool(
+  description: string,
+  parameters: ToolParameters,
+  run: (a: Record<string, unknown>, sys: Sys) => Promise<unknown>,
+): BuiltinTool {
+  return { description, args: Object.keys(parameters.properties), parameters, run };
+}
+
 function _wrap(
   description: string,
   syscall: string,
-  args: readonly string[],
+  parameters: ToolParameters,
   defaults: Record<string, unknown> = {},
 ): BuiltinTool {
-  return {
-    description,
-    args,
-    run: (a, sys) => sys(syscall, { ...defaults, ...a }),
-  };
+  return _tool(description, parameters, (a, sys) => sys(syscall, { ...defaults, ...a }));
 }
 
 // Bridge tools: files <-> objects. Labels cross with the data because the
 // primitives carry them: reading raises the caller's taint, which the next
 // write inherits; writing an object out asks for the object's label on the file.
-const createObjectFromFile: BuiltinTool = {
-  description: "Read a workspace file into a new object (label carried).",
-  args: ["path", "kind", "name", "label"],
-  async run(a, sys) {
+const createObjectFromFile = _tool(
+  "Read a workspace file into a new object (label carried).",
+  _params({ path: _PATH, kind: _KIND, name: _str("Object name"), label: _LABEL }, ["path"]),
+  async (a, sys) => {
     const text = await sys("filesystem.read", { path: a.path });
     const put: Record<string, unknown> = {
       kind: a.kind ?? "artifact",
@@ -58,12 +107,12 @@ const createObjectFromFile: BuiltinTool = {
     if (a.label !== undefined) put.label = a.label;
     return await sys("memory.put", put);
   },
-};
+);
 
-const writeObjectToFile: BuiltinTool = {
-  description: "Write an object's text (or JSON) to a workspace file (label carried).",
-  args: ["oid", "name", "path"],
-  async run(a, sys) {
+const writeObjectToFile = _tool(
+  "Write an object's text (or JSON) to a workspace file (label carried).",
+  _params({ oid: _str("Object id"), name: _str("Object name"), path: _PATH }, ["path"]),
+  async (a, sys) => {
     const get: Record<string, unknown> = a.oid !== undefined ? { oid: a.oid } : { name: a.name };
     const obj = await sys("memory.get", get) as { payload: unknown; label: string };
     const p = obj.payload as { text?: unknown } | null;
@@ -72,79 +121,206 @@ const writeObjectToFile: BuiltinTool = {
       : JSON.stringify(obj.payload, null, 2);
     return await sys("filesystem.write", { path: a.path, content, label: obj.label });
   },
+);
+
+const _CAPS = {
+  type: "array",
+  description: "Capabilities to delegate, each a narrowing of one this process holds",
+  items: {
+    type: "object",
+    properties: {
+      resource: _str("Resource, e.g. filesystem:workspace:logs/*"),
+      rights: _strs("Rights, e.g. read, write"),
+      expires_at: _str("ISO-8601 expiry"),
+      uses_remaining: _int("Most uses", 1),
+      delegable: _bool("May be delegated further"),
+    },
+    required: ["resource", "rights"],
+  },
 };
 
 /** The builtin tool table. Images list tools by these names. */
 export const BUILTIN_TOOLS: Readonly<Record<string, BuiltinTool>> = Object.freeze({
-  read_file: _wrap("Read a workspace file as text.", "filesystem.read", ["path"]),
-  write_file: _wrap("Write text to a workspace file.", "filesystem.write", [
-    "path",
-    "content",
-    "label",
-  ]),
-  delete_file: _wrap("Delete a workspace file.", "filesystem.delete", ["path", "recursive"]),
-  list_dir: _wrap("List a workspace directory.", "filesystem.list", ["path"], { path: "." }),
-  stat_file: _wrap("Describe a workspace path.", "filesystem.stat", ["path"]),
-  shell: _wrap("Run a command given as argv (no shell string).", "shell.run", [
-    "argv",
-    "timeout_ms",
-  ]),
-  put_object: _wrap("Create a typed object in Object Memory.", "memory.put", [
-    "kind",
-    "payload",
-    "name",
-    "label",
-    "namespace",
-    "derived_from",
-  ]),
-  get_object: _wrap("Read an object by oid or name.", "memory.get", ["oid", "name", "namespace"]),
-  update_object: _wrap("Update an object (compare-and-swap on version).", "memory.update", [
-    "oid",
-    "payload",
-    "expected_version",
-    "label",
-  ]),
-  list_objects: _wrap("List objects of a namespace.", "memory.list", ["namespace"]),
-  link_objects: _wrap("Link two objects.", "memory.link", ["from", "to", "relation"]),
-  spawn: _wrap("Start a fresh child with only a goal.", "process.spawn", [
-    "goal",
-    "tools",
-    "jit_tools",
-    "script",
-  ]),
-  fork: _wrap("Fork a child (copy, restricted, speculative, worker).", "process.fork", [
-    "mode",
-    "goal",
-    "capabilities",
-    "tools",
-    "jit_tools",
-    "script",
-  ]),
-  exec: _wrap("Replace this process's image.", "process.exec", ["image"]),
-  wait: _wrap("Wait for a direct child to end.", "process.wait", ["pid"]),
-  signal: _wrap("Signal a direct child.", "process.signal", ["pid", "signal"]),
-  send: _wrap("Send a message to the parent or a child.", "process.send", ["pid", "body", "kind"]),
-  recv: _wrap("Receive messages (interrupts first).", "process.recv", ["limit"]),
-  chdir: _wrap("Change the working directory.", "process.chdir", ["path"]),
-  exit: _wrap("End this process.", "process.exit", ["code", "result"]),
-  output: _wrap("Show text to the human.", "human.output", ["text", "to"]),
-  now: _wrap("Read the clock.", "clock.now", []),
-  sleep: _wrap("Sleep.", "clock.sleep", ["ms"]),
-  grant: _wrap("Delegate a narrowed capability to a descendant.", "capability.grant", [
-    "cap_id",
-    "to",
-    "resource",
-    "rights",
-    "expires_at",
-    "uses_remaining",
-    "delegable",
-  ]),
-  revoke: _wrap("Revoke a capability (cascades).", "capability.revoke", ["cap_id"]),
-  capabilities: _wrap("List this process's live capabilities.", "capability.list", []),
+  read_file: _wrap(
+    "Read a workspace file as text.",
+    "filesystem.read",
+    _params({ path: _PATH }, ["path"]),
+  ),
+  write_file: _wrap(
+    "Write text to a workspace file (create or replace).",
+    "filesystem.write",
+    _params({ path: _PATH, content: _str("The whole new content"), label: _LABEL }, [
+      "path",
+      "content",
+    ]),
+  ),
+  delete_file: _wrap(
+    "Delete a workspace file.",
+    "filesystem.delete",
+    _params({ path: _PATH, recursive: _bool("Delete a directory and everything in it") }, ["path"]),
+  ),
+  list_dir: _wrap(
+    "List a workspace directory.",
+    "filesystem.list",
+    _params({ path: _str("Directory (default: the working directory)") }),
+    { path: "." },
+  ),
+  stat_file: _wrap(
+    "Describe a workspace path (kind, size, label).",
+    "filesystem.stat",
+    _params({ path: _PATH }, ["path"]),
+  ),
+  shell: _wrap(
+    'Run a program given as argv (no shell string), e.g. ["wc", "-l", "log.txt"].',
+    "shell.run",
+    _params({
+      argv: { ..._strs("Program name and its arguments"), minItems: 1 },
+      timeout_ms: _int("Timeout in milliseconds", 1, 300_000),
+    }, ["argv"]),
+  ),
+  put_object: _wrap(
+    "Create a typed object in Object Memory.",
+    "memory.put",
+    _params({
+      kind: _KIND,
+      payload: _any("Any JSON value"),
+      name: _str("Object name (unique in its namespace)"),
+      label: _LABEL,
+      namespace: _str("Namespace (default: this process's)"),
+      derived_from: _strs("Oids this object was derived from"),
+    }, ["kind", "payload"]),
+  ),
+  get_object: _wrap(
+    "Read an object by oid or by name.",
+    "memory.get",
+    _params({ oid: _str("Object id"), name: _str("Object name"), namespace: _str("Namespace") }),
+  ),
+  update_object: _wrap(
+    "Update an object (compare-and-swap on its version).",
+    "memory.update",
+    _params({
+      oid: _str("Object id"),
+      payload: _any("The new payload"),
+      expected_version: _int("The version read before", 1),
+      label: _LABEL,
+    }, ["oid", "payload", "expected_version"]),
+  ),
+  list_objects: _wrap(
+    "List the objects of a namespace (metadata).",
+    "memory.list",
+    _params({ namespace: _str("Namespace (default: this process's)") }),
+  ),
+  link_objects: _wrap(
+    "Link two objects.",
+    "memory.link",
+    _params({ from: _str("Oid"), to: _str("Oid"), relation: _str("Relation name") }, [
+      "from",
+      "to",
+      "relation",
+    ]),
+  ),
+  spawn: _wrap(
+    "Start a fresh child process with only a goal (it inherits no authority).",
+    "process.spawn",
+    _params({
+      goal: _str("The child's goal"),
+      tools: _strs("Tools the child may use (a subset of yours)"),
+      jit_tools: _strs("Your JIT tools to pass on"),
+      script: _any("Scripted steps, for a scripted child"),
+    }, ["goal"]),
+  ),
+  fork: _wrap(
+    "Fork a child: copy, restricted, speculative or worker.",
+    "process.fork",
+    _params({
+      mode: _enum(["copy", "restricted", "speculative", "worker"], "Fork mode"),
+      goal: _str("The child's goal"),
+      capabilities: _CAPS,
+      tools: _strs("Tools the child may use (a subset of yours)"),
+      jit_tools: _strs("Your JIT tools to pass on"),
+      script: _any("Scripted steps, for a scripted child"),
+    }, ["mode"]),
+  ),
+  exec: _wrap(
+    "Replace this process's image (grants nothing).",
+    "process.exec",
+    _params({ image: _str("Registered image name") }, ["image"]),
+  ),
+  wait: _wrap(
+    "Wait for a direct child to end.",
+    "process.wait",
+    _params({ pid: _int("Child pid", 1) }, ["pid"]),
+  ),
+  signal: _wrap(
+    "Signal a direct child.",
+    "process.signal",
+    _params({
+      pid: _int("Child pid", 1),
+      signal: _enum(["pause", "resume", "cancel", "terminate"], "Signal"),
+    }, ["pid", "signal"]),
+  ),
+  send: _wrap(
+    "Send a message to the parent or a child.",
+    "process.send",
+    _params({
+      pid: _int("Recipient pid", 1),
+      body: _any("Message body (JSON)"),
+      kind: _enum(["normal", "interrupt"], "Message kind"),
+    }, ["pid", "body"]),
+  ),
+  recv: _wrap(
+    "Receive messages (interrupts first).",
+    "process.recv",
+    _params({ limit: _int("Most messages", 1) }),
+  ),
+  chdir: _wrap(
+    "Change the working directory.",
+    "process.chdir",
+    _params({ path: _PATH }, ["path"]),
+  ),
+  exit: _wrap(
+    "End this process.",
+    "process.exit",
+    _params({ code: _int("Exit code (0: success)", 0, 255), result: _str("Final result text") }),
+  ),
+  output: _wrap(
+    "Show text to the human.",
+    "human.output",
+    _params({ text: _str("What to show"), to: _str("Human name (default owner)") }, ["text"]),
+  ),
+  now: _wrap("Read the clock.", "clock.now", _params({})),
+  sleep: _wrap(
+    "Sleep.",
+    "clock.sleep",
+    _params({ ms: _int("Milliseconds", 0) }, ["ms"]),
+  ),
+  grant: _wrap(
+    "Delegate a narrowed capability to a descendant.",
+    "capability.grant",
+    _params({
+      cap_id: _str("Capability to narrow"),
+      to: _int("Descendant pid", 1),
+      resource: _str("Narrower resource"),
+      rights: _strs("Subset of rights"),
+      expires_at: _str("ISO-8601 expiry"),
+      uses_remaining: _int("Most uses", 1),
+      delegable: _bool("May be delegated further"),
+    }, ["cap_id", "to"]),
+  ),
+  revoke: _wrap(
+    "Revoke a capability (cascades to its delegations).",
+    "capability.revoke",
+    _params({ cap_id: _str("Capability id") }, ["cap_id"]),
+  ),
+  capabilities: _wrap("List this process's live capabilities.", "capability.list", _params({})),
   create_object_from_file: createObjectFromFile,
   write_object_to_file: writeObjectToFile,
-  register_image: _wrap("Register an AgentImage (grants nothing).", "image.register", ["image"]),
-  list_images: _wrap("List visible images.", "image.list", []),
+  register_image: _wrap(
+    "Register an AgentImage (grants nothing).",
+    "image.register",
+    _params({ image: { type: "object", description: "The image document" } }, ["image"]),
+  ),
+  list_images: _wrap("List visible images.", "image.list", _params({})),
 });
 
 /** Builtin tool names. */

@@ -7,6 +7,7 @@
  */
 import type { HumanRequestRecord, StepResult } from "../types.ts";
 import type { SandboxProvider } from "../sandbox/provider.ts";
+import type { ChatFactory } from "./chat_host.ts";
 import type { CommandLimits, ShellView } from "../sandbox/bwrap.ts";
 
 /** Kind of a directory entry. */
@@ -136,7 +137,17 @@ export interface HumanProvider {
 
 /** One step a model decides on. */
 export type ModelStep =
-  | { type: "tool"; tool: string; args: Record<string, unknown> }
+  | {
+    type: "tool";
+    tool: string;
+    args: Record<string, unknown>;
+    /**
+     * The call cannot run as given (its arguments were not a JSON object): the
+     * step records this error as its result without running anything, so it
+     * goes back to the model as a tool error.
+     */
+    error?: { code: string; message: string };
+  }
   | { type: "exit"; code: number; result?: string };
 
 /**
@@ -209,4 +220,6 @@ export interface Providers {
   models: Record<string, ModelProvider>;
   /** JIT tool validation and sandboxed calls. */
   sandbox: SandboxProvider;
+  /** Chat model endpoints (`openai`, `anthropic`) for model-driven processes. */
+  chat: ChatFactory;
 }

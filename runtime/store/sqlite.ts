@@ -27,10 +27,13 @@ import type {
   LibosEvent,
   MailMessage,
   MemoryObject,
+  ModelCallRecord,
+  ModelRelease,
   ObjectLink,
   ProcessRecord,
   ProcessStatus,
 } from "../types.ts";
+import { LibosError } from "../errors.ts";
 import type {
   AuditDraft,
   AuditFilter,
@@ -120,6 +123,13 @@ CREATE INDEX IF NOT EXISTS effects_status ON effects(status);
 CREATE TABLE IF NOT EXISTS human_requests (
   request_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS human_requests_status ON human_requests(status, pid);
+CREATE TABLE IF NOT EXISTS model_calls (
+  call_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS model_calls_pid ON model_calls(pid);
+CREATE INDEX IF NOT EXISTS model_calls_status ON model_calls(status);
+CREATE TABLE IF NOT EXISTS model_releases (
+  pid INTEGER NOT NULL, sha256 TEXT NOT NULL, endpoint TEXT NOT NULL, body TEXT NOT NULL,
+  PRIMARY KEY (pid, sha256, endpoint)) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('cache_gen', '0');
 ${
   [
@@ -1426,6 +1436,78 @@ export class SqliteStore implements Store {
     const pending = await this.listEffects("pending");
     for (const e of pending) await this.finishEffect(e.effect_id, "unknown", null, at);
     return pending.length;
+  }
+
+  // ---- LLM call ledger
+  async insertModelCall(c: ModelCallRecord): Promise<void> {
+    return await this.#write(() => {
+      this.#q("INSERT INTO model_calls (call_id, pid, status, body) VALUES (?, ?, ?, ?)").run(
+        c.call_id,
+        c.pid,
+        c.status,
+        JSON.stringify(c),
+      );
+    });
+  }
+
+  async updateModelCall(
+    callId: string,
+    patch: Partial<Omit<ModelCallRecord, "call_id" | "pid">>,
+  ): Promise<void> {
+    return await this.#write(() => {
+      this.#atomic(() => {
+        const r = this.#q("SELECT body FROM model_calls WHERE call_id = ?").get(callId) as
+          | { body: string }
+          | undefined;
+        if (!r) throw new LibosError("ENOENT", `model call: no call ${callId}`);
+        const next: ModelCallRecord = { ...JSON.parse(r.body), ...patch };
+        this.#q("UPDATE model_calls SET status = ?, body = ? WHERE call_id = ?").run(
+          next.status,
+          JSON.stringify(next),
+          callId,
+        );
+      });
+    });
+  }
+
+  async getModelCall(callId: string): Promise<ModelCallRecord | null> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q("SELECT body FROM model_calls WHERE call_id = ?").get(callId) as
+      | { body: string }
+      | undefined;
+    return r ? JSON.parse(r.body) : null;
+  }
+
+  async listModelCalls(filter: { pid?: number } = {}): Promise<ModelCallRecord[]> {
+    while (this.#busy) await this.#busy;
+    const rows = filter.pid !== undefined
+      ? this.#q("SELECT body FROM model_calls WHERE pid = ? ORDER BY rowid").all(filter.pid)
+      : this.#q("SELECT body FROM model_calls ORDER BY rowid").all();
+    return (rows as { body: string }[]).map((r) => JSON.parse(r.body));
+  }
+
+  async markPendingModelCallsUnknown(at: string): Promise<number> {
+    while (this.#busy) await this.#busy;
+    const ids = (this.#q("SELECT call_id FROM model_calls WHERE status = 'pending'").all() as {
+      call_id: string;
+    }[]).map((r) => r.call_id);
+    for (const id of ids) await this.updateModelCall(id, { status: "unknown", finished_at: at });
+    return ids.length;
+  }
+
+  async insertModelRelease(r: ModelRelease): Promise<void> {
+    return await this.#write(() => {
+      this.#q(
+        "INSERT OR IGNORE INTO model_releases (pid, sha256, endpoint, body) VALUES (?, ?, ?, ?)",
+      ).run(r.pid, r.sha256, r.endpoint, JSON.stringify(r));
+    });
+  }
+
+  async listModelReleases(pid: number): Promise<ModelRelease[]> {
+    while (this.#busy) await this.#busy;
+    return (this.#q("SELECT body FROM model_releases WHERE pid = ?").all(pid) as {
+      body: string;
+    }[]).map((r) => JSON.parse(r.body));
   }
 
   // ---- human queue

@@ -17,6 +17,8 @@ import type {
   LibosEvent,
   MailMessage,
   MemoryObject,
+  ModelCallRecord,
+  ModelRelease,
   ObjectLink,
   ProcessRecord,
   ProcessStatus,
@@ -192,6 +194,24 @@ export interface Store {
   listEffects(status?: EffectStatus): Promise<EffectRecord[]>;
   /** Recovery: mark every pending effect unknown (never replayed). Returns how many. */
   markPendingEffectsUnknown(at: string): Promise<number>;
+
+  /** Record a model call before its request leaves. */
+  insertModelCall(c: ModelCallRecord): Promise<void>;
+  /** Update fields of a recorded model call. */
+  updateModelCall(
+    callId: string,
+    patch: Partial<Omit<ModelCallRecord, "call_id" | "pid">>,
+  ): Promise<void>;
+  /** One model call, or null. */
+  getModelCall(callId: string): Promise<ModelCallRecord | null>;
+  /** Model calls, oldest first (of one process, if given). */
+  listModelCalls(filter?: { pid?: number }): Promise<ModelCallRecord[]>;
+  /** After a crash: calls still pending become `unknown`. Returns how many. */
+  markPendingModelCallsUnknown(at: string): Promise<number>;
+  /** Record a human's release of held-back content to a model endpoint. */
+  insertModelRelease(r: ModelRelease): Promise<void>;
+  /** Releases for a process. */
+  listModelReleases(pid: number): Promise<ModelRelease[]>;
 
   /** Queue a human request. */
   insertHumanRequest(r: HumanRequestRecord): Promise<void>;

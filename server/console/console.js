@@ -330,6 +330,109 @@ function jitTools(tools) {
   );
 }
 
+// ---------------------------------------------------------------- conversations
+
+const openConversations = new Set(); // pids whose conversation is shown
+const conversationBoxes = new Map(); // pid -> element (kept across refreshes)
+
+/** A model-driven process: its model and token use, and a toggle for its conversation. */
+function modelLine(p) {
+  const u = p.usage;
+  return el(
+    "div",
+    { class: "model-line" },
+    `${p.model.provider}:${p.model.name}`,
+    p.model.base_url ? ` at ${p.model.base_url}` : "",
+    ` · ${u.model_calls ?? 0} model calls, ${u.input_tokens ?? 0} in / ${
+      u.output_tokens ?? 0
+    } out tokens `,
+    el(
+      "button",
+      {
+        class: "quiet conv-toggle",
+        type: "button",
+        onclick: () => {
+          if (openConversations.has(p.pid)) openConversations.delete(p.pid);
+          else openConversations.add(p.pid);
+          loadProcesses().catch(handleError);
+        },
+      },
+      openConversations.has(p.pid) ? "Hide conversation" : "Conversation",
+    ),
+  );
+}
+
+/** The conversation box of `pid`, filled (again) from the API. */
+function conversationBox(pid) {
+  let box = conversationBoxes.get(pid);
+  if (!box) {
+    box = el("div", { class: "conversation", dataset: { pid } }, "Loading…");
+    conversationBoxes.set(pid, box);
+  }
+  api(`/api/processes/${pid}/conversation`).then((c) => renderConversation(box, c))
+    .catch(handleError);
+  return box;
+}
+
+function renderConversation(box, c) {
+  const held = new Map();
+  for (const call of c.calls) {
+    for (const r of call.request.redactions) held.set(r.sha256, r);
+  }
+  const item = (e) => {
+    switch (e.kind) {
+      case "goal":
+        return el("li", { class: "turn goal" }, el("b", {}, "Goal "), e.text);
+      case "summary":
+        return el("li", { class: "turn summary" }, el("b", {}, "Summary "), e.text);
+      case "assistant":
+        return el(
+          "li",
+          { class: "turn assistant" },
+          el("b", {}, `Model, turn ${e.turn} `),
+          e.text,
+          e.tool_calls.map((t) => el("div", { class: "call" }, `→ ${t.name} ${t.arguments}`)),
+        );
+      case "tool":
+        return el(
+          "li",
+          { class: `turn tool${e.is_error ? " error" : ""}` },
+          el("b", {}, `${e.name} result `),
+          el("pre", {}, e.content),
+          held.has(e.sha256)
+            ? el(
+              "button",
+              {
+                class: "quiet",
+                type: "button",
+                onclick: () =>
+                  api(`/api/processes/${c.pid}/release`, {
+                    method: "POST",
+                    headers: { "Content-Type": "application/json" },
+                    body: JSON.stringify({ sha256: e.sha256 }),
+                  }).then(() => loadProcesses()).catch(handleError),
+              },
+              `Held back from the model (${held.get(e.sha256).label}): release it`,
+            )
+            : null,
+        );
+      default:
+        return null;
+    }
+  };
+  box.replaceChildren(
+    el("ol", { class: "turns" }, c.entries.map(item)),
+    el(
+      "p",
+      { class: "detail" },
+      `${c.calls.length} calls: `,
+      c.calls.map((k) =>
+        `${k.purpose} ${k.turn} ${k.status} ${k.input_tokens ?? "-"}/${k.output_tokens ?? "-"} tok`
+      ).join(" · "),
+    ),
+  );
+}
+
 async function loadProcesses() {
   const { processes } = await api("/api/processes");
   $("proc-count").textContent = String(processes.length);
@@ -367,6 +470,8 @@ async function loadProcesses() {
               p.pending_tool && !p.status.startsWith("exit") ? ` · next: ${p.pending_tool}` : "",
             ),
             p.jit_tools.length ? jitTools(p.jit_tools) : null,
+            p.model ? modelLine(p) : null,
+            p.model && openConversations.has(p.pid) ? conversationBox(p.pid) : null,
           ),
           children.has(p.pid) ? branch(children.get(p.pid)) : null,
         )
