@@ -19,7 +19,8 @@ export type ErrorCode =
   | "ETIMEDOUT" // an effect ran out of time
   | "EPROTO" // a sandboxed tool broke the frame protocol
   | "ENOSYS" // the host lacks what an effect needs (e.g. bubblewrap for shell commands)
-  | "EIO"; // a provider failed
+  | "EIO" // a provider failed
+  | "EFENCED"; // this runtime's lease on the process was lost: it may no longer write for it
 
 /** An error carrying a stable code, safe to show to a model or a user. */
 export class LibosError extends Error {

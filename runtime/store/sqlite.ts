@@ -328,12 +328,17 @@ export interface SqliteOptions {
 
 /** The SQLite store. Open with {@link SqliteStore.open}. */
 export class SqliteStore implements Store {
+  /** A SQLite store has one scheduler (the store's lease): no worker leases. */
+  readonly leases: null = null;
+  /** The file's path (or `:memory:`). */
+  readonly name: string;
   #s: _Shared;
   #inTx: boolean;
 
-  private constructor(shared: _Shared, inTx: boolean) {
+  private constructor(shared: _Shared, inTx: boolean, name: string) {
     this.#s = shared;
     this.#inTx = inTx;
+    this.name = name;
   }
 
   /** Open (and create) a store file; `:memory:` for a throwaway store. */
@@ -362,19 +367,23 @@ export class SqliteStore implements Store {
       : null;
     // The log's indexer thread checkpoints; this connection only as a last resort.
     if (log) db.exec(`PRAGMA wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_FALLBACK}`);
-    return new SqliteStore({
-      log,
-      cache,
-      inputs: { map: new Map(), chars: 0 },
-      writeThrough: new _WriteThrough(),
-      stepCounts: new Map(),
-      auditQueue: [],
-      db,
-      tx: null,
-      group: null,
-      groupTimer: null,
-      stmts: new Map(),
-    }, false);
+    return new SqliteStore(
+      {
+        log,
+        cache,
+        inputs: { map: new Map(), chars: 0 },
+        writeThrough: new _WriteThrough(),
+        stepCounts: new Map(),
+        auditQueue: [],
+        db,
+        tx: null,
+        group: null,
+        groupTimer: null,
+        stmts: new Map(),
+      },
+      false,
+      path,
+    );
   }
 
   #q(sql: string): StatementSync {
@@ -454,7 +463,7 @@ export class SqliteStore implements Store {
     let release!: () => void;
     this.#s.tx = new Promise((r) => (release = r));
     try {
-      const tx = new SqliteStore(this.#s, true);
+      const tx = new SqliteStore(this.#s, true, this.name);
       if (!this.#s.group) {
         // Nothing deferred before it: the transaction is the whole of SQLite's.
         await this.#openGroup();
@@ -1432,8 +1441,9 @@ export class SqliteStore implements Store {
     return (rows as { body: string }[]).map((r) => JSON.parse(r.body));
   }
 
-  async markPendingEffectsUnknown(at: string): Promise<number> {
-    const pending = await this.listEffects("pending");
+  async markPendingEffectsUnknown(at: string, pid?: number): Promise<number> {
+    const pending = (await this.listEffects("pending"))
+      .filter((e) => pid === undefined || e.pid === pid);
     for (const e of pending) await this.finishEffect(e.effect_id, "unknown", null, at);
     return pending.length;
   }
@@ -1486,9 +1496,11 @@ export class SqliteStore implements Store {
     return (rows as { body: string }[]).map((r) => JSON.parse(r.body));
   }
 
-  async markPendingModelCallsUnknown(at: string): Promise<number> {
+  async markPendingModelCallsUnknown(at: string, pid?: number): Promise<number> {
     while (this.#busy) await this.#busy;
-    const ids = (this.#q("SELECT call_id FROM model_calls WHERE status = 'pending'").all() as {
+    const ids = (this.#q(
+      "SELECT call_id FROM model_calls WHERE status = 'pending' AND (?1 IS NULL OR pid = ?1)",
+    ).all(pid ?? null) as {
       call_id: string;
     }[]).map((r) => r.call_id);
     for (const id of ids) await this.updateModelCall(id, { status: "unknown", finished_at: at });

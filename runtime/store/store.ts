@@ -69,8 +69,73 @@ export interface TransactionOptions {
   defer?: boolean;
 }
 
+/**
+ * A worker's lease on one process. Every write a worker makes on the
+ * process's behalf (through {@link LeaseStore.fenced}) commits only while the
+ * lease still holds: same worker, same token, not expired.
+ */
+export interface Fence {
+  /** The process. */
+  pid: number;
+  /** The worker holding the lease. */
+  worker: string;
+  /** The lease's generation: every claim bumps it, so an older holder's token never matches again. */
+  token: number;
+}
+
+/** A process a worker claimed. */
+export interface Claim extends Fence {
+  /** Its status when claimed: `runnable`, or `running` when a dead worker left it mid-step. */
+  status: ProcessStatus;
+  /** The previous lease expired without being released (its worker died or stalled): recover first. */
+  takenOver: boolean;
+}
+
+/** What is left to run in a store, for deciding a fleet is idle. */
+export interface StoreActivity {
+  /** Processes runnable (claimed or not). */
+  runnable: number;
+  /** Processes inside a tool step. */
+  running: number;
+  /** Processes a worker could claim now (runnable or running, with no live lease). */
+  claimable: number;
+  /** Milliseconds until the next live lease expires (null: none held). */
+  nextExpiryMs: number | null;
+}
+
+/**
+ * Leases for several workers running processes from one store (PostgreSQL).
+ * A worker claims runnable processes, least recently run first, renews its
+ * leases while it runs them, and releases each after its quantum.
+ */
+export interface LeaseStore {
+  /**
+   * Claim up to `max` processes nobody holds (runnable ones, and running ones
+   * whose lease expired), least recently run first, each for `leaseMs`.
+   * With `pid`, only that process.
+   */
+  claim(worker: string, max: number, leaseMs: number, pid?: number): Promise<Claim[]>;
+  /** Extend the leases still held; returns the fences that were (the rest are lost). */
+  renew(fences: readonly Fence[], leaseMs: number): Promise<Fence[]>;
+  /** Give processes back, stamping their last run (the next claim order). */
+  release(fences: readonly Fence[]): Promise<void>;
+  /** A view of the store whose writes commit only while `fence` holds (`EFENCED` otherwise). */
+  fenced(fence: Fence): Store;
+  /** Runnable and running processes in the whole store. */
+  activity(): Promise<StoreActivity>;
+  /**
+   * Call `fn` when a process becomes runnable from outside a quantum (a
+   * decision, a wake, a new process); returns a function that stops it.
+   */
+  onRunnable(fn: () => void): Promise<() => Promise<void>>;
+}
+
 /** Durable kernel state. One interface, several backends. */
 export interface Store {
+  /** Worker leases when several runtimes may run this store's processes at once (PostgreSQL), else null. */
+  readonly leases: LeaseStore | null;
+  /** A printable name of the store (a path, or a URL without its password). */
+  readonly name: string;
   /** Run `fn` atomically: either everything it wrote lands or nothing does. */
   transaction<T>(fn: (tx: Store) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** Commit deferred writes now (see {@link TransactionOptions.defer}). */
@@ -192,8 +257,11 @@ export interface Store {
   finishEffect(effectId: string, status: EffectStatus, outcome: unknown, at: string): Promise<void>;
   /** Effects, newest last. */
   listEffects(status?: EffectStatus): Promise<EffectRecord[]>;
-  /** Recovery: mark every pending effect unknown (never replayed). Returns how many. */
-  markPendingEffectsUnknown(at: string): Promise<number>;
+  /**
+   * Recovery: mark every pending effect unknown (never replayed), or only
+   * those of process `pid`. Returns how many.
+   */
+  markPendingEffectsUnknown(at: string, pid?: number): Promise<number>;
 
   /** Record a model call before its request leaves. */
   insertModelCall(c: ModelCallRecord): Promise<void>;
@@ -206,8 +274,8 @@ export interface Store {
   getModelCall(callId: string): Promise<ModelCallRecord | null>;
   /** Model calls, oldest first (of one process, if given). */
   listModelCalls(filter?: { pid?: number }): Promise<ModelCallRecord[]>;
-  /** After a crash: calls still pending become `unknown`. Returns how many. */
-  markPendingModelCallsUnknown(at: string): Promise<number>;
+  /** After a crash: calls still pending (of process `pid`, if given) become `unknown`. Returns how many. */
+  markPendingModelCallsUnknown(at: string, pid?: number): Promise<number>;
   /** Record a human's release of held-back content to a model endpoint. */
   insertModelRelease(r: ModelRelease): Promise<void>;
   /** Releases for a process. */
