@@ -49,8 +49,9 @@ export class ModelLoop implements ModelProvider {
   }
 
   async next(ctx: ModelContext): Promise<ModelDecision> {
-    const k = this.#k;
-    if (!k) throw new Error("model loop: not attached to a kernel");
+    if (!this.#k) throw new Error("model loop: not attached to a kernel");
+    // Through the kernel that acts for this process (fenced by a worker's lease, if any).
+    const k = this.#k.forPid(ctx.pid);
     const input = await ctx.input() as LlmInput | null;
     if (!input?.config) {
       return { step: { type: "exit", code: 1, result: "no model configured" }, cursor: {} };

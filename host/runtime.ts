@@ -27,8 +27,9 @@ import { DenyingHuman, parseScript, ScriptedModel } from "../runtime/providers/s
 import { HostSandbox } from "../runtime/sandbox/provider.ts";
 import type { HumanAnswer, Providers } from "../runtime/providers/types.ts";
 import { DEFAULT_CONCURRENCY, type RunReport, Scheduler, type StepResult } from "./scheduler.ts";
-import { SqliteStore } from "../runtime/store/sqlite.ts";
+import { isPostgresUrl, openStore } from "../runtime/store/open.ts";
 import type { Store } from "../runtime/store/store.ts";
+import { WorkerLoop, type WorkerOptions } from "./worker.ts";
 import type {
   AgentImage,
   CapabilitySpec,
@@ -39,7 +40,11 @@ import type {
 
 /** How to open a runtime. */
 export interface RuntimeOptions {
-  /** A store file path (`:memory:` for a throwaway one) or an open store. */
+  /**
+   * A store file path (`:memory:` for a throwaway one), a PostgreSQL URL
+   * (`postgres://...`: several runtimes may run its processes at once, each
+   * as a worker holding leases), or an open store.
+   */
   store: string | Store;
   /** Providers to replace (the rest are the host's). */
   providers?: Partial<Providers>;
@@ -68,6 +73,13 @@ export interface RuntimeOptions {
    * the audit trail first.
    */
   ablations?: Ablation[];
+  /** Lease options when the store has worker leases (PostgreSQL). */
+  worker?: WorkerOptions;
+  /**
+   * More host directories no agent-facing text may name (shown as `name`),
+   * beside the store's directory and the JIT cache, which always are.
+   */
+  hostPaths?: { path: string; name: string }[];
 }
 
 /** A scheduler lease not renewed for this long belongs to a runtime that died. */
@@ -120,7 +132,10 @@ export class Runtime {
     this.kernel = kernel;
     this.scheduler = new Scheduler(kernel, { concurrency });
     this.#tempCache = tempCache;
-    kernel.setDispatch((pid, name, args, opts) => syscall(kernel, pid, name, args, opts));
+    // Nested syscalls (a JIT tool's) act through the kernel that acts for their process.
+    kernel.setDispatch((pid, name, args, opts) =>
+      syscall(kernel.forPid(pid), pid, name, args, opts)
+    );
   }
 
   /** Open a runtime and recover what a crashed one left behind. */
@@ -129,12 +144,10 @@ export class Runtime {
     const ablations = parseAblations(options.ablations, "ablations");
     // Absolute once, here: the JIT cache, the audit log and every module
     // specifier derived from them must not depend on the current directory.
-    const storePath = typeof options.store === "string" && options.store !== ":memory:"
-      ? resolve(options.store)
-      : null;
-    const store = typeof options.store !== "string"
-      ? options.store
-      : SqliteStore.open(storePath ?? options.store);
+    const spec = typeof options.store === "string" ? options.store : null;
+    const url = spec !== null && isPostgresUrl(spec);
+    const storePath = spec !== null && !url && spec !== ":memory:" ? resolve(spec) : null;
+    const store = spec === null ? options.store as Store : await openStore(storePath ?? spec);
     const tempCache = options.jitCacheDir || storePath
       ? null
       : await Deno.makeTempDir({ prefix: "libos-jit-" });
@@ -147,11 +160,23 @@ export class Runtime {
     kernel.setHostRoots([
       ...(storePath ? [{ path: dirname(storePath), name: "<store>" }] : []),
       { path: cacheDir, name: "<jit-cache>" },
+      ...(options.hostPaths ?? []).map((h) => ({ path: resolve(h.path), name: h.name })),
     ]);
     if (ablations.size > 0) await _recordAblations(kernel, ablations);
     const rt = new Runtime(kernel, tempCache, options.concurrency ?? DEFAULT_CONCURRENCY);
     rt.#role = options.role ?? "scheduler";
-    if (rt.#role === "scheduler") {
+    if (rt.#role === "scheduler" && store.leases) {
+      // Several runtimes share this store: each runs processes as a worker,
+      // claiming them with leases; what a dead one left is recovered by
+      // whoever claims it next, never by resetting anyone's live work.
+      try {
+        rt.#worker = new WorkerLoop(kernel, rt.scheduler, options.worker);
+      } catch (e) {
+        await rt.close();
+        throw e;
+      }
+      rt.scheduler.useDriver(rt.#worker);
+    } else if (rt.#role === "scheduler") {
       try {
         await rt.#takeLease();
       } catch (e) {
@@ -164,6 +189,17 @@ export class Runtime {
   }
 
   #role: "scheduler" | "client" = "scheduler";
+  #worker: WorkerLoop | null = null;
+
+  /** `scheduler` (runs processes) or `client` (reads and decides only). */
+  get role(): "scheduler" | "client" {
+    return this.#role;
+  }
+
+  /** The worker loop, when this runtime runs processes from a shared store (PostgreSQL). */
+  get worker(): WorkerLoop | null {
+    return this.#worker;
+  }
   #leaseId = crypto.randomUUID();
   #heartbeat: number | null = null;
 
@@ -207,19 +243,7 @@ export class Runtime {
     const calls = await k.store.markPendingModelCallsUnknown(k.now());
     if (calls > 0) await k.emit("effect.unknown", "kernel", "model_calls", { count: calls });
     for (const pid of await k.store.pidsWithStatus("running")) {
-      const p = await k.process(pid);
-      if (p.pending) {
-        await this.scheduler.recordStep(p.pid, {
-          step: await k.store.stepCount(p.pid),
-          tool: p.pending.tool,
-          ok: false,
-          error: {
-            code: "EIO",
-            message: "runtime stopped during this step; outcome unknown, not replayed",
-          },
-        });
-      }
-      await k.transition(p.pid, "runnable", { pending: null }, "recovery");
+      await this.scheduler.recoverStep(pid);
     }
   }
 
@@ -337,6 +361,7 @@ export class Runtime {
 
   /** Close the store and the sandbox broker. */
   async close(): Promise<void> {
+    await this.#worker?.close();
     if (this.#heartbeat !== null) {
       clearInterval(this.#heartbeat);
       this.#heartbeat = null;
@@ -386,7 +411,7 @@ async function _realDir(path: string): Promise<string> {
 
 /** Refuse a store file inside the workspace: agents could read or rewrite their own audit. */
 export async function assertStoreOutside(storePath: string, workspace: string): Promise<void> {
-  if (storePath === ":memory:") return;
+  if (storePath === ":memory:" || isPostgresUrl(storePath)) return;
   const ws = await _realDir(workspace);
   const abs = resolve(storePath);
   // The store's directory may not exist yet (the default one is created on

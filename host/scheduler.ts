@@ -163,11 +163,23 @@ class _Quantum {
   }
 }
 
+/**
+ * What runs quanta in place of the scheduler's own rounds when processes are
+ * claimed with leases (a store several workers share: see `host/worker.ts`).
+ */
+export interface QuantumDriver {
+  /** Run until nothing is runnable in the store, or `maxQuanta` quanta were started. */
+  runUntilIdle(maxQuanta?: number): Promise<RunReport>;
+  /** Claim `pid` and give it one quantum if it is runnable and free. */
+  quantum(pid: number): Promise<void>;
+}
+
 /** Round-robin scheduler over one kernel. */
 export class Scheduler {
   #k: Kernel;
   #lastPid = 0;
   #concurrency: number;
+  #driver: QuantumDriver | null = null;
 
   /** Schedule processes of `kernel`. */
   constructor(kernel: Kernel, options: SchedulerOptions = {}) {
@@ -188,6 +200,7 @@ export class Scheduler {
    * ahead of those still waiting in it, unless it already had one.
    */
   async runUntilIdle(maxQuanta = Number.MAX_SAFE_INTEGER): Promise<RunReport> {
+    if (this.#driver) return await this.#driver.runUntilIdle(maxQuanta);
     const turns = new _EventLoopTurns(() => this.#k.store.flush());
     try {
       return await this.#run(maxQuanta, turns);
@@ -248,7 +261,7 @@ export class Scheduler {
   // is inside a quantum, decided with the listing: a quantum that ends after
   // it may leave its process runnable.
   async #newRound(round: _Round, active: Map<number, Promise<void>>): Promise<boolean> {
-    await this.#wakeExpired();
+    await this.wakeExpired();
     // The listing below sees everything that became runnable until now.
     this.#k.takeRunnable();
     const listed = await this.#k.store.pidsWithStatus("runnable");
@@ -258,9 +271,11 @@ export class Scheduler {
     return runnable.length === 0 && active.size === 0;
   }
 
-  // A human request left undecided past its expiry counts as denied: wake the
-  // process waiting on it; its retry records the expiry and is refused (EPERM).
-  async #wakeExpired(): Promise<void> {
+  /**
+   * A human request left undecided past its expiry counts as denied: wake the
+   * process waiting on it; its retry records the expiry and is refused (EPERM).
+   */
+  async wakeExpired(): Promise<void> {
     const waiting = await this.#k.store.pidsWithStatus("waiting_human");
     if (waiting.length === 0) return;
     const now = this.#k.providers.clock.now();
@@ -274,8 +289,19 @@ export class Scheduler {
     }
   }
 
+  /** Slots: processes that may be inside a quantum at once. */
+  get concurrency(): number {
+    return this.#concurrency;
+  }
+
+  /** Hand runs and single quanta to `driver` (leased claiming on a shared store). */
+  useDriver(driver: QuantumDriver): void {
+    this.#driver = driver;
+  }
+
   /** Give one quantum to `pid` if it is runnable; what it wrote is committed when it returns. */
   async quantum(pid: number): Promise<void> {
+    if (this.#driver) return await this.#driver.quantum(pid);
     try {
       await this.#quantum(pid);
     } finally {
@@ -283,8 +309,17 @@ export class Scheduler {
     }
   }
 
+  /**
+   * One quantum for `pid`, through the kernel that acts for it (fenced by a
+   * worker's lease, when it runs under one). `EFENCED` means the lease was
+   * lost: nothing more was written and the process is another runtime's now.
+   */
+  async runQuantum(pid: number): Promise<void> {
+    await this.#quantum(pid);
+  }
+
   async #quantum(pid: number): Promise<void> {
-    const k = this.#k;
+    const k = this.#k.forPid(pid);
     const proc = await k.process(pid);
     if (proc.status !== "runnable") return;
     if (proc.cancel_requested) {
@@ -295,18 +330,20 @@ export class Scheduler {
     const over = _overBudget(proc, usage);
     if (over) {
       await k.emit("budget.exhausted", "scheduler", `pid:${pid}`, { budget: over });
-      await this.#fail(pid, `budget exhausted: ${over}`);
+      await this.#fail(k, pid, `budget exhausted: ${over}`);
       return;
     }
     usage.quanta++;
     const q = new _Quantum(usage);
     try {
-      if (proc.pending) await this.#toolStep(proc, proc.pending, q);
-      else await this.#modelStep(proc, q);
+      if (proc.pending) await this.#toolStep(k, proc, proc.pending, q);
+      else await this.#modelStep(k, proc, q);
     } catch (e) {
       const err = toLibosError(e);
+      // The lease is gone: this runtime may write nothing more for the process.
+      if (err.code === "EFENCED") throw err;
       const cur = await k.process(pid);
-      if (!isTerminal(cur.status)) await this.#fail(pid, `${err.code}: ${err.message}`);
+      if (!isTerminal(cur.status)) await this.#fail(k, pid, `${err.code}: ${err.message}`);
     } finally {
       // Persisted with the process's next write (or flushed on close).
       q.stamp();
@@ -314,9 +351,9 @@ export class Scheduler {
   }
 
   // The scheduler ending a process is recorded like any other decision.
-  async #fail(pid: number, reason: string): Promise<void> {
-    await this.#k.transition(pid, "failed", { exit_code: 1, exit_reason: reason }, "scheduler");
-    await this.#k.audit({
+  async #fail(k: Kernel, pid: number, reason: string): Promise<void> {
+    await k.transition(pid, "failed", { exit_code: 1, exit_reason: reason }, "scheduler");
+    await k.audit({
       actor: "scheduler",
       action: "process.fail",
       target: `process:${pid}`,
@@ -330,8 +367,7 @@ export class Scheduler {
     });
   }
 
-  async #modelStep(proc: ProcessRecord, q: _Quantum): Promise<void> {
-    const k = this.#k;
+  async #modelStep(k: Kernel, proc: ProcessRecord, q: _Quantum): Promise<void> {
     if (!proc.model) {
       await k.transition(proc.pid, "exited", { exit_code: 0, exit_reason: "no model" });
       return;
@@ -349,7 +385,7 @@ export class Scheduler {
     const step = decision.step;
     if (step.type === "exit") {
       // The model's exit goes through the same primitive as a tool's, so it is audited.
-      await this.#decide(proc.pid, model, undefined, decision, q);
+      await this.#decide(k, proc.pid, model, undefined, decision, q);
       const args: Record<string, unknown> = { code: step.code };
       if (step.result !== undefined) args.result = step.result;
       await syscall(k, proc.pid, "process.exit", args);
@@ -358,7 +394,7 @@ export class Scheduler {
     // Durable before the tool runs: a restart resumes the same action, never re-asks the model.
     const action: PendingAction = { tool: step.tool, args: step.args };
     if (step.error) action.error = { code: step.error.code, message: step.error.message };
-    await this.#decide(proc.pid, model, action, decision, q);
+    await this.#decide(k, proc.pid, model, action, decision, q);
   }
 
   // Store a decision: the cursor, the next action and the model's new log
@@ -368,13 +404,13 @@ export class Scheduler {
   // deferred: it lands with the next write that may precede an effect (at the
   // latest this process's `running` mark, before its action runs).
   async #decide(
+    k: Kernel,
     pid: number,
     model: ModelState,
     pending: PendingAction | undefined,
     decision: ModelDecision,
     q: _Quantum,
   ): Promise<void> {
-    const k = this.#k;
     q.stamp();
     const patch = { model, usage: { ...q.usage }, updated_at: k.now() };
     const next = pending ? { ...patch, pending } : patch;
@@ -384,8 +420,12 @@ export class Scheduler {
     }, { defer: true });
   }
 
-  async #toolStep(proc: ProcessRecord, action: PendingAction, q: _Quantum): Promise<void> {
-    const k = this.#k;
+  async #toolStep(
+    k: Kernel,
+    proc: ProcessRecord,
+    action: PendingAction,
+    q: _Quantum,
+  ): Promise<void> {
     // Durable before the tool's first effect: from here on a crash records the
     // step as unknown (EIO) instead of running it a second time.
     if (!(await k.markRunning(proc.pid))) return;
@@ -429,7 +469,7 @@ export class Scheduler {
           ? new LibosError("EINVAL", e.message)
           : toLibosError(e);
         if (err.code === "EAGAIN") {
-          await this.#park(proc.pid, action, err);
+          await this.#park(k, proc.pid, action, err);
           return;
         }
         result = { step: stepNo, tool: action.tool, ok: false, error: err.toJSON() };
@@ -437,14 +477,14 @@ export class Scheduler {
         k.endJournal(proc.pid);
       }
     }
-    await this.#finishStep(proc.pid, result, q);
+    await this.#finishStep(k, proc.pid, result, q);
   }
 
   // Blocked on a child or a human: keep the action and what it already did; it
   // is retried when woken, replaying its completed syscalls from the journal.
-  async #park(pid: number, action: PendingAction, err: LibosError): Promise<void> {
-    const k = this.#k;
+  async #park(k: Kernel, pid: number, action: PendingAction, err: LibosError): Promise<void> {
     const journal = k.endJournal(pid);
+    const target = k.takeWaitTarget(pid);
     await k.saveProcess(pid, { pending: { ...action, journal } });
     const cur = await k.process(pid);
     const to = err.wait === "human" ? "waiting_human" : "waiting_event";
@@ -452,6 +492,12 @@ export class Scheduler {
     // A child that ended while we were parking found nobody waiting: wake ourselves.
     if (to === "waiting_event" && k.takePendingWake(pid)) {
       await k.wake(pid, "waiting_event");
+    }
+    // The same when the child ended on another runtime (a worker on a shared
+    // store): it is read again now that the parking is committed.
+    if (to === "waiting_event" && target !== undefined) {
+      const child = await k.store.getProcess(target);
+      if (child && isTerminal(child.status)) await k.wake(pid, "waiting_event");
     }
     // A decision that landed while we were parking found nobody waiting: wake ourselves.
     if (
@@ -468,9 +514,9 @@ export class Scheduler {
   // commit is deferred like a decision's: no effect depends on it, and a crash
   // before it lands finds the step `running` and records it as unknown, as for
   // a crash inside the step.
-  async #finishStep(pid: number, result: StepResult, q: _Quantum): Promise<void> {
+  async #finishStep(k0: Kernel, pid: number, result: StepResult, q: _Quantum): Promise<void> {
     q.stamp();
-    await this.#k.atomically(async (k) => {
+    await k0.atomically(async (k) => {
       await this.#record(k, pid, result);
       const done = { pending: null, usage: { ...q.usage }, updated_at: k.now() };
       if (!(await k.store.updateProcess(pid, { ...done, status: "runnable" }, "running"))) {
@@ -479,11 +525,34 @@ export class Scheduler {
     }, { defer: true });
   }
 
+  /**
+   * A process a runtime left `running` when it stopped (crashed, killed, its
+   * lease expired): the step's outcome is unknown, so it becomes the step's
+   * result (EIO, never run again) and the process runnable.
+   */
+  async recoverStep(pid: number): Promise<void> {
+    const k = this.#k.forPid(pid);
+    const p = await k.process(pid);
+    if (p.status !== "running") return;
+    if (p.pending) {
+      await this.recordStep(pid, {
+        step: await k.store.stepCount(pid),
+        tool: p.pending.tool,
+        ok: false,
+        error: {
+          code: "EIO",
+          message: "runtime stopped during this step; outcome unknown, not replayed",
+        },
+      });
+    }
+    await k.transition(pid, "runnable", { pending: null }, "recovery");
+  }
+
   /** Record a tool step's result and clear the pending action (one transaction). */
   async recordStep(pid: number, result: StepResult): Promise<void> {
     // The result and the cleared pending action land together: a crash between
     // them would otherwise record the step a second time on recovery.
-    await this.#k.atomically(async (k) => {
+    await this.#k.forPid(pid).atomically(async (k) => {
       await this.#record(k, pid, result);
       await k.saveProcess(pid, { pending: null });
     });

@@ -292,6 +292,7 @@ const wait: Primitive = {
     const child = await _direct(call, pidArg(call));
     call.target = `process:${child.pid}`;
     if (!isTerminal(child.status)) {
+      call.k.noteWaitTarget(call.proc.pid, child.pid);
       throw new LibosError("EAGAIN", `${call.name}: process ${child.pid} is ${child.status}`);
     }
     return {

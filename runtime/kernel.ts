@@ -88,6 +88,8 @@ interface _Shared {
   toolSpecs: Readonly<Record<string, ToolSpec>>;
   conversations: Map<number, Conversation>;
   modelText: ((pid: number, text: string) => void) | null;
+  fenced: Map<number, Kernel>;
+  waitTargets: Map<number, number>;
 }
 
 /** What a model is told about a builtin tool (its schema comes from the tool table, above). */
@@ -144,7 +146,62 @@ export class Kernel {
         conversations: new Map(),
         modelText: null,
         ablations: options.ablations ?? parseAblations(undefined),
+        fenced: new Map(),
+        waitTargets: new Map(),
       };
+  }
+
+  /**
+   * The kernel to act for `pid` with: while this runtime holds a worker's
+   * lease on `pid`, one whose store is fenced by that lease (every write it
+   * makes commits only while the lease holds), else this kernel. The
+   * scheduler, the model loop and nested syscalls all go through it, so
+   * primitives never need to know about leases.
+   */
+  forPid(pid: number): Kernel {
+    return this.#shared.fenced.get(pid) ?? this;
+  }
+
+  /** Act for `pid` through `store` (a view fenced by the lease held on it) until {@link unbindStore}. */
+  bindStore(pid: number, store: Store): Kernel {
+    const k = new Kernel(store, this.providers, this.toolNames, {}, this.#shared);
+    this.#shared.fenced.set(pid, k);
+    return k;
+  }
+
+  /** Stop acting for `pid` through a fenced store. */
+  unbindStore(pid: number): void {
+    this.#shared.fenced.delete(pid);
+  }
+
+  /**
+   * Forget what is kept in memory about `pid` (usage counters, conversation,
+   * journal, wake notes): another runtime may run it next, and this one must
+   * read it afresh from the store if it gets it back.
+   */
+  forget(pid: number): void {
+    this.#shared.usage.delete(pid);
+    this.#shared.conversations.delete(pid);
+    this.#shared.journals.delete(pid);
+    this.#shared.pendingWakes.delete(pid);
+    this.#shared.waitTargets.delete(pid);
+  }
+
+  /**
+   * Note that `pid` is about to park waiting for child `child` to end. The
+   * scheduler checks the child again once the parent is parked: a child that
+   * ended on another runtime in between found its parent not parked yet and
+   * could not wake it.
+   */
+  noteWaitTarget(pid: number, child: number): void {
+    this.#shared.waitTargets.set(pid, child);
+  }
+
+  /** The child `pid` parked waiting for (and forget it), if any. */
+  takeWaitTarget(pid: number): number | undefined {
+    const child = this.#shared.waitTargets.get(pid);
+    this.#shared.waitTargets.delete(pid);
+    return child;
   }
 
   /** The safety mechanisms this kernel runs without (benchmark ablations; empty by default). */
