@@ -1,6 +1,6 @@
 /**
- * `libos`: the command line. Subcommands: run, resume, human, audit, ps, caps,
- * events, effects, tool, serve, bench.
+ * `libos`: the command line. Subcommands: run, submit, worker, resume, human,
+ * audit, ps, caps, events, effects, tool, serve, bench.
  *
  * Exit codes: 0 ok, 1 the agent failed or an audit did not verify, 2 bad usage
  * or bad input (the message names the field).
@@ -19,7 +19,9 @@ import {
   ScriptedHuman,
 } from "../runtime/providers/scripted.ts";
 import type { HumanAnswer, HumanProvider } from "../runtime/providers/types.ts";
-import { SqliteStore } from "../runtime/store/sqlite.ts";
+import { isPostgresUrl, openStore } from "../runtime/store/open.ts";
+import type { Store } from "../runtime/store/store.ts";
+import { scrubUrls } from "../runtime/store/_pg_url.ts";
 import { serve } from "../server/serve.ts";
 import { BUILTIN_TOOL_NAMES } from "../tools/builtin.ts";
 import type { ModelConfig, ProcessRecord } from "../runtime/types.ts";
@@ -29,6 +31,8 @@ import { SCENARIO_DIR } from "../safety/scenario.ts";
 
 const USAGE = `usage:
   libos run IMAGE.json --workspace DIR (--script SCRIPT.json | --goal TEXT [--model openai:MODEL|anthropic:MODEL] [--base-url URL]) [--store FILE] [--grant RESOURCE=RIGHT,RIGHT]... [--human deny|queue|script:FILE] [--json]
+  libos submit IMAGE.json --workspace DIR (--script SCRIPT.json | --goal TEXT --model openai:MODEL|anthropic:MODEL [--base-url URL]) [--store FILE|URL] [--grant RESOURCE=RIGHT,RIGHT]... [--json]
+  libos worker [--store URL] [--concurrency N] [--until-idle] [--lease-ms N] [--json]
   libos resume PID [--store FILE] [--human queue|deny|script:FILE] [--json]
   libos human list [--store FILE] [--all] [--json]
   libos human approve ID --once|--always [--store FILE]
@@ -41,12 +45,15 @@ const USAGE = `usage:
   libos events --store FILE [--json]
   libos effects --store FILE [--json]
   libos tool run TOOL.ts --workspace DIR [--grant RESOURCE=RIGHT,RIGHT]... [--args JSON] [--timeout-ms N] [--store FILE] [--json]
-  libos serve [--store FILE] [--port N] [--hostname 127.0.0.1|::1|localhost]
+  libos serve [--store FILE] [--port N] [--hostname 127.0.0.1|::1|localhost] [--token-file FILE] [--no-scheduler]
   libos bench safety [--tasks DIR] [--runner NAME]... [--out DIR] [--json]`;
 
 /** What each command does, for `libos --help` and `libos COMMAND --help`. */
 const _ABOUT: Record<string, string> = {
   run: "launch an image as a new root process and run it until it ends or waits for a human",
+  submit: "create a runnable root process without running it and print its pid (workers run it)",
+  worker:
+    "run processes from a PostgreSQL store with leases, beside other workers (until stopped or idle)",
   resume: "run a stored process again (after a human decision or a restart)",
   human:
     "list pending human requests, approve or deny one, or release held-back content to a model",
@@ -66,7 +73,8 @@ function _help(cmd?: string): string {
   if (cmd === undefined) {
     const about = Object.entries(_ABOUT).map(([c, a]) => `  ${c.padEnd(8)} ${a}`).join("\n");
     return `libos: the Agent libOS command line\n\n${USAGE}\n\ncommands:\n${about}\n\n` +
-      `the store defaults to ${DEFAULT_STORE}; libos COMMAND --help for one command; libos --version`;
+      `the store defaults to $LIBOS_STORE, else ${DEFAULT_STORE}; --store takes a file or a ` +
+      `postgres:// URL; libos COMMAND --help for one command; libos --version`;
   }
   const lines = USAGE.split("\n").filter((l) =>
     l.startsWith(`  libos ${cmd} `) || l === `  libos ${cmd}`
@@ -120,38 +128,77 @@ function _humanAnswers(raw: unknown): HumanAnswer[] {
   });
 }
 
+/** What `run` and `submit` read from their command line: an image and how it is driven. */
+interface _LaunchArgs {
+  image: ReturnType<typeof parseImage>;
+  model: ModelConfig | null;
+  script: ReturnType<typeof parseScript> | null;
+  grants: ReturnType<typeof parseGrantFlag>[];
+  goal: string | undefined;
+  workspace: string;
+}
+
+const _LAUNCH_OPTIONS = {
+  workspace: { type: "string" },
+  script: { type: "string" },
+  store: { type: "string" },
+  grant: { type: "string", multiple: true },
+  goal: { type: "string" },
+  json: { type: "boolean" },
+  model: { type: "string" },
+  "base-url": { type: "string" },
+} as const;
+
+// Validate everything before the store is touched: bad input leaves no state.
+async function _launchArgs(
+  cmd: string,
+  values: {
+    workspace?: string;
+    script?: string;
+    grant?: string[];
+    goal?: string;
+    model?: string;
+    "base-url"?: string;
+  },
+  positionals: string[],
+): Promise<_LaunchArgs> {
+  if (positionals.length !== 1) throw new _Usage(`${cmd}: give exactly one IMAGE.json`);
+  if (!values.workspace) throw new _Usage(`${cmd}: --workspace DIR is required`);
+  const image = parseImage(await _readJson(positionals[0], "image"), BUILTIN_TOOL_NAMES);
+  const model = _modelChoice(image, values.model, values["base-url"]);
+  if (values.script && model) {
+    throw new _Usage(`${cmd}: give --script or a model (--model, or the image's), not both`);
+  }
+  if (!values.script && !model) {
+    throw new _Usage(
+      `${cmd}: give --script SCRIPT.json, or --goal TEXT with --model PROVIDER:MODEL`,
+    );
+  }
+  if (model && !values.goal) throw new _Usage(`${cmd}: a model-driven run needs --goal TEXT`);
+  const script = values.script ? parseScript(await _readJson(values.script, "script")) : null;
+  const grants = (values.grant ?? []).map(parseGrantFlag);
+  return { image, model, script, grants, goal: values.goal, workspace: values.workspace };
+}
+
+async function _launch(rt: Runtime, a: _LaunchArgs): Promise<ProcessRecord> {
+  return await rt.launch({
+    image: a.image,
+    workspace: a.workspace,
+    grants: a.grants,
+    ...(a.script ? { script: { steps: a.script } } : { model: a.model }),
+    goal: a.goal,
+  });
+}
+
 async function _run(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: {
-      workspace: { type: "string" },
-      script: { type: "string" },
-      store: { type: "string" },
-      grant: { type: "string", multiple: true },
-      goal: { type: "string" },
-      human: { type: "string" },
-      json: { type: "boolean" },
-      model: { type: "string" },
-      "base-url": { type: "string" },
-    },
+    options: { ..._LAUNCH_OPTIONS, human: { type: "string" } },
   });
-  if (positionals.length !== 1) throw new _Usage("run: give exactly one IMAGE.json");
-  if (!values.workspace) throw new _Usage("run: --workspace DIR is required");
-  // Validate everything before the store is touched: bad input leaves no state.
-  const image = parseImage(await _readJson(positionals[0], "image"), BUILTIN_TOOL_NAMES);
-  const model = _modelChoice(image, values.model, values["base-url"]);
-  if (values.script && model) {
-    throw new _Usage("run: give --script or a model (--model, or the image's), not both");
-  }
-  if (!values.script && !model) {
-    throw new _Usage("run: give --script SCRIPT.json, or --goal TEXT with --model PROVIDER:MODEL");
-  }
-  if (model && !values.goal) throw new _Usage("run: a model-driven run needs --goal TEXT");
-  const script = values.script ? parseScript(await _readJson(values.script, "script")) : null;
-  const grants = (values.grant ?? []).map(parseGrantFlag);
+  const launch = await _launchArgs("run", values, positionals);
   const human = await _humanMode(values.human ?? "deny");
-  const storePath = await _newStore(values.store, values.workspace);
+  const storePath = await _newStore(values.store, launch.workspace);
   const json = values.json ?? false;
   const rt = await Runtime.open({
     store: storePath,
@@ -161,18 +208,101 @@ async function _run(args: string[]): Promise<number> {
     onModelText: json ? undefined : (pid, t) => _showText(pid, t),
   });
   try {
-    const proc = await rt.launch({
-      image,
-      workspace: values.workspace,
-      grants,
-      ...(script ? { script: { steps: script } } : { model }),
-      goal: values.goal,
-    });
+    const proc = await _launch(rt, launch);
     await rt.runUntilIdle();
     return await _report(rt, proc.pid, values.json ?? false);
   } finally {
     await rt.close();
   }
+}
+
+/**
+ * `submit`: create a runnable root process and leave it to the store's
+ * workers (or the next `resume`/`serve` on a file store). Prints its pid.
+ */
+async function _submit(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: _LAUNCH_OPTIONS,
+  });
+  const launch = await _launchArgs("submit", values, positionals);
+  const storePath = await _newStore(values.store, launch.workspace);
+  // A client: it neither schedules nor recovers, so it never disturbs running workers.
+  const rt = await Runtime.open({ store: storePath, role: "client" });
+  try {
+    const proc = await _launch(rt, launch);
+    if (values.json) console.log(JSON.stringify({ pid: proc.pid, status: proc.status }));
+    else console.log(String(proc.pid));
+    return 0;
+  } finally {
+    await rt.close();
+  }
+}
+
+/**
+ * `worker`: run processes from a PostgreSQL store beside other workers. Each
+ * process is claimed with a lease, given one quantum and released (least
+ * recently run first, fleet-wide); ASKs wait in the durable queue for the
+ * console or `libos human`. Stops on SIGINT/SIGTERM (after the quanta in
+ * flight) or, with `--until-idle`, when nothing is runnable or running.
+ */
+async function _worker(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      store: { type: "string" },
+      concurrency: { type: "string" },
+      "until-idle": { type: "boolean" },
+      "lease-ms": { type: "string" },
+      json: { type: "boolean" },
+    },
+  });
+  if (positionals.length) throw new _Usage("worker: takes no positional arguments");
+  const concurrency = _intFlag(values.concurrency, "--concurrency", 1, 256) ?? CLI_CONCURRENCY;
+  const leaseMs = _intFlag(values["lease-ms"], "--lease-ms", 100, 3_600_000);
+  const spec = _storeSpec(values.store);
+  if (spec === undefined || !isPostgresUrl(spec)) {
+    throw invalid(
+      "--store",
+      "workers need a postgres:// URL (a SQLite store has one scheduler: use libos resume or serve)",
+    );
+  }
+  const rt = await Runtime.open({
+    store: spec,
+    providers: { human: new QueueHuman() },
+    concurrency,
+    worker: leaseMs === undefined ? {} : { leaseMs },
+  });
+  const stop = new AbortController();
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  const onSignal = () => stop.abort();
+  for (const s of signals) Deno.addSignalListener(s, onSignal);
+  const worker = rt.worker!;
+  try {
+    if (!values.json) console.error(`libos worker ${worker.id} on ${rt.kernel.store.name}`);
+    const report = await worker.run({ untilIdle: values["until-idle"], signal: stop.signal });
+    const out = { worker: worker.id, idle: report.idle, ...worker.stats };
+    if (values.json) console.log(JSON.stringify(out));
+    else {
+      console.log(
+        `worker ${worker.id}: ${out.quanta} quanta, ${out.takenOver} taken over, ${out.lost} lost leases`,
+      );
+    }
+    return 0;
+  } finally {
+    for (const s of signals) Deno.removeSignalListener(s, onSignal);
+    await rt.close();
+  }
+}
+
+function _intFlag(v: string | undefined, field: string, min: number, max: number) {
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) {
+    throw invalid(field, `must be an integer from ${min} to ${max}`);
+  }
+  return Number(v);
 }
 
 /**
@@ -360,13 +490,20 @@ async function _human(args: string[]): Promise<number> {
  * it must exist. Returned absolute.
  */
 async function _existingStore(path: string | undefined): Promise<string> {
-  const file = resolve(path ?? DEFAULT_STORE);
+  const spec = _storeSpec(path);
+  if (spec !== undefined && isPostgresUrl(spec)) return spec;
+  const file = resolve(spec ?? DEFAULT_STORE);
   try {
     await Deno.stat(file);
   } catch {
-    throw invalid("--store", `'${path ?? DEFAULT_STORE}' does not exist`);
+    throw invalid("--store", `'${spec ?? DEFAULT_STORE}' does not exist`);
   }
   return file;
+}
+
+/** `--store`, else `$LIBOS_STORE` (a file or a `postgres://` URL), else undefined. */
+function _storeSpec(path: string | undefined): string | undefined {
+  return path ?? (Deno.env.get("LIBOS_STORE") || undefined);
 }
 
 /**
@@ -376,6 +513,8 @@ async function _existingStore(path: string | undefined): Promise<string> {
  * outside `workspace` before anything is created.
  */
 async function _newStore(path: string | undefined, workspace?: string): Promise<string> {
+  path = _storeSpec(path);
+  if (path !== undefined && isPostgresUrl(path)) return path;
   const file = resolve(path ?? DEFAULT_STORE);
   if (workspace !== undefined) await assertStoreOutside(file, workspace);
   if (path === undefined) {
@@ -435,8 +574,8 @@ async function _audit(args: string[]): Promise<number> {
   }
 }
 
-async function _openStoreOnly(path: string | undefined): Promise<SqliteStore> {
-  return SqliteStore.open(await _existingStore(path));
+async function _openStoreOnly(path: string | undefined): Promise<Store> {
+  return await openStore(await _existingStore(path));
 }
 
 /** How a process's shell commands are confined (records older than the policy field: bwrap). */
@@ -635,6 +774,8 @@ async function _serve(args: string[]): Promise<number> {
       store: { type: "string" },
       port: { type: "string" },
       hostname: { type: "string" },
+      "token-file": { type: "string" },
+      "no-scheduler": { type: "boolean" },
     },
   });
   if (positionals.length) throw new _Usage("serve: takes no positional arguments");
@@ -647,28 +788,41 @@ async function _serve(args: string[]): Promise<number> {
     throw invalid("--hostname", "must be a loopback address (127.0.0.1, ::1 or localhost)");
   }
   const file = await _newStore(values.store);
+  const url = isPostgresUrl(file);
+  // A file store's token lives beside it; a PostgreSQL store has no such place:
+  // its token is kept in memory unless --token-file names one.
+  const tokenFile = values["token-file"] !== undefined
+    ? resolve(values["token-file"])
+    : url
+    ? undefined
+    : `${file}.token`;
   const rt = await Runtime.open({
     store: file,
     providers: { human: new QueueHuman() },
     concurrency: CLI_CONCURRENCY,
+    // A console only: workers run the processes (it decides and watches).
+    role: values["no-scheduler"] ? "client" : "scheduler",
   });
   let served;
   try {
-    served = await serve(rt, { port: Number(port), hostname, tokenFile: `${file}.token` });
+    served = await serve(rt, { port: Number(port), hostname, tokenFile });
   } catch (e) {
     await rt.close();
     throw e;
   }
   console.log(`libos console: ${served.url}/#token=${served.token}`);
-  console.log(`token file: ${served.tokenFile} (mode 0600; API: Authorization: Bearer <token>)`);
+  if (served.tokenFile) {
+    console.log(`token file: ${served.tokenFile} (mode 0600; API: Authorization: Bearer <token>)`);
+  } else console.log("token: in memory only (API: Authorization: Bearer <token>)");
+  if (rt.role === "client") console.log("console only: workers run the processes");
   console.log("every ASK now waits for a decision in the console; Ctrl-C stops");
-  const { promise: stopped, resolve } = Promise.withResolvers<void>();
+  const { promise: stopped, resolve: stop } = Promise.withResolvers<void>();
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-  for (const s of signals) Deno.addSignalListener(s, resolve);
+  for (const s of signals) Deno.addSignalListener(s, stop);
   try {
     await stopped;
   } finally {
-    for (const s of signals) Deno.removeSignalListener(s, resolve);
+    for (const s of signals) Deno.removeSignalListener(s, stop);
     await served.close();
     await rt.close();
   }
@@ -842,6 +996,10 @@ export async function main(args: string[]): Promise<number> {
     switch (cmd) {
       case "run":
         return await _run(rest);
+      case "submit":
+        return await _submit(rest);
+      case "worker":
+        return await _worker(rest);
       case "audit":
         return await _audit(rest);
       case "ps":
@@ -869,17 +1027,19 @@ export async function main(args: string[]): Promise<number> {
     }
   } catch (e) {
     if (e instanceof _Usage) {
-      console.error(`libos: ${e.message}\n${USAGE}`);
+      console.error(`libos: ${scrubUrls(e.message)}\n${USAGE}`);
       return 2;
     }
     if (e instanceof LibosError) {
-      console.error(`libos: ${e.code} ${e.message}`);
+      // A store URL may carry a password: never print it.
+      console.error(`libos: ${e.code} ${scrubUrls(e.message)}`);
       return e.code === "EINVAL" ? 2 : 1;
     }
     if (e instanceof TypeError && (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
       console.error(`libos: ${e.message}\n${USAGE}`);
       return 2;
     }
+    if (e instanceof Error) e.message = scrubUrls(e.message);
     throw e;
   }
 }
