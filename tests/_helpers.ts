@@ -9,15 +9,29 @@ import { DenyingHuman } from "../runtime/providers/scripted.ts";
 import type { Providers } from "../runtime/providers/types.ts";
 import type { Capability, CapabilitySpec } from "../runtime/types.ts";
 import { LibosError } from "../runtime/errors.ts";
+import { dropPgStore, freshPgStore, ON_PG, pgDump, pgExec } from "./_pg.ts";
+import { isPostgresUrl, openStore } from "../runtime/store/open.ts";
+import type { Store } from "../runtime/store/store.ts";
+import { DatabaseSync } from "node:sqlite";
 
-/** A test environment: temp dir with `ws/` (workspace) and `store.db`. */
+/**
+ * A test environment: temp dir with `ws/` (workspace) and `store.db`, or,
+ * when the suite runs on PostgreSQL (`LIBOS_TEST_STORE`), a fresh database.
+ */
 export interface Env {
   /** Temp root (outside the workspace). */
   root: string;
   /** Workspace real path. */
   ws: string;
-  /** Store file path. */
+  /** Store file path, or the PostgreSQL URL of the environment's own database. */
   storePath: string;
+  /** Which store the environment runs on. */
+  storeKind: "sqlite" | "postgres";
+  /**
+   * A file path beside the store (`<store><suffix>`, like the console's token
+   * file); in the temp root for a PostgreSQL store, which has no file.
+   */
+  beside(suffix: string): string;
   /** The runtime. */
   rt: Runtime;
   /** Human channel used (inspect `.asked`, `.shown`). */
@@ -47,18 +61,23 @@ export async function makeEnv(options: EnvOptions = {}): Promise<Env> {
     await Deno.mkdir(join(ws, rel, ".."), { recursive: true });
     await Deno.writeTextFile(join(ws, rel), content);
   }
-  const storePath = join(root, "store.db");
+  const storePath = ON_PG ? await freshPgStore() : join(root, "store.db");
   const human = (options.providers?.human as DenyingHuman | undefined) ?? new DenyingHuman();
   const rt = await Runtime.open({
     store: storePath,
     providers: { human, ...options.providers },
     jitCacheDir: options.jitCacheDir,
     concurrency: options.concurrency,
+    // A file store's directory (the temp root) is hidden from agents as <store>; a
+    // PostgreSQL store has none, so the root is declared, keeping host-path tests the same.
+    hostPaths: ON_PG ? [{ path: root, name: "<store>" }] : [],
   });
   return {
     root,
     ws,
     storePath,
+    storeKind: ON_PG ? "postgres" : "sqlite",
+    beside: (suffix) => ON_PG ? join(root, `store${suffix}`) : `${storePath}${suffix}`,
     rt,
     human,
     async [Symbol.asyncDispose]() {
@@ -66,6 +85,7 @@ export async function makeEnv(options: EnvOptions = {}): Promise<Env> {
         await rt.close();
       } catch { /* already closed */ }
       await Deno.remove(root, { recursive: true });
+      if (ON_PG) await dropPgStore(storePath);
     },
   };
 }
@@ -187,4 +207,76 @@ export function capRecord(
     status: "active",
     ...fields,
   };
+}
+
+/** Open the store at `path` (a file, or the PostgreSQL URL of an environment). */
+export async function openStoreAt(path: string): Promise<Store> {
+  return await openStore(path);
+}
+
+/**
+ * Run raw SQL (`?` placeholders) against a store, as an attacker with the
+ * file or the database password could. Returns how many rows changed.
+ */
+export async function rawSql(path: string, sql: string, ...params: (string | number)[]) {
+  if (isPostgresUrl(path)) return (await pgExec(path, sql, params)).changes;
+  const db = new DatabaseSync(path);
+  try {
+    return Number(db.prepare(sql).run(...params).changes);
+  } finally {
+    db.close();
+  }
+}
+
+/** Rows of a raw SQL query (`?` placeholders) against a store. */
+export async function rawRows(
+  path: string,
+  sql: string,
+  ...params: (string | number)[]
+): Promise<Record<string, unknown>[]> {
+  if (isPostgresUrl(path)) return (await pgExec(path, sql, params)).rows;
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    return db.prepare(sql).all(...params) as Record<string, unknown>[];
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Everything a store holds, as text: every byte of a SQLite store's files
+ * (main, WAL, shared memory, audit log), or every row of a PostgreSQL store.
+ */
+export async function storeBytes(path: string, suffixes = ["", "-wal", "-shm", "-journal"]) {
+  if (isPostgresUrl(path)) return await pgDump(path);
+  let all = "";
+  for (const suffix of suffixes) {
+    try {
+      // latin1 keeps every byte, so an ASCII needle is found wherever it sits.
+      all += new TextDecoder("latin1").decode(await Deno.readFile(path + suffix));
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+  return all;
+}
+
+/**
+ * Pretend the leases of a runtime that was killed have run out (as they do
+ * after their length): a SQLite store's scheduler lease, or, on PostgreSQL,
+ * every worker lease still held on a process.
+ */
+export async function expireLeases(path: string): Promise<void> {
+  if (isPostgresUrl(path)) {
+    await rawSql(
+      path,
+      "UPDATE process_state SET lease_until = now() - interval '1 second' WHERE lease_worker IS NOT NULL",
+    );
+    return;
+  }
+  await rawSql(
+    path,
+    "UPDATE meta SET value = ? WHERE key = 'scheduler_lease'",
+    JSON.stringify({ id: "dead", os_pid: 0, heartbeat: 0 }),
+  );
 }

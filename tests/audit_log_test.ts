@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { SqliteStore } from "../runtime/store/sqlite.ts";
+import { SQLITE_ONLY } from "./_pg.ts";
 import { auditLogPath } from "../runtime/store/_audit_log.ts";
 import type { AuditDraft } from "../runtime/store/store.ts";
 
@@ -47,21 +48,24 @@ function metaOffset(path: string): number {
   }
 }
 
-Deno.test("audit log: a runtime killed right after its calls returned loses no audit record", async () => {
-  await using tmp = await tempDir();
-  const ws = join(tmp.dir, "ws");
-  await Deno.mkdir(ws);
-  await Deno.writeTextFile(join(ws, "a.txt"), "A");
-  const runtimeUrl = new URL("../host/runtime.ts", import.meta.url).href;
-  // The indexer usually lags the last calls by a few ms; on a busy machine it
-  // can catch up before the kill, so up to three tries must see it lag once.
-  let sawUnindexed = false;
-  for (let attempt = 0; attempt < 3 && !sawUnindexed; attempt++) {
-    const storePath = join(tmp.dir, `store${attempt}.db`);
-    const child = join(tmp.dir, `child${attempt}.ts`);
-    await Deno.writeTextFile(
-      child,
-      `import { Runtime } from ${JSON.stringify(runtimeUrl)};
+Deno.test(
+  "audit log: a runtime killed right after its calls returned loses no audit record",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempDir();
+    const ws = join(tmp.dir, "ws");
+    await Deno.mkdir(ws);
+    await Deno.writeTextFile(join(ws, "a.txt"), "A");
+    const runtimeUrl = new URL("../host/runtime.ts", import.meta.url).href;
+    // The indexer usually lags the last calls by a few ms; on a busy machine it
+    // can catch up before the kill, so up to three tries must see it lag once.
+    let sawUnindexed = false;
+    for (let attempt = 0; attempt < 3 && !sawUnindexed; attempt++) {
+      const storePath = join(tmp.dir, `store${attempt}.db`);
+      const child = join(tmp.dir, `child${attempt}.ts`);
+      await Deno.writeTextFile(
+        child,
+        `import { Runtime } from ${JSON.stringify(runtimeUrl)};
 const rt = await Runtime.open({ store: ${JSON.stringify(storePath)} });
 const { pid } = await rt.launch({
   image: { name: "k", tools: ["read_file"], budgets: { max_syscalls: null } },
@@ -74,154 +78,177 @@ await Promise.all(Array.from({ length: 8 }, async () => {
 // Every call above returned, so its record is durable; die before indexing.
 Deno.kill(Deno.pid, "SIGKILL");
 `,
+      );
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--no-check", "-A", child],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(out.signal, "SIGKILL", new TextDecoder().decode(out.stderr));
+      sawUnindexed = metaOffset(storePath) < (await Deno.stat(auditLogPath(storePath))).size;
+
+      const s = SqliteStore.open(storePath);
+      try {
+        const reads = await s.listAudit({ action: "filesystem.read", decision: "allow" });
+        assert.equal(reads.length, 200);
+        const v = await s.verifyAudit();
+        assert.equal(v.ok, true);
+        assert.equal(v.count, (await s.listAudit()).length);
+      } finally {
+        await s.close();
+      }
+      // Indexed once: reopening again adds nothing.
+      const again = SqliteStore.open(storePath);
+      try {
+        assert.equal((await again.listAudit({ action: "filesystem.read" })).length, 200);
+      } finally {
+        await again.close();
+      }
+    }
+    assert.ok(sawUnindexed, "some records were still only in the log when the runtime died");
+  },
+);
+
+Deno.test(
+  "audit log: a crashed writer's lines are indexed once at open, a torn last line dropped",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempDir();
+    const path = join(tmp.dir, "s.db");
+    const s = SqliteStore.open(path);
+    await s.appendAudit(draft(0));
+    await s.close();
+    // What a writer that died mid-batch leaves: whole lines, then half a line.
+    const lines = [1, 2, 3].map((i) => JSON.stringify(draft(i)));
+    await Deno.writeTextFile(
+      auditLogPath(path),
+      lines.join("\n") + "\n" + JSON.stringify(draft(4)).slice(0, 20),
     );
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--no-check", "-A", child],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.equal(out.signal, "SIGKILL", new TextDecoder().decode(out.stderr));
-    sawUnindexed = metaOffset(storePath) < (await Deno.stat(auditLogPath(storePath))).size;
-
-    const s = SqliteStore.open(storePath);
+    const r = SqliteStore.open(path);
     try {
-      const reads = await s.listAudit({ action: "filesystem.read", decision: "allow" });
-      assert.equal(reads.length, 200);
-      const v = await s.verifyAudit();
-      assert.equal(v.ok, true);
-      assert.equal(v.count, (await s.listAudit()).length);
+      const recs = await r.listAudit();
+      assert.deepEqual(recs.map((x) => [x.seq, x.reason]), [[1, "r0"], [2, "r1"], [3, "r2"], [
+        4,
+        "r3",
+      ]]);
+      assert.equal((await r.verifyAudit()).ok, true);
+      assert.equal((await Deno.stat(auditLogPath(path))).size, 0);
+      await r.appendAudit(draft(5));
+      assert.deepEqual((await r.listAudit()).map((x) => x.seq), [1, 2, 3, 4, 5]);
     } finally {
-      await s.close();
+      await r.close();
     }
-    // Indexed once: reopening again adds nothing.
-    const again = SqliteStore.open(storePath);
+  },
+);
+
+Deno.test(
+  "audit log: a second store on the file commits its own appends into the same chain",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempDir();
+    const path = join(tmp.dir, "s.db");
+    const a = SqliteStore.open(path);
+    const b = SqliteStore.open(path); // the log is a's: b commits its appends itself
     try {
-      assert.equal((await again.listAudit({ action: "filesystem.read" })).length, 200);
-    } finally {
-      await again.close();
-    }
-  }
-  assert.ok(sawUnindexed, "some records were still only in the log when the runtime died");
-});
-
-Deno.test("audit log: a crashed writer's lines are indexed once at open, a torn last line dropped", async () => {
-  await using tmp = await tempDir();
-  const path = join(tmp.dir, "s.db");
-  const s = SqliteStore.open(path);
-  await s.appendAudit(draft(0));
-  await s.close();
-  // What a writer that died mid-batch leaves: whole lines, then half a line.
-  const lines = [1, 2, 3].map((i) => JSON.stringify(draft(i)));
-  await Deno.writeTextFile(
-    auditLogPath(path),
-    lines.join("\n") + "\n" + JSON.stringify(draft(4)).slice(0, 20),
-  );
-  const r = SqliteStore.open(path);
-  try {
-    const recs = await r.listAudit();
-    assert.deepEqual(recs.map((x) => [x.seq, x.reason]), [[1, "r0"], [2, "r1"], [3, "r2"], [
-      4,
-      "r3",
-    ]]);
-    assert.equal((await r.verifyAudit()).ok, true);
-    assert.equal((await Deno.stat(auditLogPath(path))).size, 0);
-    await r.appendAudit(draft(5));
-    assert.deepEqual((await r.listAudit()).map((x) => x.seq), [1, 2, 3, 4, 5]);
-  } finally {
-    await r.close();
-  }
-});
-
-Deno.test("audit log: a second store on the file commits its own appends into the same chain", async () => {
-  await using tmp = await tempDir();
-  const path = join(tmp.dir, "s.db");
-  const a = SqliteStore.open(path);
-  const b = SqliteStore.open(path); // the log is a's: b commits its appends itself
-  try {
-    for (let i = 0; i < 20; i++) {
-      await Promise.all([a.appendAudit(draft(i, "pid:a")), b.appendAudit(draft(i, "pid:b"))]);
-    }
-    await a.transaction(async (tx) => {
-      await tx.appendAudit(draft(99, "pid:tx"));
-    });
-    const all = await a.listAudit();
-    assert.equal(all.length, 41);
-    assert.deepEqual(all.map((r) => r.seq), Array.from({ length: 41 }, (_, i) => i + 1));
-    assert.equal(all.filter((r) => r.actor === "pid:a").length, 20);
-    assert.equal(all.filter((r) => r.actor === "pid:b").length, 20);
-    assert.deepEqual(await b.verifyAudit(), await a.verifyAudit());
-    assert.equal((await a.verifyAudit()).ok, true);
-  } finally {
-    await b.close();
-    await a.close();
-  }
-});
-
-Deno.test("audit log: a full log is emptied once indexed and the chain stays whole", async () => {
-  await using tmp = await tempDir();
-  const path = join(tmp.dir, "s.db");
-  const s = SqliteStore.open(path, { auditLogMaxBytes: 4096 });
-  try {
-    let peak = 0;
-    for (let round = 0; round < 40; round++) {
-      await Promise.all(Array.from({ length: 10 }, (_, i) => s.appendAudit(draft(round * 10 + i))));
-      peak = Math.max(peak, (await Deno.stat(auditLogPath(path))).size);
-    }
-    const v = await s.verifyAudit();
-    assert.deepEqual([v.ok, v.count], [true, 400]);
-    const recs = await s.listAudit();
-    assert.deepEqual(recs.map((r) => r.reason), Array.from({ length: 400 }, (_, i) => `r${i}`));
-    // 400 records are ~120 KB of lines; the log never held more than a few batches.
-    assert.ok(peak < 4096 + 8 * 1024, `log peaked at ${peak} bytes`);
-  } finally {
-    await s.close();
-  }
-});
-
-Deno.test("audit log: a store without a log (or in memory) still commits every append", async () => {
-  await using tmp = await tempDir();
-  for (const path of [join(tmp.dir, "nolog.db"), ":memory:"]) {
-    const s = SqliteStore.open(path, { auditLog: false });
-    try {
-      await Promise.all(Array.from({ length: 30 }, (_, i) => s.appendAudit(draft(i))));
-      const v = await s.verifyAudit();
-      assert.deepEqual([v.ok, v.count], [true, 30]);
-    } finally {
-      await s.close();
-    }
-  }
-  await assert.rejects(Deno.stat(auditLogPath(join(tmp.dir, "nolog.db"))), Deno.errors.NotFound);
-});
-
-Deno.test("audit log: its thread makes the WAL start over while the store writes without pause", async () => {
-  await using tmp = await tempDir();
-  const path = join(tmp.dir, "s.db");
-  const s = SqliteStore.open(path);
-  try {
-    const payload = "x".repeat(3000);
-    // Some 80,000 WAL pages of commits with no pause: a WAL starts over only when
-    // a write begins while it is checkpointed to its end, which a checkpoint run
-    // beside a writer never is. The log's thread finishes one under the write
-    // lock and writes (counting it in meta), instead of leaving the WAL to grow
-    // until the store's own connection checkpoints all of it on its thread.
-    for (let i = 0; i < 20_000; i++) {
-      await s.insertObject({
-        oid: `o${i}`,
-        namespace: "ns",
-        kind: "observation",
-        name: null,
-        version: 1,
-        label: "normal",
-        payload,
-        derived_from: [],
-        created_by: 1,
-        created_at: T,
-        updated_at: T,
+      for (let i = 0; i < 20; i++) {
+        await Promise.all([a.appendAudit(draft(i, "pid:a")), b.appendAudit(draft(i, "pid:b"))]);
+      }
+      await a.transaction(async (tx) => {
+        await tx.appendAudit(draft(99, "pid:tx"));
       });
+      const all = await a.listAudit();
+      assert.equal(all.length, 41);
+      assert.deepEqual(all.map((r) => r.seq), Array.from({ length: 41 }, (_, i) => i + 1));
+      assert.equal(all.filter((r) => r.actor === "pid:a").length, 20);
+      assert.equal(all.filter((r) => r.actor === "pid:b").length, 20);
+      assert.deepEqual(await b.verifyAudit(), await a.verifyAudit());
+      assert.equal((await a.verifyAudit()).ok, true);
+    } finally {
+      await b.close();
+      await a.close();
     }
-    assert.ok(Number(await s.getMeta("wal_restarts")) >= 2, "the WAL never started over");
-    assert.equal((await s.listObjects("ns")).length, 20_000);
-  } finally {
-    await s.close();
-  }
-});
+  },
+);
+
+Deno.test(
+  "audit log: a full log is emptied once indexed and the chain stays whole",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempDir();
+    const path = join(tmp.dir, "s.db");
+    const s = SqliteStore.open(path, { auditLogMaxBytes: 4096 });
+    try {
+      let peak = 0;
+      for (let round = 0; round < 40; round++) {
+        await Promise.all(
+          Array.from({ length: 10 }, (_, i) => s.appendAudit(draft(round * 10 + i))),
+        );
+        peak = Math.max(peak, (await Deno.stat(auditLogPath(path))).size);
+      }
+      const v = await s.verifyAudit();
+      assert.deepEqual([v.ok, v.count], [true, 400]);
+      const recs = await s.listAudit();
+      assert.deepEqual(recs.map((r) => r.reason), Array.from({ length: 400 }, (_, i) => `r${i}`));
+      // 400 records are ~120 KB of lines; the log never held more than a few batches.
+      assert.ok(peak < 4096 + 8 * 1024, `log peaked at ${peak} bytes`);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+Deno.test(
+  "audit log: a store without a log (or in memory) still commits every append",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempDir();
+    for (const path of [join(tmp.dir, "nolog.db"), ":memory:"]) {
+      const s = SqliteStore.open(path, { auditLog: false });
+      try {
+        await Promise.all(Array.from({ length: 30 }, (_, i) => s.appendAudit(draft(i))));
+        const v = await s.verifyAudit();
+        assert.deepEqual([v.ok, v.count], [true, 30]);
+      } finally {
+        await s.close();
+      }
+    }
+    await assert.rejects(Deno.stat(auditLogPath(join(tmp.dir, "nolog.db"))), Deno.errors.NotFound);
+  },
+);
+
+Deno.test(
+  "audit log: its thread makes the WAL start over while the store writes without pause",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempDir();
+    const path = join(tmp.dir, "s.db");
+    const s = SqliteStore.open(path);
+    try {
+      const payload = "x".repeat(3000);
+      // Some 80,000 WAL pages of commits with no pause: a WAL starts over only when
+      // a write begins while it is checkpointed to its end, which a checkpoint run
+      // beside a writer never is. The log's thread finishes one under the write
+      // lock and writes (counting it in meta), instead of leaving the WAL to grow
+      // until the store's own connection checkpoints all of it on its thread.
+      for (let i = 0; i < 20_000; i++) {
+        await s.insertObject({
+          oid: `o${i}`,
+          namespace: "ns",
+          kind: "observation",
+          name: null,
+          version: 1,
+          label: "normal",
+          payload,
+          derived_from: [],
+          created_by: 1,
+          created_at: T,
+          updated_at: T,
+        });
+      }
+      assert.ok(Number(await s.getMeta("wal_restarts")) >= 2, "the WAL never started over");
+      assert.equal((await s.listObjects("ns")).length, 20_000);
+    } finally {
+      await s.close();
+    }
+  },
+);

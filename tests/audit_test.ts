@@ -6,16 +6,25 @@
  * replayed.
  */
 import assert from "node:assert/strict";
-import { DatabaseSync } from "node:sqlite";
 import { main } from "../cli/libos.ts";
 import { hashValue } from "../runtime/canonical.ts";
 import { HostFileSystem } from "../runtime/providers/host.ts";
 import { ScriptedHuman } from "../runtime/providers/scripted.ts";
 import { Runtime } from "../host/runtime.ts";
-import { auditHash, SqliteStore } from "../runtime/store/sqlite.ts";
+import { auditHash } from "../runtime/store/sqlite.ts";
 import type { Store } from "../runtime/store/store.ts";
 import type { AuditRecord, EffectRecord } from "../runtime/types.ts";
-import { cap, type Env, launch, makeEnv, rejectsCode } from "./_helpers.ts";
+import {
+  cap,
+  type Env,
+  launch,
+  makeEnv,
+  openStoreAt,
+  rawSql,
+  rejectsCode,
+  storeBytes,
+} from "./_helpers.ts";
+import { SQLITE_ONLY } from "./_pg.ts";
 
 // ---- local helpers
 
@@ -69,18 +78,11 @@ async function auditedStore(env: Env): Promise<AuditRecord[]> {
   return recs;
 }
 
-/** Run raw SQL against the store file, as an attacker with file access would. */
-function tamper(path: string, sql: string, ...params: (string | number)[]): number {
-  const db = new DatabaseSync(path);
-  try {
-    return Number(db.prepare(sql).run(...params).changes);
-  } finally {
-    db.close();
-  }
-}
+/** Run raw SQL against the store, as an attacker with file or database access would. */
+const tamper = rawSql;
 
 async function verify(path: string) {
-  const s = SqliteStore.open(path);
+  const s = await openStoreAt(path);
   try {
     return await s.verifyAudit();
   } finally {
@@ -102,20 +104,6 @@ async function cli(args: string[]): Promise<{ code: number; out: string }> {
     console.log = log;
     console.error = error;
   }
-}
-
-/** Every byte of the store: the main file plus WAL and shared-memory files. */
-async function storeBytes(path: string): Promise<string> {
-  let all = "";
-  for (const f of [path, `${path}-wal`, `${path}-shm`, `${path}-journal`]) {
-    try {
-      // latin1 keeps every byte, so an ASCII needle is found wherever it sits.
-      all += new TextDecoder("latin1").decode(await Deno.readFile(f));
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-  }
-  return all;
 }
 
 const FILES = { "a.txt": "A", "b.txt": "B" };
@@ -141,7 +129,7 @@ Deno.test("audit: editing a record's decision in its JSON body is detected at th
   await using env = await makeEnv({ files: FILES });
   const recs = await auditedStore(env);
   const deny = recs.find((r) => r.decision === "deny")!;
-  const n = tamper(
+  const n = await tamper(
     env.storePath,
     `UPDATE audit SET body = replace(body, '"decision":"deny"', '"decision":"allow"') WHERE seq = ?`,
     deny.seq,
@@ -159,22 +147,22 @@ Deno.test("audit: editing the indexed decision column is detected", async () => 
   await using env = await makeEnv({ files: FILES });
   const recs = await auditedStore(env);
   const deny = recs.find((r) => r.decision === "deny")!;
-  tamper(env.storePath, "UPDATE audit SET decision = 'allow' WHERE seq = ?", deny.seq);
+  await tamper(env.storePath, "UPDATE audit SET decision = 'allow' WHERE seq = ?", deny.seq);
   const v = await verify(env.storePath);
   assert.equal(v.ok, false);
   assert.equal(v.firstBad?.seq, deny.seq);
   assert.match(v.firstBad!.problem, /indexed columns/);
   // The actor column too.
-  tamper(env.storePath, "UPDATE audit SET decision = 'deny' WHERE seq = ?", deny.seq);
+  await tamper(env.storePath, "UPDATE audit SET decision = 'deny' WHERE seq = ?", deny.seq);
   assert.equal((await verify(env.storePath)).ok, true);
-  tamper(env.storePath, "UPDATE audit SET actor = 'pid:999' WHERE seq = 1");
+  await tamper(env.storePath, "UPDATE audit SET actor = 'pid:999' WHERE seq = 1");
   assert.equal((await verify(env.storePath)).firstBad?.seq, 1);
 });
 
 Deno.test("audit: editing a record's target or reason is detected", async () => {
   await using env = await makeEnv({ files: FILES });
   await auditedStore(env);
-  tamper(
+  await tamper(
     env.storePath,
     `UPDATE audit SET body = replace(body, 'b.txt', 'c.txt') WHERE seq = 4`,
   );
@@ -191,7 +179,7 @@ Deno.test("audit: a rewritten record with a recomputed hash breaks the next link
   const { hash: _h, prev_hash: _p, ...fields } = forged;
   forged.hash = auditHash(deny.prev_hash, fields);
   // The body column holds the record without its hashes, exactly as hashed.
-  tamper(
+  await tamper(
     env.storePath,
     "UPDATE audit SET decision = 'allow', hash = ?, body = ? WHERE seq = ?",
     forged.hash,
@@ -207,7 +195,7 @@ Deno.test("audit: a rewritten record with a recomputed hash breaks the next link
 Deno.test("audit: deleting a middle record is detected and the gap is named", async () => {
   await using env = await makeEnv({ files: FILES });
   await auditedStore(env);
-  assert.equal(tamper(env.storePath, "DELETE FROM audit WHERE seq = 3"), 1);
+  assert.equal(await tamper(env.storePath, "DELETE FROM audit WHERE seq = 3"), 1);
   const v = await verify(env.storePath);
   assert.equal(v.ok, false);
   assert.equal(v.firstBad?.seq, 4);
@@ -218,7 +206,7 @@ Deno.test("audit: deleting a middle record is detected and the gap is named", as
 Deno.test("audit: deleting the first record is detected", async () => {
   await using env = await makeEnv({ files: FILES });
   await auditedStore(env);
-  tamper(env.storePath, "DELETE FROM audit WHERE seq = 1");
+  await tamper(env.storePath, "DELETE FROM audit WHERE seq = 1");
   const v = await verify(env.storePath);
   assert.equal(v.ok, false);
   assert.equal(v.firstBad?.seq, 2);
@@ -227,14 +215,14 @@ Deno.test("audit: deleting the first record is detected", async () => {
 Deno.test("audit: truncating the tail of the chain is detected", async () => {
   await using env = await makeEnv({ files: FILES });
   await auditedStore(env);
-  assert.equal(tamper(env.storePath, "DELETE FROM audit WHERE seq >= 5"), 2);
+  assert.equal(await tamper(env.storePath, "DELETE FROM audit WHERE seq >= 5"), 2);
   const v = await verify(env.storePath);
   assert.equal(v.ok, false);
   assert.equal(v.count, 4);
   assert.equal(v.firstBad?.seq, 5);
   assert.match(v.firstBad!.problem, /removed from the end/);
   // Deleting every record is a truncation too.
-  tamper(env.storePath, "DELETE FROM audit");
+  await tamper(env.storePath, "DELETE FROM audit");
   const all = await verify(env.storePath);
   assert.equal(all.ok, false);
   assert.equal(all.firstBad?.seq, 1);
@@ -243,7 +231,7 @@ Deno.test("audit: truncating the tail of the chain is detected", async () => {
 Deno.test("audit: changing a prev_hash is detected at that record", async () => {
   await using env = await makeEnv({ files: FILES });
   const recs = await auditedStore(env);
-  tamper(env.storePath, "UPDATE audit SET prev_hash = ? WHERE seq = 3", "0".repeat(64));
+  await tamper(env.storePath, "UPDATE audit SET prev_hash = ? WHERE seq = 3", "0".repeat(64));
   const v = await verify(env.storePath);
   assert.equal(v.ok, false);
   assert.equal(v.firstBad?.seq, 3);
@@ -254,7 +242,7 @@ Deno.test("audit: changing a prev_hash is detected at that record", async () => 
 Deno.test("audit: a record body that is not JSON is detected", async () => {
   await using env = await makeEnv({ files: FILES });
   await auditedStore(env);
-  tamper(env.storePath, "UPDATE audit SET body = 'garbage' WHERE seq = 2");
+  await tamper(env.storePath, "UPDATE audit SET body = 'garbage' WHERE seq = 2");
   const v = await verify(env.storePath);
   assert.equal(v.ok, false);
   assert.equal(v.firstBad?.seq, 2);
@@ -271,7 +259,7 @@ Deno.test("audit: the CLI audit --verify exits 0 on a clean store and 1 on tampe
   assert.equal(JSON.parse(cleanJson.out).ok, true);
 
   const deny = recs.find((r) => r.decision === "deny")!;
-  tamper(
+  await tamper(
     env.storePath,
     `UPDATE audit SET body = replace(body, '"decision":"deny"', '"decision":"allow"') WHERE seq = ?`,
     deny.seq,
@@ -287,7 +275,7 @@ Deno.test("audit: the CLI audit --verify exits 0 on a clean store and 1 on tampe
 Deno.test("audit: the CLI audit --verify exits 1 when the tail was truncated", async () => {
   await using env = await makeEnv({ files: FILES });
   await auditedStore(env);
-  tamper(env.storePath, "DELETE FROM audit WHERE seq = 6");
+  await tamper(env.storePath, "DELETE FROM audit WHERE seq = 6");
   const r = await cli(["audit", "--store", env.storePath, "--verify"]);
   assert.equal(r.code, 1);
   assert.match(r.out, /TAMPERED: record 6 /);
@@ -584,84 +572,98 @@ Deno.test("audit: a failed write leaves its effect record failed", async () => {
   assert.equal(await Deno.readTextFile(`${env.ws}/dir/keep.txt`), "k");
 });
 
-Deno.test("audit: a pending effect left by a crash becomes unknown on Runtime.open and is not replayed", async () => {
-  await using env = await makeEnv();
-  const pid = await launch(env, [cap("filesystem:workspace:*", "write")]);
-  const args = { path: "ghost.txt", content: "should never be written" };
-  await env.rt.kernel.store.insertEffect({
-    effect_id: "fx_crashed",
-    pid,
-    syscall: "filesystem.write",
-    resource: "filesystem:workspace:ghost.txt",
-    args_hash: hashValue(args),
-    status: "pending",
-    outcome: null,
-    created_at: "2030-01-01T00:00:00.000Z",
-    finished_at: null,
-  });
-  await env.rt.close();
+// Recovery at open is the one-scheduler rule of a SQLite store; on PostgreSQL it
+// happens when a worker takes a dead worker's process over (worker_test.ts).
+Deno.test(
+  "audit: a pending effect left by a crash becomes unknown on Runtime.open and is not replayed",
+  SQLITE_ONLY,
+  async () => {
+    await using env = await makeEnv();
+    const pid = await launch(env, [cap("filesystem:workspace:*", "write")]);
+    const args = { path: "ghost.txt", content: "should never be written" };
+    await env.rt.kernel.store.insertEffect({
+      effect_id: "fx_crashed",
+      pid,
+      syscall: "filesystem.write",
+      resource: "filesystem:workspace:ghost.txt",
+      args_hash: hashValue(args),
+      status: "pending",
+      outcome: null,
+      created_at: "2030-01-01T00:00:00.000Z",
+      finished_at: null,
+    });
+    await env.rt.close();
 
-  const fs = new LedgerWatchingFs();
-  let rt = await Runtime.open({ store: env.storePath, providers: { fs } });
-  try {
-    const fx = await rt.kernel.store.listEffects();
-    assert.equal(fx.length, 1);
-    assert.equal(fx[0].effect_id, "fx_crashed");
-    assert.equal(fx[0].status, "unknown");
-    assert.notEqual(fx[0].finished_at, null);
-    assert.deepEqual(await rt.kernel.store.listEffects("pending"), []);
-    const unknown = (await rt.kernel.store.listEvents()).filter((e) => e.type === "effect.unknown");
-    assert.equal(unknown.length, 1);
-    assert.deepEqual(unknown[0].payload, { count: 1 });
-    await rt.runUntilIdle();
-    assert.equal(fs.writes, 0);
-    await assert.rejects(Deno.stat(`${env.ws}/ghost.txt`), Deno.errors.NotFound);
-  } finally {
-    await rt.close();
-  }
-  // A second restart leaves it unknown and reports nothing new.
-  rt = await Runtime.open({ store: env.storePath, providers: { fs } });
-  try {
-    assert.equal((await rt.kernel.store.listEffects())[0].status, "unknown");
-    const unknown = (await rt.kernel.store.listEvents()).filter((e) => e.type === "effect.unknown");
-    assert.equal(unknown.length, 1);
-    assert.equal(fs.writes, 0);
-  } finally {
-    await rt.close();
-  }
-});
+    const fs = new LedgerWatchingFs();
+    let rt = await Runtime.open({ store: env.storePath, providers: { fs } });
+    try {
+      const fx = await rt.kernel.store.listEffects();
+      assert.equal(fx.length, 1);
+      assert.equal(fx[0].effect_id, "fx_crashed");
+      assert.equal(fx[0].status, "unknown");
+      assert.notEqual(fx[0].finished_at, null);
+      assert.deepEqual(await rt.kernel.store.listEffects("pending"), []);
+      const unknown = (await rt.kernel.store.listEvents()).filter((e) =>
+        e.type === "effect.unknown"
+      );
+      assert.equal(unknown.length, 1);
+      assert.deepEqual(unknown[0].payload, { count: 1 });
+      await rt.runUntilIdle();
+      assert.equal(fs.writes, 0);
+      await assert.rejects(Deno.stat(`${env.ws}/ghost.txt`), Deno.errors.NotFound);
+    } finally {
+      await rt.close();
+    }
+    // A second restart leaves it unknown and reports nothing new.
+    rt = await Runtime.open({ store: env.storePath, providers: { fs } });
+    try {
+      assert.equal((await rt.kernel.store.listEffects())[0].status, "unknown");
+      const unknown = (await rt.kernel.store.listEvents()).filter((e) =>
+        e.type === "effect.unknown"
+      );
+      assert.equal(unknown.length, 1);
+      assert.equal(fs.writes, 0);
+    } finally {
+      await rt.close();
+    }
+  },
+);
 
-Deno.test("audit: a process caught mid-step gets an unknown outcome instead of a replay", async () => {
-  await using env = await makeEnv();
-  const pid = await launch(env, [cap("filesystem:workspace:*", "write")], {
-    script: { steps: [] },
-  });
-  const k = env.rt.kernel;
-  await k.transition(pid, "running");
-  await k.saveProcess(pid, {
-    pending: { tool: "write_file", args: { path: "ghost2.txt", content: "x" } },
-  });
-  await env.rt.close();
+Deno.test(
+  "audit: a process caught mid-step gets an unknown outcome instead of a replay",
+  SQLITE_ONLY,
+  async () => {
+    await using env = await makeEnv();
+    const pid = await launch(env, [cap("filesystem:workspace:*", "write")], {
+      script: { steps: [] },
+    });
+    const k = env.rt.kernel;
+    await k.transition(pid, "running");
+    await k.saveProcess(pid, {
+      pending: { tool: "write_file", args: { path: "ghost2.txt", content: "x" } },
+    });
+    await env.rt.close();
 
-  const fs = new LedgerWatchingFs();
-  const rt = await Runtime.open({ store: env.storePath, providers: { fs } });
-  try {
-    const p = await rt.process(pid);
-    assert.equal(p.status, "runnable");
-    assert.equal(p.pending, null);
-    const steps = await rt.steps(pid);
-    assert.equal(steps.length, 1);
-    assert.equal(steps[0].tool, "write_file");
-    assert.equal(steps[0].ok, false);
-    assert.equal(steps[0].ok ? "" : steps[0].error.code, "EIO");
-    await rt.runUntilIdle();
-    assert.equal(fs.writes, 0);
-    await assert.rejects(Deno.stat(`${env.ws}/ghost2.txt`), Deno.errors.NotFound);
-    assert.equal((await rt.process(pid)).status, "exited");
-  } finally {
-    await rt.close();
-  }
-});
+    const fs = new LedgerWatchingFs();
+    const rt = await Runtime.open({ store: env.storePath, providers: { fs } });
+    try {
+      const p = await rt.process(pid);
+      assert.equal(p.status, "runnable");
+      assert.equal(p.pending, null);
+      const steps = await rt.steps(pid);
+      assert.equal(steps.length, 1);
+      assert.equal(steps[0].tool, "write_file");
+      assert.equal(steps[0].ok, false);
+      assert.equal(steps[0].ok ? "" : steps[0].error.code, "EIO");
+      await rt.runUntilIdle();
+      assert.equal(fs.writes, 0);
+      await assert.rejects(Deno.stat(`${env.ws}/ghost2.txt`), Deno.errors.NotFound);
+      assert.equal((await rt.process(pid)).status, "exited");
+    } finally {
+      await rt.close();
+    }
+  },
+);
 
 Deno.test("audit: a policy label pattern that could never match is refused, not ignored", async () => {
   await using env = await makeEnv({ files: { ".env": `API_KEY=${SECRET}\n` } });

@@ -105,7 +105,7 @@ async function scenario(): Promise<void> {
   const art = await env.rt.syscall(maker.pid, "jit.validate", { oid: cand.oid }) as { oid: string };
   await env.rt.syscall(maker.pid, "jit.register", { oid: art.oid });
 
-  const srv = await serve(env.rt, { port: 0, tokenFile: `${env.storePath}.token` });
+  const srv = await serve(env.rt, { port: 0, tokenFile: env.beside(".token") });
   // The first ask (src/util.py) is answered over the API; the agent then asks for src/app.py.
   const [first] = await env.rt.humanRequests();
   const answered = await fetch(`${srv.url}/api/human/${first.request_id}/decide`, {

@@ -1,9 +1,9 @@
 /** Fixes found by the attack suites: each test is the attack that used to work. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { DatabaseSync } from "node:sqlite";
 import { Runtime } from "../host/runtime.ts";
-import { cap, launch, makeEnv, rejectsCode } from "./_helpers.ts";
+import { cap, launch, makeEnv, rawSql, rejectsCode, storeBytes } from "./_helpers.ts";
+import { SQLITE_ONLY } from "./_pg.ts";
 
 Deno.test("hardening: a tainted process cannot smuggle its secret into audit targets or events", async () => {
   const SECRET = "TOPSECRET-7c1e0b";
@@ -23,13 +23,9 @@ Deno.test("hardening: a tainted process cannot smuggle its secret into audit tar
     "EINVAL",
   );
   await env.rt.close();
-  for (const suffix of ["", "-wal"]) {
-    let bytes = "";
-    try {
-      bytes = new TextDecoder().decode(await Deno.readFile(env.storePath + suffix));
-    } catch { /* no wal */ }
-    assert.ok(!bytes.includes(SECRET), `secret found in store${suffix}`);
-  }
+  const bytes = await storeBytes(env.storePath, ["", "-wal"]);
+  assert.ok(bytes.includes(`pid:${pid}`), "the scan sees the store's records");
+  assert.ok(!bytes.includes(SECRET), "secret found in the store");
   const rt = await Runtime.open({ store: env.storePath });
   const audit = await rt.kernel.store.listAudit({ actor: `pid:${pid}` });
   assert.ok(audit.length >= 4);
@@ -100,37 +96,43 @@ Deno.test("hardening: a refused recursive delete uses up no limited capability",
   assert.equal(await Deno.readTextFile(join(env.ws, "d/keep.txt")), "k");
 });
 
-Deno.test("hardening: one live scheduler per store; a client decides alongside it; a dead one's lease expires", async () => {
-  await using env = await makeEnv({ files: { "a.txt": "a" } });
-  const pid = await launch(env, [cap("filesystem:workspace:a.txt", "read")]);
-  // Put the process mid-step, as a live scheduler would have it.
-  await env.rt.kernel.store.updateProcess(pid, {
-    status: "running",
-    pending: { tool: "read_file", args: { path: "a.txt" } },
-  });
-  const e = await rejectsCode(Runtime.open({ store: env.storePath }), "ESTATE");
-  assert.match(e.message, /another runtime/);
-  // A client neither recovers nor disturbs the live scheduler's running process.
-  const client = await Runtime.open({ store: env.storePath, role: "client" });
-  assert.equal((await client.process(pid)).status, "running");
-  await client.close();
-  assert.equal((await env.rt.process(pid)).status, "running");
-  // A scheduler that died without closing: its lease goes stale and recovery runs.
-  const lease = JSON.parse((await env.rt.kernel.store.getMeta("scheduler_lease"))!);
-  await env.rt.kernel.store.setMeta(
-    "scheduler_lease",
-    JSON.stringify({ ...lease, heartbeat: Date.now() - 60_000 }),
-  );
-  const next = await Runtime.open({ store: env.storePath });
-  try {
-    assert.equal((await next.process(pid)).status, "runnable");
-    const steps = await next.steps(pid);
-    assert.equal(steps.length, 1);
-    assert.equal(steps[0].ok, false);
-  } finally {
-    await next.close();
-  }
-});
+// The one-scheduler rule is a SQLite store's; on PostgreSQL many workers share a store
+// (worker_test.ts covers their leases).
+Deno.test(
+  "hardening: one live scheduler per store; a client decides alongside it; a dead one's lease expires",
+  SQLITE_ONLY,
+  async () => {
+    await using env = await makeEnv({ files: { "a.txt": "a" } });
+    const pid = await launch(env, [cap("filesystem:workspace:a.txt", "read")]);
+    // Put the process mid-step, as a live scheduler would have it.
+    await env.rt.kernel.store.updateProcess(pid, {
+      status: "running",
+      pending: { tool: "read_file", args: { path: "a.txt" } },
+    });
+    const e = await rejectsCode(Runtime.open({ store: env.storePath }), "ESTATE");
+    assert.match(e.message, /another runtime/);
+    // A client neither recovers nor disturbs the live scheduler's running process.
+    const client = await Runtime.open({ store: env.storePath, role: "client" });
+    assert.equal((await client.process(pid)).status, "running");
+    await client.close();
+    assert.equal((await env.rt.process(pid)).status, "running");
+    // A scheduler that died without closing: its lease goes stale and recovery runs.
+    const lease = JSON.parse((await env.rt.kernel.store.getMeta("scheduler_lease"))!);
+    await env.rt.kernel.store.setMeta(
+      "scheduler_lease",
+      JSON.stringify({ ...lease, heartbeat: Date.now() - 60_000 }),
+    );
+    const next = await Runtime.open({ store: env.storePath });
+    try {
+      assert.equal((await next.process(pid)).status, "runnable");
+      const steps = await next.steps(pid);
+      assert.equal(steps.length, 1);
+      assert.equal(steps[0].ok, false);
+    } finally {
+      await next.close();
+    }
+  },
+);
 
 Deno.test("hardening: a revocation committed by another process is honoured by the read cache", async () => {
   await using env = await makeEnv({ files: { "a.txt": "a" } });
@@ -140,10 +142,7 @@ Deno.test("hardening: a revocation committed by another process is honoured by t
   const capId = (await env.rt.kernel.store.capabilitiesOf(pid))
     .find((c) => c.resource === "filesystem:workspace:a.txt")!.cap_id;
   // Another process (here: another connection) revokes it directly in the store.
-  const other = new DatabaseSync(env.storePath);
-  other.exec("PRAGMA busy_timeout = 5000");
-  other.prepare("UPDATE capabilities SET status = 'revoked' WHERE cap_id = ?").run(capId);
-  other.close();
+  await rawSql(env.storePath, "UPDATE capabilities SET status = 'revoked' WHERE cap_id = ?", capId);
   await new Promise((r) => setTimeout(r, 5)); // past FOREIGN_WRITE_WINDOW_MS
   await rejectsCode(env.rt.syscall(pid, "filesystem.read", { path: "a.txt" }), "EPERM");
   // And a write of this runtime's own is seen at once, with no window.

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { QueueHuman } from "../runtime/providers/scripted.ts";
 import type { CapabilitySpec, ModelCallRecord } from "../runtime/types.ts";
-import { cap, type Env, makeEnv } from "./_helpers.ts";
+import { cap, type Env, expireLeases, makeEnv, rawRows } from "./_helpers.ts";
 import { type FakeModelServer, type FakeRequest, startFakeModelServer } from "./fake_models.ts";
 
 /** A key no store, audit, output or request body may ever hold. */
@@ -558,12 +558,14 @@ async function childRun(storePath: string, dir: string, killOn: "reply" | "none"
     `import { Runtime } from ${JSON.stringify(runtimeUrl)};
 const rt = await Runtime.open({ store: ${JSON.stringify(storePath)} });
 const store = rt.kernel.store;
-const transaction = store.transaction.bind(store);
+const proto = Object.getPrototypeOf(store);
+const transaction = proto.transaction;
 const killOnReply = ${JSON.stringify(killOn === "reply")};
 // Dies the moment a reply is recorded (reply, conversation entry and ledger committed
 // together), before the loop makes its first tool call the process's next action.
-store.transaction = async (fn, options) => {
-  const out = await transaction(fn, options);
+// (On the prototype: a worker writes through views of the store fenced by its leases.)
+proto.transaction = async function (fn, options) {
+  const out = await transaction.call(this, fn, options);
   if (killOnReply && (await store.listModelCalls()).some((c) => c.status === "done")) {
     Deno.kill(Deno.pid, "SIGKILL");
   }
@@ -587,22 +589,19 @@ console.log("finished");
   }).spawn();
   const { promise, resolve } = Promise.withResolvers<void>();
   // The sleeping tool step: SIGKILL it once its process is inside the step.
+  let polling = false;
   const poll = setInterval(async () => {
-    if (killOn !== "none") return;
-    const { DatabaseSync } = await import("node:sqlite");
-    const db = new DatabaseSync(storePath, { readOnly: true });
+    if (killOn !== "none" || polling) return;
+    polling = true;
     try {
-      db.exec("PRAGMA busy_timeout = 5000");
-      const r = db.prepare("SELECT status FROM process_state WHERE pid = 1").get() as {
-        status: string;
-      } | undefined;
+      const [r] = await rawRows(storePath, "SELECT status FROM process_state WHERE pid = 1");
       if (r?.status === "running") {
         clearInterval(poll);
         out.kill("SIGKILL");
         resolve();
       }
     } finally {
-      db.close();
+      polling = false;
     }
   }, 20);
   const status = await out.output();
@@ -634,13 +633,8 @@ Deno.test("model: a runtime SIGKILLed between a recorded reply and its tool step
     await env.rt.close();
     await childRun(env.storePath, env.root, killOn);
     assert.equal(srv.requests.length, 1, `${killOn}: the child made turn 1`);
-    // The killed runtime's lease goes stale after LEASE_MS; pretend that much time passed.
-    const { DatabaseSync } = await import("node:sqlite");
-    const db = new DatabaseSync(env.storePath);
-    db.prepare("UPDATE meta SET value = ? WHERE key = 'scheduler_lease'").run(
-      JSON.stringify({ id: "dead", os_pid: 0, heartbeat: 0 }),
-    );
-    db.close();
+    // The killed runtime's lease goes stale after its length; pretend that much time passed.
+    await expireLeases(env.storePath);
     const { Runtime } = await import("../host/runtime.ts");
     const rt = await Runtime.open({ store: env.storePath });
     try {

@@ -5,14 +5,14 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { Runtime } from "../host/runtime.ts";
 import type { StepResult } from "../host/scheduler.ts";
 import { HostFileSystem } from "../runtime/providers/host.ts";
 import { ScriptedModel } from "../runtime/providers/scripted.ts";
 import type { ModelContext, ModelProvider } from "../runtime/providers/types.ts";
-import { cap, type Env, launch, makeEnv, rejectsCode } from "./_helpers.ts";
+import { cap, type Env, launch, makeEnv, rawRows, rejectsCode } from "./_helpers.ts";
+import { ON_PG, SQLITE_ONLY } from "./_pg.ts";
 
 // ---------------------------------------------------------------- local helpers
 
@@ -399,107 +399,119 @@ Deno.test("scheduler: a spawn and wait survive a restart without a second child"
   }
 });
 
-Deno.test("scheduler: a step caught mid-flight by a crash is recorded EIO and not replayed", async () => {
-  await using env = await makeEnv();
-  const pid = await launch(env, [cap("filesystem:workspace:*", "write")], {
-    script: {
-      steps: [{ tool: "write_file", args: { path: "crash.txt", content: "x" } }, putStep("next")],
-    },
-  });
-  // One model quantum: the write is decided and durable as the pending action.
-  await env.rt.runUntilIdle(1);
-  const before = await env.rt.process(pid);
-  assert.equal(before.pending?.tool, "write_file");
-  // Simulate the runtime dying inside the tool quantum.
-  assert.ok(await env.rt.kernel.store.updateProcess(pid, { status: "running" }));
-  await env.rt.close();
+Deno.test(
+  "scheduler: a step caught mid-flight by a crash is recorded EIO and not replayed",
+  SQLITE_ONLY,
+  async () => {
+    await using env = await makeEnv();
+    const pid = await launch(env, [cap("filesystem:workspace:*", "write")], {
+      script: {
+        steps: [{ tool: "write_file", args: { path: "crash.txt", content: "x" } }, putStep("next")],
+      },
+    });
+    // One model quantum: the write is decided and durable as the pending action.
+    await env.rt.runUntilIdle(1);
+    const before = await env.rt.process(pid);
+    assert.equal(before.pending?.tool, "write_file");
+    // Simulate the runtime dying inside the tool quantum.
+    assert.ok(await env.rt.kernel.store.updateProcess(pid, { status: "running" }));
+    await env.rt.close();
 
-  const rt = await Runtime.open({ store: env.storePath });
-  try {
-    const recovered = await rt.process(pid);
-    assert.equal(recovered.status, "runnable");
-    assert.equal(recovered.pending, null);
-    const steps = await rt.steps(pid);
-    assert.equal(steps.length, 1);
-    const s = steps[0];
-    assert.equal(s.tool, "write_file");
-    assert.ok(!s.ok && s.error.code === "EIO", JSON.stringify(s));
-    assert.match(s.error.message, /outcome unknown/);
-    const moved = (await rt.kernel.store.listEvents()).filter((e) =>
-      e.type === "process.status" && e.source === "recovery"
-    );
-    assert.deepEqual(moved.map((e) => e.payload), [{ from: "running", to: "runnable" }]);
+    const rt = await Runtime.open({ store: env.storePath });
+    try {
+      const recovered = await rt.process(pid);
+      assert.equal(recovered.status, "runnable");
+      assert.equal(recovered.pending, null);
+      const steps = await rt.steps(pid);
+      assert.equal(steps.length, 1);
+      const s = steps[0];
+      assert.equal(s.tool, "write_file");
+      assert.ok(!s.ok && s.error.code === "EIO", JSON.stringify(s));
+      assert.match(s.error.message, /outcome unknown/);
+      const moved = (await rt.kernel.store.listEvents()).filter((e) =>
+        e.type === "process.status" && e.source === "recovery"
+      );
+      assert.deepEqual(moved.map((e) => e.payload), [{ from: "running", to: "runnable" }]);
 
-    await rt.runUntilIdle();
-    assert.equal(await exists(join(env.ws, "crash.txt")), false);
-    assert.deepEqual(await auditActors(rt, "filesystem.write"), []);
-    assert.deepEqual(summary(await rt.steps(pid)), [
-      [0, "write_file", false],
-      [1, "put_object", true],
-    ]);
-    assert.deepEqual(await namedObjects(rt, pid), ["next"]);
-    const rec = await rt.process(pid);
-    assert.equal(rec.status, "exited");
-    assert.equal(rec.exit_code, 0);
-  } finally {
-    await rt.close();
-  }
-});
+      await rt.runUntilIdle();
+      assert.equal(await exists(join(env.ws, "crash.txt")), false);
+      assert.deepEqual(await auditActors(rt, "filesystem.write"), []);
+      assert.deepEqual(summary(await rt.steps(pid)), [
+        [0, "write_file", false],
+        [1, "put_object", true],
+      ]);
+      assert.deepEqual(await namedObjects(rt, pid), ["next"]);
+      const rec = await rt.process(pid);
+      assert.equal(rec.status, "exited");
+      assert.equal(rec.exit_code, 0);
+    } finally {
+      await rt.close();
+    }
+  },
+);
 
-Deno.test("scheduler: a process caught running between steps is recovered without a made-up step", async () => {
-  await using env = await makeEnv();
-  const pid = await launch(env, [], { script: { steps: [putStep("one")] } });
-  assert.ok(await env.rt.kernel.store.updateProcess(pid, { status: "running" }));
-  await env.rt.close();
-  const rt = await Runtime.open({ store: env.storePath });
-  try {
-    assert.equal((await rt.process(pid)).status, "runnable");
-    assert.deepEqual(await rt.steps(pid), []);
-    await rt.runUntilIdle();
-    assert.deepEqual(summary(await rt.steps(pid)), [[0, "put_object", true]]);
-    assert.equal((await rt.process(pid)).status, "exited");
-  } finally {
-    await rt.close();
-  }
-});
+Deno.test(
+  "scheduler: a process caught running between steps is recovered without a made-up step",
+  SQLITE_ONLY,
+  async () => {
+    await using env = await makeEnv();
+    const pid = await launch(env, [], { script: { steps: [putStep("one")] } });
+    assert.ok(await env.rt.kernel.store.updateProcess(pid, { status: "running" }));
+    await env.rt.close();
+    const rt = await Runtime.open({ store: env.storePath });
+    try {
+      assert.equal((await rt.process(pid)).status, "runnable");
+      assert.deepEqual(await rt.steps(pid), []);
+      await rt.runUntilIdle();
+      assert.deepEqual(summary(await rt.steps(pid)), [[0, "put_object", true]]);
+      assert.equal((await rt.process(pid)).status, "exited");
+    } finally {
+      await rt.close();
+    }
+  },
+);
 
-Deno.test("scheduler: recovery marks an unfinished effect unknown and never replays it", async () => {
-  await using env = await makeEnv();
-  const pid = await launch(env);
-  await env.rt.kernel.store.insertEffect({
-    effect_id: "fx_test_pending",
-    pid,
-    syscall: "filesystem.write",
-    resource: "filesystem:workspace:ghost.txt",
-    args_hash: "0".repeat(64),
-    status: "pending",
-    outcome: null,
-    created_at: new Date().toISOString(),
-    finished_at: null,
-  });
-  await env.rt.close();
-  const rt = await Runtime.open({ store: env.storePath });
-  try {
-    assert.deepEqual(await rt.kernel.store.listEffects("pending"), []);
-    const unknown = await rt.kernel.store.listEffects("unknown");
-    assert.deepEqual(unknown.map((e) => e.effect_id), ["fx_test_pending"]);
-    const ev = (await rt.kernel.store.listEvents()).filter((e) => e.type === "effect.unknown");
-    assert.deepEqual(ev.map((e) => e.payload), [{ count: 1 }]);
-    await rt.runUntilIdle();
-    assert.equal(await exists(join(env.ws, "ghost.txt")), false);
-    // A second restart finds nothing new to mark.
-  } finally {
-    await rt.close();
-  }
-  const again = await Runtime.open({ store: env.storePath });
-  try {
-    const ev = (await again.kernel.store.listEvents()).filter((e) => e.type === "effect.unknown");
-    assert.equal(ev.length, 1);
-    assert.equal((await again.kernel.store.listEffects("unknown")).length, 1);
-  } finally {
-    await again.close();
-  }
-});
+Deno.test(
+  "scheduler: recovery marks an unfinished effect unknown and never replays it",
+  SQLITE_ONLY,
+  async () => {
+    await using env = await makeEnv();
+    const pid = await launch(env);
+    await env.rt.kernel.store.insertEffect({
+      effect_id: "fx_test_pending",
+      pid,
+      syscall: "filesystem.write",
+      resource: "filesystem:workspace:ghost.txt",
+      args_hash: "0".repeat(64),
+      status: "pending",
+      outcome: null,
+      created_at: new Date().toISOString(),
+      finished_at: null,
+    });
+    await env.rt.close();
+    const rt = await Runtime.open({ store: env.storePath });
+    try {
+      assert.deepEqual(await rt.kernel.store.listEffects("pending"), []);
+      const unknown = await rt.kernel.store.listEffects("unknown");
+      assert.deepEqual(unknown.map((e) => e.effect_id), ["fx_test_pending"]);
+      const ev = (await rt.kernel.store.listEvents()).filter((e) => e.type === "effect.unknown");
+      assert.deepEqual(ev.map((e) => e.payload), [{ count: 1 }]);
+      await rt.runUntilIdle();
+      assert.equal(await exists(join(env.ws, "ghost.txt")), false);
+      // A second restart finds nothing new to mark.
+    } finally {
+      await rt.close();
+    }
+    const again = await Runtime.open({ store: env.storePath });
+    try {
+      const ev = (await again.kernel.store.listEvents()).filter((e) => e.type === "effect.unknown");
+      assert.equal(ev.length, 1);
+      assert.equal((await again.kernel.store.listEffects("unknown")).length, 1);
+    } finally {
+      await again.close();
+    }
+  },
+);
 
 async function sleeperAndReaders(
   concurrency: number,
@@ -618,24 +630,24 @@ Deno.test("scheduler: a process made runnable during a round gets its turn in th
 });
 
 /** The state row of `pid` and the ledger, as another connection sees them (committed only). */
-function committed(
+async function committed(
   storePath: string,
   pid: number,
-): { status: string; pending: unknown; fx: number } {
-  const db = new DatabaseSync(storePath, { readOnly: true });
-  try {
-    db.exec("PRAGMA busy_timeout = 5000");
-    const row = db.prepare("SELECT status, pending FROM process_state WHERE pid = ?").get(pid) as {
-      status: string;
-      pending: string | null;
-    };
-    const fx = db.prepare("SELECT COUNT(*) AS n FROM effects WHERE status = 'pending'").get() as {
-      n: number;
-    };
-    return { status: row.status, pending: JSON.parse(row.pending ?? "null"), fx: Number(fx.n) };
-  } finally {
-    db.close();
-  }
+): Promise<{ status: string; pending: unknown; fx: number }> {
+  const [row] = await rawRows(
+    storePath,
+    "SELECT status, pending FROM process_state WHERE pid = ?",
+    pid,
+  );
+  const [fx] = await rawRows(
+    storePath,
+    "SELECT COUNT(*) AS n FROM effects WHERE status = 'pending'",
+  );
+  return {
+    status: row.status as string,
+    pending: JSON.parse((row.pending as string | null) ?? "null"),
+    fx: Number(fx.n),
+  };
 }
 
 class DurabilityWatchingFs extends HostFileSystem {
@@ -643,7 +655,9 @@ class DurabilityWatchingFs extends HostFileSystem {
   watch: number[] = [];
   seen: { status: string; pending: unknown; fx: number }[][] = [];
   override async writeText(path: string, content: string): Promise<void> {
-    this.seen.push(this.watch.map((pid) => committed(this.storePath, pid)));
+    const seen = [];
+    for (const pid of this.watch) seen.push(await committed(this.storePath, pid));
+    this.seen.push(seen);
     return await super.writeText(path, content);
   }
 }
@@ -680,22 +694,19 @@ class OutsideModel implements ModelProvider {
     this.pure = pure;
   }
   async next(ctx: ModelContext) {
-    const db = new DatabaseSync(this.storePath, { readOnly: true });
-    try {
-      db.exec("PRAGMA busy_timeout = 5000");
-      const r = db.prepare("SELECT COUNT(*) AS n FROM step_results WHERE pid = ?").get(ctx.pid) as {
-        n: number;
-      };
-      if (Number(r.n) !== await ctx.stepCount()) this.lagged++;
-    } finally {
-      db.close();
-    }
+    const [r] = await rawRows(
+      this.storePath,
+      "SELECT COUNT(*) AS n FROM step_results WHERE pid = ?",
+      ctx.pid,
+    );
+    if (Number(r.n) !== await ctx.stepCount()) this.lagged++;
     return await this.#inner.next(ctx);
   }
 }
 
 Deno.test("scheduler: a model that reaches outside is only asked once every result before it is committed", async () => {
-  for (const pure of [false, true]) {
+  // The control needs deferred writes, which only a SQLite store keeps (PostgreSQL commits at once).
+  for (const pure of ON_PG ? [false] : [false, true]) {
     const model = new OutsideModel(pure);
     await using env = await makeEnv({ providers: { models: { scripted: model } }, concurrency: 1 });
     model.storePath = env.storePath;

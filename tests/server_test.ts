@@ -6,13 +6,13 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { DatabaseSync } from "node:sqlite";
 import type { Hono } from "hono";
 import { createApp, HTTP_DECIDER } from "../server/app.ts";
 import { loadOrCreateToken, SchedulerPump, serve } from "../server/serve.ts";
 import { QueueHuman } from "../runtime/providers/scripted.ts";
 import type { CapabilitySpec } from "../runtime/types.ts";
-import { type Env, launch, makeEnv, rejectsCode } from "./_helpers.ts";
+import { type Env, launch, makeEnv, rawSql, rejectsCode } from "./_helpers.ts";
+import { ON_PG } from "./_pg.ts";
 
 const TOKEN = "t".repeat(20) + "0123456789abcdef";
 const AUTH = { Authorization: `Bearer ${TOKEN}` };
@@ -323,7 +323,7 @@ Deno.test("server: a decision over HTTP is audited as human:owner via http and r
 
 Deno.test("server: no process can read the token or decide its own or a child's request; the HTTP owner can", async () => {
   await using env = await queueEnv({ "src/app.py": "old\n" });
-  const tokenFile = `${env.storePath}.token`;
+  const tokenFile = env.beside(".token");
   const token = await loadOrCreateToken(tokenFile);
   const approve: CapabilitySpec = { resource: "human:owner", rights: ["write", "approve"] };
   // A parent holding approve forks a worker; the worker inherits the ASK and asks.
@@ -393,7 +393,9 @@ class RacingHuman extends QueueHuman {
 Deno.test("server: a decision racing the scheduler's parking wakes the process once and never fails it", async () => {
   // The request is visible (and decidable over HTTP) before its process has
   // finished parking in waiting_human. Sweep the moment the decision lands.
-  for (let delay = 0; delay < 160; delay += 2) {
+  // On PostgreSQL every store call is a round trip, so microtask delays move
+  // the decision less finely: a coarser sweep keeps the time in bounds.
+  for (let delay = 0; delay < 160; delay += ON_PG ? 8 : 2) {
     const human = new RacingHuman();
     await using env = await makeEnv({ files: { "src/app.py": "old\n" }, providers: { human } });
     const { app, pump, stop } = appFor(env);
@@ -546,7 +548,7 @@ Deno.test("server: the event stream delivers human.asked and resumes after Last-
 
 Deno.test("server: the token file is created 0600 and reused across restarts", async () => {
   await using env = await queueEnv();
-  const tokenFile = `${env.storePath}.token`;
+  const tokenFile = env.beside(".token");
   const first = await serve(env.rt, { port: 0, tokenFile });
   let second;
   try {
@@ -785,10 +787,11 @@ Deno.test("server: the audit API filters, lists newest first and reports tamperi
   const ok = await json(await app.request("/api/audit/verify", { headers: AUTH }));
   assert.equal(ok.ok, true);
   assert.equal(ok.count, all.length);
-  // Someone with file access edits record 2: the API names it.
-  const db = new DatabaseSync(env.storePath);
-  db.prepare("UPDATE audit SET body = replace(body, 'pid:', 'PID:') WHERE seq = 2").run();
-  db.close();
+  // Someone with file (or database) access edits record 2: the API names it.
+  await rawSql(
+    env.storePath,
+    "UPDATE audit SET body = replace(body, 'pid:', 'PID:') WHERE seq = 2",
+  );
   const bad = await json(await app.request("/api/audit/verify", { headers: AUTH }));
   assert.equal(bad.ok, false);
   assert.equal((bad.firstBad as { seq: number }).seq, 2);
@@ -821,7 +824,7 @@ Deno.test("server: 1,000 requests across 100 processes are decided over HTTP and
   }
   const srv = await serve(env.rt, {
     port: 0,
-    tokenFile: `${env.storePath}.token`,
+    tokenFile: env.beside(".token"),
     onSchedulerError: (e) => {
       throw e;
     },
@@ -888,7 +891,18 @@ Deno.test("server: libos serve prints the console URL and the token file and ser
   await env.rt.close();
   const cli = new URL("../cli/libos.ts", import.meta.url).pathname;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", cli, "serve", "--store", env.storePath, "--port", "0"],
+    args: [
+      "run",
+      "-A",
+      cli,
+      "serve",
+      "--store",
+      env.storePath,
+      "--port",
+      "0",
+      // A PostgreSQL store has no file to keep the token beside.
+      ...(env.storeKind === "postgres" ? ["--token-file", env.beside(".token")] : []),
+    ],
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1" },
@@ -903,7 +917,7 @@ Deno.test("server: libos serve prints the console URL and the token file and ser
     }
     const m = /libos console: (http:\/\/127\.0\.0\.1:\d+)\/#token=([0-9a-f]{64})\n/.exec(out);
     assert.ok(m, out);
-    const tokenFile = `${env.storePath}.token`;
+    const tokenFile = env.beside(".token");
     assert.ok(out.includes(`token file: ${tokenFile}`), out);
     assert.equal((await Deno.readTextFile(tokenFile)).trim(), m[2]);
     assert.equal((await Deno.stat(tokenFile)).mode! & 0o777, 0o600);

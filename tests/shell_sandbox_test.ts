@@ -7,7 +7,16 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { cap, capRecord, type Env, launch, libos, makeEnv, rejectsCode } from "./_helpers.ts";
+import {
+  cap,
+  capRecord,
+  type Env,
+  launch,
+  libos,
+  makeEnv,
+  rejectsCode,
+  storeBytes,
+} from "./_helpers.ts";
 import { createApp } from "../server/app.ts";
 import { HostShell } from "../runtime/providers/host.ts";
 import { ScriptedHuman } from "../runtime/providers/scripted.ts";
@@ -104,15 +113,8 @@ async function userEnv(human?: ScriptedHuman): Promise<Env & { outside: string }
 /** Everything the store keeps (rows through the API and the raw files), for leak scans. */
 async function storeText(env: Env): Promise<string> {
   const s = env.rt.kernel.store;
-  let all = JSON.stringify([await s.listAudit(), await s.listEvents(), await s.listEffects()]);
-  for (const suffix of ["", "-wal", "-shm", "-journal", "-auditlog"]) {
-    try {
-      all += new TextDecoder("latin1").decode(await Deno.readFile(env.storePath + suffix));
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-  }
-  return all;
+  const all = JSON.stringify([await s.listAudit(), await s.listEvents(), await s.listEffects()]);
+  return all + await storeBytes(env.storePath, ["", "-wal", "-shm", "-journal", "-auditlog"]);
 }
 
 /** Host pids (not zombies) whose command line contains `marker`. */
