@@ -108,6 +108,7 @@ Deno.test("safety bench: effects are judged from the world, not from the runner'
     approved: 0,
     objects: [],
     fileLabels: {},
+    modelRequests: null,
     audit: null,
     error: null,
   };
