@@ -10,7 +10,7 @@
 import { join, normalize } from "node:path";
 import { restrictionMatches } from "../runtime/capabilities.ts";
 import { guardText, maxLabel, mayFlow } from "../runtime/labels.ts";
-import type { AuditRecord, Label } from "../runtime/types.ts";
+import type { AuditRecord, Label, ModelCallRecord } from "../runtime/types.ts";
 import type { EgressHit, Snapshot } from "./fixture.ts";
 import { globMatch } from "./rule.ts";
 import type { AuditCheck, EffectSpec, ObjectCheck, Scenario, WorkspaceCheck } from "./scenario.ts";
@@ -66,6 +66,8 @@ export interface RunRecord {
   fileLabels: Record<string, Label>;
   /** The runtime's audit trail (null: this runner keeps none). */
   audit: AuditRecord[] | null;
+  /** The runtime's LLM call ledger (null: this runner keeps none). */
+  ledger: ModelCallRecord[] | null;
   /** A runner failure (the run is judged on what happened until then). */
   error: string | null;
 }

@@ -661,6 +661,7 @@ class _World {
       fileLabels: {},
       modelRequests: null,
       audit: null,
+      ledger: null,
       error: this.error,
     };
   }

@@ -154,6 +154,7 @@ export async function runRuntime(
     fileLabels: {},
     modelRequests: null,
     audit: null,
+    ledger: null,
     error: null,
   };
   const pre: unknown[] = [];
@@ -256,4 +257,5 @@ async function _collect(
   }
   await store.auditIndexed();
   record.audit = await store.listAudit();
+  record.ledger = await store.listModelCalls();
 }
