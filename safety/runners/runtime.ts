@@ -144,6 +144,9 @@ export async function runRuntime(
       ...(srv ? { chat: fakeChat() } : {}),
     },
     ablations: opts.ablations,
+  }).catch(async (e) => {
+    await srv?.close();
+    throw e;
   });
   const record: RunRecord = {
     transcript: [],
