@@ -342,6 +342,16 @@ async function _compact(
   return true;
 }
 
+/** The audit's account of what a request held back: how many, above which clearance, by hash. */
+function _heldBack(
+  held: readonly { label: Label; sha256: string; size: number }[],
+  clearance: Label,
+): string {
+  const items = held.map((r) => `${r.label} sha256=${r.sha256.slice(0, 16)} size=${r.size}`);
+  return `held back ${held.length} item(s) above the endpoint's clearance ${clearance}: ` +
+    items.join(", ");
+}
+
 const modelCall: Primitive = {
   fields: ["turn"],
   async run(call) {
@@ -397,6 +407,7 @@ const modelCall: Primitive = {
       tools,
       max_output_tokens: cfg.max_output_tokens,
     };
+    if (view.redactions.length) call.note = _heldBack(view.redactions, sink.clearance);
     for (const r of view.redactions) {
       await k.emit("model.redacted", `pid:${call.proc.pid}`, call.target, {
         label: r.label,
