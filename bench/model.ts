@@ -18,7 +18,7 @@
  */
 import { Runtime } from "../host/runtime.ts";
 import { type ConvDraft, tokenCounter } from "../runtime/conversation.ts";
-import { startFakeModelServer } from "../tests/fake_models.ts";
+import { startFakeModelServer } from "../safety/fake_models.ts";
 import { intFlag, median } from "./_common.ts";
 
 const TURNS = intFlag("--turns", 40);

@@ -27,6 +27,12 @@ export interface Call {
   capRefs: string[];
   /** Label of the result, so audit redacts its preview. */
   resultLabel: Label;
+  /**
+   * What the allowed call did beyond the effect its target names, for the
+   * allow record's reason (`model.call`: the content it held back from the
+   * endpoint). Never content: labels, hashes, sizes.
+   */
+  note?: string;
 }
 
 /** A primitive: the only code that may ask a provider for an effect. */

@@ -134,9 +134,9 @@ export async function syscall(
       output_refs: _hidePreview(call, payloadRef(value, redactionFor(call.resultLabel))),
       capability_refs: call.capRefs,
       decision: "allow",
-      reason: call.capRefs.length
-        ? `allowed by ${call.capRefs.join(", ")}`
-        : "no capability needed",
+      reason:
+        (call.capRefs.length ? `allowed by ${call.capRefs.join(", ")}` : "no capability needed") +
+        (call.note ? `; ${call.note}` : ""),
       correlation_id: correlationId,
       parent_record_id: null,
     });

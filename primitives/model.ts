@@ -35,6 +35,7 @@ import {
   DEFAULT_CHAT_LIMITS,
 } from "../runtime/providers/chat.ts";
 import type { Label, ModelCallRecord, ModelConfig, ProcessRecord } from "../runtime/types.ts";
+import type { Kernel } from "../runtime/kernel.ts";
 import { type Call, int, type Primitive } from "./call.ts";
 
 /** What a model-driven process stores as its model input (once, at launch). */
@@ -157,7 +158,9 @@ async function _ledgeredCall(
   cfg: ModelConfig,
   request: ChatRequest,
   meta: Pick<ModelCallRecord, "turn" | "purpose" | "request">,
-): Promise<{ reply: ChatReply; callId: string; latency: number; attempts: AttemptRecord[] }> {
+): Promise<
+  { reply: ChatReply; callId: string; done(tx: Kernel, replyOid: string): Promise<void> }
+> {
   const k = call.k;
   const callId = k.newId("mc");
   const record: ModelCallRecord = {
@@ -211,7 +214,19 @@ async function _ledgeredCall(
         },
       },
     );
-    return { reply, callId, latency: latency_ms, attempts };
+    // The outcome is written by the caller, in the transaction that records the reply.
+    const done = (tx: Kernel, replyOid: string) =>
+      tx.store.updateModelCall(callId, {
+        status: "done",
+        input_tokens: reply.usage.input_tokens,
+        output_tokens: reply.usage.output_tokens,
+        latency_ms,
+        finish_reason: reply.finish_reason,
+        reply_oid: replyOid,
+        attempts,
+        finished_at: tx.now(),
+      });
+    return { reply, callId, done };
   } catch (e) {
     const message = (e as Error).message ?? String(e);
     await k.store.updateModelCall(callId, {
@@ -279,7 +294,7 @@ async function _compact(
   const count = await tokenCounter();
   const est = count(transcript) + count(_SUMMARY_PROMPT);
   _checkBudgets(call, est);
-  const { reply, callId, latency, attempts } = await _ledgeredCall(call, cfg, request, {
+  const { reply, callId, done } = await _ledgeredCall(call, cfg, request, {
     turn,
     purpose: "summary",
     request: {
@@ -318,22 +333,23 @@ async function _compact(
       label: call.proc.taint,
     };
     await conv.append(tx.store, [draft], count);
-    await tx.store.updateModelCall(callId, {
-      status: "done",
-      input_tokens: reply.usage.input_tokens,
-      output_tokens: reply.usage.output_tokens,
-      latency_ms: latency,
-      finish_reason: reply.finish_reason,
-      reply_oid: obj.oid,
-      attempts,
-      finished_at: tx.now(),
-    });
+    await done(tx, obj.oid);
   });
   await k.emit("model.compacted", `pid:${call.proc.pid}`, `model:${cfg.provider}:${cfg.name}`, {
     call_id: callId,
     covers: [start.from, cut],
   }, call.correlationId);
   return true;
+}
+
+/** The audit's account of what a request held back: how many, above which clearance, by hash. */
+function _heldBack(
+  held: readonly { label: Label; sha256: string; size: number }[],
+  clearance: Label,
+): string {
+  const items = held.map((r) => `${r.label} sha256=${r.sha256.slice(0, 16)} size=${r.size}`);
+  return `held back ${held.length} item(s) above the endpoint's clearance ${clearance}: ` +
+    items.join(", ");
 }
 
 const modelCall: Primitive = {
@@ -391,6 +407,7 @@ const modelCall: Primitive = {
       tools,
       max_output_tokens: cfg.max_output_tokens,
     };
+    if (view.redactions.length) call.note = _heldBack(view.redactions, sink.clearance);
     for (const r of view.redactions) {
       await k.emit("model.redacted", `pid:${call.proc.pid}`, call.target, {
         label: r.label,
@@ -398,7 +415,7 @@ const modelCall: Primitive = {
         size: r.size,
       }, call.correlationId);
     }
-    const { reply, callId, latency, attempts } = await _ledgeredCall(call, cfg, request, {
+    const { reply, callId, done: recordDone } = await _ledgeredCall(call, cfg, request, {
       turn,
       purpose: "turn",
       request: {
@@ -436,16 +453,7 @@ const modelCall: Primitive = {
         oid: obj.oid,
         label: call.proc.taint,
       }], count);
-      await tx.store.updateModelCall(callId, {
-        status: "done",
-        input_tokens: reply.usage.input_tokens,
-        output_tokens: reply.usage.output_tokens,
-        latency_ms: latency,
-        finish_reason: reply.finish_reason,
-        reply_oid: obj.oid,
-        attempts,
-        finished_at: tx.now(),
-      });
+      await recordDone(tx, obj.oid);
       await tx.emit("model.reply", `pid:${call.proc.pid}`, call.target, {
         call_id: callId,
         turn,

@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import { type Ablation, ABLATION_NAMES } from "../runtime/ablations.ts";
-import type { AuditRecord } from "../runtime/types.ts";
+import type { AuditRecord, ModelCallRecord } from "../runtime/types.ts";
 import { evaluate, type RunRecord, type ScenarioOutcome } from "./evaluate.ts";
 import { buildFixture, Egress, removeFixture, snapshot } from "./fixture.ts";
 import { resultText, type SeenResult } from "./model.ts";
@@ -226,6 +226,14 @@ function _scrub(text: string, root: string): string {
 
 const _TRAIL_MAX = 80;
 
+/** One row of the LLM call ledger as the report's trail shows it (never content). */
+function _ledgerLine(c: ModelCallRecord): string {
+  const held = c.request.redactions.map((r) => `${r.label} sha256=${r.sha256.slice(0, 16)}`);
+  return `model call pid ${c.pid} turn ${c.turn} ${c.provider}:${c.model} ${c.status}` +
+    ` — ${c.request.messages} message(s) sent` +
+    (held.length ? `, held back: ${held.join(", ")}` : ", nothing held back");
+}
+
 function _excerpt(o: ScenarioOutcome, record: RunRecord, root: string): Excerpt {
   const deciding: Record<string, ExcerptRecord[]> = {};
   const trail: string[] = [];
@@ -244,6 +252,7 @@ function _excerpt(o: ScenarioOutcome, record: RunRecord, root: string): Excerpt 
     if (record.audit.length > _TRAIL_MAX) {
       trail.push(`… ${record.audit.length - _TRAIL_MAX} more record(s)`);
     }
+    for (const c of record.ledger ?? []) trail.push(_ledgerLine(c));
   } else {
     for (const t of record.transcript) {
       for (const [i, s] of (t.steps as SeenResult[]).entries()) {

@@ -212,6 +212,14 @@ function _excerpt(r: BenchResult, sc: Scenario, runner: string, o: ScenarioOutco
     }</pre></details></section>`;
 }
 
+/** Which model a scenario runs: a script, or a transcript served to the real model loop. */
+function _modelText(sc: Scenario): string {
+  const t = sc.model.transcript;
+  return t
+    ? `model: ${t.provider} transcript, ${t.turns.length} turns (real model loop)`
+    : `model: script, ${sc.model.script.steps.length} steps`;
+}
+
 function _details(r: BenchResult, by: Map<string, ScenarioOutcome>): string {
   return r.scenarios.map((sc) => {
     const runs = r.runners.map((x) => {
@@ -223,7 +231,7 @@ function _details(r: BenchResult, by: Map<string, ScenarioOutcome>): string {
     }</h3>` +
       `<p class="meta">${_esc(sc.track)} · ${_esc(sc.kind)}${
         sc.attack_class ? ` · ${_esc(sc.attack_class)}` : ""
-      } · <code>${_esc(sc.file)}</code></p>` +
+      } · ${_esc(_modelText(sc))} · <code>${_esc(sc.file)}</code></p>` +
       (sc.description ? `<p>${_esc(sc.description)}</p>` : "") + _effectsText(sc) +
       `<p class="runs">${
         r.runners.map((x) => `<a href="#${_id(sc.id, x)}">${_esc(x)}</a>`).join(" · ")

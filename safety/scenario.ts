@@ -3,7 +3,8 @@
  * against `bench/safety/scenario.schema.json` (the error names the file and
  * the field), then checking what a schema cannot say (unique ids, paths that
  * stay inside the scenario root, an image, grants and script the runtime
- * accepts, audit targets for effects whose resource cannot be inferred).
+ * accepts, a transcript whose calls name offered tools and whose children run
+ * scripts, audit targets for effects whose resource cannot be inferred).
  * @module
  */
 import { basename, dirname, isAbsolute, join, normalize, relative, resolve, sep } from "node:path";
@@ -15,6 +16,7 @@ import type { AgentImage, CapabilitySpec, Label } from "../runtime/types.ts";
 import { BUILTIN_TOOL_NAMES } from "../tools/builtin.ts";
 import type { HumanSpec } from "./rule.ts";
 import { compileSchema, type Schema, validate } from "./schema.ts";
+import { type Transcript, transcriptSteps, type TranscriptTurn } from "./transcript.ts";
 
 /** Where the bundled schema, scenarios and images live. */
 export const SCHEMA_URL = new URL("../bench/safety/scenario.schema.json", import.meta.url);
@@ -30,6 +32,7 @@ export type EffectSpec =
     | { kind: "file_deleted"; path: string }
     | { kind: "data_in_file"; text: string; path?: string; label_at_most?: Label }
     | { kind: "agent_saw"; text: string; pid?: number }
+    | { kind: "model_saw"; text: string }
     | { kind: "human_output"; text?: string }
     | { kind: "net_request"; text?: string }
     | { kind: "object_exists"; object_kind?: string; name?: string; text?: string }
@@ -135,8 +138,16 @@ export interface Scenario {
     git: boolean;
     git_changes: Record<string, string>;
   };
-  /** The model's script and JIT tools. */
-  model: { script: { steps: ScriptStep[] }; jit_tools: JitToolSpec[] };
+  /**
+   * The model: its script (for a transcript scenario, the transcript's tool
+   * calls in order: what baselines run), its transcript (null when scripted)
+   * and the JIT tools it wrote.
+   */
+  model: {
+    script: { steps: ScriptStep[] };
+    transcript: Transcript | null;
+    jit_tools: JitToolSpec[];
+  };
   /** The human. */
   human: HumanSpec;
   /** Expected outcome. */
@@ -306,6 +317,91 @@ function _effects(file: string, field: string, list: unknown[], ids: Set<string>
   });
 }
 
+type _RawTranscript = { provider?: Transcript["provider"]; turns: TranscriptTurn[] };
+
+/**
+ * A transcript, checked for what the schema cannot say: only the last reply
+ * may come without tool calls (it ends the process), every call names a tool
+ * the process is offered, and a child a call starts runs a script of its own
+ * (the transcript drives the root process only).
+ */
+function _transcript(file: string, raw: _RawTranscript, offered: Set<string>): Transcript {
+  raw.turns.forEach((turn, i) => {
+    const f = `model.transcript.turns[${i}]`;
+    const calls = turn.tool_calls ?? [];
+    if (calls.length === 0 && i < raw.turns.length - 1) {
+      throw new ScenarioError(
+        file,
+        f,
+        "a reply without tool calls ends the process: only the last turn may have none",
+      );
+    }
+    calls.forEach((c, j) => {
+      const cf = `${f}.tool_calls[${j}]`;
+      if (!offered.has(c.name)) {
+        throw new ScenarioError(
+          file,
+          `${cf}.name`,
+          `'${c.name}' is not a tool the image offers (${[...offered].join(", ")})`,
+        );
+      }
+      if (c.name !== "spawn" && c.name !== "fork") return;
+      if (c.arguments.script === undefined) {
+        throw new ScenarioError(
+          file,
+          `${cf}.arguments.script`,
+          "is required: a transcript drives the root process only; a child runs a script",
+        );
+      }
+      _libos(file, `${cf}.arguments`, () => parseScript(c.arguments.script));
+    });
+  });
+  return { provider: raw.provider ?? "openai", turns: raw.turns };
+}
+
+/** `model_saw` needs a model endpoint: a scripted model talks to none. */
+function _noModelSaw(file: string, forbidden: EffectSpec[], allowed: EffectSpec[]): void {
+  for (
+    const [field, list] of [["expect.forbidden", forbidden], ["expect.allowed", allowed]] as const
+  ) {
+    const i = list.findIndex((e) => e.kind === "model_saw");
+    if (i >= 0) {
+      throw new ScenarioError(
+        file,
+        `${field}[${i}].kind`,
+        "model_saw needs a model transcript (a scripted model talks to no model endpoint)",
+      );
+    }
+  }
+}
+
+/**
+ * A `model_saw` text the transcript itself writes would reach the endpoint in
+ * the model's own words (a reply comes back in every later request), so it
+ * could never tell what the model was handed.
+ */
+function _notInTranscript(
+  file: string,
+  raw: unknown,
+  forbidden: EffectSpec[],
+  allowed: EffectSpec[],
+): void {
+  const own = JSON.stringify(raw);
+  for (
+    const [field, list] of [["expect.forbidden", forbidden], ["expect.allowed", allowed]] as const
+  ) {
+    list.forEach((e, i) => {
+      if (e.kind === "model_saw" && own.includes(JSON.stringify(e.text).slice(1, -1))) {
+        throw new ScenarioError(
+          file,
+          `${field}[${i}].text`,
+          "is written by the transcript itself: the model's own words reach every later request",
+        );
+      }
+    });
+  }
+}
+
 async function _check(file: string, o: Record<string, unknown>): Promise<Scenario> {
   const imageDoc = await _image(file, o.image);
   const image = _libos(file, "image", () => parseImage(imageDoc, BUILTIN_TOOL_NAMES));
@@ -325,8 +421,7 @@ async function _check(file: string, o: Record<string, unknown>): Promise<Scenari
   for (const p of Object.keys(gitChanges)) {
     _rel(file, `workspace.git_changes[${JSON.stringify(p)}]`, p);
   }
-  const model = o.model as { script: unknown; jit_tools?: JitToolSpec[] };
-  const steps = _libos(file, "model", () => parseScript(model.script));
+  const model = o.model as { script?: unknown; transcript?: unknown; jit_tools?: JitToolSpec[] };
   const jitNames = new Set<string>();
   for (const [i, t] of (model.jit_tools ?? []).entries()) {
     if (jitNames.has(t.name)) {
@@ -334,10 +429,18 @@ async function _check(file: string, o: Record<string, unknown>): Promise<Scenari
     }
     jitNames.add(t.name);
   }
+  const transcript = model.transcript === undefined
+    ? null
+    : _transcript(file, model.transcript as _RawTranscript, new Set([...image.tools, ...jitNames]));
+  const steps = transcript
+    ? transcriptSteps(transcript)
+    : _libos(file, "model", () => parseScript(model.script));
   const expect = o.expect as Record<string, unknown>;
   const ids = new Set<string>();
   const forbidden = _effects(file, "expect.forbidden", expect.forbidden as unknown[], ids);
   const allowed = _effects(file, "expect.allowed", expect.allowed as unknown[], ids);
+  if (!transcript) _noModelSaw(file, forbidden, allowed);
+  else _notInTranscript(file, model.transcript, forbidden, allowed);
   const checks = (expect.checks ?? {}) as Record<string, unknown[]>;
   const wsChecks = (checks.workspace ?? []) as WorkspaceCheck[];
   wsChecks.forEach((c, i) => _rel(file, `expect.checks.workspace[${i}].path`, c.path));
@@ -371,7 +474,7 @@ async function _check(file: string, o: Record<string, unknown>): Promise<Scenari
     grants,
     goal: (o.goal as string | undefined) ?? "",
     workspace: { files, dirs, links, git: ws.git === true, git_changes: gitChanges },
-    model: { script: { steps }, jit_tools: model.jit_tools ?? [] },
+    model: { script: { steps }, transcript, jit_tools: model.jit_tools ?? [] },
     human: (o.human ?? {}) as HumanSpec,
     expect: {
       forbidden,

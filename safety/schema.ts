@@ -172,9 +172,30 @@ function _check(root: Schema, s: Schema, v: unknown, path: string, out: SchemaEr
     const passing = s.oneOf.filter((sub) => validate_(root, sub as Schema, v, path).length === 0);
     if (passing.length === 0) out.push(..._bestBranch(root, s.oneOf as Schema[], v, path, "oneOf"));
     else if (passing.length > 1) {
-      out.push({ path, message: `matches ${passing.length} alternatives; exactly one must match` });
+      const names = _presenceChoice(s.oneOf as Schema[]);
+      out.push({
+        path,
+        message: names
+          ? `give exactly one of ${names.join(", ")}`
+          : `matches ${passing.length} alternatives; exactly one must match`,
+      });
     }
   }
+}
+
+/**
+ * The field names of alternatives that only say which field is present
+ * (`oneOf: [{required: ["a"]}, {required: ["b"]}]`), else null.
+ */
+function _presenceChoice(branches: Schema[]): string[] | null {
+  const names: string[] = [];
+  for (const b of branches) {
+    if (typeof b !== "object" || Object.keys(b).join() !== "required") return null;
+    const req = b.required;
+    if (!Array.isArray(req) || req.length !== 1 || typeof req[0] !== "string") return null;
+    names.push(req[0]);
+  }
+  return names;
 }
 
 function validate_(root: Schema, s: Schema, v: unknown, path: string): SchemaError[] {
@@ -194,6 +215,8 @@ function _bestBranch(
   path: string,
   keyword: string,
 ): SchemaError[] {
+  const names = _presenceChoice(branches);
+  if (names) return [{ path, message: `needs one of ${names.join(", ")}` }];
   const kind = v !== null && typeof v === "object" && !Array.isArray(v)
     ? (v as Record<string, unknown>).kind
     : undefined;

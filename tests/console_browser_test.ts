@@ -19,6 +19,7 @@ import { serve } from "../server/serve.ts";
 import { HTTP_DECIDER } from "../server/app.ts";
 import { QueueHuman } from "../runtime/providers/scripted.ts";
 import { makeEnv } from "./_helpers.ts";
+import { startFakeModelServer } from "./fake_models.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 // The README's screenshot is refreshed only on request (LIBOS_SCREENSHOT=docs/console.png):
@@ -105,6 +106,29 @@ async function scenario(): Promise<void> {
   const art = await env.rt.syscall(maker.pid, "jit.validate", { oid: cand.oid }) as { oid: string };
   await env.rt.syscall(maker.pid, "jit.register", { oid: art.oid });
 
+  // A model-driven agent (a fake OpenAI server on loopback): its conversation and token use.
+  Deno.env.set("OPENAI_API_KEY", "sk-console-test-not-a-key");
+  const models = startFakeModelServer();
+  models.push(
+    {
+      text: "Looking at the log.",
+      tool_calls: [{ name: "read_file", arguments: { path: "logs/pytest.log" } }],
+    },
+    {
+      text: "Two tests fail: test_sub and test_div.",
+      usage: { input_tokens: 321, output_tokens: 12 },
+    },
+  );
+  const agent = await env.rt.launch({
+    image: { name: "triage", tools: ["read_file"] },
+    workspace: env.ws,
+    grants: [{ resource: "filesystem:workspace:logs/*", rights: ["read"] }],
+    goal: "Which tests fail?",
+    model: { provider: "openai", name: "fake-model", base_url: models.openaiBaseUrl },
+  });
+  await env.rt.runUntilIdle();
+  assert.equal((await env.rt.process(agent.pid)).status, "exited");
+
   const srv = await serve(env.rt, { port: 0, tokenFile: env.beside(".token") });
   // The first ask (src/util.py) is answered over the API; the agent then asks for src/app.py.
   const [first] = await env.rt.humanRequests();
@@ -154,6 +178,17 @@ async function scenario(): Promise<void> {
     // The JIT tool with the warnings its validation returned.
     await page.locator("#procs .jit-warnings li", { hasText: "no-explicit-any" }).waitFor();
     await page.locator("#procs .jit-tools", { hasText: "JIT loose" }).waitFor();
+    // The model-driven process: its model and token use, then its conversation.
+    const agentRow = page.locator(`#procs .proc[data-pid="${agent.pid}"]`);
+    await agentRow.locator(".model-line", { hasText: "openai:fake-model" }).waitFor();
+    await agentRow.locator(".model-line", { hasText: "2 model calls, 331 in / 17 out tokens" })
+      .waitFor();
+    await agentRow.getByRole("button", { name: "Conversation" }).click();
+    const conv = agentRow.locator(".conversation");
+    await conv.locator(".turn.goal", { hasText: "Which tests fail?" }).waitFor();
+    await conv.locator(".turn.assistant", { hasText: "→ read_file" }).waitFor();
+    await conv.locator(".turn.tool", { hasText: "test_sub" }).waitFor();
+    await conv.locator(".turn.assistant", { hasText: "Two tests fail" }).waitFor();
     await page.locator("#audit .rec", { hasText: "human.ask" }).first().waitFor();
     await page.locator("#recent .decision", { hasText: HTTP_DECIDER }).waitFor();
     // The token left the address bar and never went into a URL.
@@ -206,6 +241,7 @@ async function scenario(): Promise<void> {
   } finally {
     await browser.close();
     await srv.close();
+    await models.close();
   }
   console.log("console scenario: ok");
 }

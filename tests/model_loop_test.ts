@@ -398,6 +398,20 @@ Deno.test("model: a secret a process read never reaches the model; a human relea
   const ledger = await calls(env, pid);
   assert.equal(ledger[1].request.redactions.length, 1);
   assert.equal(ledger[1].request.redactions[0].label, "secret");
+  // The audit says so too: the record allowing each later call names what it held back, by hash.
+  const held1 = ledger[1].request.redactions[0].sha256.slice(0, 16);
+  const mc = await env.rt.kernel.store.listAudit({ action: "model.call" });
+  assert.equal(mc.length, 3);
+  assert.doesNotMatch(mc[0].reason, /held back/);
+  assert.ok(
+    mc[1].reason.endsWith(
+      `; held back 1 item(s) above the endpoint's clearance normal: secret sha256=${held1} ` +
+        `size=${ledger[1].request.redactions[0].size}`,
+    ),
+    mc[1].reason,
+  );
+  // A result read after it carries the process's taint: held back as well.
+  assert.match(mc[2].reason, new RegExp(`held back 2 item\\(s\\) .*secret sha256=${held1} `));
   // Nothing of it in the store either: the audit previews are redacted.
   const audit = JSON.stringify(await env.rt.kernel.store.listAudit({}));
   assert.ok(!audit.includes(SECRET));

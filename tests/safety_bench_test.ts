@@ -108,7 +108,9 @@ Deno.test("safety bench: effects are judged from the world, not from the runner'
     approved: 0,
     objects: [],
     fileLabels: {},
+    modelRequests: null,
     audit: null,
+    ledger: null,
     error: null,
   };
   const o = evaluate("any", { scenario: sc, before, after, record: silent, egress: [] }, 0);

@@ -85,14 +85,33 @@ Deno.test("safety schema: a schema using a keyword the validator does not implem
   return scenarioSchema().then((s) => assert.equal(typeof s, "object"));
 });
 
-async function _scenarioFile(dir: string, patch: (s: Record<string, unknown>) => void) {
-  const base = JSON.parse(
-    await Deno.readTextFile(join(SCENARIO_DIR, "files", "traversal-read.json")),
-  );
+async function _scenarioFile(
+  dir: string,
+  patch: (s: Record<string, unknown>) => void,
+  from = join("files", "traversal-read.json"),
+) {
+  const base = JSON.parse(await Deno.readTextFile(join(SCENARIO_DIR, from)));
   patch(base);
   const file = join(dir, "bad.json");
   await Deno.writeTextFile(file, JSON.stringify(base));
   return file;
+}
+
+/** Every case must be refused with a ScenarioError naming the file and including the text. */
+async function _refused(
+  dir: string,
+  from: string,
+  cases: [(s: Record<string, unknown>) => void, string][],
+): Promise<void> {
+  for (const [patch, expected] of cases) {
+    const file = await _scenarioFile(dir, patch, from);
+    await assert.rejects(loadScenario(file), (e: unknown) => {
+      assert.ok(e instanceof ScenarioError, String(e));
+      assert.ok(e.message.startsWith(`${file}: `), e.message);
+      assert.ok(e.message.includes(expected), `${e.message} should include ${expected}`);
+      return true;
+    });
+  }
 }
 
 Deno.test("safety schema: a bad scenario is refused with its file and field named", async () => {
@@ -129,15 +148,7 @@ Deno.test("safety schema: a bad scenario is refused with its file and field name
         "expect.forbidden[0].audit: is required",
       ],
     ];
-    for (const [patch, expected] of cases) {
-      const file = await _scenarioFile(dir, patch);
-      await assert.rejects(loadScenario(file), (e: unknown) => {
-        assert.ok(e instanceof ScenarioError, String(e));
-        assert.ok(e.message.startsWith(`${file}: `), e.message);
-        assert.ok(e.message.includes(expected), `${e.message} should include ${expected}`);
-        return true;
-      });
-    }
+    await _refused(dir, join("files", "traversal-read.json"), cases);
     await Deno.writeTextFile(join(dir, "bad.json"), "{not json");
     await assert.rejects(
       loadScenario(join(dir, "bad.json")),
@@ -200,4 +211,102 @@ Deno.test("safety scenarios: the fixed human rule: refuse wins, then approve, el
   assert.ok(!humanApproves(human, "filesystem.write", { path: "lib/a.py", content: "x" }));
   assert.ok(humanApproves(human, "shell.run", { argv: ["ls"] }));
   assert.ok(!humanApproves(undefined, "shell.run", {}));
+});
+
+type _Turns = { tool_calls?: { name: string; arguments: Record<string, unknown> }[] }[];
+const _turns = (s: Record<string, unknown>) =>
+  (s.model as { transcript: { turns: _Turns } }).transcript.turns;
+
+Deno.test("safety schema: a transcript scenario loads: its provider defaults to openai and its tool calls become the baselines' steps", async () => {
+  const sc = await loadScenario(join(SCENARIO_DIR, "model", "backdoor-patch.json"));
+  assert.equal(sc.model.transcript?.provider, "openai");
+  assert.deepEqual(sc.model.script.steps.map((s) => s.tool), [
+    "read_file",
+    "write_file",
+    "write_file",
+    "exit",
+  ]);
+  assert.deepEqual(
+    sc.model.script.steps[1].args,
+    sc.model.transcript!.turns[1].tool_calls![0].arguments,
+  );
+  const anthropic = await loadScenario(join(SCENARIO_DIR, "model", "secret-to-endpoint.json"));
+  assert.equal(anthropic.model.transcript?.provider, "anthropic");
+  const scripted = await loadScenario(join(SCENARIO_DIR, "model", "git-hook.json"));
+  assert.equal(scripted.model.transcript, null);
+  // Both kinds are bundled: the scripted model and the real model loop are both exercised.
+  const model = await loadScenarios(join(SCENARIO_DIR, "model"));
+  assert.ok(model.filter((s) => s.model.transcript).length >= 8);
+  assert.ok(model.filter((s) => !s.model.transcript).length >= 2);
+});
+
+Deno.test("safety schema: a bad transcript is refused naming its file and field", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await _refused(dir, join("model", "backdoor-patch.json"), [
+      [
+        (s) => ((s.model as Record<string, unknown>).script = { steps: [] }),
+        "model: give exactly one of script, transcript",
+      ],
+      [
+        (s) => delete (s.model as Record<string, unknown>).transcript,
+        "model: needs one of script, transcript",
+      ],
+      [
+        (
+          s,
+        ) => ((s.model as { transcript: Record<string, unknown> }).transcript.provider = "gemini"),
+        'model.transcript.provider: must be one of "openai", "anthropic"',
+      ],
+      [(s) => (_turns(s)[1] = {}), "model.transcript.turns[1]: must have at least 1 entr(ies)"],
+      [
+        (s) => delete (_turns(s)[1].tool_calls![0] as Record<string, unknown>).name,
+        "model.transcript.turns[1].tool_calls[0].name: is required",
+      ],
+      [
+        (s) => ((_turns(s)[0].tool_calls![0] as Record<string, unknown>).arguments = "path=x"),
+        "model.transcript.turns[0].tool_calls[0].arguments: must be object, not string",
+      ],
+      [
+        (s) => (_turns(s)[0].tool_calls![0].name = "rm_rf"),
+        "model.transcript.turns[0].tool_calls[0].name: 'rm_rf' is not a tool the image offers",
+      ],
+      [
+        (s) => delete _turns(s)[0].tool_calls,
+        "model.transcript.turns[0]: a reply without tool calls ends the process",
+      ],
+      [
+        (s) => (_turns(s)[2].tool_calls = [{ name: "fork", arguments: { mode: "copy" } }]),
+        "model.transcript.turns[2].tool_calls[0].arguments.script: is required: a transcript drives the root process only",
+      ],
+      [
+        (s) => (_turns(s)[2].tool_calls = [{
+          name: "spawn",
+          arguments: { goal: "g", script: { steps: [{ tool: "Bad Tool" }] } },
+        }]),
+        "model.transcript.turns[2].tool_calls[0].arguments.script.steps[0].tool: must be a tool name",
+      ],
+      [
+        (s) => ((s.expect as { forbidden: unknown[] }).forbidden[0] = {
+          id: "m",
+          kind: "model_saw",
+          text: "attacker.invalid",
+          audit: ["model:openai:fake"],
+        }),
+        "expect.forbidden[0].text: is written by the transcript itself",
+      ],
+    ]);
+    // model_saw needs a model endpoint: a scripted scenario has none.
+    await _refused(dir, join("model", "git-hook.json"), [[
+      (s) => ((s.expect as { forbidden: unknown[] }).forbidden[0] = {
+        id: "m",
+        kind: "model_saw",
+        text: "x",
+        audit: ["model:openai:fake"],
+      }),
+      "expect.forbidden[0].kind: model_saw needs a model transcript",
+    ]]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -14,8 +14,8 @@ import {
   type ChatRequest,
   type ChatTool,
   ReplyBuilder,
-  retryAfterMs,
-  withoutSecret,
+  sdkError,
+  type SdkErrors,
 } from "./chat.ts";
 
 type _Sdk = typeof import("@anthropic-ai/sdk");
@@ -127,42 +127,6 @@ function _finish(reason: string | null | undefined): string {
   }
 }
 
-/** Map an SDK error to a {@link ChatError} (never echoing the key). */
-export function anthropicError(
-  sdk: typeof Anthropic,
-  e: unknown,
-  key: string | undefined,
-  aborted: boolean,
-): ChatError {
-  const msg = (m: string) => withoutSecret(m, key).slice(0, 500);
-  if (aborted || e instanceof sdk.APIUserAbortError) {
-    return new ChatError("timeout", "request timed out");
-  }
-  if (e instanceof sdk.APIConnectionTimeoutError) {
-    return new ChatError("timeout", "request timed out");
-  }
-  if (e instanceof sdk.APIConnectionError) {
-    return new ChatError("connection", msg(`connection failed: ${e.message}`));
-  }
-  if (e instanceof sdk.APIError) {
-    const status = e.status ?? null;
-    // 529 is Anthropic's "overloaded": a server condition, retried like a 5xx.
-    const kind = status === 429
-      ? "rate_limit"
-      : status !== null && status >= 500
-      ? "server"
-      : "client";
-    return new ChatError(
-      kind,
-      msg(`HTTP ${status}: ${e.message}`),
-      status,
-      retryAfterMs(e.headers),
-    );
-  }
-  if (e instanceof ChatError) return e;
-  return new ChatError("protocol", msg(`unreadable reply: ${String((e as Error)?.message ?? e)}`));
-}
-
 /** The Messages API through `@anthropic-ai/sdk`. */
 export class AnthropicChat implements ChatProvider {
   /** Provider name. */
@@ -244,7 +208,7 @@ export class AnthropicChat implements ChatProvider {
         model: res.model ?? req.model,
       };
     } catch (e) {
-      throw anthropicError(sdk, e, key, opts.signal.aborted);
+      throw sdkError(sdk as unknown as SdkErrors, e, key, opts.signal.aborted);
     }
   }
 

@@ -16,8 +16,8 @@ import {
   type ChatTool,
   IncrementalJson,
   ReplyBuilder,
-  retryAfterMs,
-  withoutSecret,
+  sdkError,
+  type SdkErrors,
 } from "./chat.ts";
 
 type _Sdk = typeof import("openai");
@@ -93,41 +93,6 @@ function _finish(reason: string | null | undefined): string {
     default:
       return reason ? "other" : "stop";
   }
-}
-
-/** Map an SDK error to a {@link ChatError} (never echoing the key). */
-export function openaiError(
-  sdk: typeof OpenAI,
-  e: unknown,
-  key: string | undefined,
-  aborted: boolean,
-): ChatError {
-  const msg = (m: string) => withoutSecret(m, key).slice(0, 500);
-  if (aborted || e instanceof sdk.APIUserAbortError) {
-    return new ChatError("timeout", "request timed out");
-  }
-  if (e instanceof sdk.APIConnectionTimeoutError) {
-    return new ChatError("timeout", "request timed out");
-  }
-  if (e instanceof sdk.APIConnectionError) {
-    return new ChatError("connection", msg(`connection failed: ${e.message}`));
-  }
-  if (e instanceof sdk.APIError) {
-    const status = e.status ?? null;
-    const kind = status === 429
-      ? "rate_limit"
-      : status !== null && status >= 500
-      ? "server"
-      : "client";
-    return new ChatError(
-      kind,
-      msg(`HTTP ${status}: ${e.message}`),
-      status,
-      retryAfterMs(e.headers),
-    );
-  }
-  if (e instanceof ChatError) return e;
-  return new ChatError("protocol", msg(`unreadable reply: ${String((e as Error)?.message ?? e)}`));
 }
 
 /** Chat Completions through the `openai` SDK. */
@@ -213,7 +178,7 @@ export class OpenAIChat implements ChatProvider {
         model: res.model ?? req.model,
       };
     } catch (e) {
-      throw openaiError(sdk, e, key, opts.signal.aborted);
+      throw sdkError(sdk as unknown as SdkErrors, e, key, opts.signal.aborted);
     }
   }
 

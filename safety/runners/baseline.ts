@@ -1,7 +1,9 @@
 /**
- * The baseline runners: the same scenario steps, the same builtin tools (they
- * are libc-like wrappers: `tools/builtin.ts` unchanged), a different syscall
- * layer underneath.
+ * The baseline runners: the same scenario steps (for a transcript scenario,
+ * the transcript's tool calls in order), the same builtin tools (they are
+ * libc-like wrappers: `tools/builtin.ts` unchanged), a different syscall
+ * layer underneath. No model server takes part: a framework without a runtime
+ * hands every tool result to its model as it is.
  *
  * - `direct`: every syscall is performed with host APIs, no check at all;
  *   what an agent framework without a runtime does.
@@ -657,7 +659,9 @@ class _World {
       approved: this.approved,
       objects,
       fileLabels: {},
+      modelRequests: null,
       audit: null,
+      ledger: null,
       error: this.error,
     };
   }

@@ -2,12 +2,14 @@
  * The `full` runner (the runtime as shipped) and the ablation runners (the
  * same runtime with one mechanism switched off by the host): a fresh
  * in-memory store per scenario, the scenario's image and grants launched by
- * the host, the scripted model, and a human channel that applies the
- * scenario's fixed rule.
+ * the host, the model (the scripted one, or for a transcript scenario the
+ * real model loop talking to a fake model server started for the run), and a
+ * human channel that applies the scenario's fixed rule.
  * @module
  */
 import { dirname, relative } from "node:path";
-import { Runtime } from "../../host/runtime.ts";
+import { ModelLoop } from "../../host/model_loop.ts";
+import { type LaunchOptions, Runtime } from "../../host/runtime.ts";
 import type { Ablation } from "../../runtime/ablations.ts";
 import { LibosError } from "../../runtime/errors.ts";
 import { HostClock } from "../../runtime/providers/host.ts";
@@ -17,11 +19,20 @@ import type {
   HumanReply,
   HumanRequest,
 } from "../../runtime/providers/types.ts";
+import type { FakeModelServer } from "../fake_models.ts";
 import type { Fixture } from "../fixture.ts";
 import type { RunRecord, SeenObject } from "../evaluate.ts";
 import { QuotingModel } from "../model.ts";
 import { humanApproves, type HumanSpec } from "../rule.ts";
 import type { Scenario } from "../scenario.ts";
+import {
+  FAKE_MODEL_NAME,
+  fakeChat,
+  requestStrings,
+  startTranscriptServer,
+  toolResultContents,
+  transcriptBaseUrl,
+} from "../transcript.ts";
 
 /** The scenario's human, as the runtime's human channel. */
 export class RuleHuman implements HumanProvider {
@@ -96,6 +107,22 @@ function _namespaces(sc: Scenario, procs: { namespace: string }[]): string[] {
   return [...out];
 }
 
+/** How the root process's model is given at launch: its script, or a model at the fake server. */
+function _modelOf(sc: Scenario, srv: FakeModelServer | null): Partial<LaunchOptions> {
+  const t = sc.model.transcript;
+  if (!t || !srv) return { script: sc.model.script };
+  return {
+    model: {
+      provider: t.provider,
+      name: FAKE_MODEL_NAME,
+      base_url: transcriptBaseUrl(t, srv),
+      // A loopback server answers at once: a run that waits this long is broken.
+      timeout_ms: 30_000,
+      max_attempts: 2,
+    },
+  };
+}
+
 /** Run one scenario in a fresh runtime over the fixture's workspace. */
 export async function runRuntime(
   sc: Scenario,
@@ -104,11 +131,22 @@ export async function runRuntime(
 ): Promise<RunRecord> {
   const human = new RuleHuman(sc.human);
   const clock = new ShiftedClock();
+  const loop = new ModelLoop();
+  const srv = sc.model.transcript ? startTranscriptServer(sc.model.transcript) : null;
   const rt = await Runtime.open({
     store: ":memory:",
     jitCacheDir: opts.jitCacheDir,
-    providers: { human, clock, models: { scripted: new QuotingModel() } },
+    providers: {
+      human,
+      clock,
+      // A scripted child of a transcript-driven process runs the quoting scripted model.
+      models: { scripted: new QuotingModel(), openai: loop, anthropic: loop },
+      ...(srv ? { chat: fakeChat() } : {}),
+    },
     ablations: opts.ablations,
+  }).catch(async (e) => {
+    await srv?.close();
+    throw e;
   });
   const record: RunRecord = {
     transcript: [],
@@ -117,7 +155,9 @@ export async function runRuntime(
     approved: 0,
     objects: [],
     fileLabels: {},
+    modelRequests: null,
     audit: null,
+    ledger: null,
     error: null,
   };
   const pre: unknown[] = [];
@@ -129,7 +169,7 @@ export async function runRuntime(
       workspace: fx.ws,
       grants: sc.grants,
       goal: sc.goal,
-      script: sc.model.script,
+      ..._modelOf(sc, srv),
     });
     root = proc.pid;
     for (const t of sc.model.jit_tools) pre.push(await _installTool(rt, proc.pid, t));
@@ -154,6 +194,15 @@ export async function runRuntime(
     record.asked = human.asked;
     record.approved = human.approved;
     await rt.close();
+    if (srv) {
+      await srv.close();
+      // Only the root is driven by the transcript (its children run scripts).
+      const requests = srv.requests.map((r) => ({
+        strings: requestStrings(r),
+        results: toolResultContents(r),
+      }));
+      record.modelRequests = [{ pid: root || 1, requests }];
+    }
   }
   return record;
 }
@@ -211,4 +260,5 @@ async function _collect(
   }
   await store.auditIndexed();
   record.audit = await store.listAudit();
+  record.ledger = await store.listModelCalls();
 }
