@@ -90,6 +90,7 @@ export class WorkerLoop implements QuantumDriver {
   #unlisten: (() => Promise<void>) | null = null;
   #listening: Promise<void> | null = null;
   #poke: (() => void) | null = null;
+  #woken = false;
   #lastSweep = 0;
   #closing = new AbortController();
   #runs = new Set<Promise<unknown>>();
@@ -153,12 +154,16 @@ export class WorkerLoop implements QuantumDriver {
     let free!: () => void;
     const rearm = () => (freed = new Promise<void>((r) => (free = r)));
     rearm();
-    const stop = () => this.#poke?.();
+    const stop = () => this.#wake();
     options.signal?.addEventListener("abort", stop);
     closing.addEventListener("abort", stop);
+    // Listening before the first claim: news that arrives between a claim that
+    // found nothing and the wait that follows it is not lost.
+    await this.#listen();
     try {
       for (;;) {
         if (options.signal?.aborted || closing.aborted) break;
+        this.#woken = false;
         // Requests that expired undecided count as denied: wake their processes now and then.
         if (Date.now() - this.#lastSweep >= _EXPIRY_SWEEP_MS) await this.#sweepExpired();
         let claims: Claim[] = [];
@@ -209,7 +214,7 @@ export class WorkerLoop implements QuantumDriver {
    */
   async close(): Promise<void> {
     this.#closing.abort();
-    this.#poke?.();
+    this.#wake();
     await Promise.allSettled([...this.#runs]);
     this.#stopRenewal();
     const un = this.#unlisten;
@@ -284,9 +289,16 @@ export class WorkerLoop implements QuantumDriver {
     await this.#sched.wakeExpired();
   }
 
-  // Wait up to `ms`, or until a NOTIFY says a process became runnable.
+  // News (a NOTIFY, a stop): end the wait in progress, or the next one at once.
+  #wake(): void {
+    this.#woken = true;
+    this.#poke?.();
+  }
+
+  // Wait up to `ms`, or until a NOTIFY says a process became runnable (or one
+  // already did since the last claim).
   async #idleWait(ms: number): Promise<void> {
-    await this.#listen();
+    if (this.#woken) return;
     let timer: number | undefined;
     await new Promise<void>((resolve) => {
       this.#poke = resolve;
@@ -297,7 +309,7 @@ export class WorkerLoop implements QuantumDriver {
   }
 
   #listen(): Promise<void> {
-    this.#listening ??= this.#leases.onRunnable(() => this.#poke?.()).then((un) => {
+    this.#listening ??= this.#leases.onRunnable(() => this.#wake()).then((un) => {
       this.#unlisten = un;
     }).catch(() => {/* polling still finds the work */});
     return this.#listening;
