@@ -1,30 +1,44 @@
 /**
- * SqliteStore durability and atomicity: every kind of state survives a close
- * and reopen, transactions roll back completely, revocation cascades exactly
- * over the delegation subtree, limited capabilities give exactly their uses.
+ * Store durability and atomicity, on whichever store the suite runs on
+ * (SQLite, or PostgreSQL with `LIBOS_TEST_STORE`): every kind of state
+ * survives a close and reopen, transactions roll back completely, revocation
+ * cascades exactly over the delegation subtree, limited capabilities give
+ * exactly their uses. The SQLite file's own machinery (its layout migration,
+ * deferred commits, read cache) is tested on SQLite only.
  */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
+import type { Store } from "../runtime/store/store.ts";
 import { join } from "node:path";
 import { parseImage } from "../runtime/images.ts";
 import { Runtime } from "../host/runtime.ts";
-import { SqliteStore } from "../runtime/store/sqlite.ts";
 import type { Capability, EffectRecord, MemoryObject, ProcessRecord } from "../runtime/types.ts";
-import { cap, capRecord, launch, makeEnv, rejectsCode } from "./_helpers.ts";
+import { cap, capRecord, launch, makeEnv, openStoreAt, rawRows, rejectsCode } from "./_helpers.ts";
+import { dropPgStore, freshPgStore, ON_PG, SQLITE_ONLY } from "./_pg.ts";
 
 // ---- local helpers
 
 const T = "2030-01-01T00:00:00.000Z";
 
-/** A temp dir with a store path; removed on dispose. */
+/**
+ * A store path in a temp dir (a fresh PostgreSQL database when the suite runs
+ * on PostgreSQL); removed on dispose.
+ */
 async function tempStore(): Promise<{ path: string; [Symbol.asyncDispose](): Promise<void> }> {
   const dir = await Deno.makeTempDir({ prefix: "libos-store-test-" });
+  const path = ON_PG ? await freshPgStore() : join(dir, "store.db");
   return {
-    path: join(dir, "store.db"),
+    path,
     async [Symbol.asyncDispose]() {
       await Deno.remove(dir, { recursive: true });
+      if (ON_PG) await dropPgStore(path);
     },
   };
+}
+
+/** Open the store at `path` (this suite's kind). */
+function open(path: string): Promise<Store> {
+  return openStoreAt(path);
 }
 
 function procDraft(over: Partial<ProcessRecord> = {}): Omit<ProcessRecord, "pid"> {
@@ -107,7 +121,7 @@ function effectRow(effectId: string, over: Partial<EffectRecord> = {}): EffectRe
 
 Deno.test("store: processes survive closing and reopening the store file", async () => {
   await using tmp = await tempStore();
-  let s = SqliteStore.open(tmp.path);
+  let s = await open(tmp.path);
   const p1 = await s.insertProcess(procDraft());
   const p2 = await s.insertProcess(procDraft({ ppid: p1.pid, lineage: [p1.pid], goal: "child" }));
   assert.notEqual(p1.pid, p2.pid);
@@ -116,7 +130,7 @@ Deno.test("store: processes survive closing and reopening the store file", async
   assert.equal(await s.updateProcess(p2.pid, { status: "exited" }, "runnable"), false);
   await s.close();
 
-  s = SqliteStore.open(tmp.path);
+  s = await open(tmp.path);
   try {
     assert.deepEqual(await s.getProcess(p1.pid), p1);
     const c = await s.getProcess(p2.pid);
@@ -136,7 +150,7 @@ Deno.test("store: processes survive closing and reopening the store file", async
 
 Deno.test("store: capabilities survive closing and reopening the store file", async () => {
   await using tmp = await tempStore();
-  let s = SqliteStore.open(tmp.path);
+  let s = await open(tmp.path);
   const a = capRow("capA", { uses_remaining: 3, expires_at: "2031-01-01T00:00:00.000Z" });
   const b = capRow("capB", {
     subject: 2,
@@ -153,7 +167,7 @@ Deno.test("store: capabilities survive closing and reopening the store file", as
   await s.revokeCascade("capD");
   await s.close();
 
-  s = SqliteStore.open(tmp.path);
+  s = await open(tmp.path);
   try {
     assert.deepEqual(await s.getCapability("capA"), { ...a, uses_remaining: 2 });
     assert.deepEqual(await s.getCapability("capB"), b);
@@ -168,7 +182,7 @@ Deno.test("store: capabilities survive closing and reopening the store file", as
 
 Deno.test("store: objects, versions and links survive closing and reopening", async () => {
   await using tmp = await tempStore();
-  let s = SqliteStore.open(tmp.path);
+  let s = await open(tmp.path);
   await s.insertObject(objRow("o1", { name: "plan", kind: "plan", payload: { v: 1 } }));
   await s.insertObject(objRow("o2"));
   const v2 = await s.updateObject("o1", 1, {
@@ -186,7 +200,7 @@ Deno.test("store: objects, versions and links survive closing and reopening", as
   await s.insertLink({ from_oid: "o1", to_oid: "o2", relation: "supports" }); // idempotent
   await s.close();
 
-  s = SqliteStore.open(tmp.path);
+  s = await open(tmp.path);
   try {
     const o1 = await s.getObject("o1");
     assert.equal(o1?.version, 2);
@@ -208,23 +222,17 @@ Deno.test("store: objects, versions and links survive closing and reopening", as
     await s.close();
   }
   // Every version is kept in the version table.
-  const { DatabaseSync } = await import("node:sqlite");
-  const db = new DatabaseSync(tmp.path);
-  try {
-    const rows = db.prepare(
-      "SELECT version, body FROM object_versions WHERE oid = 'o1' ORDER BY version",
-    )
-      .all() as { version: number; body: string }[];
-    assert.deepEqual(rows.map((r) => r.version), [1, 2, 3]);
-    assert.deepEqual(rows.map((r) => JSON.parse(r.body).payload.v), [1, 2, 3]);
-  } finally {
-    db.close();
-  }
+  const rows = await rawRows(
+    tmp.path,
+    "SELECT version, body FROM object_versions WHERE oid = 'o1' ORDER BY version",
+  );
+  assert.deepEqual(rows.map((r) => Number(r.version)), [1, 2, 3]);
+  assert.deepEqual(rows.map((r) => JSON.parse(r.body as string).payload.v), [1, 2, 3]);
 });
 
 Deno.test("store: the mailbox survives reopening and delivers interrupts first", async () => {
   await using tmp = await tempStore();
-  let s = SqliteStore.open(tmp.path);
+  let s = await open(tmp.path);
   await s.insertMessage({ from_pid: 1, to_pid: 2, kind: "normal", body: "n1", created_at: T });
   await s.insertMessage({
     from_pid: null,
@@ -238,7 +246,7 @@ Deno.test("store: the mailbox survives reopening and delivers interrupts first",
   await s.insertMessage({ from_pid: 1, to_pid: 2, kind: "interrupt", body: "i2", created_at: T });
   await s.close();
 
-  s = SqliteStore.open(tmp.path);
+  s = await open(tmp.path);
   try {
     const first = await s.takeMessages(2, 3);
     assert.deepEqual(first.map((m) => m.body), ["i1", "i2", "n1"]);
@@ -255,7 +263,7 @@ Deno.test("store: the mailbox survives reopening and delivers interrupts first",
 
 Deno.test("store: images, file labels and meta survive closing and reopening", async () => {
   await using tmp = await tempStore();
-  let s = SqliteStore.open(tmp.path);
+  let s = await open(tmp.path);
   const img = parseImage({
     name: "coder",
     description: "writes code",
@@ -270,7 +278,7 @@ Deno.test("store: images, file labels and meta survive closing and reopening", a
   await s.setMeta("k", "v");
   await s.close();
 
-  s = SqliteStore.open(tmp.path);
+  s = await open(tmp.path);
   try {
     assert.deepEqual(await s.getImage("coder"), img);
     assert.deepEqual((await s.listImages()).map((i) => i.name), ["alpha", "coder"]);
@@ -286,7 +294,7 @@ Deno.test("store: images, file labels and meta survive closing and reopening", a
 
 Deno.test("store: audit, events and effects survive closing and reopening", async () => {
   await using tmp = await tempStore();
-  let s = SqliteStore.open(tmp.path);
+  let s = await open(tmp.path);
   const draft = {
     timestamp: T,
     actor: "pid:1",
@@ -318,7 +326,7 @@ Deno.test("store: audit, events and effects survive closing and reopening", asyn
   await s.finishEffect("fx1", "done", { bytes: 3 }, T);
   await s.close();
 
-  s = SqliteStore.open(tmp.path);
+  s = await open(tmp.path);
   try {
     assert.deepEqual(await s.listAudit(), [a1, a2]);
     assert.equal(a2.prev_hash, a1.hash);
@@ -347,7 +355,7 @@ Deno.test("store: audit, events and effects survive closing and reopening", asyn
 
 Deno.test("store: a transaction that throws rolls back every kind of write", async () => {
   await using tmp = await tempStore();
-  const s = SqliteStore.open(tmp.path);
+  const s = await open(tmp.path);
   try {
     const keep = await s.insertProcess(procDraft());
     await s.insertCapability(capRow("keep", { uses_remaining: 2 }));
@@ -456,7 +464,7 @@ Deno.test("store: a failed launch or kernel transaction leaves no half-created p
 
 Deno.test("store: revokeCascade revokes the whole delegation subtree and nothing else", async () => {
   await using tmp = await tempStore();
-  const s = SqliteStore.open(tmp.path);
+  const s = await open(tmp.path);
   try {
     //   root ─┬─ a ─┬─ a1 ── a1x
     //         │     └─ a2
@@ -533,7 +541,7 @@ Deno.test("store: revocation through capability.revoke cascades to a child's del
 
 Deno.test("store: consumeCapability takes exactly the remaining uses", async () => {
   await using tmp = await tempStore();
-  const s = SqliteStore.open(tmp.path);
+  const s = await open(tmp.path);
   try {
     await s.insertCapability(capRow("three", { uses_remaining: 3 }));
     assert.equal(await s.consumeCapability("three"), true);
@@ -562,7 +570,7 @@ Deno.test("store: consumeCapability takes exactly the remaining uses", async () 
 
 Deno.test("store: reserveUses takes n uses atomically or none", async () => {
   await using tmp = await tempStore();
-  const s = SqliteStore.open(tmp.path);
+  const s = await open(tmp.path);
   try {
     await s.insertCapability(capRow("c", { uses_remaining: 3 }));
     assert.equal(await s.reserveUses("c", 2), true);
@@ -641,27 +649,20 @@ Deno.test("store: a launched process, its caps and its audit survive Runtime.ope
 
 // ---- process state, model input, model log, step index
 
-/** A column of the process rows, read by a connection of its own. */
-function readRow(path: string, sql: string, ...args: (string | number)[]): unknown {
-  const db = new DatabaseSync(path, { readOnly: true });
-  try {
-    db.exec("PRAGMA busy_timeout = 5000");
-    return db.prepare(sql).get(...args);
-  } finally {
-    db.close();
-  }
+/** A row read by a connection of its own (committed state only). */
+async function readRow(path: string, sql: string, ...args: (string | number)[]) {
+  return (await rawRows(path, sql, ...args))[0];
 }
 
 Deno.test("store: a process row keeps what rarely changes; a step rewrites only its small state row", async () => {
   await using tmp = await tempStore();
-  const s = SqliteStore.open(tmp.path);
+  const s = await open(tmp.path);
   try {
     const goal = "g".repeat(50_000);
     const p = await s.insertProcess(procDraft({ goal }));
-    const body = () =>
-      (readRow(tmp.path, "SELECT body FROM processes WHERE pid = ?", p.pid) as { body: string })
-        .body;
-    const before = body();
+    const body = async () =>
+      (await readRow(tmp.path, "SELECT body FROM processes WHERE pid = ?", p.pid)).body as string;
+    const before = await body();
     assert.ok(before.includes(goal));
     // Status, pending action, cursor and usage: the state row alone.
     assert.equal(
@@ -674,15 +675,19 @@ Deno.test("store: a process row keeps what rarely changes; a step rewrites only 
       }, "runnable"),
       true,
     );
-    assert.equal(body(), before);
-    const row = readRow(tmp.path, "SELECT status, model FROM process_state WHERE pid = ?", p.pid);
+    assert.equal(await body(), before);
+    const row = await readRow(
+      tmp.path,
+      "SELECT status, model FROM process_state WHERE pid = ?",
+      p.pid,
+    );
     assert.deepEqual({ ...row as object }, {
       status: "running",
       model: '{"kind":"scripted","state":{"position":2}}',
     });
     // Other fields still go to the document, with the state in the same call.
     assert.equal(await s.updateProcess(p.pid, { cwd: "src", status: "runnable" }, "running"), true);
-    assert.equal(JSON.parse(body()).cwd, "src");
+    assert.equal(JSON.parse(await body()).cwd, "src");
     const got = await s.getProcess(p.pid);
     assert.equal(got?.status, "runnable");
     assert.equal(got?.cwd, "src");
@@ -698,7 +703,7 @@ Deno.test("store: a process row keeps what rarely changes; a step rewrites only 
 
 Deno.test("store: a model input is stored once, the model log and steps are read by position", async () => {
   await using tmp = await tempStore();
-  let s = SqliteStore.open(tmp.path);
+  let s = await open(tmp.path);
   const p = await s.insertProcess(procDraft());
   await s.putModelInput(p.pid, { steps: [{ tool: "now", args: {} }] });
   // Stored once: there is no second input for a process.
@@ -725,7 +730,7 @@ Deno.test("store: a model input is stored once, the model log and steps are read
   await assert.rejects(s.insertStep(p.pid, 1, "r0"));
   await s.close();
 
-  s = SqliteStore.open(tmp.path);
+  s = await open(tmp.path);
   try {
     assert.deepEqual(await s.getModelInput(p.pid), { steps: [{ tool: "now", args: {} }] });
     assert.equal(await s.modelLogLength(p.pid), 3);
@@ -740,7 +745,7 @@ Deno.test("store: a model input is stored once, the model log and steps are read
 
 Deno.test("store: pidsWithStatus lists processes by status, ended ones included only when asked", async () => {
   await using tmp = await tempStore();
-  const s = SqliteStore.open(tmp.path);
+  const s = await open(tmp.path);
   try {
     const [a, b, c] = [
       await s.insertProcess(procDraft()),
@@ -762,118 +767,128 @@ Deno.test("store: pidsWithStatus lists processes by status, ended ones included 
   }
 });
 
-Deno.test("store: a store written before the split is migrated on open and its process resumes at its step", async () => {
-  await using tmp = await tempStore();
-  // The layout before: the whole record, script included, in one row with a status column.
-  const old = new DatabaseSync(tmp.path);
-  old.exec(`CREATE TABLE processes (
+Deno.test(
+  "store: a store written before the split is migrated on open and its process resumes at its step",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    // The layout before: the whole record, script included, in one row with a status column.
+    const old = new DatabaseSync(tmp.path);
+    old.exec(`CREATE TABLE processes (
     pid INTEGER PRIMARY KEY AUTOINCREMENT, ppid INTEGER, status TEXT NOT NULL, body TEXT NOT NULL);
   CREATE TABLE objects (
     oid TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT, version INTEGER NOT NULL, body TEXT NOT NULL);`);
-  const steps = [0, 1, 2].map((i) => ({
-    tool: "put_object",
-    args: { kind: "observation", name: `s${i}`, payload: { i } },
-  }));
-  const rec = {
-    ...procDraft({
-      namespace: "proc:1",
-      tools: ["put_object"],
-      taint: "public",
-      budgets: { max_quanta: null, max_wall_ms: null, max_syscalls: null },
-      usage: { quanta: 3, wall_ms: 0, syscalls: 1 },
-      model: { kind: "scripted", state: { steps, position: 2 } },
-      pending: { tool: "put_object", args: steps[1].args },
-    }),
-    jit_tools: {},
-    pid: 1,
-  };
-  old.prepare("INSERT INTO processes (pid, ppid, status, body) VALUES (1, NULL, ?, ?)").run(
-    "runnable",
-    JSON.stringify(rec),
-  );
-  const objects: MemoryObject[] = [
-    objRow("o-s0", { name: "s0", payload: { i: 0 } }),
-    objRow("o-step0", {
-      kind: "tool_result",
-      name: "step-0",
-      payload: { step: 0, tool: "put_object", ok: true, value: { oid: "o-s0" } },
-    }),
-    // Named like one, but not a step result: never indexed as one.
-    objRow("o-fake", { kind: "observation", name: "step-7", created_by: 1 }),
-  ];
-  for (const o of objects) {
-    old.prepare("INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, 1, ?)")
-      .run(o.oid, o.namespace, o.name, JSON.stringify(o));
-  }
-  old.close();
-
-  const s = SqliteStore.open(tmp.path);
-  try {
-    const p = await s.getProcess(1);
-    assert.equal(p?.status, "runnable");
-    assert.deepEqual(p?.model, { kind: "scripted", state: { position: 2 } });
-    assert.deepEqual(p?.pending, { tool: "put_object", args: steps[1].args });
-    assert.deepEqual(await s.getModelInput(1), { steps });
-    assert.equal(await s.stepCount(1), 1);
-    assert.equal((await s.getStep(1, 0))?.oid, "o-step0");
-    await s.insertCapability(capRecord({
-      cap_id: "ns",
-      resource: "object_namespace:proc:1",
-      rights: ["read", "write"],
-      created_at: T,
+    const steps = [0, 1, 2].map((i) => ({
+      tool: "put_object",
+      args: { kind: "observation", name: `s${i}`, payload: { i } },
     }));
-    // Pids keep counting from where the old table was.
-    assert.equal((await s.insertProcess(procDraft())).pid, 2);
-  } finally {
-    await s.close();
-  }
-  // A second open finds nothing left to migrate.
-  await SqliteStore.open(tmp.path).close();
+    const rec = {
+      ...procDraft({
+        namespace: "proc:1",
+        tools: ["put_object"],
+        taint: "public",
+        budgets: { max_quanta: null, max_wall_ms: null, max_syscalls: null },
+        usage: { quanta: 3, wall_ms: 0, syscalls: 1 },
+        model: { kind: "scripted", state: { steps, position: 2 } },
+        pending: { tool: "put_object", args: steps[1].args },
+      }),
+      jit_tools: {},
+      pid: 1,
+    };
+    old.prepare("INSERT INTO processes (pid, ppid, status, body) VALUES (1, NULL, ?, ?)").run(
+      "runnable",
+      JSON.stringify(rec),
+    );
+    const objects: MemoryObject[] = [
+      objRow("o-s0", { name: "s0", payload: { i: 0 } }),
+      objRow("o-step0", {
+        kind: "tool_result",
+        name: "step-0",
+        payload: { step: 0, tool: "put_object", ok: true, value: { oid: "o-s0" } },
+      }),
+      // Named like one, but not a step result: never indexed as one.
+      objRow("o-fake", { kind: "observation", name: "step-7", created_by: 1 }),
+    ];
+    for (const o of objects) {
+      old.prepare(
+        "INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, 1, ?)",
+      )
+        .run(o.oid, o.namespace, o.name, JSON.stringify(o));
+    }
+    old.close();
 
-  const rt = await Runtime.open({ store: tmp.path });
-  try {
-    // It continues with the action it had decided (step 1), then step 2, then exits.
-    await rt.runUntilIdle();
-    const p = await rt.process(1);
-    assert.equal(p.status, "exited");
-    assert.equal(p.exit_code, 0);
-    const results = await rt.steps(1);
-    assert.deepEqual(results.map((r) => [r.step, r.ok]), [[0, true], [1, true], [2, true]]);
-    const names = (await rt.kernel.store.listObjects("proc:1")).map((o) => o.name);
-    assert.deepEqual(names.filter((n) => /^s\d$/.test(n ?? "")), ["s0", "s1", "s2"]);
-  } finally {
-    await rt.close();
-  }
-});
+    const s = await open(tmp.path);
+    try {
+      const p = await s.getProcess(1);
+      assert.equal(p?.status, "runnable");
+      assert.deepEqual(p?.model, { kind: "scripted", state: { position: 2 } });
+      assert.deepEqual(p?.pending, { tool: "put_object", args: steps[1].args });
+      assert.deepEqual(await s.getModelInput(1), { steps });
+      assert.equal(await s.stepCount(1), 1);
+      assert.equal((await s.getStep(1, 0))?.oid, "o-step0");
+      await s.insertCapability(capRecord({
+        cap_id: "ns",
+        resource: "object_namespace:proc:1",
+        rights: ["read", "write"],
+        created_at: T,
+      }));
+      // Pids keep counting from where the old table was.
+      assert.equal((await s.insertProcess(procDraft())).pid, 2);
+    } finally {
+      await s.close();
+    }
+    // A second open finds nothing left to migrate.
+    await (await open(tmp.path)).close();
+
+    const rt = await Runtime.open({ store: tmp.path });
+    try {
+      // It continues with the action it had decided (step 1), then step 2, then exits.
+      await rt.runUntilIdle();
+      const p = await rt.process(1);
+      assert.equal(p.status, "exited");
+      assert.equal(p.exit_code, 0);
+      const results = await rt.steps(1);
+      assert.deepEqual(results.map((r) => [r.step, r.ok]), [[0, true], [1, true], [2, true]]);
+      const names = (await rt.kernel.store.listObjects("proc:1")).map((o) => o.name);
+      assert.deepEqual(names.filter((n) => /^s\d$/.test(n ?? "")), ["s0", "s1", "s2"]);
+    } finally {
+      await rt.close();
+    }
+  },
+);
 
 // ---- deferred writes
 
 /** The cwd of `pid` as another connection sees it (committed rows only). */
-function committedCwd(path: string, pid: number): string {
-  const row = readRow(path, "SELECT body FROM processes WHERE pid = ?", pid) as { body: string };
-  return JSON.parse(row.body).cwd;
+async function committedCwd(path: string, pid: number): Promise<string> {
+  const row = await readRow(path, "SELECT body FROM processes WHERE pid = ?", pid);
+  return JSON.parse(row.body as string).cwd;
 }
 
-Deno.test("store: deferred writes are read back here at once and by others once committed", async () => {
-  await using tmp = await tempStore();
-  const s = SqliteStore.open(tmp.path);
-  try {
-    const p = await s.insertProcess(procDraft());
-    await s.transaction(async (tx) => {
-      await tx.updateProcess(p.pid, { cwd: "deferred" });
-    }, { defer: true });
-    assert.equal((await s.getProcess(p.pid))?.cwd, "deferred");
-    assert.equal(committedCwd(tmp.path, p.pid), ".");
-    await s.flush();
-    assert.equal(committedCwd(tmp.path, p.pid), "deferred");
-  } finally {
-    await s.close();
-  }
-});
+Deno.test(
+  "store: deferred writes are read back here at once and by others once committed",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    const s = await open(tmp.path);
+    try {
+      const p = await s.insertProcess(procDraft());
+      await s.transaction(async (tx) => {
+        await tx.updateProcess(p.pid, { cwd: "deferred" });
+      }, { defer: true });
+      assert.equal((await s.getProcess(p.pid))?.cwd, "deferred");
+      assert.equal(await committedCwd(tmp.path, p.pid), ".");
+      await s.flush();
+      assert.equal(await committedCwd(tmp.path, p.pid), "deferred");
+    } finally {
+      await s.close();
+    }
+  },
+);
 
 Deno.test("store: a write that is not deferred commits the deferred writes before it", async () => {
   await using tmp = await tempStore();
-  const s = SqliteStore.open(tmp.path);
+  const s = await open(tmp.path);
   try {
     const p = await s.insertProcess(procDraft());
     await s.transaction(async (tx) => {
@@ -882,8 +897,8 @@ Deno.test("store: a write that is not deferred commits the deferred writes befor
     // An effect's intent (or a running mark) must be durable before the effect,
     // and so must everything deferred before it.
     await s.insertEffect(effectRow("fx-intent"));
-    assert.equal(committedCwd(tmp.path, p.pid), "decided");
-    const fx = readRow(tmp.path, "SELECT status FROM effects WHERE effect_id = 'fx-intent'");
+    assert.equal(await committedCwd(tmp.path, p.pid), "decided");
+    const fx = await readRow(tmp.path, "SELECT status FROM effects WHERE effect_id = 'fx-intent'");
     assert.deepEqual({ ...fx as object }, { status: "pending" });
   } finally {
     await s.close();
@@ -892,7 +907,7 @@ Deno.test("store: a write that is not deferred commits the deferred writes befor
 
 Deno.test("store: a deferred transaction that throws leaves the deferred writes before it to land", async () => {
   await using tmp = await tempStore();
-  const s = SqliteStore.open(tmp.path);
+  const s = await open(tmp.path);
   try {
     const p = await s.insertProcess(procDraft());
     await s.transaction(async (tx) => {
@@ -906,7 +921,7 @@ Deno.test("store: a deferred transaction that throws leaves the deferred writes 
       }, { defer: true }),
       (e) => e === boom,
     );
-    assert.equal(committedCwd(tmp.path, p.pid), "kept");
+    assert.equal(await committedCwd(tmp.path, p.pid), "kept");
     const got = await s.getProcess(p.pid);
     assert.equal(got?.cwd, "kept");
     assert.equal(got?.status, "runnable");
@@ -917,16 +932,16 @@ Deno.test("store: a deferred transaction that throws leaves the deferred writes 
 
 Deno.test("store: deferred writes commit on their own once the event loop is free", async () => {
   await using tmp = await tempStore();
-  const s = SqliteStore.open(tmp.path);
+  const s = await open(tmp.path);
   try {
     const p = await s.insertProcess(procDraft());
     await s.transaction(async (tx) => {
       await tx.updateProcess(p.pid, { cwd: "later" });
     }, { defer: true });
-    let cwd = committedCwd(tmp.path, p.pid);
+    let cwd = await committedCwd(tmp.path, p.pid);
     for (let i = 0; i < 200 && cwd !== "later"; i++) {
       await new Promise((r) => setTimeout(r, 5));
-      cwd = committedCwd(tmp.path, p.pid);
+      cwd = await committedCwd(tmp.path, p.pid);
     }
     assert.equal(cwd, "later");
   } finally {
@@ -936,8 +951,8 @@ Deno.test("store: deferred writes commit on their own once the event loop is fre
 
 Deno.test("store: a status changed by another connection is seen through the read cache", async () => {
   await using tmp = await tempStore();
-  const a = SqliteStore.open(tmp.path);
-  const b = SqliteStore.open(tmp.path);
+  const a = await open(tmp.path);
+  const b = await open(tmp.path);
   try {
     const p = await a.insertProcess(procDraft());
     assert.equal((await a.getProcess(p.pid))?.status, "runnable");

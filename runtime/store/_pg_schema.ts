@@ -70,7 +70,7 @@ INSERT INTO chain_head VALUES (1, 0, '', 0);
 CREATE TABLE events (event_id bigint PRIMARY KEY, type text NOT NULL, body text NOT NULL);
 CREATE TABLE effects (
   n bigserial, effect_id text PRIMARY KEY, pid integer NOT NULL, status text NOT NULL,
-  body text NOT NULL);
+  body text NOT NULL, outcome text, finished_at text);
 CREATE INDEX effects_status ON effects (status, pid);
 CREATE TABLE human_requests (
   n bigserial, request_id text PRIMARY KEY, pid integer NOT NULL, status text NOT NULL,

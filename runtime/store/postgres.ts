@@ -1020,7 +1020,7 @@ export class PgStore implements Store, LeaseStore {
     );
   }
 
-  /** One statement: the outcome merged into the stored record (its row locked while it lands). */
+  /** One statement: the outcome goes to columns of its own (the intent's record stays as written). */
   async finishEffect(
     effectId: string,
     status: EffectStatus,
@@ -1028,9 +1028,7 @@ export class PgStore implements Store, LeaseStore {
     at: string,
   ): Promise<void> {
     await this.#exec(
-      `UPDATE effects SET status = $2,
-         body = (body::jsonb || jsonb_build_object('status', $2::text, 'outcome', $3::jsonb,
-           'finished_at', $4::text))::text
+      `UPDATE effects SET status = $2, outcome = $3, finished_at = $4
        WHERE effect_id = $1 AND {{FENCE}}`,
       [effectId, status, JSON.stringify(outcome ?? null), at],
     );
@@ -1038,10 +1036,19 @@ export class PgStore implements Store, LeaseStore {
 
   async listEffects(status?: EffectStatus): Promise<EffectRecord[]> {
     const rows = await this.#read(
-      "SELECT body FROM effects WHERE ($1::text IS NULL OR status = $1) ORDER BY n",
+      `SELECT body, status, outcome, finished_at FROM effects
+       WHERE ($1::text IS NULL OR status = $1) ORDER BY n`,
       [status ?? null],
     );
-    return rows.map((r) => JSON.parse(r.body as string));
+    return rows.map((r) => {
+      const e = JSON.parse(r.body as string) as EffectRecord;
+      e.status = r.status as EffectStatus;
+      if (r.finished_at !== null) {
+        e.outcome = JSON.parse(r.outcome as string);
+        e.finished_at = r.finished_at as string;
+      }
+      return e;
+    });
   }
 
   async markPendingEffectsUnknown(at: string, pid?: number): Promise<number> {
@@ -1150,23 +1157,27 @@ export class PgStore implements Store, LeaseStore {
     return rows.map((r) => JSON.parse(r.body as string));
   }
 
-  /**
-   * Compare-and-swap on the status, in one statement: the row is locked while
-   * the patch is merged in, so two deciders never both land.
-   */
+  /** Compare-and-swap on the status: the row is locked, so two deciders never both land. */
   async updateHumanRequest(
     id: string,
     patch: Partial<HumanRequestRecord>,
     expectStatus: HumanRequestStatus,
   ): Promise<boolean> {
-    const { request_id: _id, ...rest } = patch;
-    const r = await this.#exec(
-      `UPDATE human_requests SET status = coalesce($3, status),
-         body = (body::jsonb || $2::jsonb)::text
-       WHERE request_id = $1 AND status = $4 AND {{FENCE}}`,
-      [id, JSON.stringify(rest), patch.status ?? null, expectStatus],
-    );
-    return r.count === 1;
+    return await this.#atomic(async (q) => {
+      const rows = await this.#run(
+        "SELECT body FROM human_requests WHERE request_id = $1 AND status = $2 FOR UPDATE",
+        [id, expectStatus],
+        q,
+      );
+      if (!rows.length) return false;
+      const next = { ...JSON.parse(rows[0].body as string), ...patch, request_id: id };
+      await this.#run(
+        "UPDATE human_requests SET status = $1, body = $2 WHERE request_id = $3",
+        [next.status, JSON.stringify(next), id],
+        q,
+      );
+      return true;
+    });
   }
 
   // ---- meta
