@@ -36,14 +36,23 @@ export type {
   ToolSpec,
 } from "./runtime/kernel.ts";
 export { DEFAULT_CONCURRENCY, Scheduler, YIELD_EVERY_MS } from "./host/scheduler.ts";
-export type { RunReport, StepResult } from "./host/scheduler.ts";
+export type { QuantumDriver, RunReport, StepResult } from "./host/scheduler.ts";
+export { WORKER_LEASE_MS, WORKER_POLL_MS, workerId, WorkerLoop } from "./host/worker.ts";
+export type { RunOptions, WorkerOptions, WorkerStats } from "./host/worker.ts";
 export { SqliteStore } from "./runtime/store/sqlite.ts";
+export { PgStore } from "./runtime/store/postgres.ts";
+export type { PgOptions } from "./runtime/store/postgres.ts";
+export { isPostgresUrl, openStore, redactUrl } from "./runtime/store/open.ts";
 export type {
   AuditDraft,
   AuditFilter,
   AuditVerification,
+  Claim,
   EventDraft,
+  Fence,
+  LeaseStore,
   Store,
+  StoreActivity,
   TransactionOptions,
 } from "./runtime/store/store.ts";
 export { MAX_CURSOR_CHARS, StoreModelContext } from "./runtime/model_context.ts";
