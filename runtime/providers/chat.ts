@@ -151,7 +151,10 @@ export interface ChatEndpoint {
 }
 
 /** Parse a Retry-After header (seconds or an HTTP date), or `retry-after-ms`. */
-export function retryAfterMs(headers: Headers | undefined | null, now: number = Date.now()): number | null {
+export function retryAfterMs(
+  headers: Headers | undefined | null,
+  now: number = Date.now(),
+): number | null {
   if (!headers) return null;
   const ms = headers.get("retry-after-ms");
   if (ms && Number.isFinite(Number(ms))) return Math.max(0, Number(ms));

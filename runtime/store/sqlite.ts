@@ -19,6 +19,8 @@ import type {
   AgentImage,
   AuditRecord,
   Capability,
+  CheckpointMeta,
+  CheckpointRecord,
   EffectRecord,
   EffectStatus,
   HumanRequestRecord,
@@ -39,6 +41,8 @@ import type {
   AuditFilter,
   AuditVerification,
   EventDraft,
+  LedgerMark,
+  LedgerSince,
   Store,
   TransactionOptions,
 } from "./store.ts";
@@ -82,6 +86,7 @@ const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS processes (
   pid INTEGER PRIMARY KEY AUTOINCREMENT, ppid INTEGER, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS processes_ppid ON processes(ppid);
 CREATE TABLE IF NOT EXISTS process_state (
   pid INTEGER PRIMARY KEY, status TEXT NOT NULL, pending TEXT, model TEXT, usage TEXT NOT NULL,
   updated_at TEXT NOT NULL);
@@ -127,6 +132,10 @@ CREATE TABLE IF NOT EXISTS model_calls (
   call_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS model_calls_pid ON model_calls(pid);
 CREATE INDEX IF NOT EXISTS model_calls_status ON model_calls(status);
+CREATE TABLE IF NOT EXISTS checkpoints (
+  checkpoint_id TEXT PRIMARY KEY, root_pid INTEGER NOT NULL, sha256 TEXT NOT NULL, meta TEXT NOT NULL,
+  body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS checkpoints_root ON checkpoints(root_pid);
 CREATE TABLE IF NOT EXISTS model_releases (
   pid INTEGER NOT NULL, sha256 TEXT NOT NULL, endpoint TEXT NOT NULL, body TEXT NOT NULL,
   PRIMARY KEY (pid, sha256, endpoint)) WITHOUT ROWID;
@@ -777,6 +786,17 @@ export class SqliteStore implements Store {
     return (this.#q(sql).all(status) as { pid: number }[]).map((r) => r.pid);
   }
 
+  async subtreePids(root: number): Promise<number[]> {
+    while (this.#busy) await this.#busy;
+    // Down the ppid index, one level at a time.
+    return (this.#q(
+      `WITH RECURSIVE tree(pid) AS (
+         SELECT pid FROM processes WHERE pid = ?
+         UNION SELECT p.pid FROM processes p JOIN tree t ON p.ppid = t.pid)
+       SELECT pid FROM tree ORDER BY pid`,
+    ).all(root) as { pid: number }[]).map((r) => r.pid);
+  }
+
   async updateProcess(
     pid: number,
     patch: Partial<Omit<ProcessRecord, "pid">>,
@@ -908,6 +928,12 @@ export class SqliteStore implements Store {
     return this.#logLength(pid);
   }
 
+  async truncateModelLog(pid: number, length: number): Promise<void> {
+    await this.#write(() => {
+      this.#q("DELETE FROM model_log WHERE pid = ? AND seq >= ?").run(pid, length);
+    });
+  }
+
   // The last entry's position, found by key (one index seek, whatever the length).
   #logLength(pid: number): number {
     const r = this.#q("SELECT seq FROM model_log WHERE pid = ? ORDER BY seq DESC LIMIT 1").get(
@@ -950,6 +976,27 @@ export class SqliteStore implements Store {
        WHERE s.pid = ? AND s.step = ?`,
     ).get(pid, step) as { body: string } | undefined;
     return r ? JSON.parse(r.body) : null;
+  }
+
+  async stepIndex(pid: number): Promise<{ step: number; oid: string }[]> {
+    while (this.#busy) await this.#busy;
+    return (this.#q("SELECT step, oid FROM step_results WHERE pid = ? ORDER BY step").all(
+      pid,
+    ) as { step: number; oid: string }[]).map((r) => ({ step: r.step, oid: r.oid }));
+  }
+
+  async truncateSteps(pid: number, from: number): Promise<void> {
+    await this.#write(() => {
+      this.#s.stepCounts.delete(pid);
+      this.#q("DELETE FROM step_results WHERE pid = ? AND step >= ?").run(pid, from);
+      const left = this.#q(
+        "SELECT step FROM step_results WHERE pid = ? ORDER BY step DESC LIMIT 1",
+      ).get(pid) as { step: number } | undefined;
+      this.#s.writeThrough.setSteps(pid, left ? left.step + 1 : 0);
+      if (!this.#inTx && !this.#s.group) {
+        this.#s.writeThrough.apply(this.#s.cache, this.#s.stepCounts);
+      }
+    });
   }
 
   async listSteps(pid: number): Promise<MemoryObject[]> {
@@ -1104,6 +1151,45 @@ export class SqliteStore implements Store {
     );
   }
 
+  async restoreObject(o: MemoryObject): Promise<MemoryObject> {
+    return await this.#write(() =>
+      this.#atomic(() => {
+        const r = this.#q("SELECT MAX(version) AS v FROM object_versions WHERE oid = ?").get(
+          o.oid,
+        ) as { v: number | null };
+        const next: MemoryObject = { ...o, version: r.v === null ? o.version : r.v + 1 };
+        const body = JSON.stringify(next);
+        this.#q(
+          `INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT(oid) DO UPDATE SET namespace = excluded.namespace, name = excluded.name,
+             version = excluded.version, body = excluded.body`,
+        ).run(next.oid, next.namespace, next.name, next.version, body);
+        this.#q("INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)").run(
+          next.oid,
+          next.version,
+          body,
+        );
+        return next;
+      })
+    );
+  }
+
+  async removeObjects(oids: string[]): Promise<void> {
+    if (oids.length === 0) return;
+    await this.#write(() =>
+      this.#atomic(() => {
+        for (let i = 0; i < oids.length; i += 256) {
+          const chunk = JSON.stringify(oids.slice(i, i + 256));
+          this.#q("DELETE FROM objects WHERE oid IN (SELECT value FROM json_each(?))").run(chunk);
+          this.#q(
+            `DELETE FROM links WHERE from_oid IN (SELECT value FROM json_each(?1))
+             OR to_oid IN (SELECT value FROM json_each(?1))`,
+          ).run(chunk);
+        }
+      })
+    );
+  }
+
   async insertLink(link: ObjectLink): Promise<void> {
     return await this.#write(() => {
       this.#q("INSERT OR IGNORE INTO links (from_oid, to_oid, relation) VALUES (?, ?, ?)").run(
@@ -1118,6 +1204,24 @@ export class SqliteStore implements Store {
     while (this.#busy) await this.#busy;
     return this.#q("SELECT from_oid, to_oid, relation FROM links WHERE from_oid = ? ORDER BY rowid")
       .all(oid) as unknown as ObjectLink[];
+  }
+
+  async linksFromNamespace(namespace: string): Promise<ObjectLink[]> {
+    while (this.#busy) await this.#busy;
+    return this.#q(
+      `SELECT l.from_oid, l.to_oid, l.relation FROM links l JOIN objects o ON o.oid = l.from_oid
+       WHERE o.namespace = ? ORDER BY l.rowid`,
+    ).all(namespace) as unknown as ObjectLink[];
+  }
+
+  async removeLinks(links: ObjectLink[]): Promise<void> {
+    if (links.length === 0) return;
+    await this.#write(() =>
+      this.#atomic(() => {
+        const del = this.#q("DELETE FROM links WHERE from_oid = ? AND to_oid = ? AND relation = ?");
+        for (const l of links) del.run(l.from_oid, l.to_oid, l.relation);
+      })
+    );
   }
 
   // ---- mailbox
@@ -1146,6 +1250,17 @@ export class SqliteStore implements Store {
         });
       })
     );
+  }
+
+  async listMessages(pid: number): Promise<MailMessage[]> {
+    while (this.#busy) await this.#busy;
+    return (this.#q(
+      `SELECT msg_id, body FROM mailbox WHERE to_pid = ?
+       ORDER BY CASE kind WHEN 'interrupt' THEN 0 ELSE 1 END, msg_id`,
+    ).all(pid) as { msg_id: number; body: string }[]).map((r) => ({
+      msg_id: r.msg_id,
+      ...JSON.parse(r.body),
+    }));
   }
 
   // ---- images
@@ -1433,9 +1548,63 @@ export class SqliteStore implements Store {
   }
 
   async markPendingEffectsUnknown(at: string): Promise<number> {
-    const pending = await this.listEffects("pending");
-    for (const e of pending) await this.finishEffect(e.effect_id, "unknown", null, at);
-    return pending.length;
+    // One statement over the status index, however long the ledger.
+    return await this.#write(() =>
+      Number(
+        this.#q(
+          `UPDATE effects SET status = 'unknown',
+             body = json_set(body, '$.status', 'unknown', '$.outcome', NULL, '$.finished_at', ?)
+           WHERE status = 'pending'`,
+        ).run(at).changes,
+      )
+    );
+  }
+
+  async getEffect(effectId: string): Promise<EffectRecord | null> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q("SELECT body FROM effects WHERE effect_id = ?").get(effectId) as
+      | { body: string }
+      | undefined;
+    return r ? JSON.parse(r.body) : null;
+  }
+
+  async ledgerMark(): Promise<LedgerMark> {
+    while (this.#busy) await this.#busy;
+    const e = this.#q("SELECT COALESCE(MAX(rowid), 0) AS n FROM effects").get() as { n: number };
+    const m = this.#q("SELECT COALESCE(MAX(rowid), 0) AS n FROM model_calls").get() as {
+      n: number;
+    };
+    return { effects: Number(e.n), model_calls: Number(m.n) };
+  }
+
+  async ledgerSince(
+    mark: LedgerMark,
+    pids: readonly number[],
+    options: { until?: LedgerMark; limit?: number } = {},
+  ): Promise<LedgerSince> {
+    while (this.#busy) await this.#busy;
+    const set = JSON.stringify([...pids]);
+    const limit = options.limit ?? 1000;
+    // A range scan from the mark: what came before it is never read.
+    const fx = `FROM effects WHERE rowid > ? AND rowid <= ? AND json_extract(body, '$.pid') IN
+      (SELECT value FROM json_each(?))`;
+    const mc = `FROM model_calls WHERE rowid > ? AND rowid <= ?
+      AND pid IN (SELECT value FROM json_each(?))`;
+    const end = Number.MAX_SAFE_INTEGER;
+    const bodies = (sql: string, at: number, to: number) =>
+      (this.#q(`SELECT body ${sql} ORDER BY rowid LIMIT ?`).all(at, to, set, limit) as {
+        body: string;
+      }[]).map((r) => JSON.parse(r.body));
+    const count = (sql: string, at: number, to: number) =>
+      Number((this.#q(`SELECT COUNT(*) AS n ${sql}`).get(at, to, set) as { n: number }).n);
+    const fxTo = options.until?.effects ?? end;
+    const mcTo = options.until?.model_calls ?? end;
+    return {
+      effects: bodies(fx, mark.effects, fxTo),
+      model_calls: bodies(mc, mark.model_calls, mcTo),
+      effects_total: count(fx, mark.effects, fxTo),
+      model_calls_total: count(mc, mark.model_calls, mcTo),
+    };
   }
 
   // ---- LLM call ledger
@@ -1487,12 +1656,15 @@ export class SqliteStore implements Store {
   }
 
   async markPendingModelCallsUnknown(at: string): Promise<number> {
-    while (this.#busy) await this.#busy;
-    const ids = (this.#q("SELECT call_id FROM model_calls WHERE status = 'pending'").all() as {
-      call_id: string;
-    }[]).map((r) => r.call_id);
-    for (const id of ids) await this.updateModelCall(id, { status: "unknown", finished_at: at });
-    return ids.length;
+    return await this.#write(() =>
+      Number(
+        this.#q(
+          `UPDATE model_calls SET status = 'unknown',
+             body = json_set(body, '$.status', 'unknown', '$.finished_at', ?)
+           WHERE status = 'pending'`,
+        ).run(at).changes,
+      )
+    );
   }
 
   async insertModelRelease(r: ModelRelease): Promise<void> {
@@ -1562,6 +1734,37 @@ export class SqliteStore implements Store {
         return true;
       })
     );
+  }
+
+  // ---- checkpoints
+  async insertCheckpoint(c: CheckpointRecord): Promise<void> {
+    const { body, sha256, ...meta } = c;
+    await this.#write(() => {
+      this.#q(
+        "INSERT INTO checkpoints (checkpoint_id, root_pid, sha256, meta, body) VALUES (?, ?, ?, ?, ?)",
+      ).run(c.checkpoint_id, c.root_pid, sha256, JSON.stringify(meta), body);
+    });
+  }
+
+  async getCheckpoint(id: string): Promise<CheckpointRecord | null> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q("SELECT sha256, meta, body FROM checkpoints WHERE checkpoint_id = ?").get(
+      id,
+    ) as { sha256: string; meta: string; body: string } | undefined;
+    return r ? { ...JSON.parse(r.meta), sha256: r.sha256, body: r.body } : null;
+  }
+
+  async listCheckpoints(rootPid?: number): Promise<CheckpointMeta[]> {
+    while (this.#busy) await this.#busy;
+    const rows = rootPid === undefined
+      ? this.#q("SELECT sha256, meta FROM checkpoints ORDER BY rowid").all()
+      : this.#q("SELECT sha256, meta FROM checkpoints WHERE root_pid = ? ORDER BY rowid").all(
+        rootPid,
+      );
+    return (rows as { sha256: string; meta: string }[]).map((r) => ({
+      ...JSON.parse(r.meta),
+      sha256: r.sha256,
+    }));
   }
 
   // ---- meta
