@@ -365,7 +365,7 @@ export class Runtime {
   }
 
   /** Checkpoints of the subtree rooted at `pid` (all of them when omitted). */
-  async listCheckpoints(pid?: number, by = "host"): Promise<CheckpointMeta[]> {
+  async listCheckpoints(pid?: number, by: string | null = "host"): Promise<CheckpointMeta[]> {
     return await this.#hostOp(
       by,
       "checkpoint.list",
@@ -378,7 +378,10 @@ export class Runtime {
   }
 
   /** A checkpoint's contents without payloads (EINTEGRITY if it was altered). */
-  async inspectCheckpoint(id: string, by = "host"): Promise<Record<string, unknown>> {
+  async inspectCheckpoint(
+    id: string,
+    by: string | null = "host",
+  ): Promise<Record<string, unknown>> {
     return await this.#hostOp(
       by,
       "checkpoint.inspect",
@@ -392,7 +395,7 @@ export class Runtime {
   async diffCheckpoint(
     id: string,
     other: string | null = null,
-    by = "host",
+    by: string | null = "host",
   ): Promise<CheckpointDiff> {
     return await this.#hostOp(
       by,
@@ -457,9 +460,12 @@ export class Runtime {
     );
   }
 
-  /** Run a host operation and audit it, allowed or failed, as `by`. */
+  /**
+   * Run a host operation and audit it, allowed or failed, as `by` (a read the
+   * console makes passes null: its reads, as all its reads, are not audited).
+   */
   async #hostOp<T>(
-    by: string,
+    by: string | null,
     action: string,
     target: string,
     input: Record<string, unknown>,
@@ -469,7 +475,7 @@ export class Runtime {
     const k = this.kernel;
     const record = (decision: "allow" | "error", out: unknown, reason: string) =>
       k.audit({
-        actor: by,
+        actor: by!,
         action,
         target,
         input_refs: input,
@@ -480,6 +486,7 @@ export class Runtime {
         correlation_id: null,
         parent_record_id: null,
       });
+    if (by === null) return await fn();
     let value: T;
     try {
       value = await fn();
