@@ -41,6 +41,8 @@ export type FakeTurn =
 export interface FakeRequest {
   /** `openai` or `anthropic`. */
   api: "openai" | "anthropic";
+  /** What came before `/v1/...` in the path (`""` at the root; tells agents apart). */
+  prefix: string;
   /** Request headers (lower-cased names). */
   headers: Record<string, string>;
   /** Parsed JSON body. */
@@ -273,25 +275,38 @@ function _error(
   return new Response(JSON.stringify(body), { status: turn.status, headers });
 }
 
-/** Start a fake server on a random loopback port. */
-export function startFakeModelServer(): FakeModelServer {
+/** Options of {@link startFakeModelServer}. */
+export interface FakeServerOptions {
+  /** What to answer once the script is used up (default: a plain "(script exhausted)"). */
+  respond?: (req: FakeRequest) => FakeTurn;
+}
+
+/**
+ * Start a fake server on a random loopback port. It answers at
+ * `<prefix>/v1/chat/completions` and `<prefix>/v1/messages` for any prefix.
+ */
+export function startFakeModelServer(options: FakeServerOptions = {}): FakeModelServer {
   const script: (FakeTurn | ((req: FakeRequest) => FakeTurn))[] = [];
   const requests: FakeRequest[] = [];
   const hanging = new Set<AbortController>();
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     const url = new URL(req.url);
-    const api = url.pathname === "/v1/chat/completions"
-      ? "openai"
-      : url.pathname === "/v1/messages"
-      ? "anthropic"
-      : null;
+    const m = /^(.*)\/v1\/(chat\/completions|messages)$/.exec(url.pathname);
+    const api = m?.[2] === "chat/completions" ? "openai" : m ? "anthropic" : null;
     if (!api || req.method !== "POST") return new Response("not found", { status: 404 });
     const raw = await req.text();
     const headers: Record<string, string> = {};
     req.headers.forEach((v, k) => (headers[k] = v));
-    const rec: FakeRequest = { api, headers, body: JSON.parse(raw), raw, at: performance.now() };
+    const rec: FakeRequest = {
+      api,
+      prefix: m![1],
+      headers,
+      body: JSON.parse(raw),
+      raw,
+      at: performance.now(),
+    };
     requests.push(rec);
-    const next = script.shift() ?? _EMPTY;
+    const next = script.shift() ?? options.respond ?? _EMPTY;
     const turn = typeof next === "function" ? next(rec) : next;
     if ("hangMs" in turn) {
       const ctl = new AbortController();
