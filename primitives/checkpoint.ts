@@ -422,16 +422,14 @@ async function _restoreObjects(
   const want = new Set(s.objects.map((o) => o.oid));
   await k.store.removeObjects(current.filter((o) => !want.has(o.oid)).map((o) => o.oid));
   const have = new Map(current.map((o) => [o.oid, o]));
+  const back: MemoryObject[] = [];
   for (const o of s.objects) {
     const c = have.get(o.oid);
     // A version is never reused for other content: the same version is the same object.
     if (c && c.version === o.version) continue;
-    await k.store.restoreObject({
-      ...o,
-      label: c ? maxLabel(o.label, c.label) : o.label,
-      updated_at: at,
-    });
+    back.push({ ...o, label: c ? maxLabel(o.label, c.label) : o.label, updated_at: at });
   }
+  await k.store.restoreObjects(back);
   const key = (l: { from_oid: string; to_oid: string; relation: string }) =>
     `${l.from_oid}\u0000${l.to_oid}\u0000${l.relation}`;
   const links = await k.store.linksFromNamespace(namespace);

@@ -8,6 +8,8 @@
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { AuditLog, type AuditLogHooks } from "./_audit_log.ts";
+import { joinRanges, type RangeReport, verifyRange } from "./_audit_verify.ts";
+import { Worker } from "node:worker_threads";
 import {
   chainHash,
   indexAuditLines,
@@ -165,17 +167,6 @@ export function auditHash(prevHash: string, rec: Omit<AuditRecord, "hash" | "pre
   return chainHash(prevHash, JSON.stringify(rec));
 }
 
-interface _AuditRow {
-  seq: number;
-  record_id: string;
-  actor: string;
-  action: string;
-  decision: string;
-  prev_hash: string;
-  hash: string;
-  body: string;
-}
-
 /**
  * Parsed rows of the hot read path (processes, capabilities, file labels). A
  * cache entry is only ever served while the store's `cache_gen` (bumped by
@@ -309,6 +300,10 @@ interface _Shared {
     reject: (e: unknown) => void;
   }[];
   db: DatabaseSync;
+  /** The store file (null for `:memory:`). */
+  path: string | null;
+  /** How many threads check a long audit chain, and from how many records on. */
+  verify: { threads: number; above: number };
   /** An explicit transaction in progress: other coroutines' statements wait for it. */
   tx: Promise<void> | null;
   /**
@@ -333,7 +328,17 @@ export interface SqliteOptions {
   auditLog?: boolean;
   /** Size at which the audit log is emptied once indexed (default 256 MiB). */
   auditLogMaxBytes?: number;
+  /**
+   * Threads that check a long audit chain in parallel (default: the cores,
+   * at most 4); 1 checks it on the calling thread.
+   */
+  verifyThreads?: number;
+  /** Chains of more records than this are checked in parallel (default 100,000). */
+  verifyParallelAbove?: number;
 }
+
+/** Chains longer than this are verified by several threads (see {@link SqliteOptions}). */
+export const VERIFY_PARALLEL_ABOVE = 100_000;
 
 /** The SQLite store. Open with {@link SqliteStore.open}. */
 export class SqliteStore implements Store {
@@ -379,6 +384,12 @@ export class SqliteStore implements Store {
       stepCounts: new Map(),
       auditQueue: [],
       db,
+      path: path === ":memory:" ? null : path,
+      verify: {
+        threads: options.verifyThreads ??
+          Math.max(1, Math.min(4, globalThis.navigator?.hardwareConcurrency ?? 1)),
+        above: options.verifyParallelAbove ?? VERIFY_PARALLEL_ABOVE,
+      },
       tx: null,
       group: null,
       groupTimer: null,
@@ -1151,25 +1162,33 @@ export class SqliteStore implements Store {
     );
   }
 
-  async restoreObject(o: MemoryObject): Promise<MemoryObject> {
-    return await this.#write(() =>
+  async restoreObjects(objects: MemoryObject[]): Promise<void> {
+    if (objects.length === 0) return;
+    await this.#write(() =>
       this.#atomic(() => {
-        const r = this.#q("SELECT MAX(version) AS v FROM object_versions WHERE oid = ?").get(
-          o.oid,
-        ) as { v: number | null };
-        const next: MemoryObject = { ...o, version: r.v === null ? o.version : r.v + 1 };
-        const body = JSON.stringify(next);
-        this.#q(
+        // Every oid's last version in one query, then two statements an object.
+        const last = new Map(
+          (this.#q(
+            `SELECT oid, MAX(version) AS v FROM object_versions
+             WHERE oid IN (SELECT value FROM json_each(?)) GROUP BY oid`,
+          ).all(JSON.stringify(objects.map((o) => o.oid))) as { oid: string; v: number }[])
+            .map((r) => [r.oid, r.v]),
+        );
+        const history = this.#q(
+          "INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)",
+        );
+        const current = this.#q(
           `INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, ?, ?)
            ON CONFLICT(oid) DO UPDATE SET namespace = excluded.namespace, name = excluded.name,
              version = excluded.version, body = excluded.body`,
-        ).run(next.oid, next.namespace, next.name, next.version, body);
-        this.#q("INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)").run(
-          next.oid,
-          next.version,
-          body,
         );
-        return next;
+        for (const o of objects) {
+          const v = last.get(o.oid);
+          const next: MemoryObject = { ...o, version: v === undefined ? o.version : v + 1 };
+          const body = JSON.stringify(next);
+          history.run(next.oid, next.version, body);
+          current.run(next.oid, next.namespace, next.name, next.version, body);
+        }
       })
     );
   }
@@ -1409,79 +1428,60 @@ export class SqliteStore implements Store {
     }));
   }
 
+  /**
+   * Check the whole chain: one thread for a short one; a long one (over
+   * `verifyParallelAbove` records, on a file store) split by seq ranges among
+   * worker threads, each reading with its own connection. Either way the
+   * answer names the same first bad record.
+   */
   async verifyAudit(): Promise<AuditVerification> {
     await this.auditIndexed();
     while (this.#busy) await this.#busy;
-    if (this.#inTx) return this.#verifyChain();
-    // One read snapshot for the rows and the head: records committed meanwhile
+    const db = this.#s.db;
+    if (this.#inTx) return joinRanges([verifyRange(db, 0, this.#topSeq())], this.#head());
+    // One read snapshot for the last seq and the head: records committed meanwhile
     // (by the indexer or another runtime) must not look like removals.
-    this.#s.db.exec("BEGIN");
+    let top: number;
+    let head: { seq: number; hash: string } | null;
+    db.exec("BEGIN");
     try {
-      return this.#verifyChain();
+      top = this.#topSeq();
+      head = this.#head();
+      const { threads, above } = this.#s.verify;
+      if (top <= above || threads < 2 || this.#s.path === null) {
+        return joinRanges([verifyRange(db, 0, top)], head);
+      }
     } finally {
-      this.#s.db.exec("COMMIT");
+      db.exec("COMMIT");
     }
+    // Records up to `top` are committed and never change: each thread reads its own range.
+    return joinRanges(await this.#verifyInThreads(top), head);
   }
 
-  #verifyChain(): AuditVerification {
-    let prev = "";
-    let expectSeq = 1;
-    let count = 0;
-    const rows = this.#q(
-      "SELECT seq, record_id, actor, action, decision, prev_hash, hash, body FROM audit ORDER BY seq",
-    ).iterate() as Iterable<_AuditRow>;
-    for (const row of rows) {
-      const bad = (problem: string): AuditVerification => ({
-        ok: false,
-        count,
-        head: prev,
-        firstBad: { seq: row.seq, record_id: row.record_id, problem },
-      });
-      if (row.seq !== expectSeq) return bad(`expected record ${expectSeq}: a record was removed`);
-      let rec: AuditRecord;
-      try {
-        rec = JSON.parse(row.body);
-      } catch {
-        return bad("record body is not valid JSON");
-      }
-      if (row.prev_hash !== prev) return bad("prev_hash does not match the previous record");
-      // record_id is a function of seq (no index keeps it unique: one less page per commit).
-      if (
-        rec.seq !== row.seq || rec.record_id !== row.record_id || row.record_id !== `a${row.seq}`
-      ) {
-        return bad("record id altered");
-      }
-      if (chainHash(prev, row.body) !== row.hash) {
-        return bad("hash does not match the record's contents");
-      }
-      if (row.actor !== rec.actor || row.action !== rec.action || row.decision !== rec.decision) {
-        return bad("indexed columns disagree with the hashed record");
-      }
-      prev = row.hash;
-      expectSeq++;
-      count++;
-    }
-    const headRaw = (this.#q("SELECT value FROM meta WHERE key = 'audit_head'").get() as
+  #topSeq(): number {
+    return Number(
+      (this.#q("SELECT COALESCE(MAX(seq), 0) AS n FROM audit").get() as { n: number }).n,
+    );
+  }
+
+  #head(): { seq: number; hash: string } | null {
+    const raw = (this.#q("SELECT value FROM meta WHERE key = 'audit_head'").get() as
       | { value: string }
       | undefined)?.value;
-    if (count > 0 || headRaw) {
-      const head = headRaw ? JSON.parse(headRaw) as { seq: number; hash: string } : null;
-      if (!head || head.seq !== count || head.hash !== prev) {
-        return {
-          ok: false,
-          count,
-          head: prev,
-          firstBad: {
-            seq: count + 1,
-            record_id: `a${count + 1}`,
-            problem: `chain head says ${
-              head ? head.seq : "nothing"
-            } records, found ${count}: records were removed from the end`,
-          },
-        };
-      }
+    return raw ? JSON.parse(raw) : null;
+  }
+
+  async #verifyInThreads(top: number): Promise<RangeReport[]> {
+    const n = this.#s.verify.threads;
+    const step = Math.ceil(top / n);
+    const jobs: Promise<RangeReport>[] = [];
+    for (let i = 0; i < n; i++) {
+      const from = i * step;
+      const to = Math.min(top, from + step);
+      if (from >= to) break;
+      jobs.push(_verifyInThread(this.#s.path!, from, to));
     }
-    return { ok: true, count, head: prev };
+    return await Promise.all(jobs);
   }
 
   // ---- events
@@ -1781,6 +1781,23 @@ export class SqliteStore implements Store {
       this.#q("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)").run(key, value);
     });
   }
+}
+
+/** One range of the chain checked by a worker thread. */
+function _verifyInThread(storePath: string, from: number, to: number): Promise<RangeReport> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(new URL("./_audit_verifier.ts", import.meta.url), {
+      workerData: { storePath, from, to },
+    });
+    w.once("message", (m: { report?: RangeReport; error?: string }) => {
+      if (m.report) resolve(m.report);
+      else reject(new LibosError("EIO", `audit verify: ${m.error}`));
+    });
+    w.once("error", (e: unknown) => reject(new LibosError("EIO", `audit verify: ${String(e)}`)));
+    w.once("exit", (code: number) => {
+      if (code !== 0) reject(new LibosError("EIO", `audit verify: thread exited ${code}`));
+    });
+  });
 }
 
 /** The audit log's view of a store connection (used before the store object exists). */

@@ -187,12 +187,13 @@ export interface Store {
     patch: { payload: unknown; label: Label; updated_at: string },
   ): Promise<MemoryObject | null>;
   /**
-   * Make `o` the current version of its oid again (a checkpoint restore):
-   * its row is replaced by `o`'s kind, name, payload and label at a version
-   * after every version the oid ever had, so versions never go back and the
-   * version history keeps everything. Returns the object as stored.
+   * Make each of `objects` the current version of its oid again (a
+   * checkpoint restore), in its namespace: its row is replaced by the given
+   * kind, name, payload and label at a version after every version the oid
+   * ever had (or the given one, for an oid never stored), so versions never
+   * go back and the version history keeps everything.
    */
-  restoreObject(o: MemoryObject): Promise<MemoryObject>;
+  restoreObjects(objects: MemoryObject[]): Promise<void>;
   /**
    * Take objects out of their namespaces (a checkpoint restore drops what was
    * made after it), with the links from and to them. Their version history
