@@ -100,8 +100,14 @@ Deno.test("checkpoint: restore puts a subtree back in place: records, objects, l
   const { pid: late } = await sys<{ pid: number }>(env, root, "process.spawn", { goal: "late" });
   await sys(env, root, "process.chdir", { path: "." }).catch(() => {});
 
+  const auditBefore = await env.rt.kernel.store.listAudit();
   const r = await env.rt.restoreCheckpoint(ck.checkpoint_id);
   assert.deepEqual(r.restored, [root, child]);
+  // The audit trail is never rewritten or shortened: every record before is still there.
+  const auditAfter = await env.rt.kernel.store.listAudit();
+  assert.deepEqual(auditAfter.slice(0, auditBefore.length), auditBefore);
+  assert.ok(auditAfter.length > auditBefore.length, "the restore itself is audited");
+  assert.ok((await env.rt.kernel.store.verifyAudit()).ok);
   assert.deepEqual(r.killed, [late]);
   const rootObjs = named(await objects(env, root));
   assert.deepEqual(rootObjs.a, { v: 1 });
