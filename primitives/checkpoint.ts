@@ -598,7 +598,7 @@ async function _copyProcess(
     budgets: r.budgets,
     usage: { quanta: 0, wall_ms: 0, syscalls: 0 },
     model: r.model,
-    pending: r.pending,
+    pending: _copiedAction(r),
     exit_code: r.exit_code,
     exit_reason: r.exit_reason,
     origin: `checkpoint:${doc.checkpoint_id}`,
@@ -622,6 +622,23 @@ async function _copyProcess(
     copy_of: r.pid,
   });
   return { ...rec, namespace };
+}
+
+/**
+ * A copy's pending action. One whose outcome a human is asked about (a crash
+ * caught it) is its original's question: the copy records its step as
+ * unknown instead, and nothing is run again.
+ */
+function _copiedAction(r: ProcessRecord): ProcessRecord["pending"] {
+  if (!r.pending?.outcome) return r.pending;
+  const { outcome: _asked, journal: _done, ...action } = r.pending;
+  return {
+    ...action,
+    error: {
+      code: "EIO",
+      message: "copied while its outcome was unknown (the runtime stopped in it); not run again",
+    },
+  };
 }
 
 /** Objects, links, steps, model input and log, mailbox of a copy. */
@@ -934,8 +951,10 @@ async function _authorizeOver(call: Call, pid: number, right: Right): Promise<Pr
   if (!target || (pid !== me && !target.lineage.includes(me))) {
     throw denied(`${call.name}: process ${pid} is neither ${me} nor one of its descendants`);
   }
-  const chain = [pid, ...target.lineage.slice(target.lineage.indexOf(me)).reverse()];
-  if (pid === me) chain.length = 1;
+  // From the target up through its ancestors to the caller (lineage is root first).
+  const chain = pid === me
+    ? [pid]
+    : [pid, ...target.lineage.slice(target.lineage.indexOf(me)).reverse()];
   const caps = await call.k.store.capabilitiesOf(me);
   const now = call.k.providers.clock.now();
   const binding = { syscall: call.name, args_hash: call.argsHash };
@@ -1034,10 +1053,10 @@ export const CHECKPOINT: Record<string, Primitive> = {
     fields: ["checkpoint_id"],
     async run(call) {
       const id = _idArg(call);
-      await _authorizeCheckpoint(call, id, "execute");
+      const root = await _authorizeCheckpoint(call, id, "execute");
       // A fork makes processes: as for process.fork, the caller needs process:spawn.
       await authorize(call, { resource: "process:spawn", right: "execute" });
-      call.target = `checkpoint:process:${(await _row(call.k, id)).root_pid}`;
+      call.target = `checkpoint:process:${root}`;
       return await forkCheckpoint(call.k, id, {
         by: `pid:${call.proc.pid}`,
         parent: call.proc.pid,

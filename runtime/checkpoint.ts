@@ -153,7 +153,7 @@ export async function readSubtree(store: Store, root: number): Promise<ProcessRe
     const p = await store.getProcess(pid);
     if (p) out.push(p);
   }
-  // Root first: pids only grow, but a fork's root may get a pid after its descendants' (never).
+  // Root first, then pid order: a parent always has a lower pid than its children.
   out.sort((a, b) => (a.pid === root ? -1 : b.pid === root ? 1 : a.pid - b.pid));
   return out;
 }

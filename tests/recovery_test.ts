@@ -216,3 +216,28 @@ Deno.test("recovery: a step caught with no external effect under way is audited 
     await rt.close();
   }
 });
+
+Deno.test("recovery: a fork of a process waiting to hear what happened records the copy's step as unknown; the original still gets the answer", async () => {
+  await using env = await makeEnv();
+  const pid = await crashedInsideWrite(env, "q.txt");
+  const fs = new CountingFs();
+  const rt = await Runtime.open({ store: env.storePath, providers: { fs } });
+  try {
+    assert.equal((await rt.process(pid)).status, "waiting_human");
+    const ck = await rt.createCheckpoint(pid);
+    const f = await rt.forkCheckpoint(ck.checkpoint_id);
+    const [r] = (await rt.humanRequests()).filter((q) => q.kind === "outcome");
+    await rt.decide(r.request_id, "done");
+    await rt.runUntilIdle();
+    const copy = await rt.steps(f.pid);
+    assert.ok(!copy[0].ok && copy[0].error.code === "EIO", JSON.stringify(copy[0]));
+    assert.match(copy[0].ok ? "" : copy[0].error.message, /outcome was unknown/);
+    const orig = await rt.steps(pid);
+    assert.ok(orig[0].ok);
+    assert.equal((await rt.process(pid)).status, "exited");
+    assert.equal((await rt.process(f.pid)).status, "exited");
+    assert.equal(fs.writes, 0, "neither the original nor the copy wrote q.txt again");
+  } finally {
+    await rt.close();
+  }
+});
