@@ -88,7 +88,13 @@ interface _Shared {
   toolSpecs: Readonly<Record<string, ToolSpec>>;
   conversations: Map<number, Conversation>;
   modelText: ((pid: number, text: string) => void) | null;
+  inQuantum: Set<number>;
+  frozen: Map<number, number>;
+  quantumEnded: PromiseWithResolvers<void>;
 }
+
+/** Longest a checkpoint waits for the quanta of its subtree to end (ms). */
+export const QUIESCE_TIMEOUT_MS = 5000;
 
 /** What a model is told about a builtin tool (its schema comes from the tool table, above). */
 export interface ToolSpec {
@@ -144,6 +150,9 @@ export class Kernel {
         conversations: new Map(),
         modelText: null,
         ablations: options.ablations ?? parseAblations(undefined),
+        inQuantum: new Set(),
+        frozen: new Map(),
+        quantumEnded: Promise.withResolvers<void>(),
       };
   }
 
@@ -220,6 +229,73 @@ export class Kernel {
   /** Show streamed model text through `fn`. */
   setModelText(fn: ((pid: number, text: string) => void) | null): void {
     this.#shared.modelText = fn;
+  }
+
+  /** The scheduler starts a quantum of `pid` (see {@link quiesce}). */
+  enterQuantum(pid: number): void {
+    this.#shared.inQuantum.add(pid);
+  }
+
+  /** The scheduler ended a quantum of `pid`. */
+  leaveQuantum(pid: number): void {
+    if (!this.#shared.inQuantum.delete(pid)) return;
+    const ended = this.#shared.quantumEnded;
+    this.#shared.quantumEnded = Promise.withResolvers<void>();
+    ended.resolve();
+  }
+
+  /** Is `pid` inside a quantum of this runtime's scheduler? */
+  inQuantum(pid: number): boolean {
+    return this.#shared.inQuantum.has(pid);
+  }
+
+  /** Is `pid` held between quanta (the scheduler starts none of its quanta)? */
+  isFrozen(pid: number): boolean {
+    return this.#shared.frozen.has(pid);
+  }
+
+  /**
+   * Bring `pids` (all but `except`, the caller running this) to a quiescent
+   * point: the scheduler starts no quantum of theirs from now on, and this
+   * waits until none of them is inside one. Returns the release (each held
+   * process may be scheduled again, in the round under way). `EBUSY` when a
+   * quantum outlasts `timeoutMs` (a long command, a slow model call).
+   */
+  async quiesce(
+    pids: readonly number[],
+    except: number | null,
+    timeoutMs = QUIESCE_TIMEOUT_MS,
+  ): Promise<() => void> {
+    const held = pids.filter((p) => p !== except);
+    const frozen = this.#shared.frozen;
+    for (const p of held) frozen.set(p, (frozen.get(p) ?? 0) + 1);
+    const release = () => {
+      for (const p of held) {
+        const n = (frozen.get(p) ?? 1) - 1;
+        if (n > 0) frozen.set(p, n);
+        else frozen.delete(p);
+        this.#shared.becameRunnable.add(p);
+      }
+    };
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const busy = held.find((p) => this.#shared.inQuantum.has(p));
+      if (busy === undefined) return release;
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        release();
+        throw new LibosError(
+          "EBUSY",
+          `checkpoint: process ${busy} is still inside a quantum after ${timeoutMs} ms; try again`,
+        );
+      }
+      let timer: number | undefined;
+      await Promise.race([
+        this.#shared.quantumEnded.promise,
+        new Promise((r) => (timer = setTimeout(r, left) as unknown as number)),
+      ]);
+      clearTimeout(timer);
+    }
   }
 
   /** Install the syscall table's entry point (done once by the runtime). */
@@ -366,8 +442,10 @@ export class Kernel {
   }
 
   // An ended process's open human requests can no longer be approved into authority.
+  // (A question about what happened stays open: its answer is about the ledger.)
   async #closeRequests(pid: number): Promise<void> {
     for (const r of await this.store.listHumanRequests({ pid, status: "pending" })) {
+      if (r.kind === "outcome") continue;
       await this.store.updateHumanRequest(
         r.request_id,
         { status: "expired", decided_by: "kernel: process ended", decided_at: this.now() },
@@ -392,6 +470,14 @@ export class Kernel {
     this.#shared.becameRunnable.add(pid);
     await this.emit("process.status", source, `pid:${pid}`, { from, to: "runnable" });
     return true;
+  }
+
+  /**
+   * `pid` was made runnable other than by a transition (a checkpoint's fork
+   * or restore): the scheduler gives it its turn in the round under way.
+   */
+  admit(pid: number): void {
+    this.#shared.becameRunnable.add(pid);
   }
 
   /**
