@@ -27,7 +27,7 @@ export { assertStoreOutside, hostProviders, Runtime } from "./host/runtime.ts";
 export type { LaunchOptions, RuntimeOptions } from "./host/runtime.ts";
 export { ABLATION_NAMES, ABLATIONS, parseAblations } from "./runtime/ablations.ts";
 export type { Ablation, AblationSet } from "./runtime/ablations.ts";
-export { Kernel } from "./runtime/kernel.ts";
+export { Kernel, QUIESCE_TIMEOUT_MS } from "./runtime/kernel.ts";
 export type {
   ActiveJournal,
   Dispatch,
@@ -51,10 +51,50 @@ export type {
   EventDraft,
   Fence,
   LeaseStore,
+  LedgerMark,
+  LedgerSince,
   Store,
   StoreActivity,
   TransactionOptions,
 } from "./runtime/store/store.ts";
+export { VERIFY_PARALLEL_ABOVE } from "./runtime/store/sqlite.ts";
+export type { SqliteOptions } from "./runtime/store/sqlite.ts";
+export {
+  CHECKPOINT_FORMAT,
+  decodeCheckpoint,
+  diffProcess,
+  diffSubtrees,
+  encodeCheckpoint,
+  remapActor,
+  remapResource,
+} from "./runtime/checkpoint.ts";
+export type {
+  CapView,
+  CheckpointDoc,
+  EffectsSince,
+  ObjectView,
+  ProcessDiff,
+  ProcessSnapshot,
+} from "./runtime/checkpoint.ts";
+export {
+  commitCheckpoint,
+  createCheckpoint,
+  diffCheckpoint,
+  forkCheckpoint,
+  inspectCheckpoint,
+  listCheckpoints,
+  loadCheckpoint,
+  restoreCheckpoint,
+} from "./primitives/checkpoint.ts";
+export type {
+  CheckpointDiff,
+  CheckpointSummary,
+  CreateOptions,
+  ForkOptions,
+  ForkResult,
+  RestoreOptions,
+  RestoreResult,
+} from "./primitives/checkpoint.ts";
 export { MAX_CURSOR_CHARS, StoreModelContext } from "./runtime/model_context.ts";
 export { LibosError } from "./runtime/errors.ts";
 export type { ErrorCode } from "./runtime/errors.ts";
@@ -101,7 +141,7 @@ export type { Libos, ToolRun } from "./tools/jit/libos.ts";
 export type * from "./runtime/providers/types.ts";
 export type * from "./runtime/types.ts";
 export { syscall, SYSCALL_NAMES } from "./primitives/mod.ts";
-export { applyDecision, HUMAN_REQUEST_TTL_MS } from "./primitives/authorize.ts";
+export { applyDecision, askOutcome, HUMAN_REQUEST_TTL_MS } from "./primitives/authorize.ts";
 export type { SyscallOptions } from "./primitives/mod.ts";
 export { BUILTIN_TOOL_NAMES, BUILTIN_TOOLS } from "./tools/builtin.ts";
 export type { BuiltinTool, Sys, ToolParameters } from "./tools/builtin.ts";

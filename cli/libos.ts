@@ -18,13 +18,15 @@ import {
   QueueHuman,
   ScriptedHuman,
 } from "../runtime/providers/scripted.ts";
-import type { HumanAnswer, HumanProvider } from "../runtime/providers/types.ts";
+import type { HumanAnswer, HumanProvider, OutcomeAnswer } from "../runtime/providers/types.ts";
 import { isPostgresUrl, openStore } from "../runtime/store/open.ts";
 import type { Store } from "../runtime/store/store.ts";
 import { scrubUrls } from "../runtime/store/_pg_url.ts";
 import { serve } from "../server/serve.ts";
 import { BUILTIN_TOOL_NAMES } from "../tools/builtin.ts";
-import type { ModelConfig, ProcessRecord } from "../runtime/types.ts";
+import type { MemoryObject, ModelConfig, ProcessRecord } from "../runtime/types.ts";
+import { payloadRef } from "../runtime/canonical.ts";
+import { guardText, redactionFor } from "../runtime/labels.ts";
 import { type BenchResult, parseRunners, runBench, RUNNERS } from "../safety/bench.ts";
 import { renderReport } from "../safety/report.ts";
 import { SCENARIO_DIR } from "../safety/scenario.ts";
@@ -37,6 +39,8 @@ const USAGE = `usage:
   libos human list [--store FILE] [--all] [--json]
   libos human approve ID --once|--always [--store FILE]
   libos human deny ID [--always] [--store FILE]
+  libos human done ID [--store FILE]
+  libos human failed ID [--store FILE]
   libos human release PID SHA256 [--store FILE]
   libos calls [--store FILE] [--pid N] [--json]
   libos audit --store FILE [--verify] [--pid N] [--json]
@@ -44,6 +48,14 @@ const USAGE = `usage:
   libos caps --store FILE --pid N [--json]
   libos events --store FILE [--json]
   libos effects --store FILE [--json]
+  libos objects --store FILE [--pid N | --namespace NS] [--json]
+  libos checkpoint create PID [--label TEXT] --store FILE [--json]
+  libos checkpoint list PID --store FILE [--json]
+  libos checkpoint inspect CKPT --store FILE [--json]
+  libos checkpoint diff CKPT [CKPT2] --store FILE [--json]
+  libos checkpoint restore CKPT --store FILE [--json]
+  libos checkpoint fork CKPT --store FILE [--json]
+  libos checkpoint commit CKPT IMAGE --store FILE [--json]
   libos tool run TOOL.ts --workspace DIR [--grant RESOURCE=RIGHT,RIGHT]... [--args JSON] [--timeout-ms N] [--store FILE] [--json]
   libos serve [--store FILE] [--port N] [--hostname 127.0.0.1|::1|localhost] [--token-file FILE] [--no-scheduler]
   libos bench safety [--tasks DIR] [--runner NAME]... [--out DIR] [--json]`;
@@ -56,13 +68,16 @@ const _ABOUT: Record<string, string> = {
     "run processes from a PostgreSQL store with leases, beside other workers (until stopped or idle)",
   resume: "run a stored process again (after a human decision or a restart)",
   human:
-    "list pending human requests, approve or deny one, or release held-back content to a model",
+    "list pending human requests, approve or deny one, say whether an unknown effect happened (done, failed), or release held-back content to a model",
   calls: "print the LLM call ledger (one line per model call)",
   audit: "print the audit trail, or verify its hash chain (--verify)",
   ps: "print the process tree",
   caps: "print a process's capabilities",
   events: "print the event log",
   effects: "print the effect ledger",
+  objects: "list objects (metadata; a payload preview only up to normal)",
+  checkpoint:
+    "checkpoint a process subtree, list, inspect and diff checkpoints, restore one in place, fork or commit one",
   tool: "validate and run one JIT tool in a fresh process holding exactly the given grants",
   serve: "serve the HTTP API and the web console on loopback",
   bench:
@@ -71,7 +86,7 @@ const _ABOUT: Record<string, string> = {
 
 function _help(cmd?: string): string {
   if (cmd === undefined) {
-    const about = Object.entries(_ABOUT).map(([c, a]) => `  ${c.padEnd(8)} ${a}`).join("\n");
+    const about = Object.entries(_ABOUT).map(([c, a]) => `  ${c.padEnd(10)} ${a}`).join("\n");
     return `libos: the Agent libOS command line\n\n${USAGE}\n\ncommands:\n${about}\n\n` +
       `the store defaults to $LIBOS_STORE, else ${DEFAULT_STORE}; --store takes a file or a ` +
       `postgres:// URL; libos COMMAND --help for one command; libos --version`;
@@ -431,7 +446,9 @@ async function _human(args: string[]): Promise<number> {
       else {
         for (const r of reqs) {
           console.log(
-            `${r.request_id}\t${r.status}\tpid ${r.pid}\t${r.effect}\t${r.resource}\t${r.summary}`,
+            `${r.request_id}\t${r.status}\t${
+              r.kind ?? "permission"
+            }\tpid ${r.pid}\t${r.effect}\t${r.resource}\t${r.summary}`,
           );
         }
       }
@@ -453,12 +470,17 @@ async function _human(args: string[]): Promise<number> {
       await rt.close();
     }
   }
-  if (sub !== "approve" && sub !== "deny") {
+  if (sub !== "approve" && sub !== "deny" && sub !== "done" && sub !== "failed") {
     throw new _Usage(
-      `human: unknown subcommand '${sub ?? ""}' (expected list, approve, deny or release)`,
+      `human: unknown subcommand '${
+        sub ?? ""
+      }' (expected list, approve, deny, done, failed or release)`,
     );
   }
   if (positionals.length !== 1) throw new _Usage(`human ${sub}: give exactly one request ID`);
+  if (sub === "done" || sub === "failed") {
+    return await _answerOutcome(file, positionals[0], sub, values.json);
+  }
   let answer: HumanAnswer;
   if (sub === "approve") {
     if (values.once === values.always) {
@@ -477,6 +499,28 @@ async function _human(args: string[]): Promise<number> {
     else {
       console.log(
         `${r.request_id} ${r.status}; resume with: libos resume ${r.pid} (a running libos serve resumes it by itself)`,
+      );
+    }
+    return 0;
+  } finally {
+    await rt.close();
+  }
+}
+
+/** `human done|failed ID`: say whether an effect a crash left unknown happened. */
+async function _answerOutcome(
+  file: string,
+  id: string,
+  answer: OutcomeAnswer,
+  json: boolean | undefined,
+): Promise<number> {
+  const rt = await Runtime.open({ store: file, role: "client" });
+  try {
+    const r = await rt.decide(id, answer, "human:owner via cli");
+    if (json) console.log(JSON.stringify(r));
+    else {
+      console.log(
+        `${r.request_id} ${r.status}: recorded; resume with: libos resume ${r.pid} (a running libos serve resumes it by itself)`,
       );
     }
     return 0;
@@ -974,6 +1018,246 @@ function _printBench(r: BenchResult, report: string | null): void {
   if (report) console.log(`report: ${report}`);
 }
 
+/** A pid given on the command line. */
+function _pid(raw: string | undefined, field: string): number {
+  if (raw === undefined || !/^[1-9][0-9]{0,15}$/.test(raw)) {
+    throw invalid(field, "must be a process id");
+  }
+  return Number(raw);
+}
+
+/** A checkpoint id given on the command line. */
+function _ckpt(raw: string | undefined, field: string): string {
+  if (raw === undefined || !/^ckpt_[A-Za-z0-9-]{1,64}$/.test(raw)) {
+    throw invalid(field, "must be a checkpoint id (ckpt_...)");
+  }
+  return raw;
+}
+
+/**
+ * `checkpoint`: the host's checkpoint operations (no capability needed, each
+ * audited as `host via cli`). `restore` holds the store's scheduler lease
+ * (refused while another runtime schedules the store); the rest read or add.
+ */
+async function _checkpoint(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: { store: { type: "string" }, json: { type: "boolean" }, label: { type: "string" } },
+  });
+  const want = { create: 1, list: 1, inspect: 1, diff: 2, restore: 1, fork: 1, commit: 2 };
+  if (!sub || !Object.hasOwn(want, sub)) {
+    throw new _Usage(
+      `checkpoint: unknown subcommand '${
+        sub ?? ""
+      }' (expected create, list, inspect, diff, restore, fork or commit)`,
+    );
+  }
+  const most = want[sub as keyof typeof want];
+  const least = sub === "diff" ? 1 : most;
+  if (positionals.length < least || positionals.length > most) {
+    throw new _Usage(`checkpoint ${sub}: ${_CKPT_USAGE[sub]}`);
+  }
+  if (values.label !== undefined && sub !== "create") {
+    throw new _Usage(`checkpoint ${sub}: --label is for create`);
+  }
+  // Checked before the store is opened: bad input leaves no state.
+  const [a, b] = positionals;
+  const pid = sub === "create" || sub === "list" ? _pid(a, "PID") : 0;
+  const id = pid ? "" : _ckpt(a, "CKPT");
+  const other = sub === "diff" && b !== undefined ? _ckpt(b, "CKPT2") : null;
+  if (sub === "commit" && !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(b ?? "")) {
+    throw invalid("IMAGE", "must be letters, digits, '.', '_' or '-'");
+  }
+  if (values.label !== undefined && values.label.length > 200) {
+    throw invalid("--label", "longer than 200 characters");
+  }
+  const file = await _existingStore(values.store);
+  const by = "host via cli";
+  const rt = await Runtime.open({ store: file, role: sub === "restore" ? "scheduler" : "client" });
+  try {
+    const out: unknown = sub === "create"
+      ? await rt.createCheckpoint(pid, { label: values.label ?? null, by })
+      : sub === "list"
+      ? await rt.listCheckpoints(pid, by)
+      : sub === "inspect"
+      ? await rt.inspectCheckpoint(id, by)
+      : sub === "diff"
+      ? await rt.diffCheckpoint(id, other, by)
+      : sub === "restore"
+      ? await rt.restoreCheckpoint(id, by)
+      : sub === "fork"
+      ? await rt.forkCheckpoint(id, by)
+      : await rt.commitCheckpoint(id, b!, by);
+    if (values.json) console.log(JSON.stringify(out));
+    else _printCheckpoint(sub, out);
+    return 0;
+  } finally {
+    await rt.close();
+  }
+}
+
+const _CKPT_USAGE: Record<string, string> = {
+  create: "give exactly one PID",
+  list: "give exactly one PID",
+  inspect: "give exactly one CKPT",
+  diff: "give CKPT and optionally CKPT2",
+  restore: "give exactly one CKPT",
+  fork: "give exactly one CKPT",
+  commit: "give CKPT and IMAGE",
+};
+
+/** Human-readable output of a checkpoint command. */
+function _printCheckpoint(sub: string, out: unknown): void {
+  const o = out as Record<string, unknown>;
+  switch (sub) {
+    case "create":
+      console.log(
+        `${o.checkpoint_id}\tpid ${o.pid}\t${o.processes} processes\t${o.objects} objects\tsha256 ${o.sha256}`,
+      );
+      return;
+    case "list":
+      for (const c of out as Record<string, unknown>[]) {
+        console.log(
+          `${c.checkpoint_id}\t${c.created_at}\tpid ${c.root_pid}\t${c.processes} processes\t${c.objects} objects\t${
+            c.label ?? ""
+          }`,
+        );
+      }
+      return;
+    case "fork":
+      // The new root pid, alone on its line: what scripts read.
+      console.log(String(o.pid));
+      return;
+    case "diff":
+      return _printDiff(o);
+    case "restore":
+      return _printRestore(o);
+    default:
+      console.log(JSON.stringify(out, null, 2));
+  }
+}
+
+function _printDiff(d: Record<string, unknown>): void {
+  const procs = d.processes as {
+    pid: number;
+    change: string;
+    fields: Record<string, [unknown, unknown]>;
+    objects: { added: unknown[]; removed: unknown[]; changed: unknown[] };
+    capabilities: { added: unknown[]; removed: unknown[]; changed: unknown[] };
+    counts: Record<string, [number, number]>;
+  }[];
+  console.log(`${d.checkpoint_id} -> ${d.other ?? "now"}`);
+  for (const p of procs) {
+    const o = p.objects;
+    const c = p.capabilities;
+    const counts = Object.entries(p.counts).filter(([, [x, y]]) => x !== y)
+      .map(([k, [x, y]]) => `${k} ${x}->${y}`).join(", ");
+    console.log(
+      `  pid ${p.pid}\t${p.change}\t${
+        Object.keys(p.fields).map((f) =>
+          `${f} ${_short(JSON.stringify(p.fields[f][0]))}->${
+            _short(JSON.stringify(p.fields[f][1]))
+          }`
+        ).join(", ")
+      }\tobjects +${o.added.length} -${o.removed.length} ~${o.changed.length}\tcaps +${c.added.length} -${c.removed.length} ~${c.changed.length}${
+        counts ? `\t${counts}` : ""
+      }`,
+    );
+  }
+  _printEffects(d.effects_since as Record<string, unknown>);
+}
+
+function _printRestore(r: Record<string, unknown>): void {
+  console.log(
+    `restored ${(r.restored as number[]).join(", ")}; killed ${
+      (r.killed as number[]).join(", ") || "none"
+    }; revoked ${(r.revoked as string[]).length} capabilities`,
+  );
+  _printEffects(r.effects_since as Record<string, unknown>);
+}
+
+function _printEffects(e: Record<string, unknown>): void {
+  const fx = e.effects as { pid: number; syscall: string; resource: string; status: string }[];
+  const calls = e.model_calls as { pid: number; turn: number; status: string }[];
+  console.log(
+    `effects since (not undone): ${e.effects_total} effects, ${e.model_calls_total} model calls`,
+  );
+  for (const f of fx) console.log(`  pid ${f.pid}\t${f.syscall}\t${f.resource}\t${f.status}`);
+  for (const c of calls) console.log(`  pid ${c.pid}\tmodel call turn ${c.turn}\t${c.status}`);
+}
+
+/** What `objects` shows of an object: metadata, and a bounded preview only up to `normal`. */
+function _objectRow(o: MemoryObject): Record<string, unknown> {
+  const ref = payloadRef(o.payload, redactionFor(o.label));
+  return {
+    oid: o.oid,
+    namespace: o.namespace,
+    kind: o.kind,
+    name: o.name === null ? null : guardText(o.label, o.name),
+    version: o.version,
+    label: o.label,
+    sha256: ref.sha256,
+    size: ref.size,
+    preview: ref.preview,
+    derived_from: o.derived_from,
+    created_by: o.created_by,
+    created_at: o.created_at,
+    updated_at: o.updated_at,
+  };
+}
+
+/** `objects`: Object Memory as metadata (of one process, one namespace, or every process's). */
+async function _objects(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      store: { type: "string" },
+      pid: { type: "string" },
+      namespace: { type: "string" },
+      json: { type: "boolean" },
+    },
+  });
+  if (positionals.length) throw new _Usage("objects: takes no positional arguments");
+  if (values.pid !== undefined && values.namespace !== undefined) {
+    throw new _Usage("objects: give --pid or --namespace, not both");
+  }
+  const pid = values.pid === undefined ? null : _pid(values.pid, "--pid");
+  if (values.namespace !== undefined && !/^[A-Za-z0-9_.:-]{1,256}$/.test(values.namespace)) {
+    throw invalid("--namespace", "malformed");
+  }
+  const store = await _openStoreOnly(values.store);
+  try {
+    let namespaces: string[];
+    if (values.namespace !== undefined) namespaces = [values.namespace];
+    else if (pid !== null) {
+      const p = await store.getProcess(pid);
+      if (!p) throw invalid("--pid", `no process ${pid}`);
+      namespaces = [p.namespace];
+    } else namespaces = (await store.listProcesses()).map((p) => p.namespace);
+    const rows: Record<string, unknown>[] = [];
+    for (const ns of namespaces) {
+      for (const o of await store.listObjects(ns)) rows.push(_objectRow(o));
+    }
+    if (values.json) console.log(JSON.stringify(rows));
+    else {
+      console.log("OID\tNAMESPACE\tKIND\tNAME\tVERSION\tLABEL\tSIZE\tPREVIEW");
+      for (const r of rows) {
+        console.log(
+          [r.oid, r.namespace, r.kind, r.name ?? "-", r.version, r.label, r.size, r.preview].join(
+            "\t",
+          ),
+        );
+      }
+    }
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
 /** Default port of `libos serve`. */
 export const DEFAULT_PORT = 8471;
 
@@ -1010,6 +1294,10 @@ export async function main(args: string[]): Promise<number> {
         return await _list(rest, "events");
       case "effects":
         return await _list(rest, "effects");
+      case "objects":
+        return await _objects(rest);
+      case "checkpoint":
+        return await _checkpoint(rest);
       case "tool":
         return await _tool(rest);
       case "human":

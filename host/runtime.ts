@@ -7,6 +7,19 @@
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { syscall } from "../primitives/mod.ts";
 import { applyDecision } from "../primitives/authorize.ts";
+import {
+  type CheckpointDiff,
+  type CheckpointSummary,
+  commitCheckpoint,
+  createCheckpoint,
+  diffCheckpoint,
+  forkCheckpoint,
+  type ForkResult,
+  inspectCheckpoint,
+  listCheckpoints,
+  restoreCheckpoint,
+  type RestoreResult,
+} from "../primitives/checkpoint.ts";
 import { BUILTIN_TOOL_NAMES, BUILTIN_TOOLS } from "../tools/builtin.ts";
 import { hostChat } from "../runtime/providers/chat_host.ts";
 import type { ToolSpec } from "../runtime/kernel.ts";
@@ -19,20 +32,23 @@ import {
   parseAblations,
 } from "../runtime/ablations.ts";
 import { parseCapabilitySpec } from "../runtime/capabilities.ts";
-import { invalid, LibosError } from "../runtime/errors.ts";
+import { payloadRef } from "../runtime/canonical.ts";
+import { invalid, LibosError, toLibosError } from "../runtime/errors.ts";
 import { parseImage, parseModelConfig } from "../runtime/images.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import { HostClock, HostFileSystem, HostShell } from "../runtime/providers/host.ts";
 import { DenyingHuman, parseScript, ScriptedModel } from "../runtime/providers/scripted.ts";
 import { HostSandbox } from "../runtime/sandbox/provider.ts";
-import type { HumanAnswer, Providers } from "../runtime/providers/types.ts";
+import type { HumanAnswer, OutcomeAnswer, Providers } from "../runtime/providers/types.ts";
 import { DEFAULT_CONCURRENCY, type RunReport, Scheduler, type StepResult } from "./scheduler.ts";
 import { isPostgresUrl, openStore } from "../runtime/store/open.ts";
 import type { Store } from "../runtime/store/store.ts";
 import { WorkerLoop, type WorkerOptions } from "./worker.ts";
+import { recoverStore } from "./recovery.ts";
 import type {
   AgentImage,
   CapabilitySpec,
+  CheckpointMeta,
   HumanRequestRecord,
   HumanRequestStatus,
   ProcessRecord,
@@ -176,6 +192,14 @@ export class Runtime {
         throw e;
       }
       rt.scheduler.useDriver(rt.#worker);
+      // What dead runtimes left (never a live worker's) is recovered now, as at a
+      // SQLite store's open; whatever is missed is recovered by the next claim.
+      try {
+        await rt.#worker.recoverAbandoned();
+      } catch (e) {
+        await rt.close();
+        throw e;
+      }
     } else if (rt.#role === "scheduler") {
       try {
         await rt.#takeLease();
@@ -233,18 +257,12 @@ export class Runtime {
     this.#heartbeat = beat;
   }
 
-  // Effects whose outcome was never recorded become `unknown` (never replayed);
-  // a process caught mid-quantum gets that outcome as its step result.
+  // Effects whose outcome was never recorded become `unknown` (never replayed)
+  // and a human is asked whether each happened; a process caught mid-step
+  // waits for those answers, which become its step's result (or, when its step
+  // had no external effect under way, gets "outcome unknown" as that result).
   async #recover(): Promise<void> {
-    const k = this.kernel;
-    const unknown = await k.store.markPendingEffectsUnknown(k.now());
-    if (unknown > 0) await k.emit("effect.unknown", "kernel", "ledger", { count: unknown });
-    // A model call with no recorded outcome is `unknown`; its turn is asked again (no reply was kept).
-    const calls = await k.store.markPendingModelCallsUnknown(k.now());
-    if (calls > 0) await k.emit("effect.unknown", "kernel", "model_calls", { count: calls });
-    for (const pid of await k.store.pidsWithStatus("running")) {
-      await this.scheduler.recoverStep(pid);
-    }
+    await recoverStore(this.kernel, this.scheduler);
   }
 
   /**
@@ -280,7 +298,9 @@ export class Runtime {
         modelInput: script ? { steps: script } : llm ? { config: llm } : undefined,
         origin: "root",
       });
-      for (const spec of [...image.capabilities, ...grants]) await k.grant(proc.pid, spec, "host");
+      for (const spec of [...image.capabilities, ...grants]) {
+        await k.grant(proc.pid, _selfResource(spec, proc.pid), "host");
+      }
       return proc;
     });
   }
@@ -299,10 +319,163 @@ export class Runtime {
    */
   async decide(
     requestId: string,
-    answer: HumanAnswer,
+    answer: HumanAnswer | OutcomeAnswer,
     decidedBy = "human:owner",
   ): Promise<HumanRequestRecord> {
     return await applyDecision(this.kernel, requestId, answer, decidedBy);
+  }
+
+  // ---- checkpoints, for the host: no capability needed, every call audited as `by`
+
+  /** Checkpoint the subtree rooted at `pid` (at a quiescent point; EBUSY otherwise). */
+  async createCheckpoint(
+    pid: number,
+    opts: { label?: string | null; by?: string } = {},
+  ): Promise<CheckpointSummary> {
+    const by = opts.by ?? "host";
+    const label = opts.label ?? null;
+    if (label !== null && (typeof label !== "string" || label.length > 200)) {
+      throw invalid("label", "must be a string of at most 200 characters");
+    }
+    return await this.#hostOp(by, "checkpoint.create", `checkpoint:process:${pid}`, {
+      pid,
+      label,
+    }, () => createCheckpoint(this.kernel, pid, { label, by }));
+  }
+
+  /** Checkpoints of the subtree rooted at `pid` (all of them when omitted). */
+  async listCheckpoints(pid?: number, by: string | null = "host"): Promise<CheckpointMeta[]> {
+    return await this.#hostOp(
+      by,
+      "checkpoint.list",
+      pid === undefined ? "checkpoint:process:*" : `checkpoint:process:${pid}`,
+      { pid: pid ?? null },
+      () =>
+        pid === undefined ? this.kernel.store.listCheckpoints() : listCheckpoints(this.kernel, pid),
+      (v) => ({ count: v.length }),
+    );
+  }
+
+  /** A checkpoint's contents without payloads (EINTEGRITY if it was altered). */
+  async inspectCheckpoint(
+    id: string,
+    by: string | null = "host",
+  ): Promise<Record<string, unknown>> {
+    return await this.#hostOp(
+      by,
+      "checkpoint.inspect",
+      id,
+      { checkpoint_id: id },
+      () => inspectCheckpoint(this.kernel, id),
+    );
+  }
+
+  /** How a checkpoint differs from another of its subtree, or from now. */
+  async diffCheckpoint(
+    id: string,
+    other: string | null = null,
+    by: string | null = "host",
+  ): Promise<CheckpointDiff> {
+    return await this.#hostOp(
+      by,
+      "checkpoint.diff",
+      id,
+      { checkpoint_id: id, other },
+      () => diffCheckpoint(this.kernel, id, other),
+    );
+  }
+
+  /**
+   * Put a checkpoint's subtree back in place. Needs the scheduler's role (a
+   * restore must not race a scheduler of another runtime on the same store).
+   */
+  async restoreCheckpoint(id: string, by = "host"): Promise<RestoreResult> {
+    return await this.#hostOp(by, "checkpoint.restore", id, { checkpoint_id: id }, () => {
+      if (this.#role !== "scheduler") {
+        throw new LibosError(
+          "ESTATE",
+          "runtime: a restore needs the store's scheduler (stop libos serve, or restore from it)",
+        );
+      }
+      return restoreCheckpoint(this.kernel, id, { by, caller: null });
+    }, (v) => ({
+      restored: v.restored,
+      killed: v.killed,
+      revoked: v.revoked.length,
+      effects_since: v.effects_since.effects_total,
+      model_calls_since: v.effects_since.model_calls_total,
+    }));
+  }
+
+  /** Copy a checkpoint's subtree as a new root process tree. */
+  async forkCheckpoint(id: string, by = "host"): Promise<ForkResult> {
+    return await this.#hostOp(
+      by,
+      "checkpoint.fork",
+      id,
+      { checkpoint_id: id },
+      () => forkCheckpoint(this.kernel, id, { by, parent: null }),
+      (v) => ({
+        pid: v.pid,
+        pids: v.pids,
+        copied: v.capabilities.copied,
+        dropped: v.capabilities.dropped.length,
+      }),
+    );
+  }
+
+  /** Turn a checkpoint into a registered image (it grants nothing). */
+  async commitCheckpoint(
+    id: string,
+    image: string,
+    by = "host",
+  ): Promise<{ checkpoint_id: string; image: string; tools: string[]; granted: [] }> {
+    return await this.#hostOp(
+      by,
+      "checkpoint.commit",
+      id,
+      { checkpoint_id: id, image },
+      () => commitCheckpoint(this.kernel, id, image, by),
+    );
+  }
+
+  /**
+   * Run a host operation and audit it, allowed or failed, as `by` (a read the
+   * console makes passes null: its reads, as all its reads, are not audited).
+   */
+  async #hostOp<T>(
+    by: string | null,
+    action: string,
+    target: string,
+    input: Record<string, unknown>,
+    fn: () => Promise<T>,
+    output: (v: T) => unknown = (v) => payloadRef(v),
+  ): Promise<T> {
+    const k = this.kernel;
+    const record = (decision: "allow" | "error", out: unknown, reason: string) =>
+      k.audit({
+        actor: by!,
+        action,
+        target,
+        input_refs: input,
+        output_refs: out,
+        capability_refs: [],
+        decision,
+        reason,
+        correlation_id: null,
+        parent_record_id: null,
+      });
+    if (by === null) return await fn();
+    let value: T;
+    try {
+      value = await fn();
+    } catch (e) {
+      const err = toLibosError(e);
+      await record("error", { error: err.code }, `${err.code}: ${err.message}`);
+      throw err;
+    }
+    await record("allow", output(value), "the host needs no capability");
+    return value;
   }
 
   /**
@@ -395,6 +568,16 @@ async function _recordAblations(k: Kernel, ablations: AblationSet): Promise<void
     correlation_id: null,
     parent_record_id: null,
   });
+}
+
+/**
+ * `checkpoint:process:self` in an image or a host grant names the launched
+ * process: a right over it covers its descendants too.
+ */
+function _selfResource(spec: CapabilitySpec, pid: number): CapabilitySpec {
+  return spec.resource === "checkpoint:process:self"
+    ? { ...spec, resource: `checkpoint:process:${pid}` }
+    : spec;
 }
 
 async function _realDir(path: string): Promise<string> {

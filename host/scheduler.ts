@@ -231,12 +231,17 @@ export class Scheduler {
         if (turn === undefined) break;
         const pid = turn.pid;
         if (active.has(pid)) continue;
+        // Held at a quiescent point (a checkpoint is being taken or restored): it
+        // comes back through takeRunnable once released.
+        if (this.#k.isFrozen(pid)) continue;
         // A process served out of turn does not move where the rotation goes on.
         if (!turn.admitted) this.#lastPid = pid;
         quanta++;
+        this.#k.enterQuantum(pid);
         active.set(
           pid,
           this.#quantum(pid).finally(() => {
+            this.#k.leaveQuantum(pid);
             active.delete(pid);
             free();
           }),
@@ -302,9 +307,12 @@ export class Scheduler {
   /** Give one quantum to `pid` if it is runnable; what it wrote is committed when it returns. */
   async quantum(pid: number): Promise<void> {
     if (this.#driver) return await this.#driver.quantum(pid);
+    if (this.#k.isFrozen(pid) || this.#k.inQuantum(pid)) return;
+    this.#k.enterQuantum(pid);
     try {
       await this.#quantum(pid);
     } finally {
+      this.#k.leaveQuantum(pid);
       await this.#k.store.flush();
     }
   }
@@ -433,7 +441,15 @@ export class Scheduler {
     let result: StepResult;
     const builtin = Object.hasOwn(BUILTIN_TOOLS, action.tool) && proc.tools.includes(action.tool);
     const jit = Object.hasOwn(proc.jit_tools ?? {}, action.tool);
-    if (action.error) {
+    if (action.outcome) {
+      // Caught by a crash: never run again; its result is what the human answered.
+      const answered = await this.#outcome(k, action, stepNo);
+      if (!answered) {
+        await k.transition(proc.pid, "waiting_human", {}, "scheduler");
+        return;
+      }
+      result = answered;
+    } else if (action.error) {
       // The model's call could not be run as given: its error is the result.
       result = { step: stepNo, tool: action.tool, ok: false, error: action.error };
     } else if (!builtin && !jit) {
@@ -478,6 +494,50 @@ export class Scheduler {
       }
     }
     await this.#finishStep(k, proc.pid, result, q);
+  }
+
+  // The result of a step a crash interrupted, from the human's answers on
+  // whether its effects happened; null while one of them is still open.
+  async #outcome(k: Kernel, action: PendingAction, step: number): Promise<StepResult | null> {
+    const ids = action.outcome?.request_ids ?? [];
+    const reqs = [];
+    for (const id of ids) reqs.push(await k.store.getHumanRequest(id));
+    const now = k.providers.clock.now();
+    if (reqs.some((r) => r?.status === "pending" && Date.parse(r.expires_at) > now)) return null;
+    const effects = reqs.map((r) => ({
+      effect_id: r?.effect_id ?? null,
+      syscall: r?.effect ?? null,
+      resource: r?.resource ?? null,
+      answer: r?.status === "done" || r?.status === "failed" ? r.status : "unknown",
+      answered_by: r?.decided_by ?? null,
+    }));
+    const tool = action.tool;
+    const stopped = "the runtime stopped during this step (it is not run again)";
+    const failed = effects.filter((e) => e.answer === "failed");
+    if (failed.length) {
+      const what = failed.map((e) => `${e.syscall} on ${e.resource}`).join(", ");
+      return {
+        step,
+        tool,
+        ok: false,
+        error: {
+          code: "EIO",
+          message: `${stopped}; ${failed[0].answered_by} answered that ${what} did not happen`,
+        },
+      };
+    }
+    if (effects.length && effects.every((e) => e.answer === "done")) {
+      return { step, tool, ok: true, value: { outcome: "done", note: stopped, effects } };
+    }
+    return {
+      step,
+      tool,
+      ok: false,
+      error: {
+        code: "EIO",
+        message: `${stopped}; no human said whether it happened: outcome unknown`,
+      },
+    };
   }
 
   // Blocked on a child or a human: keep the action and what it already did; it
@@ -526,33 +586,17 @@ export class Scheduler {
   }
 
   /**
-   * A process a runtime left `running` when it stopped (crashed, killed, its
-   * lease expired): the step's outcome is unknown, so it becomes the step's
-   * result (EIO, never run again) and the process runnable.
+   * Record a tool step's result and clear the pending action (one transaction;
+   * through `kernel` when the caller already holds one open).
    */
-  async recoverStep(pid: number): Promise<void> {
-    const k = this.#k.forPid(pid);
-    const p = await k.process(pid);
-    if (p.status !== "running") return;
-    if (p.pending) {
-      await this.recordStep(pid, {
-        step: await k.store.stepCount(pid),
-        tool: p.pending.tool,
-        ok: false,
-        error: {
-          code: "EIO",
-          message: "runtime stopped during this step; outcome unknown, not replayed",
-        },
-      });
-    }
-    await k.transition(pid, "runnable", { pending: null }, "recovery");
-  }
-
-  /** Record a tool step's result and clear the pending action (one transaction). */
-  async recordStep(pid: number, result: StepResult): Promise<void> {
+  async recordStep(
+    pid: number,
+    result: StepResult,
+    kernel: Kernel = this.#k.forPid(pid),
+  ): Promise<void> {
     // The result and the cleared pending action land together: a crash between
     // them would otherwise record the step a second time on recovery.
-    await this.#k.forPid(pid).atomically(async (k) => {
+    await kernel.atomically(async (k) => {
       await this.#record(k, pid, result);
       await k.saveProcess(pid, { pending: null });
     });

@@ -22,6 +22,7 @@ import { LibosError, toLibosError } from "../runtime/errors.ts";
 import type { Kernel } from "../runtime/kernel.ts";
 import type { Claim, Fence, LeaseStore } from "../runtime/store/store.ts";
 import type { QuantumDriver, RunReport, Scheduler } from "./scheduler.ts";
+import { recoverProcess } from "./recovery.ts";
 
 /** A lease not renewed for this long belongs to a worker that died (ms). */
 export const WORKER_LEASE_MS = 15_000;
@@ -121,9 +122,38 @@ export class WorkerLoop implements QuantumDriver {
     return await this.run({ untilIdle: true, maxQuanta });
   }
 
+  /**
+   * Recover now what runtimes that stopped left behind (processes caught
+   * mid-step or whose lease ran out; never one a live worker holds), without
+   * running them: a worker does it when it starts, as a SQLite store's
+   * scheduler does at open. Returns how many.
+   */
+  async recoverAbandoned(): Promise<number> {
+    let n = 0;
+    for (;;) {
+      const claims = await this.#leases.claim(this.id, 16, this.#leaseMs, { abandoned: true });
+      if (claims.length === 0) return n;
+      for (const c of claims) {
+        const fence: Fence = { pid: c.pid, worker: c.worker, token: c.token };
+        this.#k.bindStore(c.pid, this.#leases.fenced(fence));
+        try {
+          await this.#recover(c.pid);
+          this.stats.takenOver++;
+          n++;
+        } catch (e) {
+          if (toLibosError(e).code !== "EFENCED") throw e;
+        } finally {
+          this.#k.unbindStore(c.pid);
+          this.#k.forget(c.pid);
+          await this.#leases.release([fence], false).catch(() => {});
+        }
+      }
+    }
+  }
+
   /** Claim `pid` and give it one quantum, if it is runnable and nobody holds it. */
   async quantum(pid: number): Promise<void> {
-    const [claim] = await this.#leases.claim(this.id, 1, this.#leaseMs, pid);
+    const [claim] = await this.#leases.claim(this.id, 1, this.#leaseMs, { pid });
     if (claim) await this.#serve(claim);
   }
 
@@ -228,15 +258,23 @@ export class WorkerLoop implements QuantumDriver {
   async #serve(claim: Claim): Promise<void> {
     const fence: Fence = { pid: claim.pid, worker: claim.worker, token: claim.token };
     const k = this.#k;
+    // Held at a quiescent point by this runtime (a checkpoint): give it back untouched.
+    if (k.isFrozen(fence.pid) || k.inQuantum(fence.pid)) {
+      await this.#leases.release([fence], false).catch(() => {});
+      return;
+    }
     this.#held.set(fence.pid, fence);
     this.#startRenewal();
     k.bindStore(fence.pid, this.#leases.fenced(fence));
+    k.enterQuantum(fence.pid);
+    let ran = false;
     try {
       if (claim.takenOver) {
         this.stats.takenOver++;
-        await this.#recover(fence.pid, claim.status);
+        await this.#recover(fence.pid);
       }
       this.stats.quanta++;
+      ran = true;
       this.#onQuantum?.(fence.pid);
       await this.#sched.runQuantum(fence.pid);
     } catch (e) {
@@ -244,29 +282,21 @@ export class WorkerLoop implements QuantumDriver {
       if (err.code !== "EFENCED") throw err;
       this.stats.lost++;
     } finally {
+      k.leaveQuantum(fence.pid);
       k.unbindStore(fence.pid);
       k.forget(fence.pid);
       this.#held.delete(fence.pid);
       if (this.#held.size === 0) this.#stopRenewal();
       // A lost lease releases nothing (the token no longer matches).
-      await this.#leases.release([fence]).catch(() => {});
+      await this.#leases.release([fence], ran).catch(() => {});
     }
   }
 
   // The worker that held this process died or stalled: what it left pending
-  // becomes unknown (never replayed), and a step caught mid-flight gets
-  // "outcome unknown" as its result before the process runs again.
-  async #recover(pid: number, status: string): Promise<void> {
-    const k = this.#k.forPid(pid);
-    const effects = await k.store.markPendingEffectsUnknown(k.now(), pid);
-    if (effects > 0) {
-      await k.emit("effect.unknown", "recovery", "ledger", { pid, count: effects });
-    }
-    const calls = await k.store.markPendingModelCallsUnknown(k.now(), pid);
-    if (calls > 0) {
-      await k.emit("effect.unknown", "recovery", "model_calls", { pid, count: calls });
-    }
-    if (status === "running") await this.#sched.recoverStep(pid);
+  // becomes unknown (never replayed; a human is asked about its effects), and
+  // a step caught mid-flight waits for those answers or gets "outcome unknown".
+  async #recover(pid: number): Promise<void> {
+    await recoverProcess(this.#k.forPid(pid), this.#sched, pid);
   }
 
   #startRenewal(): void {

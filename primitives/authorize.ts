@@ -9,14 +9,17 @@ import { decide } from "../runtime/capabilities.ts";
 import { payloadRef } from "../runtime/canonical.ts";
 import { denied, invalid, LibosError } from "../runtime/errors.ts";
 import { guardText, maxLabel, mayFlow, redactionFor } from "../runtime/labels.ts";
-import type { HumanAnswer, HumanReply } from "../runtime/providers/types.ts";
+import type { HumanAnswer, HumanReply, OutcomeAnswer } from "../runtime/providers/types.ts";
 import type { Kernel } from "../runtime/kernel.ts";
 import type {
   Capability,
   Effect,
+  EffectRecord,
   HumanRequestRecord,
   HumanRequestStatus,
   Label,
+  PendingAction,
+  ProcessRecord,
   Right,
 } from "../runtime/types.ts";
 import type { Call } from "./call.ts";
@@ -105,6 +108,7 @@ async function _askHuman(
   const pid = call.proc.pid;
   const nowMs = k.providers.clock.now();
   for (const r of await k.store.listHumanRequests({ pid })) {
+    if (r.kind === "outcome") continue;
     if (r.effect !== call.name || r.args_hash !== call.argsHash) continue;
     if (r.resource !== req.resource || r.right !== req.right) continue;
     if (r.status === "pending") {
@@ -210,22 +214,31 @@ async function _askHuman(
 export async function applyDecision(
   k: Kernel,
   requestId: string,
-  answer: HumanAnswer,
+  answer: HumanAnswer | OutcomeAnswer,
   decidedBy: string,
 ): Promise<HumanRequestRecord> {
-  if (!Object.hasOwn(_STATUS, answer)) {
-    throw invalid("decision", "must be allow_once, always_allow, deny or always_deny");
-  }
   const r = await k.store.getHumanRequest(requestId);
   if (!r) throw new LibosError("ENOENT", `request_id: no human request ${requestId}`);
+  if (r.kind === "outcome") {
+    if (answer !== "done" && answer !== "failed") {
+      throw invalid("decision", `${requestId} asks what happened: answer done or failed`);
+    }
+  } else if (!Object.hasOwn(_STATUS, answer)) {
+    throw invalid("decision", "must be allow_once, always_allow, deny or always_deny");
+  }
   const at = k.now();
   if (r.status === "pending" && Date.parse(r.expires_at) <= k.providers.clock.now()) {
     // Counts as denied: left pending for the waiting process, whose retry (the
     // scheduler wakes it) records the expiry and is refused.
     throw new LibosError("ESTATE", `request_id: ${requestId} expired at ${r.expires_at}`);
   }
+  if (r.kind === "outcome") return await _applyOutcome(k, r, answer as OutcomeAnswer, decidedBy);
   const decided = await k.atomically(async (tx) => {
-    const patch = { status: _STATUS[answer], decided_by: decidedBy, decided_at: at };
+    const patch = {
+      status: _STATUS[answer as HumanAnswer],
+      decided_by: decidedBy,
+      decided_at: at,
+    };
     // Compare-and-swap: a request is decided once, whoever races for it.
     if (!(await tx.store.updateHumanRequest(requestId, patch, "pending"))) {
       const cur = await tx.store.getHumanRequest(requestId);
@@ -268,6 +281,157 @@ export async function applyDecision(
   });
   // Compare-and-swap: the scheduler may be waking the same process right now.
   await k.wake(r.pid, "waiting_human", decidedBy);
+  return decided;
+}
+
+/** The right an effect of `syscall` exercised (what an outcome request shows). */
+function _rightOf(syscall: string): Right {
+  return syscall === "filesystem.delete" ? "delete" : syscall === "shell.run" ? "execute" : "write";
+}
+
+/**
+ * Ask the human what happened to an effect a crash left `unknown` (the
+ * intent is in the ledger, the outcome never came): a durable `outcome`
+ * request showing the effect and, when the effect's process was running an
+ * action, that action (its tool and arguments, hidden like an ASK's when the
+ * process holds data above the human's clearance). Audited as
+ * `effect.unknown`. Never answered by a provider: only the host's human (CLI,
+ * console) answers, with {@link applyDecision}.
+ */
+export async function askOutcome(
+  k: Kernel,
+  effect: EffectRecord,
+  proc: ProcessRecord | null,
+  action: PendingAction | null,
+): Promise<HumanRequestRecord> {
+  const taint: Label = proc?.taint ?? "public";
+  const visible = proc ? mayFlow(taint, proc.policy.human_clearance) : true;
+  const nowMs = k.providers.clock.now();
+  const detail = {
+    effect_id: effect.effect_id,
+    pid: effect.pid,
+    syscall: effect.syscall,
+    resource: effect.resource,
+    args_hash: effect.args_hash,
+    intent_at: effect.created_at,
+  };
+  const shownAction = action
+    ? { tool: action.tool, args: visible ? action.args : payloadRef(action.args, taint) }
+    : null;
+  const request: HumanRequestRecord = {
+    request_id: k.newId("hr"),
+    pid: effect.pid,
+    effect: effect.syscall,
+    args: { effect: detail, action: shownAction },
+    args_hash: effect.args_hash,
+    resource: effect.resource,
+    right: _rightOf(effect.syscall),
+    rule: "recovery",
+    summary: guardText(
+      visible ? "public" : taint,
+      `Did this happen? Process ${effect.pid}'s ${effect.syscall} on ${effect.resource} was under ` +
+        `way when the runtime stopped (intent recorded ${effect.created_at}); its outcome is ` +
+        `unknown and it will not be run again. Answer done if it happened, failed if it did not.`,
+    ),
+    labels: [taint],
+    status: "pending",
+    created_at: new Date(nowMs).toISOString(),
+    expires_at: new Date(nowMs + HUMAN_REQUEST_TTL_MS).toISOString(),
+    decided_by: null,
+    decided_at: null,
+    correlation_id: null,
+    kind: "outcome",
+    effect_id: effect.effect_id,
+  };
+  await k.store.insertHumanRequest(request);
+  await k.audit({
+    actor: "kernel",
+    action: "effect.unknown",
+    target: guardText(taint, effect.resource),
+    input_refs: detail,
+    output_refs: { request_id: request.request_id },
+    capability_refs: [],
+    decision: "info",
+    reason: `the runtime stopped between the intent of ${effect.syscall} and its outcome; ` +
+      `not replayed; a human is asked whether it happened (${request.request_id})`,
+    correlation_id: null,
+    parent_record_id: null,
+  });
+  await k.emit(
+    "human.asked",
+    "kernel",
+    "human:owner",
+    {
+      request_id: request.request_id,
+      kind: "outcome",
+      effect: request.effect,
+      resource: request.resource,
+      summary: request.summary,
+    },
+    null,
+    1,
+  );
+  return request;
+}
+
+/**
+ * Record a human's answer to an outcome request: the request is decided once
+ * (compare-and-swap), the effect's ledger entry gets the outcome the human
+ * gave, audited as `human.outcome`; a process waiting on its outcome requests
+ * becomes runnable once none is left open, and its step records the answer.
+ */
+async function _applyOutcome(
+  k: Kernel,
+  r: HumanRequestRecord,
+  answer: OutcomeAnswer,
+  decidedBy: string,
+): Promise<HumanRequestRecord> {
+  const at = k.now();
+  const patch = { status: answer, decided_by: decidedBy, decided_at: at };
+  const decided = await k.atomically(async (tx) => {
+    if (!(await tx.store.updateHumanRequest(r.request_id, patch, "pending"))) {
+      const cur = await tx.store.getHumanRequest(r.request_id);
+      throw new LibosError("ESTATE", `request_id: ${r.request_id} is already ${cur?.status}`);
+    }
+    const fx = r.effect_id ? await tx.store.getEffect(r.effect_id) : null;
+    if (fx && fx.status === "unknown") {
+      await tx.store.finishEffect(fx.effect_id, answer, {
+        confirmed_by: decidedBy,
+        request_id: r.request_id,
+      }, at);
+    }
+    await tx.audit({
+      actor: decidedBy,
+      action: "human.outcome",
+      target: r.resource,
+      input_refs: { request_id: r.request_id, pid: r.pid, effect_id: r.effect_id ?? null },
+      output_refs: { answer },
+      capability_refs: [],
+      decision: "info",
+      reason: `${decidedBy} answered that ${r.effect} on ${r.resource} ${
+        answer === "done" ? "happened" : "did not happen"
+      }`,
+      correlation_id: null,
+      parent_record_id: null,
+    });
+    await tx.emit("effect.confirmed", decidedBy, `pid:${r.pid}`, {
+      request_id: r.request_id,
+      effect_id: r.effect_id ?? null,
+      answer,
+    });
+    await tx.emit("human.decided", decidedBy, `pid:${r.pid}`, {
+      request_id: r.request_id,
+      answer,
+    });
+    return { ...r, ...patch };
+  });
+  const proc = await k.store.getProcess(r.pid);
+  const waitingOn = proc?.pending?.outcome?.request_ids ?? [];
+  if (proc?.status === "waiting_human" && waitingOn.includes(r.request_id)) {
+    const open = (await k.store.listHumanRequests({ pid: r.pid, status: "pending" }))
+      .some((q) => waitingOn.includes(q.request_id));
+    if (!open) await k.wake(r.pid, "waiting_human", decidedBy);
+  }
   return decided;
 }
 

@@ -45,6 +45,8 @@ export const HUMAN: Record<string, Primitive> = {
       // Only requests the caller could decide: none of its own tree's.
       const out = [];
       for (const r of await call.k.store.listHumanRequests({ status })) {
+        // What happened to an effect is for the host's human to say, not a process.
+        if (r.kind === "outcome") continue;
         const p = await call.k.store.getProcess(r.pid);
         if (p && _root(p) !== _root(call.proc)) out.push(r);
       }
@@ -64,6 +66,9 @@ export const HUMAN: Record<string, Primitive> = {
       await authorize(call, { resource: call.target, right: "approve" });
       const r = await call.k.store.getHumanRequest(id);
       if (!r) throw new LibosError("ENOENT", `${call.name}.request_id: no request ${id}`);
+      if (r.kind === "outcome") {
+        throw denied(`${call.name}: ${id} asks what happened; only the host's human answers it`);
+      }
       await _assertNotSelfDealing(call, r.pid);
       const done = await applyDecision(call.k, id, decision, `pid:${call.proc.pid}`);
       return { request_id: id, status: done.status };

@@ -13,6 +13,7 @@ import { guardText, redactionFor } from "../runtime/labels.ts";
 import type { Decision, ProcessRecord } from "../runtime/types.ts";
 import { type Call, checkFields, type Primitive } from "./call.ts";
 import { CAPABILITY } from "./capability.ts";
+import { CHECKPOINT } from "./checkpoint.ts";
 import { CLOCK } from "./clock.ts";
 import { FILESYSTEM } from "./filesystem.ts";
 import { HUMAN } from "./human.ts";
@@ -35,6 +36,7 @@ export const SYSCALLS: Readonly<Record<string, Primitive>> = Object.freeze({
   ...HUMAN,
   ...JIT,
   ...MODEL,
+  ...CHECKPOINT,
 });
 
 /** Names of every syscall. */

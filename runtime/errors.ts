@@ -19,6 +19,8 @@ export type ErrorCode =
   | "ETIMEDOUT" // an effect ran out of time
   | "EPROTO" // a sandboxed tool broke the frame protocol
   | "ENOSYS" // the host lacks what an effect needs (e.g. bubblewrap for shell commands)
+  | "EBUSY" // a process is inside a quantum: try again at a quiescent point
+  | "EINTEGRITY" // stored state does not match its recorded hash (a tampered checkpoint)
   | "EIO" // a provider failed
   | "EFENCED"; // this runtime's lease on the process was lost: it may no longer write for it
 

@@ -12,7 +12,7 @@ import { Conversation } from "./conversation.ts";
 import { assertTransition, isTerminal } from "./lifecycle.ts";
 import { StoreModelContext } from "./model_context.ts";
 import type { ModelContext, Providers } from "./providers/types.ts";
-import type { AuditDraft, Store, TransactionOptions } from "./store/store.ts";
+import type { AuditDraft, Fence, Store, TransactionOptions } from "./store/store.ts";
 import type {
   AgentImage,
   Capability,
@@ -90,7 +90,13 @@ interface _Shared {
   modelText: ((pid: number, text: string) => void) | null;
   fenced: Map<number, Kernel>;
   waitTargets: Map<number, number>;
+  inQuantum: Set<number>;
+  frozen: Map<number, number>;
+  quantumEnded: PromiseWithResolvers<void>;
 }
+
+/** Longest a checkpoint waits for the quanta of its subtree to end (ms). */
+export const QUIESCE_TIMEOUT_MS = 5000;
 
 /** What a model is told about a builtin tool (its schema comes from the tool table, above). */
 export interface ToolSpec {
@@ -148,6 +154,9 @@ export class Kernel {
         ablations: options.ablations ?? parseAblations(undefined),
         fenced: new Map(),
         waitTargets: new Map(),
+        inQuantum: new Set(),
+        frozen: new Map(),
+        quantumEnded: Promise.withResolvers<void>(),
       };
   }
 
@@ -277,6 +286,113 @@ export class Kernel {
   /** Show streamed model text through `fn`. */
   setModelText(fn: ((pid: number, text: string) => void) | null): void {
     this.#shared.modelText = fn;
+  }
+
+  /** The scheduler starts a quantum of `pid` (see {@link quiesce}). */
+  enterQuantum(pid: number): void {
+    this.#shared.inQuantum.add(pid);
+  }
+
+  /** The scheduler ended a quantum of `pid`. */
+  leaveQuantum(pid: number): void {
+    if (!this.#shared.inQuantum.delete(pid)) return;
+    const ended = this.#shared.quantumEnded;
+    this.#shared.quantumEnded = Promise.withResolvers<void>();
+    ended.resolve();
+  }
+
+  /** Is `pid` inside a quantum of this runtime's scheduler? */
+  inQuantum(pid: number): boolean {
+    return this.#shared.inQuantum.has(pid);
+  }
+
+  /** Is `pid` held between quanta (the scheduler starts none of its quanta)? */
+  isFrozen(pid: number): boolean {
+    return this.#shared.frozen.has(pid);
+  }
+
+  /**
+   * Bring `pids` (all but `except`, the caller running this) to a quiescent
+   * point: the scheduler starts no quantum of theirs from now on, and this
+   * waits until none of them is inside one. On a store several workers share
+   * (PostgreSQL), each is also held by a lease of this runtime's, so no worker
+   * anywhere runs it until the release, and a worker that was inside a
+   * quantum of one (or stalled in it) can commit nothing more for it.
+   * Returns the release (each held process may be scheduled again, in the
+   * round under way). `EBUSY` when a quantum outlasts `timeoutMs` (a long
+   * command, a slow model call).
+   */
+  async quiesce(
+    pids: readonly number[],
+    except: number | null,
+    timeoutMs = QUIESCE_TIMEOUT_MS,
+  ): Promise<() => Promise<void>> {
+    const held = pids.filter((p) => p !== except);
+    const frozen = this.#shared.frozen;
+    for (const p of held) frozen.set(p, (frozen.get(p) ?? 0) + 1);
+    const leases: Fence[] = [];
+    const release = async () => {
+      for (const p of held) {
+        const n = (frozen.get(p) ?? 1) - 1;
+        if (n > 0) frozen.set(p, n);
+        else frozen.delete(p);
+        this.#shared.becameRunnable.add(p);
+      }
+      await this.store.leases?.release(leases, false);
+    };
+    const deadline = performance.now() + timeoutMs;
+    const busy = (pid: number) => {
+      throw new LibosError(
+        "EBUSY",
+        `checkpoint: process ${pid} is still inside a quantum after ${timeoutMs} ms; try again`,
+      );
+    };
+    try {
+      for (;;) {
+        const inside = held.find((p) => this.#shared.inQuantum.has(p));
+        if (inside === undefined) break;
+        const left = deadline - performance.now();
+        if (left <= 0) busy(inside);
+        let timer: number | undefined;
+        await Promise.race([
+          this.#shared.quantumEnded.promise,
+          new Promise((r) => (timer = setTimeout(r, left) as unknown as number)),
+        ]);
+        clearTimeout(timer);
+      }
+      await this.#holdLeases(held, leases, deadline, busy);
+      return release;
+    } catch (e) {
+      await release();
+      throw e;
+    }
+  }
+
+  // On a shared store: lease every held process to this runtime (waiting for
+  // the workers inside a quantum of one to give it back).
+  async #holdLeases(
+    pids: number[],
+    leases: Fence[],
+    deadline: number,
+    busy: (pid: number) => never,
+  ): Promise<void> {
+    const store = this.store.leases;
+    if (!store || pids.length === 0) return;
+    const who = `hold:${this.#shared.idPrefix}`;
+    const lease = QUIESCE_TIMEOUT_MS * 12;
+    let left = pids;
+    for (;;) {
+      for (const c of await store.hold(who, left, lease)) {
+        // A dead worker's mid-step process is recovered by the worker that claims it next.
+        if (c.takenOver && c.status === "running") await store.release([c], false);
+        else leases.push(c);
+      }
+      const got = new Set(leases.map((f) => f.pid));
+      left = pids.filter((p) => !got.has(p));
+      if (left.length === 0) return;
+      if (performance.now() >= deadline) busy(left[0]);
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   /** Install the syscall table's entry point (done once by the runtime). */
@@ -423,8 +539,10 @@ export class Kernel {
   }
 
   // An ended process's open human requests can no longer be approved into authority.
+  // (A question about what happened stays open: its answer is about the ledger.)
   async #closeRequests(pid: number): Promise<void> {
     for (const r of await this.store.listHumanRequests({ pid, status: "pending" })) {
+      if (r.kind === "outcome") continue;
       await this.store.updateHumanRequest(
         r.request_id,
         { status: "expired", decided_by: "kernel: process ended", decided_at: this.now() },
@@ -449,6 +567,14 @@ export class Kernel {
     this.#shared.becameRunnable.add(pid);
     await this.emit("process.status", source, `pid:${pid}`, { from, to: "runnable" });
     return true;
+  }
+
+  /**
+   * `pid` was made runnable other than by a transition (a checkpoint's fork
+   * or restore): the scheduler gives it its turn in the round under way.
+   */
+  admit(pid: number): void {
+    this.#shared.becameRunnable.add(pid);
   }
 
   /**

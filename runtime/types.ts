@@ -162,6 +162,12 @@ export interface PendingAction {
    * the slot of one that had not (a `jit.call` whose nested syscalls follow it).
    */
   journal?: (JournalEntry | null)[];
+  /**
+   * The action was running when the runtime stopped and left these effects
+   * `unknown`: it is never run again; its result is what a human answers
+   * (did each effect happen?), asked by these requests.
+   */
+  outcome?: { effect_ids: string[]; request_ids: string[] };
 }
 
 /** Where a human request stands. */
@@ -172,7 +178,15 @@ export type HumanRequestStatus =
   | "denied"
   | "denied_always"
   | "consumed"
-  | "expired";
+  | "expired"
+  | "done"
+  | "failed";
+
+/**
+ * What a human request asks: `permission` (an ASK: may this call run?) or
+ * `outcome` (an effect a crash left unknown: did it happen?).
+ */
+export type HumanRequestKind = "permission" | "outcome";
 
 /** A durable request for a human decision (the human queue). */
 export interface HumanRequestRecord {
@@ -208,6 +222,10 @@ export interface HumanRequestRecord {
   decided_at: string | null;
   /** Correlation id of the call that asked (ties ask, decision and retry in the audit). */
   correlation_id: string | null;
+  /** What it asks (absent in requests made before outcome requests existed: `permission`). */
+  kind?: HumanRequestKind;
+  /** For an `outcome` request: the effect-ledger entry whose outcome is asked. */
+  effect_id?: string;
 }
 
 /** A registered JIT tool in a process's tool table. */
@@ -490,6 +508,11 @@ export const EVENT_TYPES = [
   "model.redacted",
   "model.compacted",
   "model.released",
+  "effect.confirmed",
+  "checkpoint.created",
+  "checkpoint.restored",
+  "checkpoint.forked",
+  "checkpoint.committed",
 ] as const;
 /** An event type. */
 export type EventType = typeof EVENT_TYPES[number];
@@ -659,3 +682,34 @@ export interface CapabilitySpec {
   /** Delegable to children (default true). */
   delegable?: boolean;
 }
+
+/**
+ * A stored checkpoint of a process subtree: the snapshot as plain JSON (its
+ * canonical form, see `runtime/checkpoint.ts`) and the sha256 of that text.
+ * Restore and fork check the hash before reading anything else.
+ */
+export interface CheckpointRecord {
+  /** Id (`ckpt_...`). */
+  checkpoint_id: string;
+  /** The subtree's root pid. */
+  root_pid: number;
+  /** A caller's label, if any. */
+  label: string | null;
+  /** ISO creation time. */
+  created_at: string;
+  /** Who made it: `pid:<n>` or `host`. */
+  created_by: string;
+  /** sha256 of `body`. */
+  sha256: string;
+  /** Characters of `body`. */
+  size: number;
+  /** Processes in the snapshot. */
+  processes: number;
+  /** Objects in the snapshot. */
+  objects: number;
+  /** The snapshot document as canonical JSON. */
+  body: string;
+}
+
+/** A checkpoint without its body (what listings show). */
+export type CheckpointMeta = Omit<CheckpointRecord, "body">;

@@ -43,6 +43,8 @@ export type FakeTurn =
 export interface FakeRequest {
   /** `openai` or `anthropic`. */
   api: "openai" | "anthropic";
+  /** What came before `/v1/...` in the path (`""` at the root; tells agents apart). */
+  prefix: string;
   /** Request headers (lower-cased names). */
   headers: Record<string, string>;
   /** Parsed JSON body. */
@@ -288,16 +290,21 @@ export function startFakeModelServer(opts: FakeServerOptions = {}): FakeModelSer
   const hanging = new Set<AbortController>();
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     const url = new URL(req.url);
-    const api = url.pathname === "/v1/chat/completions"
-      ? "openai"
-      : url.pathname === "/v1/messages"
-      ? "anthropic"
-      : null;
+    // Any prefix before /v1/...: several agents can share one server, told apart by it.
+    const m = /^(.*)\/v1\/(chat\/completions|messages)$/.exec(url.pathname);
+    const api = m?.[2] === "chat/completions" ? "openai" : m ? "anthropic" : null;
     if (!api || req.method !== "POST") return new Response("not found", { status: 404 });
     const raw = await req.text();
     const headers: Record<string, string> = {};
     req.headers.forEach((v, k) => (headers[k] = v));
-    const rec: FakeRequest = { api, headers, body: JSON.parse(raw), raw, at: performance.now() };
+    const rec: FakeRequest = {
+      api,
+      prefix: m![1],
+      headers,
+      body: JSON.parse(raw),
+      raw,
+      at: performance.now(),
+    };
     requests.push(rec);
     const next = script.shift() ?? opts.respond ?? _EMPTY;
     const turn = typeof next === "function" ? next(rec) : next;

@@ -27,7 +27,7 @@ import { LibosError } from "../runtime/errors.ts";
 import { guardText, maxLabel, mayFlow, redactionFor } from "../runtime/labels.ts";
 import { payloadRef, sha256 } from "../runtime/canonical.ts";
 import { resourceMatches } from "../runtime/capabilities.ts";
-import type { HumanAnswer } from "../runtime/providers/types.ts";
+import type { HumanAnswer, OutcomeAnswer } from "../runtime/providers/types.ts";
 import type { ConvEntry } from "../runtime/conversation.ts";
 import type {
   HumanRequestRecord,
@@ -63,7 +63,14 @@ export interface AppOptions {
 /** Who decisions made over HTTP are attributed to. */
 export const HTTP_DECIDER = "human:owner via http";
 
-const _ANSWERS: readonly HumanAnswer[] = ["allow_once", "always_allow", "deny", "always_deny"];
+const _ANSWERS: readonly (HumanAnswer | OutcomeAnswer)[] = [
+  "allow_once",
+  "always_allow",
+  "deny",
+  "always_deny",
+  "done",
+  "failed",
+];
 const _STATUSES: readonly HumanRequestStatus[] = [
   "pending",
   "allowed_once",
@@ -72,6 +79,8 @@ const _STATUSES: readonly HumanRequestStatus[] = [
   "denied_always",
   "consumed",
   "expired",
+  "done",
+  "failed",
 ];
 /** Largest POST body accepted. */
 const _MAX_BODY = 4096;
@@ -107,6 +116,8 @@ const _HTTP_STATUS: Record<string, number> = {
   ENOENT: 404,
   ESTATE: 409,
   ECONFLICT: 409,
+  EBUSY: 409,
+  EINTEGRITY: 409,
 };
 
 function _fromLibos(c: Context, e: LibosError): Response {
@@ -250,6 +261,7 @@ function _process(
   pending: number,
   jitTools: _JitToolView[] = [],
   model: Awaited<ReturnType<typeof _modelOf>> = null,
+  checkpoints = 0,
 ): Record<string, unknown> {
   return {
     pid: p.pid,
@@ -268,6 +280,7 @@ function _process(
     pending_requests: pending,
     jit_tools: jitTools,
     model,
+    checkpoints,
     exit_code: p.exit_code,
     exit_reason: p.exit_reason === null ? null : guardText(p.taint, p.exit_reason),
     created_at: p.created_at,
@@ -506,6 +519,10 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
     for (const r of await store.listHumanRequests({ status: "pending" })) {
       pending.set(r.pid, (pending.get(r.pid) ?? 0) + 1);
     }
+    const checkpoints = new Map<number, number>();
+    for (const k of await store.listCheckpoints()) {
+      checkpoints.set(k.root_pid, (checkpoints.get(k.root_pid) ?? 0) + 1);
+    }
     const shown = [];
     for (const p of procs) {
       shown.push(
@@ -514,10 +531,45 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
           pending.get(p.pid) ?? 0,
           await _jitTools(store, p),
           await _modelOf(store, p.pid),
+          checkpoints.get(p.pid) ?? 0,
         ),
       );
     }
     return c.json({ processes: shown });
+  });
+
+  // ---- checkpoints: listed by the subtree's root, inspected and diffed (no payloads)
+  app.get("/api/processes/:pid/checkpoints", async (c) => {
+    const pid = Number(c.req.param("pid"));
+    const proc = Number.isSafeInteger(pid) ? await store.getProcess(pid) : null;
+    if (!proc) return _fail(c, { status: 404, code: "ENOENT", message: "pid: no such process" });
+    return c.json({ pid, checkpoints: await rt.listCheckpoints(pid, null) });
+  });
+
+  app.get("/api/checkpoints/:id", async (c) => {
+    return c.json(await rt.inspectCheckpoint(_checkpointId(c.req.param("id"), "id"), null));
+  });
+
+  app.get("/api/checkpoints/:id/diff", async (c) => {
+    const other = c.req.query("other");
+    const id = _checkpointId(c.req.param("id"), "id");
+    const against = other === undefined || other === "" ? null : _checkpointId(other, "other");
+    const diff = await rt.diffCheckpoint(id, against, null);
+    // Resources of effects are paths a process chose: shown as its label lets them out.
+    const taints = new Map<number, Label>();
+    for (const pid of new Set(diff.effects_since.effects.map((e) => e.pid))) {
+      taints.set(pid, (await store.getProcess(pid))?.taint ?? "public");
+    }
+    return c.json({
+      ...diff,
+      effects_since: {
+        ...diff.effects_since,
+        effects: diff.effects_since.effects.map((e) => ({
+          ...e,
+          resource: guardText(taints.get(e.pid) ?? "public", e.resource),
+        })),
+      },
+    });
   });
 
   // ---- a model-driven process's conversation, its calls and their token use
@@ -603,7 +655,7 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
       return _invalid(c, "decision", `must be one of ${_ANSWERS.join(", ")}`);
     }
     const id = c.req.param("id");
-    const decided = await rt.decide(id, decision as HumanAnswer, decidedBy);
+    const decided = await rt.decide(id, decision as HumanAnswer | OutcomeAnswer, decidedBy);
     opts.onDecision?.(decided);
     return c.json(_request(decided, await store.getProcess(decided.pid)));
   });
@@ -738,6 +790,14 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
   });
 
   return app;
+}
+
+/** A checkpoint id from the URL, or EINVAL naming `field`. */
+function _checkpointId(raw: string, field: string): string {
+  if (!/^ckpt_[A-Za-z0-9-]{1,64}$/.test(raw)) {
+    throw new LibosError("EINVAL", `${field}: must be a checkpoint id (ckpt_...)`);
+  }
+  return raw;
 }
 
 const _assets = new Map<string, string>();

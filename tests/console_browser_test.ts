@@ -129,6 +129,8 @@ async function scenario(): Promise<void> {
   await env.rt.runUntilIdle();
   assert.equal((await env.rt.process(agent.pid)).status, "exited");
 
+  // A checkpoint of the waiting agent's subtree: its diff will list what was written since.
+  await env.rt.createCheckpoint(proc.pid, { label: "before the approved writes" });
   const srv = await serve(env.rt, { port: 0, tokenFile: env.beside(".token") });
   // The first ask (src/util.py) is answered over the API; the agent then asks for src/app.py.
   const [first] = await env.rt.humanRequests();
@@ -210,6 +212,17 @@ async function scenario(): Promise<void> {
     await page.locator("#audit .rec.by-human", { hasText: HTTP_DECIDER }).waitFor();
     await card.waitFor({ state: "detached" });
     await page.locator(`#procs .proc[data-pid="${proc.pid}"]`, { hasText: "exited" }).waitFor();
+    // The process's checkpoint with its diff against now: the approved writes are effects
+    // since (a restore would not undo them), and the process moved on from waiting.
+    await page.locator(`#procs .proc[data-pid="${proc.pid}"] .ckpt-toggle`).click();
+    const ckpt = page.locator(`.checkpoints[data-pid="${proc.pid}"] .ckpt`);
+    await ckpt.locator(".ckpt-effects li", { hasText: "filesystem:workspace:src/app.py" })
+      .waitFor();
+    await ckpt.locator(".ckpt-effects li", { hasText: "filesystem:workspace:src/util.py" })
+      .waitFor();
+    const ckptText = await ckpt.innerText();
+    assert.match(ckptText, /before the approved writes/);
+    assert.match(ckptText, new RegExp(`pid ${proc.pid} changed · status`));
     const decisions = await env.rt.kernel.store.listAudit({ action: "human.decide" });
     assert.deepEqual(decisions.map((r) => [r.actor, r.decision]), [
       [HTTP_DECIDER, "allow"],

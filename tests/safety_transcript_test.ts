@@ -128,7 +128,7 @@ Deno.test("safety transcript: baselines run the transcript's tool calls, in orde
 
 function _req(api: "openai" | "anthropic", messages: unknown[]): FakeRequest {
   const body = { model: "fake", messages };
-  return { api, headers: {}, body, raw: JSON.stringify(body), at: 0 };
+  return { api, prefix: "", headers: {}, body, raw: JSON.stringify(body), at: 0 };
 }
 
 Deno.test("safety transcript: the server answers the turn a request asks for, quoting what that request handed the model", () => {

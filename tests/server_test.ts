@@ -1043,3 +1043,108 @@ Deno.test("server: a model-driven process's conversation, calls and token use; h
     stop.abort();
   }
 });
+
+Deno.test("server: a process's checkpoints with their diff and the effects since; an unknown effect is answered done over HTTP", async () => {
+  await using env = await queueEnv();
+  const pid = await launch(env, [{ resource: "filesystem:workspace:*", rights: ["write"] }], {
+    script: {
+      steps: [
+        { tool: "write_file", args: { path: "a.txt", content: "A" } },
+        { tool: "write_file", args: { path: "b.txt", content: "B" } },
+      ],
+    },
+  });
+  const ck = await env.rt.createCheckpoint(pid, { label: "start" });
+  await env.rt.runUntilIdle();
+  const { app, stop } = appFor(env);
+  try {
+    const procs = await json(await app.request("/api/processes", { headers: AUTH }));
+    const p = (procs.processes as { pid: number; checkpoints: number }[]).find((x) =>
+      x.pid === pid
+    )!;
+    assert.equal(p.checkpoints, 1);
+    const list = await json(
+      await app.request(`/api/processes/${pid}/checkpoints`, { headers: AUTH }),
+    );
+    assert.deepEqual((list.checkpoints as { label: string }[]).map((c) => c.label), ["start"]);
+    const res = await app.request(`/api/checkpoints/${ck.checkpoint_id}/diff`, { headers: AUTH });
+    assert.equal(res.status, 200);
+    const diff = await json(res);
+    const fx = (diff.effects_since as { effects: { syscall: string; resource: string }[] }).effects;
+    assert.deepEqual(fx.map((e) => e.resource), [
+      "filesystem:workspace:a.txt",
+      "filesystem:workspace:b.txt",
+    ]);
+    const procDiff = (diff.processes as { change: string; fields: Record<string, unknown> }[])[0];
+    assert.equal(procDiff.change, "changed");
+    assert.ok("status" in procDiff.fields);
+    const info = await json(
+      await app.request(`/api/checkpoints/${ck.checkpoint_id}`, { headers: AUTH }),
+    );
+    assert.equal(info.sha256, ck.sha256);
+    const bad = await app.request("/api/checkpoints/nope/diff", { headers: AUTH });
+    assert.equal(bad.status, 400);
+    assert.equal(errorOf(await json(bad)).field, "id");
+    assert.equal(
+      (await app.request("/api/checkpoints/ckpt_missing", { headers: AUTH })).status,
+      404,
+    );
+    // Reads from the console are not audited; the host's own create is.
+    assert.deepEqual(
+      (await env.rt.kernel.store.listAudit({ actor: "host" })).map((r) => r.action),
+      ["checkpoint.create"],
+    );
+  } finally {
+    stop.abort();
+  }
+
+  // A crash inside a write: the question goes to the console, answered done.
+  const other = await launch(env, [{ resource: "filesystem:workspace:*", rights: ["write"] }], {
+    script: { steps: [{ tool: "write_file", args: { path: "c.txt", content: "C" } }] },
+  });
+  await env.rt.runUntilIdle(1);
+  await env.rt.kernel.store.updateProcess(other, { status: "running" });
+  await env.rt.kernel.store.insertEffect({
+    effect_id: "fx_c",
+    pid: other,
+    syscall: "filesystem.write",
+    resource: "filesystem:workspace:c.txt",
+    args_hash: "0".repeat(64),
+    status: "pending",
+    outcome: null,
+    created_at: new Date().toISOString(),
+    finished_at: null,
+  });
+  await env.rt.close();
+  const { Runtime } = await import("../host/runtime.ts");
+  const rt = await Runtime.open({ store: env.storePath, providers: { human: new QueueHuman() } });
+  const stop2 = new AbortController();
+  try {
+    const app2 = createApp(rt, { token: TOKEN, signal: stop2.signal });
+    const pending = await json(await app2.request("/api/human", { headers: AUTH }));
+    const [q] = pending.requests as { request_id: string; kind: string }[];
+    assert.equal(q.kind, "outcome");
+    const wrong = await app2.request(`/api/human/${q.request_id}/decide`, {
+      method: "POST",
+      headers: JSON_POST,
+      body: '{"decision":"allow_once"}',
+    });
+    assert.equal(wrong.status, 400);
+    assert.equal(errorOf(await json(wrong)).field, "decision");
+    const ok = await app2.request(`/api/human/${q.request_id}/decide`, {
+      method: "POST",
+      headers: JSON_POST,
+      body: '{"decision":"done"}',
+    });
+    assert.equal(ok.status, 200);
+    assert.equal((await json(ok)).status, "done");
+    assert.equal((await rt.kernel.store.getEffect("fx_c"))!.status, "done");
+    const [rec] = await rt.kernel.store.listAudit({ action: "human.outcome" });
+    assert.equal(rec.actor, HTTP_DECIDER);
+    await rt.runUntilIdle();
+    assert.equal((await rt.process(other)).status, "exited");
+  } finally {
+    stop2.abort();
+    await rt.close();
+  }
+});

@@ -66,6 +66,7 @@ const _LABEL = _enum(
 );
 const _PATH = _str("Workspace path, relative to the working directory");
 const _KIND = _str("Object kind (task, goal, plan, evidence, summary, artifact, ...)");
+const _CKPT = _str("Checkpoint id (ckpt_...)");
 
 function _params(
   properties: Record<string, Record<string, unknown>>,
@@ -321,6 +322,49 @@ export const BUILTIN_TOOLS: Readonly<Record<string, BuiltinTool>> = Object.freez
     _params({ image: { type: "object", description: "The image document" } }, ["image"]),
   ),
   list_images: _wrap("List visible images.", "image.list", _params({})),
+  checkpoint_create: _wrap(
+    "Checkpoint a process subtree (this process by default) at a quiescent point.",
+    "checkpoint.create",
+    _params({
+      pid: _int("Root of the subtree: this process or a descendant", 1),
+      label: _str("A label to find it by"),
+    }),
+  ),
+  checkpoint_list: _wrap(
+    "List the checkpoints of a process subtree (this process by default).",
+    "checkpoint.list",
+    _params({ pid: _int("This process or a descendant", 1) }),
+  ),
+  checkpoint_inspect: _wrap(
+    "Describe a checkpoint: its processes, objects (no payloads) and capabilities.",
+    "checkpoint.inspect",
+    _params({ checkpoint_id: _CKPT }, ["checkpoint_id"]),
+  ),
+  checkpoint_diff: _wrap(
+    "Compare a checkpoint with another of the same subtree, or with now; lists effects since.",
+    "checkpoint.diff",
+    _params({ checkpoint_id: _CKPT, other: _str("Another checkpoint id (default: now)") }, [
+      "checkpoint_id",
+    ]),
+  ),
+  checkpoint_restore: _wrap(
+    "Put a descendant's subtree back as it was at a checkpoint (external effects are not undone).",
+    "checkpoint.restore",
+    _params({ checkpoint_id: _CKPT }, ["checkpoint_id"]),
+  ),
+  checkpoint_fork: _wrap(
+    "Start a copy of a checkpointed subtree as a new child (it holds no more authority than the originals).",
+    "checkpoint.fork",
+    _params({ checkpoint_id: _CKPT }, ["checkpoint_id"]),
+  ),
+  checkpoint_commit: _wrap(
+    "Turn a checkpoint into an image (tools, prompt, required capabilities; grants nothing).",
+    "checkpoint.commit",
+    _params({ checkpoint_id: _CKPT, image: _str("Name of the new image") }, [
+      "checkpoint_id",
+      "image",
+    ]),
+  ),
 });
 
 /** Builtin tool names. */

@@ -124,6 +124,9 @@ export type HumanRequest = HumanRequestRecord;
 /** A human's answer. */
 export type HumanAnswer = "allow_once" | "always_allow" | "deny" | "always_deny";
 
+/** A human's answer to an outcome request: the effect happened (`done`) or did not (`failed`). */
+export type OutcomeAnswer = "done" | "failed";
+
 /** What a human channel replies: an answer now, or `defer` (queue it; the process waits). */
 export type HumanReply = HumanAnswer | "defer";
 

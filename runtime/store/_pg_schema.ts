@@ -26,6 +26,7 @@ export const RUNNABLE_CHANNEL = "libos_runnable";
 const _V1 = `
 CREATE TABLE meta (key text COLLATE "C" PRIMARY KEY, value text NOT NULL);
 CREATE TABLE processes (pid serial PRIMARY KEY, ppid integer, body text NOT NULL);
+CREATE INDEX processes_ppid ON processes (ppid);
 CREATE TABLE process_state (
   pid integer PRIMARY KEY, status text NOT NULL, pending text, model text, usage text NOT NULL,
   updated_at text NOT NULL,
@@ -81,6 +82,10 @@ CREATE TABLE model_calls (
   body text NOT NULL);
 CREATE INDEX model_calls_pid ON model_calls (pid, n);
 CREATE INDEX model_calls_status ON model_calls (status);
+CREATE TABLE checkpoints (
+  n bigserial, checkpoint_id text PRIMARY KEY, root_pid integer NOT NULL, sha256 text NOT NULL,
+  meta text NOT NULL, body text NOT NULL);
+CREATE INDEX checkpoints_root ON checkpoints (root_pid, n);
 CREATE TABLE model_releases (
   n bigserial, pid integer NOT NULL, sha256 text NOT NULL, endpoint text NOT NULL,
   body text NOT NULL, PRIMARY KEY (pid, sha256, endpoint));

@@ -30,6 +30,8 @@ import type {
   AgentImage,
   AuditRecord,
   Capability,
+  CheckpointMeta,
+  CheckpointRecord,
   EffectRecord,
   EffectStatus,
   HumanRequestRecord,
@@ -52,6 +54,8 @@ import type {
   EventDraft,
   Fence,
   LeaseStore,
+  LedgerMark,
+  LedgerSince,
   Store,
   StoreActivity,
   TransactionOptions,
@@ -355,13 +359,19 @@ export class PgStore implements Store, LeaseStore {
     return new PgStore(this.#sh, this.#sh.sql as unknown as _Q, false, { ...fence });
   }
 
-  async claim(worker: string, max: number, leaseMs: number, pid?: number): Promise<Claim[]> {
+  async claim(
+    worker: string,
+    max: number,
+    leaseMs: number,
+    only: { pid?: number; abandoned?: boolean } = {},
+  ): Promise<Claim[]> {
     const rows = await this.#run(
       `WITH c AS (
          SELECT pid, lease_worker AS prev FROM process_state
          WHERE status IN ('runnable', 'running')
            AND (lease_until IS NULL OR lease_until < clock_timestamp())
            AND ($4::integer IS NULL OR pid = $4)
+           AND (NOT $5 OR status = 'running' OR lease_worker IS NOT NULL)
          ORDER BY last_run NULLS FIRST, pid
          LIMIT $2
          FOR UPDATE SKIP LOCKED)
@@ -369,7 +379,7 @@ export class PgStore implements Store, LeaseStore {
          lease_until = clock_timestamp() + $3::float8 * interval '1 millisecond'
        FROM c WHERE s.pid = c.pid
        RETURNING s.pid, s.lease_token, s.status, c.prev, s.last_run`,
-      [worker, max, leaseMs, pid ?? null],
+      [worker, max, leaseMs, only.pid ?? null, only.abandoned === true],
       this.#sh.leaseSql as unknown as _Q,
     );
     // Oldest last run first, as they were chosen.
@@ -383,7 +393,8 @@ export class PgStore implements Store, LeaseStore {
       worker,
       token: Number(r.lease_token),
       status: r.status as ProcessStatus,
-      takenOver: r.prev !== null,
+      // Nobody runs a claimed process: one caught mid-step was left by a runtime that stopped.
+      takenOver: r.prev !== null || r.status === "running",
     }));
   }
 
@@ -402,14 +413,43 @@ export class PgStore implements Store, LeaseStore {
     return fences.filter((f) => held.has(f.pid));
   }
 
-  async release(fences: readonly Fence[]): Promise<void> {
+  async hold(worker: string, pids: readonly number[], leaseMs: number): Promise<Claim[]> {
+    if (pids.length === 0) return [];
+    const rows = await this.#run(
+      `WITH c AS (
+         SELECT pid, lease_worker AS prev FROM process_state
+         WHERE pid = ANY($2::integer[])
+           AND (lease_until IS NULL OR lease_until < clock_timestamp())
+         FOR UPDATE SKIP LOCKED)
+       UPDATE process_state s SET lease_worker = $1, lease_token = s.lease_token + 1,
+         lease_until = clock_timestamp() + $3::float8 * interval '1 millisecond'
+       FROM c WHERE s.pid = c.pid
+       RETURNING s.pid, s.lease_token, s.status, c.prev`,
+      [worker, [...pids], leaseMs],
+      this.#sh.leaseSql as unknown as _Q,
+    );
+    return rows.map((r) => ({
+      pid: Number(r.pid),
+      worker,
+      token: Number(r.lease_token),
+      status: r.status as ProcessStatus,
+      takenOver: r.prev !== null,
+    }));
+  }
+
+  async release(fences: readonly Fence[], stamp = true): Promise<void> {
     if (fences.length === 0) return;
     await this.#run(
       `UPDATE process_state s SET lease_worker = NULL, lease_until = NULL,
-         last_run = clock_timestamp()
+         last_run = CASE WHEN $4 THEN clock_timestamp() ELSE s.last_run END
        FROM unnest($1::integer[], $2::text[], $3::bigint[]) AS f(pid, worker, token)
        WHERE s.pid = f.pid AND s.lease_worker = f.worker AND s.lease_token = f.token`,
-      [fences.map((f) => f.pid), fences.map((f) => f.worker), fences.map((f) => f.token)],
+      [
+        fences.map((f) => f.pid),
+        fences.map((f) => f.worker),
+        fences.map((f) => f.token),
+        stamp,
+      ],
       this.#sh.leaseSql as unknown as _Q,
     );
   }
@@ -485,6 +525,17 @@ export class PgStore implements Store, LeaseStore {
     const rows = await this.#read(
       "SELECT pid FROM process_state WHERE status = $1 ORDER BY pid",
       [status],
+    );
+    return rows.map((r) => Number(r.pid));
+  }
+
+  async subtreePids(root: number): Promise<number[]> {
+    const rows = await this.#read(
+      `WITH RECURSIVE tree(pid) AS (
+         SELECT pid FROM processes WHERE pid = $1
+         UNION SELECT p.pid FROM processes p JOIN tree t ON p.ppid = t.pid)
+       SELECT pid FROM tree ORDER BY pid`,
+      [root],
     );
     return rows.map((r) => Number(r.pid));
   }
@@ -606,6 +657,13 @@ export class PgStore implements Store, LeaseStore {
     return rows.length ? Number(rows[0].seq) + 1 : 0;
   }
 
+  async truncateModelLog(pid: number, length: number): Promise<void> {
+    await this.#exec("DELETE FROM model_log WHERE pid = $1 AND seq >= $2 AND {{FENCE}}", [
+      pid,
+      length,
+    ]);
+  }
+
   // ---- steps: results by number
 
   async insertStep(pid: number, step: number, oid: string): Promise<void> {
@@ -639,6 +697,21 @@ export class PgStore implements Store, LeaseStore {
       [pid],
     );
     return rows.map((r) => JSON.parse(r.body as string));
+  }
+
+  async stepIndex(pid: number): Promise<{ step: number; oid: string }[]> {
+    const rows = await this.#read(
+      "SELECT step, oid FROM step_results WHERE pid = $1 ORDER BY step",
+      [pid],
+    );
+    return rows.map((r) => ({ step: Number(r.step), oid: r.oid as string }));
+  }
+
+  async truncateSteps(pid: number, from: number): Promise<void> {
+    await this.#exec("DELETE FROM step_results WHERE pid = $1 AND step >= $2 AND {{FENCE}}", [
+      pid,
+      from,
+    ]);
   }
 
   // ---- capabilities
@@ -790,6 +863,54 @@ export class PgStore implements Store, LeaseStore {
     });
   }
 
+  /**
+   * Make each object current again at a version after every one its oid ever
+   * had (or its own, for an oid never stored): versions never go back.
+   */
+  async restoreObjects(objects: MemoryObject[]): Promise<void> {
+    if (objects.length === 0) return;
+    await this.#atomic(async (q) => {
+      const last = new Map(
+        (await this.#run(
+          `SELECT oid, max(version) AS v FROM object_versions WHERE oid = ANY($1::text[])
+           GROUP BY oid`,
+          [objects.map((o) => o.oid)],
+          q,
+        )).map((r) => [r.oid as string, Number(r.v)]),
+      );
+      for (const o of objects) {
+        const v = last.get(o.oid);
+        const next: MemoryObject = { ...o, version: v === undefined ? o.version : v + 1 };
+        const body = JSON.stringify(next);
+        await this.#run(
+          "INSERT INTO object_versions (oid, version, body) VALUES ($1, $2, $3)",
+          [next.oid, next.version, body],
+          q,
+        );
+        await this.#run(
+          `INSERT INTO objects (oid, namespace, name, version, body) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (oid) DO UPDATE SET namespace = excluded.namespace, name = excluded.name,
+             version = excluded.version, body = excluded.body`,
+          [next.oid, next.namespace, next.name, next.version, body],
+          q,
+        );
+        last.set(o.oid, next.version);
+      }
+    });
+  }
+
+  async removeObjects(oids: string[]): Promise<void> {
+    if (oids.length === 0) return;
+    await this.#atomic(async (q) => {
+      await this.#run("DELETE FROM objects WHERE oid = ANY($1::text[])", [oids], q);
+      await this.#run(
+        "DELETE FROM links WHERE from_oid = ANY($1::text[]) OR to_oid = ANY($1::text[])",
+        [oids],
+        q,
+      );
+    });
+  }
+
   async insertLink(link: ObjectLink): Promise<void> {
     await this.#exec(
       `INSERT INTO links (from_oid, to_oid, relation) SELECT $1, $2, $3 WHERE {{FENCE}}
@@ -808,6 +929,28 @@ export class PgStore implements Store, LeaseStore {
       to_oid: r.to_oid as string,
       relation: r.relation as string,
     }));
+  }
+
+  async linksFromNamespace(namespace: string): Promise<ObjectLink[]> {
+    const rows = await this.#read(
+      `SELECT l.from_oid, l.to_oid, l.relation FROM links l JOIN objects o ON o.oid = l.from_oid
+       WHERE o.namespace = $1 ORDER BY l.n`,
+      [namespace],
+    );
+    return rows.map((r) => ({
+      from_oid: r.from_oid as string,
+      to_oid: r.to_oid as string,
+      relation: r.relation as string,
+    }));
+  }
+
+  async removeLinks(links: ObjectLink[]): Promise<void> {
+    if (links.length === 0) return;
+    await this.#exec(
+      `DELETE FROM links l USING unnest($1::text[], $2::text[], $3::text[]) AS d(f, t, r)
+       WHERE l.from_oid = d.f AND l.to_oid = d.t AND l.relation = d.r AND {{FENCE}}`,
+      [links.map((l) => l.from_oid), links.map((l) => l.to_oid), links.map((l) => l.relation)],
+    );
   }
 
   // ---- mailbox
@@ -831,6 +974,15 @@ export class PgStore implements Store, LeaseStore {
     rows.sort((a, b) =>
       Number(a.kind !== "interrupt") - Number(b.kind !== "interrupt") ||
       Number(a.msg_id) - Number(b.msg_id)
+    );
+    return rows.map((r) => ({ msg_id: Number(r.msg_id), ...JSON.parse(r.body as string) }));
+  }
+
+  async listMessages(pid: number): Promise<MailMessage[]> {
+    const rows = await this.#read(
+      `SELECT msg_id, body FROM mailbox WHERE to_pid = $1
+       ORDER BY (kind <> 'interrupt'), msg_id`,
+      [pid],
     );
     return rows.map((r) => ({ msg_id: Number(r.msg_id), ...JSON.parse(r.body as string) }));
   }
@@ -1040,15 +1192,7 @@ export class PgStore implements Store, LeaseStore {
        WHERE ($1::text IS NULL OR status = $1) ORDER BY n`,
       [status ?? null],
     );
-    return rows.map((r) => {
-      const e = JSON.parse(r.body as string) as EffectRecord;
-      e.status = r.status as EffectStatus;
-      if (r.finished_at !== null) {
-        e.outcome = JSON.parse(r.outcome as string);
-        e.finished_at = r.finished_at as string;
-      }
-      return e;
-    });
+    return rows.map(_effectRow);
   }
 
   async markPendingEffectsUnknown(at: string, pid?: number): Promise<number> {
@@ -1059,6 +1203,56 @@ export class PgStore implements Store, LeaseStore {
     );
     for (const r of rows) await this.finishEffect(r.effect_id as string, "unknown", null, at);
     return rows.length;
+  }
+
+  async getEffect(effectId: string): Promise<EffectRecord | null> {
+    const rows = await this.#read(
+      "SELECT body, status, outcome, finished_at FROM effects WHERE effect_id = $1",
+      [effectId],
+    );
+    return rows.length ? _effectRow(rows[0]) : null;
+  }
+
+  /**
+   * The ledgers' last positions. A position is the row's serial: an entry
+   * whose transaction is still open may later show up below a mark, but only
+   * for a process inside a quantum, which a checkpoint (the user of marks)
+   * never covers: it waits for a quiescent point.
+   */
+  async ledgerMark(): Promise<LedgerMark> {
+    const r = (await this.#read(
+      `SELECT (SELECT coalesce(max(n), 0) FROM effects) AS e,
+              (SELECT coalesce(max(n), 0) FROM model_calls) AS m`,
+    ))[0];
+    return { effects: Number(r.e), model_calls: Number(r.m) };
+  }
+
+  async ledgerSince(
+    mark: LedgerMark,
+    pids: readonly number[],
+    options: { until?: LedgerMark; limit?: number } = {},
+  ): Promise<LedgerSince> {
+    const limit = options.limit ?? 1000;
+    const end = Number.MAX_SAFE_INTEGER;
+    const fxTo = options.until?.effects ?? end;
+    const mcTo = options.until?.model_calls ?? end;
+    const set = [...pids];
+    const fx = await this.#read(
+      `SELECT body, status, outcome, finished_at, count(*) OVER () AS total FROM effects
+       WHERE n > $1 AND n <= $2 AND pid = ANY($3::integer[]) ORDER BY n LIMIT $4`,
+      [mark.effects, fxTo, set, limit],
+    );
+    const mc = await this.#read(
+      `SELECT body, count(*) OVER () AS total FROM model_calls
+       WHERE n > $1 AND n <= $2 AND pid = ANY($3::integer[]) ORDER BY n LIMIT $4`,
+      [mark.model_calls, mcTo, set, limit],
+    );
+    return {
+      effects: fx.map(_effectRow),
+      model_calls: mc.map((r) => JSON.parse(r.body as string)),
+      effects_total: fx.length ? Number(fx[0].total) : 0,
+      model_calls_total: mc.length ? Number(mc[0].total) : 0,
+    };
   }
 
   // ---- LLM call ledger
@@ -1180,6 +1374,35 @@ export class PgStore implements Store, LeaseStore {
     });
   }
 
+  // ---- checkpoints
+
+  async insertCheckpoint(c: CheckpointRecord): Promise<void> {
+    const { body, sha256, ...meta } = c;
+    await this.#exec(
+      `INSERT INTO checkpoints (checkpoint_id, root_pid, sha256, meta, body)
+       SELECT $1, $2, $3, $4, $5 WHERE {{FENCE}}`,
+      [c.checkpoint_id, c.root_pid, sha256, JSON.stringify(meta), body],
+    );
+  }
+
+  async getCheckpoint(id: string): Promise<CheckpointRecord | null> {
+    const rows = await this.#read(
+      "SELECT sha256, meta, body FROM checkpoints WHERE checkpoint_id = $1",
+      [id],
+    );
+    if (!rows.length) return null;
+    return { ...JSON.parse(rows[0].meta as string), sha256: rows[0].sha256, body: rows[0].body };
+  }
+
+  async listCheckpoints(rootPid?: number): Promise<CheckpointMeta[]> {
+    const rows = await this.#read(
+      `SELECT sha256, meta FROM checkpoints WHERE ($1::integer IS NULL OR root_pid = $1)
+       ORDER BY n`,
+      [rootPid ?? null],
+    );
+    return rows.map((r) => ({ ...JSON.parse(r.meta as string), sha256: r.sha256 as string }));
+  }
+
   // ---- meta
 
   async getMeta(key: string): Promise<string | null> {
@@ -1198,6 +1421,17 @@ export class PgStore implements Store, LeaseStore {
 
 function _procRow(pid: number, r: _Row): ProcessRecord {
   return { pid, ...JSON.parse(r.body as string), ...parseHot(r as unknown as HotRow) };
+}
+
+/** An effect: the intent as written, with its outcome from the columns it went to. */
+function _effectRow(r: _Row): EffectRecord {
+  const e = JSON.parse(r.body as string) as EffectRecord;
+  e.status = r.status as EffectStatus;
+  if (r.finished_at !== null) {
+    e.outcome = JSON.parse(r.outcome as string);
+    e.finished_at = r.finished_at as string;
+  }
+  return e;
 }
 
 function _capRow(r: _Row): Capability {

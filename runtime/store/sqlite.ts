@@ -8,6 +8,8 @@
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { AuditLog, type AuditLogHooks } from "./_audit_log.ts";
+import { joinRanges, type RangeReport, verifyRange } from "./_audit_verify.ts";
+import { Worker } from "node:worker_threads";
 import {
   chainHash,
   indexAuditLines,
@@ -19,6 +21,8 @@ import type {
   AgentImage,
   AuditRecord,
   Capability,
+  CheckpointMeta,
+  CheckpointRecord,
   EffectRecord,
   EffectStatus,
   HumanRequestRecord,
@@ -39,6 +43,8 @@ import type {
   AuditFilter,
   AuditVerification,
   EventDraft,
+  LedgerMark,
+  LedgerSince,
   Store,
   TransactionOptions,
 } from "./store.ts";
@@ -82,6 +88,7 @@ const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS processes (
   pid INTEGER PRIMARY KEY AUTOINCREMENT, ppid INTEGER, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS processes_ppid ON processes(ppid);
 CREATE TABLE IF NOT EXISTS process_state (
   pid INTEGER PRIMARY KEY, status TEXT NOT NULL, pending TEXT, model TEXT, usage TEXT NOT NULL,
   updated_at TEXT NOT NULL);
@@ -127,6 +134,10 @@ CREATE TABLE IF NOT EXISTS model_calls (
   call_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS model_calls_pid ON model_calls(pid);
 CREATE INDEX IF NOT EXISTS model_calls_status ON model_calls(status);
+CREATE TABLE IF NOT EXISTS checkpoints (
+  checkpoint_id TEXT PRIMARY KEY, root_pid INTEGER NOT NULL, sha256 TEXT NOT NULL, meta TEXT NOT NULL,
+  body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS checkpoints_root ON checkpoints(root_pid);
 CREATE TABLE IF NOT EXISTS model_releases (
   pid INTEGER NOT NULL, sha256 TEXT NOT NULL, endpoint TEXT NOT NULL, body TEXT NOT NULL,
   PRIMARY KEY (pid, sha256, endpoint)) WITHOUT ROWID;
@@ -154,17 +165,6 @@ function _genTrigger(table: string, name: string, event: string): string {
  */
 export function auditHash(prevHash: string, rec: Omit<AuditRecord, "hash" | "prev_hash">): string {
   return chainHash(prevHash, JSON.stringify(rec));
-}
-
-interface _AuditRow {
-  seq: number;
-  record_id: string;
-  actor: string;
-  action: string;
-  decision: string;
-  prev_hash: string;
-  hash: string;
-  body: string;
 }
 
 /**
@@ -300,6 +300,10 @@ interface _Shared {
     reject: (e: unknown) => void;
   }[];
   db: DatabaseSync;
+  /** The store file (null for `:memory:`). */
+  path: string | null;
+  /** How many threads check a long audit chain, and from how many records on. */
+  verify: { threads: number; above: number };
   /** An explicit transaction in progress: other coroutines' statements wait for it. */
   tx: Promise<void> | null;
   /**
@@ -324,7 +328,17 @@ export interface SqliteOptions {
   auditLog?: boolean;
   /** Size at which the audit log is emptied once indexed (default 256 MiB). */
   auditLogMaxBytes?: number;
+  /**
+   * Threads that check a long audit chain in parallel (default: the cores,
+   * at most 4); 1 checks it on the calling thread.
+   */
+  verifyThreads?: number;
+  /** Chains of more records than this are checked in parallel (default 100,000). */
+  verifyParallelAbove?: number;
 }
+
+/** Chains longer than this are verified by several threads (see {@link SqliteOptions}). */
+export const VERIFY_PARALLEL_ABOVE = 100_000;
 
 /** The SQLite store. Open with {@link SqliteStore.open}. */
 export class SqliteStore implements Store {
@@ -376,6 +390,12 @@ export class SqliteStore implements Store {
         stepCounts: new Map(),
         auditQueue: [],
         db,
+        path: path === ":memory:" ? null : path,
+        verify: {
+          threads: options.verifyThreads ??
+            Math.max(1, Math.min(4, globalThis.navigator?.hardwareConcurrency ?? 1)),
+          above: options.verifyParallelAbove ?? VERIFY_PARALLEL_ABOVE,
+        },
         tx: null,
         group: null,
         groupTimer: null,
@@ -786,6 +806,17 @@ export class SqliteStore implements Store {
     return (this.#q(sql).all(status) as { pid: number }[]).map((r) => r.pid);
   }
 
+  async subtreePids(root: number): Promise<number[]> {
+    while (this.#busy) await this.#busy;
+    // Down the ppid index, one level at a time.
+    return (this.#q(
+      `WITH RECURSIVE tree(pid) AS (
+         SELECT pid FROM processes WHERE pid = ?
+         UNION SELECT p.pid FROM processes p JOIN tree t ON p.ppid = t.pid)
+       SELECT pid FROM tree ORDER BY pid`,
+    ).all(root) as { pid: number }[]).map((r) => r.pid);
+  }
+
   async updateProcess(
     pid: number,
     patch: Partial<Omit<ProcessRecord, "pid">>,
@@ -917,6 +948,12 @@ export class SqliteStore implements Store {
     return this.#logLength(pid);
   }
 
+  async truncateModelLog(pid: number, length: number): Promise<void> {
+    await this.#write(() => {
+      this.#q("DELETE FROM model_log WHERE pid = ? AND seq >= ?").run(pid, length);
+    });
+  }
+
   // The last entry's position, found by key (one index seek, whatever the length).
   #logLength(pid: number): number {
     const r = this.#q("SELECT seq FROM model_log WHERE pid = ? ORDER BY seq DESC LIMIT 1").get(
@@ -959,6 +996,27 @@ export class SqliteStore implements Store {
        WHERE s.pid = ? AND s.step = ?`,
     ).get(pid, step) as { body: string } | undefined;
     return r ? JSON.parse(r.body) : null;
+  }
+
+  async stepIndex(pid: number): Promise<{ step: number; oid: string }[]> {
+    while (this.#busy) await this.#busy;
+    return (this.#q("SELECT step, oid FROM step_results WHERE pid = ? ORDER BY step").all(
+      pid,
+    ) as { step: number; oid: string }[]).map((r) => ({ step: r.step, oid: r.oid }));
+  }
+
+  async truncateSteps(pid: number, from: number): Promise<void> {
+    await this.#write(() => {
+      this.#s.stepCounts.delete(pid);
+      this.#q("DELETE FROM step_results WHERE pid = ? AND step >= ?").run(pid, from);
+      const left = this.#q(
+        "SELECT step FROM step_results WHERE pid = ? ORDER BY step DESC LIMIT 1",
+      ).get(pid) as { step: number } | undefined;
+      this.#s.writeThrough.setSteps(pid, left ? left.step + 1 : 0);
+      if (!this.#inTx && !this.#s.group) {
+        this.#s.writeThrough.apply(this.#s.cache, this.#s.stepCounts);
+      }
+    });
   }
 
   async listSteps(pid: number): Promise<MemoryObject[]> {
@@ -1113,6 +1171,53 @@ export class SqliteStore implements Store {
     );
   }
 
+  async restoreObjects(objects: MemoryObject[]): Promise<void> {
+    if (objects.length === 0) return;
+    await this.#write(() =>
+      this.#atomic(() => {
+        // Every oid's last version in one query, then two statements an object.
+        const last = new Map(
+          (this.#q(
+            `SELECT oid, MAX(version) AS v FROM object_versions
+             WHERE oid IN (SELECT value FROM json_each(?)) GROUP BY oid`,
+          ).all(JSON.stringify(objects.map((o) => o.oid))) as { oid: string; v: number }[])
+            .map((r) => [r.oid, r.v]),
+        );
+        const history = this.#q(
+          "INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)",
+        );
+        const current = this.#q(
+          `INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT(oid) DO UPDATE SET namespace = excluded.namespace, name = excluded.name,
+             version = excluded.version, body = excluded.body`,
+        );
+        for (const o of objects) {
+          const v = last.get(o.oid);
+          const next: MemoryObject = { ...o, version: v === undefined ? o.version : v + 1 };
+          const body = JSON.stringify(next);
+          history.run(next.oid, next.version, body);
+          current.run(next.oid, next.namespace, next.name, next.version, body);
+        }
+      })
+    );
+  }
+
+  async removeObjects(oids: string[]): Promise<void> {
+    if (oids.length === 0) return;
+    await this.#write(() =>
+      this.#atomic(() => {
+        for (let i = 0; i < oids.length; i += 256) {
+          const chunk = JSON.stringify(oids.slice(i, i + 256));
+          this.#q("DELETE FROM objects WHERE oid IN (SELECT value FROM json_each(?))").run(chunk);
+          this.#q(
+            `DELETE FROM links WHERE from_oid IN (SELECT value FROM json_each(?1))
+             OR to_oid IN (SELECT value FROM json_each(?1))`,
+          ).run(chunk);
+        }
+      })
+    );
+  }
+
   async insertLink(link: ObjectLink): Promise<void> {
     return await this.#write(() => {
       this.#q("INSERT OR IGNORE INTO links (from_oid, to_oid, relation) VALUES (?, ?, ?)").run(
@@ -1127,6 +1232,24 @@ export class SqliteStore implements Store {
     while (this.#busy) await this.#busy;
     return this.#q("SELECT from_oid, to_oid, relation FROM links WHERE from_oid = ? ORDER BY rowid")
       .all(oid) as unknown as ObjectLink[];
+  }
+
+  async linksFromNamespace(namespace: string): Promise<ObjectLink[]> {
+    while (this.#busy) await this.#busy;
+    return this.#q(
+      `SELECT l.from_oid, l.to_oid, l.relation FROM links l JOIN objects o ON o.oid = l.from_oid
+       WHERE o.namespace = ? ORDER BY l.rowid`,
+    ).all(namespace) as unknown as ObjectLink[];
+  }
+
+  async removeLinks(links: ObjectLink[]): Promise<void> {
+    if (links.length === 0) return;
+    await this.#write(() =>
+      this.#atomic(() => {
+        const del = this.#q("DELETE FROM links WHERE from_oid = ? AND to_oid = ? AND relation = ?");
+        for (const l of links) del.run(l.from_oid, l.to_oid, l.relation);
+      })
+    );
   }
 
   // ---- mailbox
@@ -1155,6 +1278,17 @@ export class SqliteStore implements Store {
         });
       })
     );
+  }
+
+  async listMessages(pid: number): Promise<MailMessage[]> {
+    while (this.#busy) await this.#busy;
+    return (this.#q(
+      `SELECT msg_id, body FROM mailbox WHERE to_pid = ?
+       ORDER BY CASE kind WHEN 'interrupt' THEN 0 ELSE 1 END, msg_id`,
+    ).all(pid) as { msg_id: number; body: string }[]).map((r) => ({
+      msg_id: r.msg_id,
+      ...JSON.parse(r.body),
+    }));
   }
 
   // ---- images
@@ -1303,79 +1437,60 @@ export class SqliteStore implements Store {
     }));
   }
 
+  /**
+   * Check the whole chain: one thread for a short one; a long one (over
+   * `verifyParallelAbove` records, on a file store) split by seq ranges among
+   * worker threads, each reading with its own connection. Either way the
+   * answer names the same first bad record.
+   */
   async verifyAudit(): Promise<AuditVerification> {
     await this.auditIndexed();
     while (this.#busy) await this.#busy;
-    if (this.#inTx) return this.#verifyChain();
-    // One read snapshot for the rows and the head: records committed meanwhile
+    const db = this.#s.db;
+    if (this.#inTx) return joinRanges([verifyRange(db, 0, this.#topSeq())], this.#head());
+    // One read snapshot for the last seq and the head: records committed meanwhile
     // (by the indexer or another runtime) must not look like removals.
-    this.#s.db.exec("BEGIN");
+    let top: number;
+    let head: { seq: number; hash: string } | null;
+    db.exec("BEGIN");
     try {
-      return this.#verifyChain();
+      top = this.#topSeq();
+      head = this.#head();
+      const { threads, above } = this.#s.verify;
+      if (top <= above || threads < 2 || this.#s.path === null) {
+        return joinRanges([verifyRange(db, 0, top)], head);
+      }
     } finally {
-      this.#s.db.exec("COMMIT");
+      db.exec("COMMIT");
     }
+    // Records up to `top` are committed and never change: each thread reads its own range.
+    return joinRanges(await this.#verifyInThreads(top), head);
   }
 
-  #verifyChain(): AuditVerification {
-    let prev = "";
-    let expectSeq = 1;
-    let count = 0;
-    const rows = this.#q(
-      "SELECT seq, record_id, actor, action, decision, prev_hash, hash, body FROM audit ORDER BY seq",
-    ).iterate() as Iterable<_AuditRow>;
-    for (const row of rows) {
-      const bad = (problem: string): AuditVerification => ({
-        ok: false,
-        count,
-        head: prev,
-        firstBad: { seq: row.seq, record_id: row.record_id, problem },
-      });
-      if (row.seq !== expectSeq) return bad(`expected record ${expectSeq}: a record was removed`);
-      let rec: AuditRecord;
-      try {
-        rec = JSON.parse(row.body);
-      } catch {
-        return bad("record body is not valid JSON");
-      }
-      if (row.prev_hash !== prev) return bad("prev_hash does not match the previous record");
-      // record_id is a function of seq (no index keeps it unique: one less page per commit).
-      if (
-        rec.seq !== row.seq || rec.record_id !== row.record_id || row.record_id !== `a${row.seq}`
-      ) {
-        return bad("record id altered");
-      }
-      if (chainHash(prev, row.body) !== row.hash) {
-        return bad("hash does not match the record's contents");
-      }
-      if (row.actor !== rec.actor || row.action !== rec.action || row.decision !== rec.decision) {
-        return bad("indexed columns disagree with the hashed record");
-      }
-      prev = row.hash;
-      expectSeq++;
-      count++;
-    }
-    const headRaw = (this.#q("SELECT value FROM meta WHERE key = 'audit_head'").get() as
+  #topSeq(): number {
+    return Number(
+      (this.#q("SELECT COALESCE(MAX(seq), 0) AS n FROM audit").get() as { n: number }).n,
+    );
+  }
+
+  #head(): { seq: number; hash: string } | null {
+    const raw = (this.#q("SELECT value FROM meta WHERE key = 'audit_head'").get() as
       | { value: string }
       | undefined)?.value;
-    if (count > 0 || headRaw) {
-      const head = headRaw ? JSON.parse(headRaw) as { seq: number; hash: string } : null;
-      if (!head || head.seq !== count || head.hash !== prev) {
-        return {
-          ok: false,
-          count,
-          head: prev,
-          firstBad: {
-            seq: count + 1,
-            record_id: `a${count + 1}`,
-            problem: `chain head says ${
-              head ? head.seq : "nothing"
-            } records, found ${count}: records were removed from the end`,
-          },
-        };
-      }
+    return raw ? JSON.parse(raw) : null;
+  }
+
+  async #verifyInThreads(top: number): Promise<RangeReport[]> {
+    const n = this.#s.verify.threads;
+    const step = Math.ceil(top / n);
+    const jobs: Promise<RangeReport>[] = [];
+    for (let i = 0; i < n; i++) {
+      const from = i * step;
+      const to = Math.min(top, from + step);
+      if (from >= to) break;
+      jobs.push(_verifyInThread(this.#s.path!, from, to));
     }
-    return { ok: true, count, head: prev };
+    return await Promise.all(jobs);
   }
 
   // ---- events
@@ -1442,10 +1557,63 @@ export class SqliteStore implements Store {
   }
 
   async markPendingEffectsUnknown(at: string, pid?: number): Promise<number> {
-    const pending = (await this.listEffects("pending"))
-      .filter((e) => pid === undefined || e.pid === pid);
-    for (const e of pending) await this.finishEffect(e.effect_id, "unknown", null, at);
-    return pending.length;
+    // One statement over the status index, however long the ledger.
+    return await this.#write(() =>
+      Number(
+        this.#q(
+          `UPDATE effects SET status = 'unknown',
+             body = json_set(body, '$.status', 'unknown', '$.outcome', NULL, '$.finished_at', ?1)
+           WHERE status = 'pending' AND (?2 IS NULL OR json_extract(body, '$.pid') = ?2)`,
+        ).run(at, pid ?? null).changes,
+      )
+    );
+  }
+
+  async getEffect(effectId: string): Promise<EffectRecord | null> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q("SELECT body FROM effects WHERE effect_id = ?").get(effectId) as
+      | { body: string }
+      | undefined;
+    return r ? JSON.parse(r.body) : null;
+  }
+
+  async ledgerMark(): Promise<LedgerMark> {
+    while (this.#busy) await this.#busy;
+    const e = this.#q("SELECT COALESCE(MAX(rowid), 0) AS n FROM effects").get() as { n: number };
+    const m = this.#q("SELECT COALESCE(MAX(rowid), 0) AS n FROM model_calls").get() as {
+      n: number;
+    };
+    return { effects: Number(e.n), model_calls: Number(m.n) };
+  }
+
+  async ledgerSince(
+    mark: LedgerMark,
+    pids: readonly number[],
+    options: { until?: LedgerMark; limit?: number } = {},
+  ): Promise<LedgerSince> {
+    while (this.#busy) await this.#busy;
+    const set = JSON.stringify([...pids]);
+    const limit = options.limit ?? 1000;
+    // A range scan from the mark: what came before it is never read.
+    const fx = `FROM effects WHERE rowid > ? AND rowid <= ? AND json_extract(body, '$.pid') IN
+      (SELECT value FROM json_each(?))`;
+    const mc = `FROM model_calls WHERE rowid > ? AND rowid <= ?
+      AND pid IN (SELECT value FROM json_each(?))`;
+    const end = Number.MAX_SAFE_INTEGER;
+    const bodies = (sql: string, at: number, to: number) =>
+      (this.#q(`SELECT body ${sql} ORDER BY rowid LIMIT ?`).all(at, to, set, limit) as {
+        body: string;
+      }[]).map((r) => JSON.parse(r.body));
+    const count = (sql: string, at: number, to: number) =>
+      Number((this.#q(`SELECT COUNT(*) AS n ${sql}`).get(at, to, set) as { n: number }).n);
+    const fxTo = options.until?.effects ?? end;
+    const mcTo = options.until?.model_calls ?? end;
+    return {
+      effects: bodies(fx, mark.effects, fxTo),
+      model_calls: bodies(mc, mark.model_calls, mcTo),
+      effects_total: count(fx, mark.effects, fxTo),
+      model_calls_total: count(mc, mark.model_calls, mcTo),
+    };
   }
 
   // ---- LLM call ledger
@@ -1497,14 +1665,15 @@ export class SqliteStore implements Store {
   }
 
   async markPendingModelCallsUnknown(at: string, pid?: number): Promise<number> {
-    while (this.#busy) await this.#busy;
-    const ids = (this.#q(
-      "SELECT call_id FROM model_calls WHERE status = 'pending' AND (?1 IS NULL OR pid = ?1)",
-    ).all(pid ?? null) as {
-      call_id: string;
-    }[]).map((r) => r.call_id);
-    for (const id of ids) await this.updateModelCall(id, { status: "unknown", finished_at: at });
-    return ids.length;
+    return await this.#write(() =>
+      Number(
+        this.#q(
+          `UPDATE model_calls SET status = 'unknown',
+             body = json_set(body, '$.status', 'unknown', '$.finished_at', ?1)
+           WHERE status = 'pending' AND (?2 IS NULL OR pid = ?2)`,
+        ).run(at, pid ?? null).changes,
+      )
+    );
   }
 
   async insertModelRelease(r: ModelRelease): Promise<void> {
@@ -1576,6 +1745,37 @@ export class SqliteStore implements Store {
     );
   }
 
+  // ---- checkpoints
+  async insertCheckpoint(c: CheckpointRecord): Promise<void> {
+    const { body, sha256, ...meta } = c;
+    await this.#write(() => {
+      this.#q(
+        "INSERT INTO checkpoints (checkpoint_id, root_pid, sha256, meta, body) VALUES (?, ?, ?, ?, ?)",
+      ).run(c.checkpoint_id, c.root_pid, sha256, JSON.stringify(meta), body);
+    });
+  }
+
+  async getCheckpoint(id: string): Promise<CheckpointRecord | null> {
+    while (this.#busy) await this.#busy;
+    const r = this.#q("SELECT sha256, meta, body FROM checkpoints WHERE checkpoint_id = ?").get(
+      id,
+    ) as { sha256: string; meta: string; body: string } | undefined;
+    return r ? { ...JSON.parse(r.meta), sha256: r.sha256, body: r.body } : null;
+  }
+
+  async listCheckpoints(rootPid?: number): Promise<CheckpointMeta[]> {
+    while (this.#busy) await this.#busy;
+    const rows = rootPid === undefined
+      ? this.#q("SELECT sha256, meta FROM checkpoints ORDER BY rowid").all()
+      : this.#q("SELECT sha256, meta FROM checkpoints WHERE root_pid = ? ORDER BY rowid").all(
+        rootPid,
+      );
+    return (rows as { sha256: string; meta: string }[]).map((r) => ({
+      ...JSON.parse(r.meta),
+      sha256: r.sha256,
+    }));
+  }
+
   // ---- meta
   async getMeta(key: string): Promise<string | null> {
     while (this.#busy) await this.#busy;
@@ -1590,6 +1790,23 @@ export class SqliteStore implements Store {
       this.#q("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)").run(key, value);
     });
   }
+}
+
+/** One range of the chain checked by a worker thread. */
+function _verifyInThread(storePath: string, from: number, to: number): Promise<RangeReport> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(new URL("./_audit_verifier.ts", import.meta.url), {
+      workerData: { storePath, from, to },
+    });
+    w.once("message", (m: { report?: RangeReport; error?: string }) => {
+      if (m.report) resolve(m.report);
+      else reject(new LibosError("EIO", `audit verify: ${m.error}`));
+    });
+    w.once("error", (e: unknown) => reject(new LibosError("EIO", `audit verify: ${String(e)}`)));
+    w.once("exit", (code: number) => {
+      if (code !== 0) reject(new LibosError("EIO", `audit verify: thread exited ${code}`));
+    });
+  });
 }
 
 /** The audit log's view of a store connection (used before the store object exists). */

@@ -9,6 +9,8 @@ import type {
   AuditRecord,
   Capability,
   CapabilityStatus,
+  CheckpointMeta,
+  CheckpointRecord,
   EffectRecord,
   EffectStatus,
   HumanRequestRecord,
@@ -87,7 +89,11 @@ export interface Fence {
 export interface Claim extends Fence {
   /** Its status when claimed: `runnable`, or `running` when a dead worker left it mid-step. */
   status: ProcessStatus;
-  /** The previous lease expired without being released (its worker died or stalled): recover first. */
+  /**
+   * Left by a runtime that stopped: the previous lease expired without being
+   * released (its worker died or stalled), or the process is caught mid-step.
+   * Recover it before it runs.
+   */
   takenOver: boolean;
 }
 
@@ -112,13 +118,28 @@ export interface LeaseStore {
   /**
    * Claim up to `max` processes nobody holds (runnable ones, and running ones
    * whose lease expired), least recently run first, each for `leaseMs`.
-   * With `pid`, only that process.
+   * With `only.pid`, only that process; with `only.abandoned`, only those a
+   * stopped runtime left to recover (caught mid-step, or whose lease ran out).
    */
-  claim(worker: string, max: number, leaseMs: number, pid?: number): Promise<Claim[]>;
+  claim(
+    worker: string,
+    max: number,
+    leaseMs: number,
+    only?: { pid?: number; abandoned?: boolean },
+  ): Promise<Claim[]>;
   /** Extend the leases still held; returns the fences that were (the rest are lost). */
   renew(fences: readonly Fence[], leaseMs: number): Promise<Fence[]>;
-  /** Give processes back, stamping their last run (the next claim order). */
-  release(fences: readonly Fence[]): Promise<void>;
+  /**
+   * Hold processes whatever their status (a checkpoint's quiescent point):
+   * each one nobody holds is leased to `worker` for `leaseMs`, so no worker
+   * claims it until released. Returns the ones held now.
+   */
+  hold(worker: string, pids: readonly number[], leaseMs: number): Promise<Claim[]>;
+  /**
+   * Give processes back, stamping their last run (the next claim order)
+   * unless `stamp` is false (a hold gave them no quantum).
+   */
+  release(fences: readonly Fence[], stamp?: boolean): Promise<void>;
   /** A view of the store whose writes commit only while `fence` holds (`EFENCED` otherwise). */
   fenced(fence: Fence): Store;
   /** Runnable and running processes in the whole store. */
@@ -128,6 +149,30 @@ export interface LeaseStore {
    * decision, a wake, a new process); returns a function that stops it.
    */
   onRunnable(fn: () => void): Promise<() => Promise<void>>;
+}
+
+/**
+ * A position in the effect ledger and the LLM call ledger: everything
+ * recorded so far lies at or before it, everything recorded later after it.
+ * Opaque to callers beyond comparison by {@link Store.ledgerSince}.
+ */
+export interface LedgerMark {
+  /** Position in the effect ledger. */
+  effects: number;
+  /** Position in the model-call ledger. */
+  model_calls: number;
+}
+
+/** Ledger entries of some processes recorded after a {@link LedgerMark}. */
+export interface LedgerSince {
+  /** Effects, oldest first (at most the limit asked for). */
+  effects: EffectRecord[];
+  /** Model calls, oldest first (at most the limit asked for). */
+  model_calls: ModelCallRecord[];
+  /** How many effects there are in all. */
+  effects_total: number;
+  /** How many model calls there are in all. */
+  model_calls_total: number;
 }
 
 /** Durable kernel state. One interface, several backends. */
@@ -162,6 +207,11 @@ export interface Store {
   ): Promise<boolean>;
   /** Pids of the processes whose status is `status`, in pid order (ended ones are never scanned). */
   pidsWithStatus(status: ProcessStatus): Promise<number[]>;
+  /**
+   * `root` and every process descended from it (children, their children,
+   * ...), in pid order; empty when `root` does not exist.
+   */
+  subtreePids(root: number): Promise<number[]>;
 
   /** Store a process's immutable model input (once, when the process is created). */
   putModelInput(pid: number, input: unknown): Promise<void>;
@@ -173,6 +223,12 @@ export interface Store {
   readModelLog(pid: number, from: number, to?: number): Promise<unknown[]>;
   /** How many entries a process's model log holds. */
   modelLogLength(pid: number): Promise<number>;
+  /**
+   * Drop a process's model log entries from position `length` on (a
+   * checkpoint restore: the conversation is process state). Nothing else
+   * ever shortens a model log.
+   */
+  truncateModelLog(pid: number, length: number): Promise<void>;
 
   /** Index step `step` of a process: its result is the `tool_result` object `oid`. */
   insertStep(pid: number, step: number, oid: string): Promise<void>;
@@ -182,6 +238,10 @@ export interface Store {
   getStep(pid: number, step: number): Promise<MemoryObject | null>;
   /** The `tool_result` objects of a process's steps, in step order. */
   listSteps(pid: number): Promise<MemoryObject[]>;
+  /** A process's step index: each recorded step and the oid of its result, in step order. */
+  stepIndex(pid: number): Promise<{ step: number; oid: string }[]>;
+  /** Drop a process's step index from step `from` on (a checkpoint restore). */
+  truncateSteps(pid: number, from: number): Promise<void>;
 
   /** Insert a capability. */
   insertCapability(c: Capability): Promise<void>;
@@ -210,15 +270,35 @@ export interface Store {
     expectVersion: number,
     patch: { payload: unknown; label: Label; updated_at: string },
   ): Promise<MemoryObject | null>;
+  /**
+   * Make each of `objects` the current version of its oid again (a
+   * checkpoint restore), in its namespace: its row is replaced by the given
+   * kind, name, payload and label at a version after every version the oid
+   * ever had (or the given one, for an oid never stored), so versions never
+   * go back and the version history keeps everything.
+   */
+  restoreObjects(objects: MemoryObject[]): Promise<void>;
+  /**
+   * Take objects out of their namespaces (a checkpoint restore drops what was
+   * made after it), with the links from and to them. Their version history
+   * stays.
+   */
+  removeObjects(oids: string[]): Promise<void>;
   /** Add a link (idempotent). */
   insertLink(link: ObjectLink): Promise<void>;
   /** Links leaving an object. */
   linksFrom(oid: string): Promise<ObjectLink[]>;
+  /** Links leaving any object of a namespace. */
+  linksFromNamespace(namespace: string): Promise<ObjectLink[]>;
+  /** Remove links (those that do not exist are ignored). */
+  removeLinks(links: ObjectLink[]): Promise<void>;
 
   /** Queue a message. */
   insertMessage(m: Omit<MailMessage, "msg_id">): Promise<MailMessage>;
   /** Remove and return up to `limit` messages, interrupts first. */
   takeMessages(pid: number, limit: number): Promise<MailMessage[]>;
+  /** The messages waiting for a process, in delivery order, without taking them. */
+  listMessages(pid: number): Promise<MailMessage[]>;
 
   /** Store a registered image (replacing one with the same name). */
   putImage(image: AgentImage, registeredBy: string): Promise<void>;
@@ -262,6 +342,20 @@ export interface Store {
    * those of process `pid`. Returns how many.
    */
   markPendingEffectsUnknown(at: string, pid?: number): Promise<number>;
+  /** One effect, or `null`. */
+  getEffect(effectId: string): Promise<EffectRecord | null>;
+  /** Where the effect and model-call ledgers are now. */
+  ledgerMark(): Promise<LedgerMark>;
+  /**
+   * Effects and model calls of the processes `pids` recorded after `mark`
+   * (and at or before `until`, if given), oldest first, at most `limit` of
+   * each (default 1000), with their totals.
+   */
+  ledgerSince(
+    mark: LedgerMark,
+    pids: readonly number[],
+    options?: { until?: LedgerMark; limit?: number },
+  ): Promise<LedgerSince>;
 
   /** Record a model call before its request leaves. */
   insertModelCall(c: ModelCallRecord): Promise<void>;
@@ -298,6 +392,13 @@ export interface Store {
     patch: Partial<HumanRequestRecord>,
     expectStatus: HumanRequestStatus,
   ): Promise<boolean>;
+
+  /** Store a checkpoint (its id must be new). */
+  insertCheckpoint(c: CheckpointRecord): Promise<void>;
+  /** One checkpoint with its body, or `null`. */
+  getCheckpoint(id: string): Promise<CheckpointRecord | null>;
+  /** Checkpoints without their bodies, oldest first (of the subtree rooted at `rootPid`, if given). */
+  listCheckpoints(rootPid?: number): Promise<CheckpointMeta[]>;
 
   /** Raw key/value metadata. */
   getMeta(key: string): Promise<string | null>;

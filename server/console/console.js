@@ -233,6 +233,26 @@ function requestCard(r) {
     }, "Always deny"),
     el("span", { class: "card-status", role: "status" }),
   );
+  if (r.kind === "outcome") {
+    // "Did this happen?": the answer is recorded in the effect ledger; nothing is granted.
+    card.classList.add("outcome");
+    actions.replaceChildren(
+      el("button", {
+        class: "allow",
+        type: "button",
+        title: "The effect happened",
+        onclick: () => decide(r, "done", card),
+      }, "It happened"),
+      el("button", {
+        class: "deny",
+        type: "button",
+        title: "The effect did not happen",
+        onclick: () => decide(r, "failed", card),
+      }, "It did not happen"),
+      el("span", { class: "card-status", role: "status" }),
+    );
+    args.querySelector("summary").textContent = "The effect and the action it belonged to";
+  }
   card.append(head, resource, summary, meta, args, diffSlot, actions);
   if (r.effect === "filesystem.write") {
     diffSlot.append(el("p", { class: "note" }, "Loading diff…"));
@@ -326,6 +346,89 @@ function jitTools(tools) {
           )
           : null,
       )
+    ),
+  );
+}
+
+// ---------------------------------------------------------------- checkpoints
+
+const openCheckpoints = new Set(); // pids whose checkpoints are shown
+const checkpointBoxes = new Map(); // pid -> element (kept across refreshes)
+
+function checkpointLine(p) {
+  return el(
+    "div",
+    { class: "ckpt-line" },
+    el(
+      "button",
+      {
+        class: "quiet ckpt-toggle",
+        type: "button",
+        onclick: () => {
+          if (openCheckpoints.has(p.pid)) openCheckpoints.delete(p.pid);
+          else openCheckpoints.add(p.pid);
+          loadProcesses().catch(handleError);
+        },
+      },
+      openCheckpoints.has(p.pid) ? "Hide checkpoints" : `Checkpoints (${p.checkpoints})`,
+    ),
+  );
+}
+
+/** The checkpoints of `pid`, each with its diff against now, filled (again) from the API. */
+function checkpointBox(pid) {
+  let box = checkpointBoxes.get(pid);
+  if (!box) {
+    box = el("div", { class: "checkpoints", dataset: { pid } }, "Loading…");
+    checkpointBoxes.set(pid, box);
+  }
+  (async () => {
+    const { checkpoints } = await api(`/api/processes/${pid}/checkpoints`);
+    const items = [];
+    for (const k of checkpoints.slice(-10).reverse()) {
+      const d = await api(`/api/checkpoints/${encodeURIComponent(k.checkpoint_id)}/diff`);
+      items.push(renderCheckpoint(k, d));
+    }
+    box.replaceChildren(el("ol", { class: "ckpt-list" }, items));
+  })().catch(handleError);
+  return box;
+}
+
+function renderCheckpoint(k, d) {
+  const changes = d.processes.filter((p) => p.change !== "same").map((p) => {
+    const o = p.objects;
+    const fields = Object.keys(p.fields);
+    return el(
+      "li",
+      { class: `ckpt-proc ${p.change}` },
+      `pid ${p.pid} ${p.change}`,
+      fields.length ? ` · ${fields.join(", ")}` : "",
+      ` · objects +${o.added.length} −${o.removed.length} ~${o.changed.length}`,
+      o.added.length ? ` (new: ${o.added.map((x) => x.name ?? x.kind).join(", ")})` : "",
+      p.capabilities.added.length ? ` · capabilities +${p.capabilities.added.length}` : "",
+    );
+  });
+  const fx = d.effects_since;
+  return el(
+    "li",
+    { class: "ckpt", dataset: { id: k.checkpoint_id } },
+    el("b", {}, k.label ?? "checkpoint"),
+    " ",
+    el("code", {}, k.checkpoint_id.slice(0, 13)),
+    ` · ${time(k.created_at)} · ${k.processes} processes, ${k.objects} objects · since then:`,
+    el("ul", { class: "ckpt-diff" }, changes.length ? changes : el("li", {}, "no change")),
+    el(
+      "p",
+      { class: "detail" },
+      `Effects since (a restore does not undo them): ${fx.effects_total} effects, ${fx.model_calls_total} model calls`,
+    ),
+    el(
+      "ul",
+      { class: "ckpt-effects" },
+      fx.effects.map((e) => el("li", {}, `pid ${e.pid} ${e.syscall} ${e.resource} ${e.status}`)),
+      fx.model_calls.map((m) =>
+        el("li", {}, `pid ${m.pid} model call, turn ${m.turn}, ${m.status}`)
+      ),
     ),
   );
 }
@@ -472,6 +575,8 @@ async function loadProcesses() {
             p.jit_tools.length ? jitTools(p.jit_tools) : null,
             p.model ? modelLine(p) : null,
             p.model && openConversations.has(p.pid) ? conversationBox(p.pid) : null,
+            p.checkpoints ? checkpointLine(p) : null,
+            p.checkpoints && openCheckpoints.has(p.pid) ? checkpointBox(p.pid) : null,
           ),
           children.has(p.pid) ? branch(children.get(p.pid)) : null,
         )

@@ -1,0 +1,117 @@
+/**
+ * What a runtime that stopped (crashed, killed, or a worker whose lease ran
+ * out) left behind. Effects whose outcome was never recorded become
+ * `unknown` (never replayed) and a human is asked whether each happened; a
+ * process caught mid-step waits for those answers, which become its step's
+ * result, or, when its step had no external effect under way, gets "outcome
+ * unknown" (EIO) as that result. A model call with no recorded outcome is
+ * `unknown` and its turn is asked again (no reply was kept).
+ *
+ * A SQLite store's one scheduler does this for the whole store when it opens
+ * ({@link recoverStore}); on a store several workers share, only for a process
+ * whose lease expired, by the worker that claims it next ({@link recoverProcess}),
+ * never for another live worker's.
+ * @module
+ */
+import { askOutcome } from "../primitives/authorize.ts";
+import { payloadRef } from "../runtime/canonical.ts";
+import type { Kernel } from "../runtime/kernel.ts";
+import { redactionFor } from "../runtime/labels.ts";
+import type { EffectRecord, ProcessRecord } from "../runtime/types.ts";
+import type { Scheduler } from "./scheduler.ts";
+
+/** Recover everything a stopped runtime left in the store (one scheduler, at open). */
+export async function recoverStore(k: Kernel, scheduler: Scheduler): Promise<void> {
+  const pending = await k.store.listEffects("pending");
+  const unknown = await k.store.markPendingEffectsUnknown(k.now());
+  if (unknown > 0) await k.emit("effect.unknown", "kernel", "ledger", { count: unknown });
+  // A model call with no recorded outcome is `unknown`; its turn is asked again (no
+  // reply was kept, and a call has no effect a human could confirm: see the README).
+  const calls = await k.store.markPendingModelCallsUnknown(k.now());
+  if (calls > 0) await k.emit("effect.unknown", "kernel", "model_calls", { count: calls });
+  const running = await k.store.pidsWithStatus("running");
+  if (pending.length === 0 && running.length === 0) return;
+  const byPid = new Map<number, EffectRecord[]>();
+  for (const e of pending) byPid.set(e.pid, [...(byPid.get(e.pid) ?? []), e]);
+  await k.atomically(async (tx) => {
+    for (const pid of running) {
+      const effects = byPid.get(pid) ?? [];
+      byPid.delete(pid);
+      await recoverInterrupted(tx, scheduler, await tx.process(pid), effects);
+    }
+    // Effects of calls made outside a step (a host's syscall): the question alone.
+    for (const [pid, effects] of byPid) {
+      const p = await tx.store.getProcess(pid);
+      for (const e of effects) await askOutcome(tx, e, p, null);
+    }
+  });
+}
+
+/**
+ * Recover one process a worker took over from a worker whose lease expired,
+ * through `k` (the kernel fenced by the new lease): its pending effects and
+ * model calls, and its step if it was caught inside one.
+ */
+export async function recoverProcess(k: Kernel, scheduler: Scheduler, pid: number): Promise<void> {
+  const pending = (await k.store.listEffects("pending")).filter((e) => e.pid === pid);
+  const unknown = await k.store.markPendingEffectsUnknown(k.now(), pid);
+  if (unknown > 0) {
+    await k.emit("effect.unknown", "recovery", "ledger", { pid, count: unknown });
+  }
+  const calls = await k.store.markPendingModelCallsUnknown(k.now(), pid);
+  if (calls > 0) {
+    await k.emit("effect.unknown", "recovery", "model_calls", { pid, count: calls });
+  }
+  const p = await k.process(pid);
+  if (p.status !== "running" && pending.length === 0) return;
+  await k.atomically(async (tx) => {
+    if (p.status === "running") await recoverInterrupted(tx, scheduler, p, pending);
+    else for (const e of pending) await askOutcome(tx, e, p, null);
+  });
+}
+
+/** A process caught inside a step: ask about its effects, or record the step unknown. */
+export async function recoverInterrupted(
+  k: Kernel,
+  scheduler: Scheduler,
+  p: ProcessRecord,
+  effects: EffectRecord[],
+): Promise<void> {
+  if (p.pending && effects.length) {
+    const request_ids: string[] = [];
+    for (const e of effects) request_ids.push((await askOutcome(k, e, p, p.pending)).request_id);
+    const { journal: _done, ...action } = p.pending;
+    const outcome = { effect_ids: effects.map((e) => e.effect_id), request_ids };
+    await k.saveProcess(p.pid, { pending: { ...action, outcome } });
+    await k.transition(p.pid, "waiting_human", {}, "recovery");
+    return;
+  }
+  if (p.pending) {
+    await k.audit({
+      actor: "kernel",
+      action: "step.interrupted",
+      target: `process:${p.pid}`,
+      input_refs: {
+        tool: p.pending.tool,
+        args: payloadRef(p.pending.args, redactionFor(p.taint)),
+      },
+      output_refs: null,
+      capability_refs: [],
+      decision: "info",
+      reason: "the runtime stopped during this step with no external effect under way; " +
+        "its result is unknown (EIO); not replayed",
+      correlation_id: null,
+      parent_record_id: null,
+    });
+    await scheduler.recordStep(p.pid, {
+      step: await k.store.stepCount(p.pid),
+      tool: p.pending.tool,
+      ok: false,
+      error: {
+        code: "EIO",
+        message: "runtime stopped during this step; outcome unknown, not replayed",
+      },
+    }, k);
+  }
+  await k.transition(p.pid, "runnable", { pending: null }, "recovery");
+}

@@ -1,0 +1,229 @@
+/**
+ * Verifying the audit hash chain by ranges of sequence numbers. Each record
+ * carries the hash of the one before it (its hash is the sha256 of that hash,
+ * a newline and its body: `chainHash`), so a range can be checked on its own
+ * (contiguity, links inside it, every record's hash over its stored body, the
+ * record id, the indexed columns against the body); joining the ranges checks
+ * what lies between them (the first record of a range follows the last of the
+ * one before). One thread checks a small chain; a large one is split among
+ * worker threads (`_audit_verifier.ts`), each with its own read connection,
+ * and the answer is the same: the first bad record in sequence order, with
+ * the same problem and count as a check from the start would give.
+ * @module
+ */
+import type { DatabaseSync, StatementSync } from "node:sqlite";
+import { sha256 } from "../canonical.ts";
+import type { AuditVerification } from "./store.ts";
+
+/** Rows read per statement step. */
+const CHUNK = 2000;
+
+/** Problems in the order a check of one record meets them. */
+const RANK = { removed: 0, json: 1, prev: 2, id: 3, hash: 4, columns: 5 } as const;
+
+/** The first bad record of a range. */
+export interface RangeBad {
+  /** Its seq. */
+  seq: number;
+  /** Its record id (as stored). */
+  record_id: string;
+  /** What is wrong. */
+  problem: string;
+  /** Order among the problems of one record. */
+  rank: number;
+}
+
+/** What a range check found. */
+export interface RangeReport {
+  /** Seq of its first row (null: no row in the range). */
+  firstSeq: number | null;
+  /** Record id of its first row. */
+  firstRecordId: string;
+  /** prev_hash of its first row (checked by the joiner). */
+  firstPrev: string;
+  /** Rows that checked out before the first bad one (or all). */
+  count: number;
+  /** Seq of the last row that checked out. */
+  lastSeq: number;
+  /** Hash of the last row that checked out. */
+  lastHash: string;
+  /** The first bad row, if any. */
+  bad: RangeBad | null;
+}
+
+/**
+ * The range queries. The indexed columns are compared with the hashed body in
+ * SQL (the body parsed once, in C, not in JavaScript); rows come as arrays.
+ * The fast one raises on a body that is not JSON: the range then goes on
+ * from its last good record with the careful one, which says so.
+ */
+const _FAST = `SELECT seq, record_id = 'a' || seq, length(prev_hash), hash,
+  prev_hash || char(10) || body, 1,
+  json_extract(body, '$.actor', '$.action', '$.decision') IS json_array(actor, action, decision)
+  FROM audit WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ${CHUNK}`;
+const _CAREFUL = `SELECT seq, record_id = 'a' || seq, length(prev_hash), hash,
+  prev_hash || char(10) || body, json_valid(body),
+  CASE WHEN json_valid(body) THEN
+    json_extract(body, '$.actor', '$.action', '$.decision') IS json_array(actor, action, decision)
+  END
+  FROM audit WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ${CHUNK}`;
+
+/**
+ * seq, record id is `a<seq>`, length of prev_hash, hash, what the hash is over
+ * (prev_hash, a newline, the body), body is JSON, columns agree with it.
+ */
+type _Row = [number, number, number, string, string, number, number | null];
+
+function _statement(db: DatabaseSync, sql: string): StatementSync {
+  const st = db.prepare(sql);
+  (st as unknown as { setReturnArrays(on: boolean): void }).setReturnArrays(true);
+  return st;
+}
+
+/** The record's own seq and id open its body (at `at`), as the writer stores it. */
+function _idOk(seq: number, input: string, at: number): boolean {
+  const head = `{"seq":${seq},"record_id":"a${seq}"`;
+  if (!input.startsWith(head, at)) return false;
+  const next = input.charCodeAt(at + head.length);
+  return next === 0x2c || next === 0x7d; // "," or "}"
+}
+
+/** The record id stored with `seq`. */
+function _recordId(db: DatabaseSync, seq: number): string {
+  const r = db.prepare("SELECT record_id FROM audit WHERE seq = ?").get(seq) as
+    | { record_id: string }
+    | undefined;
+  return r?.record_id ?? `a${seq}`;
+}
+
+/** Check the records with seq in (`from`, `to`] on `db` (inside a read transaction). */
+export function verifyRange(db: DatabaseSync, from: number, to: number): RangeReport {
+  let st = _statement(db, _FAST);
+  let careful = false;
+  const out: RangeReport = {
+    firstSeq: null,
+    firstRecordId: "",
+    firstPrev: "",
+    count: 0,
+    lastSeq: from,
+    lastHash: "",
+    bad: null,
+  };
+  let at = from;
+  let expect = -1;
+  let prev = "";
+  for (;;) {
+    let rows: _Row[];
+    try {
+      rows = st.all(at, to) as unknown as _Row[];
+    } catch (e) {
+      if (careful) throw e;
+      // A body that is not JSON: the careful query finds and names it.
+      careful = true;
+      st = _statement(db, _CAREFUL);
+      continue;
+    }
+    if (rows.length === 0) return out;
+    for (const [seq, ridOk, prevLen, hash, input, valid, colsOk] of rows) {
+      const prevHash = input.slice(0, prevLen);
+      // The stored id matters only in a report: read it then.
+      const rid = () => ridOk ? `a${seq}` : _recordId(db, seq);
+      if (out.firstSeq === null) {
+        out.firstSeq = seq;
+        out.firstRecordId = rid();
+        out.firstPrev = prevHash;
+        expect = seq;
+      }
+      const bad = (problem: string, rank: number): RangeReport => {
+        out.bad = { seq, record_id: rid(), problem, rank };
+        return out;
+      };
+      if (seq !== expect) {
+        return bad(`expected record ${expect}: a record was removed`, RANK.removed);
+      }
+      if (!valid) return bad("record body is not valid JSON", RANK.json);
+      // The first row's link is the joiner's to check (it knows the range before).
+      if (seq !== out.firstSeq && prevHash !== prev) {
+        return bad("prev_hash does not match the previous record", RANK.prev);
+      }
+      if (!ridOk || !_idOk(seq, input, prevLen + 1)) return bad("record id altered", RANK.id);
+      if (sha256(input) !== hash) {
+        return bad("hash does not match the record's contents", RANK.hash);
+      }
+      if (!colsOk) return bad("indexed columns disagree with the hashed record", RANK.columns);
+      prev = hash;
+      out.count++;
+      out.lastSeq = seq;
+      out.lastHash = hash;
+      expect++;
+    }
+    at = rows[rows.length - 1][0];
+  }
+}
+
+/**
+ * Join range reports (in seq order, covering (0, last seq]) into the answer a
+ * check from the first record would give; `head` is the chain head recorded
+ * in the store (null if none).
+ */
+export function joinRanges(
+  reports: RangeReport[],
+  head: { seq: number; hash: string } | null,
+): AuditVerification {
+  let count = 0;
+  let prev = "";
+  let expect = 1;
+  for (const r of reports) {
+    if (r.firstSeq === null) continue;
+    const found: RangeBad[] = [];
+    if (r.firstSeq !== expect) {
+      found.push({
+        seq: r.firstSeq,
+        record_id: r.firstRecordId,
+        problem: `expected record ${expect}: a record was removed`,
+        rank: RANK.removed,
+      });
+    } else if (r.firstPrev !== prev) {
+      found.push({
+        seq: r.firstSeq,
+        record_id: r.firstRecordId,
+        problem: "prev_hash does not match the previous record",
+        rank: RANK.prev,
+      });
+    }
+    if (r.bad) found.push(r.bad);
+    // The first in seq order; for one record, the problem a check meets first.
+    const bad = found.sort((a, b) => a.seq - b.seq || a.rank - b.rank)[0];
+    if (bad) {
+      // Rows of this range before its bad one checked out, unless the bad one is its first.
+      const before = bad.seq === r.firstSeq ? 0 : r.count;
+      const headHash = bad.seq === r.firstSeq ? prev : r.lastHash;
+      return {
+        ok: false,
+        count: count + before,
+        head: headHash,
+        firstBad: { seq: bad.seq, record_id: bad.record_id, problem: bad.problem },
+      };
+    }
+    count += r.count;
+    prev = r.lastHash;
+    expect = r.lastSeq + 1;
+  }
+  if (count > 0 || head) {
+    if (!head || head.seq !== count || head.hash !== prev) {
+      return {
+        ok: false,
+        count,
+        head: prev,
+        firstBad: {
+          seq: count + 1,
+          record_id: `a${count + 1}`,
+          problem: `chain head says ${
+            head ? head.seq : "nothing"
+          } records, found ${count}: records were removed from the end`,
+        },
+      };
+    }
+  }
+  return { ok: true, count, head: prev };
+}
