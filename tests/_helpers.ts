@@ -222,6 +222,8 @@ export async function rawSql(path: string, sql: string, ...params: (string | num
   if (isPostgresUrl(path)) return (await pgExec(path, sql, params)).changes;
   const db = new DatabaseSync(path);
   try {
+    // The store's own threads (the audit indexer) may hold the write lock a moment.
+    db.exec("PRAGMA busy_timeout = 5000");
     return Number(db.prepare(sql).run(...params).changes);
   } finally {
     db.close();
@@ -237,6 +239,7 @@ export async function rawRows(
   if (isPostgresUrl(path)) return (await pgExec(path, sql, params)).rows;
   const db = new DatabaseSync(path, { readOnly: true });
   try {
+    db.exec("PRAGMA busy_timeout = 5000");
     return db.prepare(sql).all(...params) as Record<string, unknown>[];
   } finally {
     db.close();
