@@ -39,16 +39,33 @@ const rt = await Runtime.open({
   providers: { models: { scripted: model } },
 });
 console.log("ready");
+// `go` starts the run; `end` says nothing more will be submitted (stdin closes).
 const reader = Deno.stdin.readable.pipeThrough(new TextDecoderStream()).getReader();
 for (let line = ""; !line.includes("go");) {
   const { value, done } = await reader.read();
   if (done) Deno.exit(3);
   line += value;
 }
-reader.releaseLock();
+let ended = false;
+(async () => {
+  for (;;) {
+    const { done } = await reader.read();
+    if (done) break;
+  }
+  ended = true;
+})();
 const start = now();
-const report = rt.worker ? await rt.worker.run({ untilIdle: true }) : await rt.runUntilIdle();
+let quanta = 0;
+// Until the store is idle after the host said it submits nothing more.
+for (;;) {
+  const seenEnd = ended;
+  const r = rt.worker ? await rt.worker.run({ untilIdle: true }) : await rt.runUntilIdle();
+  quanta += r.quanta;
+  if (seenEnd) break;
+  await new Promise((r) => setTimeout(r, 5));
+}
 const end = now();
+const report = { quanta };
 const stats = rt.worker?.stats ?? null;
 await rt.close();
 await Deno.writeTextFile(

@@ -144,11 +144,8 @@ async function runConfig(
   const children = [];
   for (const out of outs) children.push(await spawnRuntime(store, out));
   const go = new TextEncoder().encode("go\n");
-  for (const c of children) {
-    const w = c.stdin.getWriter();
-    await w.write(go);
-    await w.close();
-  }
+  const writers = children.map((c) => c.stdin.getWriter());
+  for (const w of writers) await w.write(go);
   // Newcomers: submitted while the fleet is busy, from this (another) OS process.
   const submitted = new Map<number, number>();
   const client = await Runtime.open({ store, role: "client" });
@@ -160,6 +157,8 @@ async function runConfig(
     }
   } finally {
     await client.close();
+    // Nothing more will be submitted: each runtime stops once the store is idle.
+    for (const w of writers) await w.close();
   }
   for (const c of children) {
     const s = await c.status;
@@ -234,7 +233,9 @@ async function main(): Promise<void> {
     log(
       `bench:scale: ${PROCESSES} processes, ${CONCURRENCY} slots a runtime, ${NEWCOMERS} newcomers`,
     );
-    cluster = await startCluster();
+    cluster = await startCluster(
+      Deno.args.includes("--no-fsync") ? ["fsync=off", "synchronous_commit=off"] : [],
+    );
     await cluster.psql("CREATE DATABASE scale_tpl");
     let t = now();
     await submitAll(cluster.urlFor("scale_tpl"), ws, PROCESSES, 4);

@@ -3,7 +3,8 @@
  * (PostgreSQL), on one machine or many.
  *
  * A worker claims runnable processes with leases (`FOR UPDATE SKIP LOCKED`,
- * least recently run first: round-robin across the whole fleet), gives each
+ * least recently run first, after those never run, newest first: round-robin
+ * across the whole fleet, newcomers served next), gives each
  * one quantum through a kernel whose store is fenced by that lease, and
  * releases it, stamping its last run. While it holds leases it renews them
  * every third of their length; a worker that dies (or stalls past its lease)

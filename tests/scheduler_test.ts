@@ -50,6 +50,13 @@ async function auditActors(rt: Runtime, action: string): Promise<string[]> {
   return (await rt.kernel.store.listAudit({ action })).map((r) => r.actor);
 }
 
+/** The actors of `pids` in the order of their first `memory.put` (the first round's order). */
+async function firstServed(env: Env, pids: number[]): Promise<string[]> {
+  const seen = [...new Set(await auditActors(env.rt, "memory.put"))];
+  assert.deepEqual([...seen].sort(), pids.map((p) => `pid:${p}`).sort());
+  return seen;
+}
+
 // ---------------------------------------------------------------- round robin
 
 Deno.test("scheduler: round-robin interleaves two processes step by step", async () => {
@@ -61,10 +68,11 @@ Deno.test("scheduler: round-robin interleaves two processes step by step", async
   assert.equal(report.idle, true);
   // Each process: 3 model steps + 3 tool steps + 1 exit step.
   assert.equal(report.quanta, 14);
-  const A = `pid:${a}`;
-  const B = `pid:${b}`;
-  assert.deepEqual(await auditActors(env.rt, "memory.put"), [A, B, A, B, A, B]);
-  assert.deepEqual(await auditActors(env.rt, "process.exit"), [A, B]);
+  // Which starts is the store's choice (pid order on SQLite; a fleet takes never-run
+  // processes newest first); from then on they alternate.
+  const [X, Y] = await firstServed(env, [a, b]);
+  assert.deepEqual(await auditActors(env.rt, "memory.put"), [X, Y, X, Y, X, Y]);
+  assert.deepEqual(await auditActors(env.rt, "process.exit"), [X, Y]);
   for (const [pid, p] of [[a, "a"], [b, "b"]] as const) {
     const rec = await env.rt.process(pid);
     assert.equal(rec.status, "exited");
@@ -85,8 +93,11 @@ Deno.test("scheduler: round-robin gives three processes of different lengths fai
   const b = await launch(env, [], { script: { steps: putSteps("b", 3) } });
   const c = await launch(env, [], { script: { steps: putSteps("c", 2) } });
   await env.rt.runUntilIdle();
-  const [A, B, C] = [a, b, c].map((p) => `pid:${p}`);
-  assert.deepEqual(await auditActors(env.rt, "memory.put"), [A, B, C, B, C, B]);
+  // Every round, each process still running gets one turn, in the first round's order.
+  const order = await firstServed(env, [a, b, c]);
+  const steps = new Map([[`pid:${a}`, 1], [`pid:${b}`, 3], [`pid:${c}`, 2]]);
+  const expected = [0, 1, 2].flatMap((round) => order.filter((p) => steps.get(p)! > round));
+  assert.deepEqual(await auditActors(env.rt, "memory.put"), expected);
   for (const pid of [a, b, c]) assert.equal((await env.rt.process(pid)).status, "exited");
 });
 
@@ -96,22 +107,18 @@ Deno.test("scheduler: runUntilIdle(maxQuanta) stops after that many quanta", asy
   const a = await launch(env, [], { script: { steps: putSteps("a", 3) } });
   const b = await launch(env, [], { script: { steps: putSteps("b", 3) } });
   assert.deepEqual(await env.rt.runUntilIdle(5), { quanta: 5, idle: false });
-  // Quanta 1-4 were model, model, tool, tool: one object each so far; quantum 5 decided a's next.
-  assert.deepEqual(await namedObjects(env, a), ["a0"]);
-  assert.deepEqual(await namedObjects(env, b), ["b0"]);
-  assert.deepEqual((await env.rt.process(a)).pending?.args.name, "a1");
-  assert.equal((await env.rt.process(b)).pending, null);
+  // Quanta 1-4 were model, model, tool, tool: one object each so far; quantum 5 decided
+  // the next action of the process served first (x).
+  const [X, Y] = await firstServed(env, [a, b]);
+  const [x, y] = X === `pid:${a}` ? [[a, "a"], [b, "b"]] as const : [[b, "b"], [a, "a"]] as const;
+  assert.deepEqual(await namedObjects(env, x[0]), [`${x[1]}0`]);
+  assert.deepEqual(await namedObjects(env, y[0]), [`${y[1]}0`]);
+  assert.deepEqual((await env.rt.process(x[0])).pending?.args.name, `${x[1]}1`);
+  assert.equal((await env.rt.process(y[0])).pending, null);
   assert.deepEqual(await env.rt.runUntilIdle(1), { quanta: 1, idle: false });
   assert.deepEqual(await env.rt.runUntilIdle(), { quanta: 8, idle: true });
   assert.deepEqual(await env.rt.runUntilIdle(), { quanta: 0, idle: true });
-  assert.deepEqual(await auditActors(env.rt, "memory.put"), [
-    `pid:${a}`,
-    `pid:${b}`,
-    `pid:${a}`,
-    `pid:${b}`,
-    `pid:${a}`,
-    `pid:${b}`,
-  ]);
+  assert.deepEqual(await auditActors(env.rt, "memory.put"), [X, Y, X, Y, X, Y]);
 });
 
 Deno.test("scheduler: a process without a model exits on its first quantum", async () => {
@@ -600,34 +607,40 @@ Deno.test("scheduler: a child that ends while its parent is parking still wakes 
 
 // ---------------------------------------------------------------- newcomers, durability
 
-Deno.test("scheduler: a process made runnable during a round gets its turn in that round", async () => {
-  await using env = await makeEnv({ concurrency: 1 });
-  const spawner = await launch(env, [cap("process:spawn", "execute")], {
-    script: {
-      steps: [{ tool: "spawn", args: { goal: "c", script: { steps: [putStep("c0")] } } }],
-    },
-  });
-  const b = await launch(env, [], { script: { steps: putSteps("b", 2) } });
-  const c = await launch(env, [], { script: { steps: putSteps("x", 2) } });
-  const child = c + 1;
-  // Round 1: three model quanta. Round 2: the spawner's spawn (quantum 4) makes the child
-  // runnable; it is served next (quantum 5), before b and c's tool quanta.
-  assert.deepEqual(await env.rt.runUntilIdle(5), { quanta: 5, idle: false });
-  const kid = await env.rt.process(child);
-  assert.equal(kid.ppid, spawner);
-  assert.deepEqual(kid.model?.state, { position: 1 });
-  assert.equal(kid.pending?.tool, "put_object");
-  assert.equal((await env.rt.process(b)).pending?.tool, "put_object");
-  // Then the round goes on: b and c run their tools; the child's next turn is next round's.
-  assert.deepEqual(await env.rt.runUntilIdle(2), { quanta: 2, idle: false });
-  assert.equal((await env.rt.process(b)).pending, null);
-  assert.equal((await env.rt.process(c)).pending, null);
-  assert.equal((await env.rt.process(child)).pending?.tool, "put_object");
-  await env.rt.runUntilIdle();
-  for (const pid of [spawner, b, c, child]) {
-    assert.equal((await env.rt.process(pid)).status, "exited", `pid ${pid}`);
-  }
-});
+// The round with its admitted newcomers is the SQLite scheduler's; a fleet on PostgreSQL
+// claims never-run processes first, newest first (worker_test.ts, bench:scale).
+Deno.test(
+  "scheduler: a process made runnable during a round gets its turn in that round",
+  SQLITE_ONLY,
+  async () => {
+    await using env = await makeEnv({ concurrency: 1 });
+    const spawner = await launch(env, [cap("process:spawn", "execute")], {
+      script: {
+        steps: [{ tool: "spawn", args: { goal: "c", script: { steps: [putStep("c0")] } } }],
+      },
+    });
+    const b = await launch(env, [], { script: { steps: putSteps("b", 2) } });
+    const c = await launch(env, [], { script: { steps: putSteps("x", 2) } });
+    const child = c + 1;
+    // Round 1: three model quanta. Round 2: the spawner's spawn (quantum 4) makes the child
+    // runnable; it is served next (quantum 5), before b and c's tool quanta.
+    assert.deepEqual(await env.rt.runUntilIdle(5), { quanta: 5, idle: false });
+    const kid = await env.rt.process(child);
+    assert.equal(kid.ppid, spawner);
+    assert.deepEqual(kid.model?.state, { position: 1 });
+    assert.equal(kid.pending?.tool, "put_object");
+    assert.equal((await env.rt.process(b)).pending?.tool, "put_object");
+    // Then the round goes on: b and c run their tools; the child's next turn is next round's.
+    assert.deepEqual(await env.rt.runUntilIdle(2), { quanta: 2, idle: false });
+    assert.equal((await env.rt.process(b)).pending, null);
+    assert.equal((await env.rt.process(c)).pending, null);
+    assert.equal((await env.rt.process(child)).pending?.tool, "put_object");
+    await env.rt.runUntilIdle();
+    for (const pid of [spawner, b, c, child]) {
+      assert.equal((await env.rt.process(pid)).status, "exited", `pid ${pid}`);
+    }
+  },
+);
 
 /** The state row of `pid` and the ledger, as another connection sees them (committed only). */
 async function committed(
@@ -666,10 +679,16 @@ Deno.test("scheduler: a tool's action is committed as running before it acts, wi
   const fs = new DurabilityWatchingFs();
   await using env = await makeEnv({ providers: { fs }, concurrency: 1 });
   fs.storePath = env.storePath;
-  const writer = await launch(env, [cap("filesystem:workspace:*", "write")], {
-    script: { steps: [{ tool: "write_file", args: { path: "out.txt", content: "x" } }] },
-  });
-  const other = await launch(env, [], { script: { steps: [putStep("o")] } });
+  // The writer is served first in each round: launched first on SQLite (pid order), last
+  // on PostgreSQL (never-run processes newest first).
+  const launchWriter = () =>
+    launch(env, [cap("filesystem:workspace:*", "write")], {
+      script: { steps: [{ tool: "write_file", args: { path: "out.txt", content: "x" } }] },
+    });
+  const launchOther = () => launch(env, [], { script: { steps: [putStep("o")] } });
+  const otherFirst = ON_PG ? await launchOther() : null;
+  const writer = await launchWriter();
+  const other = otherFirst ?? await launchOther();
   fs.watch = [writer, other];
   await env.rt.runUntilIdle();
   assert.equal(await Deno.readTextFile(join(env.ws, "out.txt")), "x");

@@ -465,17 +465,18 @@ Deno.test(
   async () => {
     await using env = await fleetEnv();
     const pids = await submit(env.url, env.ws, 10, () => puts(3));
-    // Two workers' claims, one store: never-run processes first (in pid order), then the
-    // one released longest ago; nothing held by another worker is ever handed out.
+    // Two workers' claims, one store: never-run processes first (the newest first: a
+    // newcomer is served next), then the one released longest ago; nothing held by another
+    // worker is ever handed out.
     const store = await PgStore.open(env.url);
     try {
       const a1 = await store.claim("a", 3, 60_000);
       const b1 = await store.claim("b", 3, 60_000);
-      assert.deepEqual(a1.map((c) => c.pid), [1, 2, 3]);
-      assert.deepEqual(b1.map((c) => c.pid), [4, 5, 6]);
-      for (const pid of [2, 1, 3]) await store.release(a1.filter((c) => c.pid === pid));
-      assert.deepEqual((await store.claim("a", 5, 60_000)).map((c) => c.pid), [7, 8, 9, 10, 2]);
-      assert.deepEqual((await store.claim("b", 5, 60_000)).map((c) => c.pid), [1, 3]);
+      assert.deepEqual(a1.map((c) => c.pid), [10, 9, 8]);
+      assert.deepEqual(b1.map((c) => c.pid), [7, 6, 5]);
+      for (const pid of [9, 10, 8]) await store.release(a1.filter((c) => c.pid === pid));
+      assert.deepEqual((await store.claim("a", 5, 60_000)).map((c) => c.pid), [4, 3, 2, 1, 9]);
+      assert.deepEqual((await store.claim("b", 5, 60_000)).map((c) => c.pid), [10, 8]);
       assert.deepEqual(await store.claim("c", 5, 60_000), []);
       await rawSql(env.url, "UPDATE process_state SET lease_worker = NULL, lease_until = NULL");
     } finally {

@@ -33,7 +33,9 @@ CREATE TABLE process_state (
   lease_worker text, lease_token bigint NOT NULL DEFAULT 0, lease_until timestamptz,
   last_run timestamptz);
 CREATE INDEX process_state_status ON process_state (status, pid);
-CREATE INDEX process_state_claim ON process_state (last_run NULLS FIRST, pid)
+-- The claim order (see PgStore.claim): never run first, newest first; then least recently run.
+CREATE INDEX process_state_claim
+  ON process_state (last_run NULLS FIRST, (CASE WHEN last_run IS NULL THEN -pid ELSE pid END))
   WHERE status IN ('runnable', 'running');
 CREATE TABLE model_inputs (pid integer PRIMARY KEY, body text NOT NULL);
 CREATE TABLE model_log (

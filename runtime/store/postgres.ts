@@ -365,28 +365,33 @@ export class PgStore implements Store, LeaseStore {
     leaseMs: number,
     only: { pid?: number; abandoned?: boolean } = {},
   ): Promise<Claim[]> {
+    // Three statements rather than one with optional conditions: each walks its own index
+    // (the claim order's, the primary key) instead of sorting every candidate.
+    const which = only.pid !== undefined
+      ? "pid = $4"
+      : only.abandoned
+      ? "(status = 'running' OR lease_worker IS NOT NULL)"
+      : "true";
     const rows = await this.#run(
       `WITH c AS (
          SELECT pid, lease_worker AS prev FROM process_state
          WHERE status IN ('runnable', 'running')
-           AND (lease_until IS NULL OR lease_until < clock_timestamp())
-           AND ($4::integer IS NULL OR pid = $4)
-           AND (NOT $5 OR status = 'running' OR lease_worker IS NOT NULL)
-         ORDER BY last_run NULLS FIRST, pid
+           AND (lease_until IS NULL OR lease_until < clock_timestamp()) AND ${which}
+         ORDER BY last_run NULLS FIRST, (CASE WHEN last_run IS NULL THEN -pid ELSE pid END)
          LIMIT $2
          FOR UPDATE SKIP LOCKED)
        UPDATE process_state s SET lease_worker = $1, lease_token = s.lease_token + 1,
          lease_until = clock_timestamp() + $3::float8 * interval '1 millisecond'
        FROM c WHERE s.pid = c.pid
        RETURNING s.pid, s.lease_token, s.status, c.prev, s.last_run`,
-      [worker, max, leaseMs, only.pid ?? null, only.abandoned === true],
+      only.pid !== undefined ? [worker, max, leaseMs, only.pid] : [worker, max, leaseMs],
       this.#sh.leaseSql as unknown as _Q,
     );
-    // Oldest last run first, as they were chosen.
+    // In the order they were chosen: never run first (newest first), then oldest last run.
+    const key = (r: _Row) => (r.last_run as Date | null)?.getTime() ?? -Infinity;
     rows.sort((a, b) =>
-      ((a.last_run as Date | null)?.getTime() ?? -Infinity) -
-        ((b.last_run as Date | null)?.getTime() ?? -Infinity) ||
-      Number(a.pid) - Number(b.pid)
+      key(a) - key(b) ||
+      (a.last_run === null ? Number(b.pid) - Number(a.pid) : Number(a.pid) - Number(b.pid))
     );
     return rows.map((r) => ({
       pid: Number(r.pid),

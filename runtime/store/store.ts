@@ -117,7 +117,9 @@ export interface StoreActivity {
 export interface LeaseStore {
   /**
    * Claim up to `max` processes nobody holds (runnable ones, and running ones
-   * whose lease expired), least recently run first, each for `leaseMs`.
+   * whose lease expired), each for `leaseMs`: those never run first, newest
+   * first (a newcomer is served next, as the SQLite scheduler admits it ahead
+   * of the rest of its round), then the least recently run.
    * With `only.pid`, only that process; with `only.abandoned`, only those a
    * stopped runtime left to recover (caught mid-step, or whose lease ran out).
    */
