@@ -32,32 +32,32 @@ import { renderReport } from "../safety/report.ts";
 import { SCENARIO_DIR } from "../safety/scenario.ts";
 
 const USAGE = `usage:
-  libos run IMAGE.json --workspace DIR (--script SCRIPT.json | --goal TEXT [--model openai:MODEL|anthropic:MODEL] [--base-url URL]) [--store FILE] [--grant RESOURCE=RIGHT,RIGHT]... [--human deny|queue|script:FILE] [--json]
+  libos run IMAGE.json --workspace DIR (--script SCRIPT.json | --goal TEXT [--model openai:MODEL|anthropic:MODEL] [--base-url URL]) [--store FILE|URL] [--grant RESOURCE=RIGHT,RIGHT]... [--human deny|queue|script:FILE] [--json]
   libos submit IMAGE.json --workspace DIR (--script SCRIPT.json | --goal TEXT --model openai:MODEL|anthropic:MODEL [--base-url URL]) [--store FILE|URL] [--grant RESOURCE=RIGHT,RIGHT]... [--json]
   libos worker [--store URL] [--concurrency N] [--until-idle] [--lease-ms N] [--json]
-  libos resume PID [--store FILE] [--human queue|deny|script:FILE] [--json]
-  libos human list [--store FILE] [--all] [--json]
-  libos human approve ID --once|--always [--store FILE]
-  libos human deny ID [--always] [--store FILE]
-  libos human done ID [--store FILE]
-  libos human failed ID [--store FILE]
-  libos human release PID SHA256 [--store FILE]
-  libos calls [--store FILE] [--pid N] [--json]
-  libos audit --store FILE [--verify] [--pid N] [--json]
-  libos ps --store FILE [--json]
-  libos caps --store FILE --pid N [--json]
-  libos events --store FILE [--json]
-  libos effects --store FILE [--json]
-  libos objects --store FILE [--pid N | --namespace NS] [--json]
-  libos checkpoint create PID [--label TEXT] --store FILE [--json]
-  libos checkpoint list PID --store FILE [--json]
-  libos checkpoint inspect CKPT --store FILE [--json]
-  libos checkpoint diff CKPT [CKPT2] --store FILE [--json]
-  libos checkpoint restore CKPT --store FILE [--json]
-  libos checkpoint fork CKPT --store FILE [--json]
-  libos checkpoint commit CKPT IMAGE --store FILE [--json]
-  libos tool run TOOL.ts --workspace DIR [--grant RESOURCE=RIGHT,RIGHT]... [--args JSON] [--timeout-ms N] [--store FILE] [--json]
-  libos serve [--store FILE] [--port N] [--hostname 127.0.0.1|::1|localhost] [--token-file FILE] [--no-scheduler]
+  libos resume PID [--store FILE|URL] [--human queue|deny|script:FILE] [--json]
+  libos human list [--store FILE|URL] [--all] [--json]
+  libos human approve ID --once|--always [--store FILE|URL]
+  libos human deny ID [--always] [--store FILE|URL]
+  libos human done ID [--store FILE|URL]
+  libos human failed ID [--store FILE|URL]
+  libos human release PID SHA256 [--store FILE|URL]
+  libos calls [--store FILE|URL] [--pid N] [--json]
+  libos audit --store FILE|URL [--verify] [--pid N] [--json]
+  libos ps --store FILE|URL [--json]
+  libos caps --store FILE|URL --pid N [--json]
+  libos events --store FILE|URL [--json]
+  libos effects --store FILE|URL [--json]
+  libos objects --store FILE|URL [--pid N | --namespace NS] [--json]
+  libos checkpoint create PID [--label TEXT] --store FILE|URL [--json]
+  libos checkpoint list PID --store FILE|URL [--json]
+  libos checkpoint inspect CKPT --store FILE|URL [--json]
+  libos checkpoint diff CKPT [CKPT2] --store FILE|URL [--json]
+  libos checkpoint restore CKPT --store FILE|URL [--json]
+  libos checkpoint fork CKPT --store FILE|URL [--json]
+  libos checkpoint commit CKPT IMAGE --store FILE|URL [--json]
+  libos tool run TOOL.ts --workspace DIR [--grant RESOURCE=RIGHT,RIGHT]... [--args JSON] [--timeout-ms N] [--store FILE|URL] [--json]
+  libos serve [--store FILE|URL] [--port N] [--hostname 127.0.0.1|::1|localhost] [--token-file FILE] [--no-scheduler]
   libos bench safety [--tasks DIR] [--runner NAME]... [--out DIR] [--json]`;
 
 /** What each command does, for `libos --help` and `libos COMMAND --help`. */
@@ -498,13 +498,20 @@ async function _human(args: string[]): Promise<number> {
     if (values.json) console.log(JSON.stringify(r));
     else {
       console.log(
-        `${r.request_id} ${r.status}; resume with: libos resume ${r.pid} (a running libos serve resumes it by itself)`,
+        `${r.request_id} ${r.status}; ${_resumeHint(rt, r.pid)}`,
       );
     }
     return 0;
   } finally {
     await rt.close();
   }
+}
+
+/** Who runs a decided process next: the store's workers (PostgreSQL), or `resume`/`serve`. */
+function _resumeHint(rt: Runtime, pid: number): string {
+  return rt.kernel.store.leases
+    ? "a worker on the store resumes it"
+    : `resume with: libos resume ${pid} (a running libos serve resumes it by itself)`;
 }
 
 /** `human done|failed ID`: say whether an effect a crash left unknown happened. */
@@ -520,7 +527,7 @@ async function _answerOutcome(
     if (json) console.log(JSON.stringify(r));
     else {
       console.log(
-        `${r.request_id} ${r.status}: recorded; resume with: libos resume ${r.pid} (a running libos serve resumes it by itself)`,
+        `${r.request_id} ${r.status}: recorded; ${_resumeHint(rt, r.pid)}`,
       );
     }
     return 0;

@@ -257,7 +257,12 @@ export class WorkerLoop implements QuantumDriver {
   // One claimed process: recover it if its last holder died, run one quantum
   // through a kernel fenced by the lease, and give it back.
   async #serve(claim: Claim): Promise<void> {
-    const fence: Fence = { pid: claim.pid, worker: claim.worker, token: claim.token };
+    const fence: Fence = {
+      pid: claim.pid,
+      worker: claim.worker,
+      token: claim.token,
+      leaseMs: this.#leaseMs,
+    };
     const k = this.#k;
     // Held at a quiescent point by this runtime (a checkpoint): give it back untouched.
     if (k.isFrozen(fence.pid) || k.inQuantum(fence.pid)) {

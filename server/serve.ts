@@ -88,10 +88,11 @@ export class SchedulerPump {
   #closed = false;
   #onError: (e: unknown) => void;
 
-  /** Pump for `rt`. */
-  constructor(rt: Runtime, onError: (e: unknown) => void) {
+  /** Pump for `rt`; one not `enabled` ignores kicks (`rt` schedules nothing). */
+  constructor(rt: Runtime, onError: (e: unknown) => void, enabled = true) {
     this.#rt = rt;
     this.#onError = onError;
+    this.#closed = !enabled;
   }
 
   /** Ask for a run. */
@@ -142,9 +143,11 @@ export async function serve(rt: Runtime, options: ServeOptions): Promise<Served>
     throw new LibosError("EINVAL", "port: must be an integer from 0 to 65535");
   }
   const token = options.tokenFile ? await loadOrCreateToken(options.tokenFile) : newToken();
+  // A client runtime (a console beside workers) schedules nothing: its pump never runs.
   const pump = new SchedulerPump(
     rt,
     options.onSchedulerError ?? ((e) => console.error("libos serve: scheduler:", e)),
+    rt.role === "scheduler",
   );
   const stop = new AbortController();
   // The listener must exist before the app knows its origins: bind first, route after.

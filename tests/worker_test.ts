@@ -162,6 +162,69 @@ class GatedModel extends ScriptedModel {
 }
 
 Deno.test(
+  "worker: an external effect starts only while its lease surely holds",
+  NEEDS_PG,
+  async () => {
+    await using env = await fleetEnv();
+    const [pid] = await submit(env.url, env.ws, 1, () => puts(1));
+    const store = await PgStore.open(env.url);
+    const effect = (id: string) => ({
+      effect_id: id,
+      pid,
+      syscall: "filesystem.write",
+      resource: "filesystem:workspace:out.txt",
+      args_hash: "h",
+      status: "pending" as const,
+      outcome: null,
+      created_at: new Date().toISOString(),
+      finished_at: null,
+    });
+    const statusOf = async () =>
+      Object.fromEntries((await store.listEffects()).map((e) => [e.effect_id, e.status]));
+    try {
+      // A lease of 3 s, renewed every second by its worker: an effect needs 1 s of it left.
+      const [a] = await store.claim("worker-a", 1, 3_000);
+      const va = store.fenced({ ...a, leaseMs: 3_000 });
+      // Positive control: a fresh lease lets the intent land.
+      await va.insertEffect(effect("fx_fresh"));
+      // With less than a third of the lease left (renewals stopped: a stalled worker), refused.
+      await rawSql(
+        env.url,
+        "UPDATE process_state SET lease_until = now() + interval '500 milliseconds'",
+      );
+      await rejectsCode(va.insertEffect(effect("fx_late")), "EFENCED");
+      // The lease is fresh again, but the intent's commit is held up past the margin (a
+      // statement holding the row for 1.5 s): by the time the effect could start, the lease
+      // might have run out, so it does not start and its intent says nothing was done.
+      await rawSql(env.url, "UPDATE process_state SET lease_until = now() + interval '60 seconds'");
+      const holder = rawRows(
+        env.url,
+        `SELECT pg_sleep(1.5) FROM (SELECT 1 FROM process_state WHERE pid = ? FOR UPDATE) x`,
+        pid,
+      );
+      for (let i = 0; i < 500; i++) {
+        const busy = await rawRows(
+          env.url,
+          "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(1.5)%'" +
+            " AND pid <> pg_backend_pid()",
+        );
+        if (busy.length) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await rejectsCode(va.insertEffect(effect("fx_slow")), "EFENCED");
+      await holder;
+      assert.deepEqual(await statusOf(), { fx_fresh: "pending", fx_slow: "failed" });
+      // Without a known lease length (a fence only), the lease check alone applies.
+      await va.finishEffect("fx_fresh", "done", null, new Date().toISOString());
+      await store.fenced(a).insertEffect(effect("fx_plain"));
+      assert.equal((await statusOf()).fx_plain, "pending");
+    } finally {
+      await store.close();
+    }
+  },
+);
+
+Deno.test(
   "worker: a write fenced by a lease that was lost is refused, and nothing it tried lands",
   NEEDS_PG,
   async () => {
@@ -409,7 +472,11 @@ Deno.test(
     });
     // The console: a client runtime, which runs nothing itself.
     const console_ = await Runtime.open({ store: env.url, role: "client" });
-    const srv = await serve(console_, { port: 0 });
+    const schedulerErrors: unknown[] = [];
+    const srv = await serve(console_, {
+      port: 0,
+      onSchedulerError: (e) => schedulerErrors.push(e),
+    });
     const stop = new AbortController();
     const running = worker.worker!.run({ signal: stop.signal });
     try {
@@ -449,6 +516,8 @@ Deno.test(
       assert.deepEqual(writes.map((e) => e.status), ["done"]);
       const decided = await console_.kernel.store.listAudit({ action: "human.decide" });
       assert.deepEqual(decided.map((r) => r.actor), ["human:owner via http"]);
+      // A console beside workers never tries to schedule.
+      assert.deepEqual(schedulerErrors, []);
     } finally {
       stop.abort();
       await running;

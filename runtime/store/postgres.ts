@@ -383,15 +383,17 @@ export class PgStore implements Store, LeaseStore {
        UPDATE process_state s SET lease_worker = $1, lease_token = s.lease_token + 1,
          lease_until = clock_timestamp() + $3::float8 * interval '1 millisecond'
        FROM c WHERE s.pid = c.pid
-       RETURNING s.pid, s.lease_token, s.status, c.prev, s.last_run`,
+       RETURNING s.pid, s.lease_token, s.status, c.prev,
+         (extract(epoch FROM s.last_run) * 1000000)::int8 AS last_run_us`,
       only.pid !== undefined ? [worker, max, leaseMs, only.pid] : [worker, max, leaseMs],
       this.#sh.leaseSql as unknown as _Q,
     );
-    // In the order they were chosen: never run first (newest first), then oldest last run.
-    const key = (r: _Row) => (r.last_run as Date | null)?.getTime() ?? -Infinity;
+    // In the order they were chosen: never run first (newest first), then oldest last run
+    // (in microseconds, as stored: two releases can share a millisecond).
+    const key = (r: _Row) => r.last_run_us === null ? -Infinity : Number(r.last_run_us);
     rows.sort((a, b) =>
       key(a) - key(b) ||
-      (a.last_run === null ? Number(b.pid) - Number(a.pid) : Number(a.pid) - Number(b.pid))
+      (a.last_run_us === null ? Number(b.pid) - Number(a.pid) : Number(a.pid) - Number(b.pid))
     );
     return rows.map((r) => ({
       pid: Number(r.pid),
@@ -1170,11 +1172,53 @@ export class PgStore implements Store, LeaseStore {
 
   // ---- effect ledger
 
+  /**
+   * The intent of an external effect, which the caller performs as soon as
+   * this returns. Under a lease of known length the effect must also start
+   * while the lease surely holds: the lease has at least a third of its
+   * length left when the row is written (renewals keep two thirds), and this
+   * returns no later than that third after the statement was sent, by this
+   * runtime's clock. Otherwise a worker that stalled here could act after
+   * another worker took the process over: it is refused (`EFENCED`) and the
+   * intent marked failed (nothing was done).
+   */
   async insertEffect(e: EffectRecord): Promise<void> {
-    await this.#exec(
-      "INSERT INTO effects (effect_id, pid, status, body) SELECT $1, $2, $3, $4 WHERE {{FENCE}}",
-      [e.effect_id, e.pid, e.status, JSON.stringify(e)],
+    const f = this.#fence;
+    const body = JSON.stringify(e);
+    if (!f?.leaseMs) {
+      await this.#exec(
+        "INSERT INTO effects (effect_id, pid, status, body) SELECT $1, $2, $3, $4 WHERE {{FENCE}}",
+        [e.effect_id, e.pid, e.status, body],
+      );
+      return;
+    }
+    const margin = Math.floor(f.leaseMs / 3);
+    const sent = performance.now();
+    const rows = await this.#run(
+      `INSERT INTO effects (effect_id, pid, status, body) SELECT $1, $2, $3, $4
+       WHERE libos_fenced($5::integer, $6::text, $7::bigint) AND EXISTS (
+         SELECT 1 FROM process_state WHERE pid = $5
+           AND lease_until > clock_timestamp() + $8::float8 * interval '1 millisecond')
+       RETURNING effect_id`,
+      [e.effect_id, e.pid, e.status, body, f.pid, f.worker, f.token, margin],
     );
+    if (rows.length === 0) {
+      throw new LibosError(
+        "EFENCED",
+        `store: the lease on process ${f.pid} has less than ${margin} ms left: no effect starts`,
+      );
+    }
+    if (performance.now() - sent >= margin) {
+      // Too late to be sure the lease still holds: record that nothing was done.
+      await this.finishEffect(e.effect_id, "failed", {
+        code: "EFENCED",
+        message: "not started: the lease could have expired before it",
+      }, e.created_at).catch(() => {});
+      throw new LibosError(
+        "EFENCED",
+        `store: the lease on process ${f.pid} could have expired before the effect started`,
+      );
+    }
   }
 
   /** One statement: the outcome goes to columns of its own (the intent's record stays as written). */

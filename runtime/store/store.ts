@@ -83,6 +83,11 @@ export interface Fence {
   worker: string;
   /** The lease's generation: every claim bumps it, so an older holder's token never matches again. */
   token: number;
+  /**
+   * The lease's length in ms, when the holder renews it every third of that:
+   * an external effect then starts only while the lease surely holds.
+   */
+  leaseMs?: number;
 }
 
 /** A process a worker claimed. */
