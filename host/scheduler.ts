@@ -123,9 +123,9 @@ class _EventLoopTurns {
     this.#flush = flush;
   }
 
-  /** Yield if the last turn was long enough ago. */
-  async maybe(): Promise<void> {
-    if (performance.now() - this.#last < YIELD_EVERY_MS) return;
+  /** Yield if the last turn was long enough ago; true if it did. */
+  async maybe(): Promise<boolean> {
+    if (performance.now() - this.#last < YIELD_EVERY_MS) return false;
     // Hosts, other connections and the audit indexer see everything decided so far.
     await this.#flush();
     // A message is a task: timers and I/O that are due run before it arrives.
@@ -136,6 +136,7 @@ class _EventLoopTurns {
       ch.port2.postMessage(null);
     });
     this.#last = performance.now();
+    return true;
   }
 
   /** Release the channel (an open port keeps the process alive). */
@@ -178,6 +179,8 @@ export interface QuantumDriver {
 export class Scheduler {
   #k: Kernel;
   #lastPid = 0;
+  // The highest runnable pid any listing has seen: newer ones are newcomers.
+  #listedUpTo = 0;
   #concurrency: number;
   #driver: QuantumDriver | null = null;
 
@@ -221,7 +224,13 @@ export class Scheduler {
     const rearm = () => (freed = new Promise<void>((r) => (free = r)));
     rearm();
     for (;;) {
-      await turns.maybe();
+      // Processes created by another runtime on the store (libos submit) since the round
+      // was listed: served next, as a launch from this host is, not a round later.
+      if (await turns.maybe()) {
+        const newcomers = await this.#k.store.pidsWithStatus("runnable", this.#listedUpTo);
+        for (const pid of newcomers) if (!active.has(pid)) round.admit(pid);
+        if (newcomers.length) this.#listedUpTo = newcomers[newcomers.length - 1];
+      }
       if (round.empty && quanta < maxQuanta && await this.#newRound(round, active)) {
         return { quanta, idle: true };
       }
@@ -270,6 +279,7 @@ export class Scheduler {
     // The listing below sees everything that became runnable until now.
     this.#k.takeRunnable();
     const listed = await this.#k.store.pidsWithStatus("runnable");
+    if (listed.length) this.#listedUpTo = Math.max(this.#listedUpTo, listed[listed.length - 1]);
     const runnable = listed.filter((p) => !active.has(p));
     const start = runnable.findIndex((p) => p > this.#lastPid);
     round.reset(start <= 0 ? runnable : [...runnable.slice(start), ...runnable.slice(0, start)]);

@@ -642,6 +642,93 @@ Deno.test(
   },
 );
 
+/** A scripted model that takes `delayMs` a decision while `slow`, noting whom it served. */
+class PacedModel extends ScriptedModel {
+  readonly served: number[] = [];
+  slow = true;
+  onCall: (() => void) | null = null;
+  constructor(readonly delayMs: number) {
+    super();
+  }
+  override async next(ctx: ModelContext) {
+    this.served.push(ctx.pid);
+    this.onCall?.();
+    if (this.slow) await new Promise((r) => setTimeout(r, this.delayMs));
+    return await super.next(ctx);
+  }
+}
+
+Deno.test(
+  "scheduler: a process another runtime submits to the store during a round is served in that round",
+  SQLITE_ONLY,
+  async () => {
+    const model = new PacedModel(10);
+    await using env = await makeEnv({ concurrency: 1, providers: { models: { scripted: model } } });
+    const pids: number[] = [];
+    for (let i = 0; i < 300; i++) {
+      pids.push(await launch(env, [], { script: { steps: [putStep(`p${i}`)] } }));
+    }
+    const image = join(env.root, "image.json");
+    const script = join(env.root, "script.json");
+    await Deno.writeTextFile(image, JSON.stringify({ name: "late", tools: ["put_object"] }));
+    await Deno.writeTextFile(script, JSON.stringify({ steps: [putStep("late")] }));
+    // Ten quanta into the first round (300 decisions of 10 ms each), `libos submit` creates a
+    // process from another OS process: this runtime never hears of it but through the store.
+    let submitted: Promise<{ pid: number; servedBefore: number }> | null = null;
+    const started = Promise.withResolvers<void>();
+    model.onCall = () => {
+      if (submitted || model.served.length < 10) return;
+      started.resolve();
+      submitted = (async () => {
+        const out = await new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "-A",
+            "--no-check",
+            "--config",
+            new URL("../deno.json", import.meta.url).pathname,
+            new URL("../cli/libos.ts", import.meta.url).pathname,
+            "submit",
+            image,
+            "--workspace",
+            env.ws,
+            "--script",
+            script,
+            "--store",
+            env.storePath,
+            "--json",
+          ],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        assert.ok(out.success, new TextDecoder().decode(out.stderr));
+        const { pid } = JSON.parse(new TextDecoder().decode(out.stdout));
+        return { pid, servedBefore: model.served.length };
+      })();
+    };
+    const run = env.rt.runUntilIdle();
+    await started.promise;
+    const { pid: late, servedBefore } = await submitted!;
+    // Once it is in the store, the next decisions made are its own within a yield or two,
+    // not after the ~300 still waiting in the round (as when only a new round listed it).
+    for (let i = 0; i < 1000 && !model.served.includes(late); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    model.slow = false;
+    await run;
+    const first = model.served.indexOf(late);
+    assert.ok(first >= 0, "the newcomer was served");
+    assert.ok(servedBefore < 300, "the submit landed inside the first round");
+    assert.ok(
+      first - servedBefore <= 3,
+      `served ${first - servedBefore} decisions after it was submitted`,
+    );
+    for (const pid of [...pids, late]) {
+      assert.equal((await env.rt.process(pid)).status, "exited", `pid ${pid}`);
+    }
+  },
+);
+
 /** The state row of `pid` and the ledger, as another connection sees them (committed only). */
 async function committed(
   storePath: string,

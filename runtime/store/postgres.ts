@@ -528,10 +528,10 @@ export class PgStore implements Store, LeaseStore {
     return rows.map((r) => _procRow(Number(r.pid), r));
   }
 
-  async pidsWithStatus(status: ProcessStatus): Promise<number[]> {
+  async pidsWithStatus(status: ProcessStatus, after = 0): Promise<number[]> {
     const rows = await this.#read(
-      "SELECT pid FROM process_state WHERE status = $1 ORDER BY pid",
-      [status],
+      "SELECT pid FROM process_state WHERE status = $1 AND pid > $2 ORDER BY pid",
+      [status, after],
     );
     return rows.map((r) => Number(r.pid));
   }

@@ -796,14 +796,14 @@ export class SqliteStore implements Store {
     return rows.map((r) => ({ pid: r.pid, ...JSON.parse(r.body), ...parseHot(r) }));
   }
 
-  async pidsWithStatus(status: ProcessStatus): Promise<number[]> {
+  async pidsWithStatus(status: ProcessStatus, after = 0): Promise<number[]> {
     while (this.#busy) await this.#busy;
     // Ended processes are never scanned: a store's history does not slow the scheduler.
     const sql = isTerminal(status)
-      ? "SELECT pid FROM process_state WHERE status = ? ORDER BY pid"
+      ? "SELECT pid FROM process_state WHERE status = ? AND pid > ? ORDER BY pid"
       : `SELECT l.pid FROM live_processes l JOIN process_state s USING (pid)
-         WHERE s.status = ? ORDER BY l.pid`;
-    return (this.#q(sql).all(status) as { pid: number }[]).map((r) => r.pid);
+         WHERE s.status = ? AND l.pid > ? ORDER BY l.pid`;
+    return (this.#q(sql).all(status, after) as { pid: number }[]).map((r) => r.pid);
   }
 
   async subtreePids(root: number): Promise<number[]> {

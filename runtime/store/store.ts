@@ -212,8 +212,11 @@ export interface Store {
     patch: Partial<Omit<ProcessRecord, "pid">>,
     expectStatus?: ProcessStatus | readonly ProcessStatus[],
   ): Promise<boolean>;
-  /** Pids of the processes whose status is `status`, in pid order (ended ones are never scanned). */
-  pidsWithStatus(status: ProcessStatus): Promise<number[]>;
+  /**
+   * Pids of the processes whose status is `status`, in pid order (ended ones
+   * are never scanned); with `after`, only pids above it.
+   */
+  pidsWithStatus(status: ProcessStatus, after?: number): Promise<number[]>;
   /**
    * `root` and every process descended from it (children, their children,
    * ...), in pid order; empty when `root` does not exist.
