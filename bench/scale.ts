@@ -22,7 +22,9 @@
  *   audit chain must verify.
  *
  * The cluster is private (initdb in a temp directory) with PostgreSQL's
- * default durability (fsync and synchronous commit on). Printed: the table
+ * default durability (fsync and synchronous commit on). The machine's CPU
+ * busy share during each run is printed beside it (on a machine with few
+ * cores, more workers share the same cores). Printed: the table
  * and the ratios against one worker and against SQLite, measured in the same
  * run; `--json` for the raw figures.
  *
@@ -66,6 +68,21 @@ interface Result {
   firstQuantumMs: { p50: number; p99: number; n: number };
   takenOver: number;
   lost: number;
+  /** Share of the machine's CPU time busy during the run (every process, PostgreSQL too). */
+  cpuBusy: number | null;
+}
+
+/** The machine's CPU time so far, busy and total (jiffies from /proc/stat); null off Linux. */
+function cpuTimes(): { busy: number; total: number } | null {
+  try {
+    const line = Deno.readTextFileSync("/proc/stat").split("\n")[0];
+    const v = line.trim().split(/\s+/).slice(1).map(Number);
+    const total = v.reduce((a, b) => a + b, 0);
+    // idle + iowait are not busy.
+    return { busy: total - v[3] - (v[4] ?? 0), total };
+  } catch {
+    return null;
+  }
 }
 
 function now(): number {
@@ -145,6 +162,7 @@ async function runConfig(
   for (const out of outs) children.push(await spawnRuntime(store, out));
   const go = new TextEncoder().encode("go\n");
   const writers = children.map((c) => c.stdin.getWriter());
+  const cpu0 = cpuTimes();
   for (const w of writers) await w.write(go);
   // Newcomers: submitted while the fleet is busy, from this (another) OS process.
   const submitted = new Map<number, number>();
@@ -164,6 +182,7 @@ async function runConfig(
     const s = await c.status;
     if (!s.success) throw new Error(`${config}: a runtime exited with ${s.code}`);
   }
+  const cpu1 = cpuTimes();
   const runs = await Promise.all(outs.map(async (o) => JSON.parse(await Deno.readTextFile(o))));
   const quanta = runs.reduce((a, r) => a + r.quanta, 0);
   const start = Math.min(...runs.map((r) => r.start));
@@ -202,6 +221,9 @@ async function runConfig(
     },
     takenOver: runs.reduce((a, r) => a + (r.stats?.takenOver ?? 0), 0),
     lost: runs.reduce((a, r) => a + (r.stats?.lost ?? 0), 0),
+    cpuBusy: cpu0 && cpu1
+      ? Number(((cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total)).toFixed(2))
+      : null,
   };
 }
 
@@ -297,6 +319,7 @@ function report(results: Result[], pgSubmit: number): void {
       "Jain r2",
       "TTFQ p50",
       "TTFQ p99",
+      "CPU busy",
     ]
       .join("  "),
   );
@@ -311,6 +334,7 @@ function report(results: Result[], pgSubmit: number): void {
       r.jainRound2.toFixed(4).padStart(7),
       `${r.firstQuantumMs.p50} ms`.padStart(8),
       `${r.firstQuantumMs.p99} ms`.padStart(8),
+      (r.cpuBusy === null ? "-" : `${Math.round(r.cpuBusy * 100)}%`).padStart(8),
     ].join("  "));
   }
   console.log(
