@@ -378,8 +378,9 @@ Deno.test(
       { tools: ["write_file", "sleep"] },
       [{ resource: "filesystem:workspace:out/*", rights: ["write"] }],
     );
-    // A worker with short leases, killed (SIGKILL) in the middle of the run.
-    const doomed = spawnWorker(env.url, ["--lease-ms", "1500", "--concurrency", "4"]);
+    // A worker with short leases (an effect starts only with a third of one left: 1 s, so a
+    // busy machine does not refuse one), killed (SIGKILL) in the middle of the run.
+    const doomed = spawnWorker(env.url, ["--lease-ms", "3000", "--concurrency", "4"]);
     let done = 0;
     for (let i = 0; i < 3000 && done < (N * WRITES) / 3; i++) {
       await new Promise((r) => setTimeout(r, 10));
