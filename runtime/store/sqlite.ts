@@ -10,6 +10,7 @@ import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { AuditLog, type AuditLogHooks } from "./_audit_log.ts";
 import { joinRanges, type RangeReport, verifyRange } from "./_audit_verify.ts";
 import { Worker } from "node:worker_threads";
+import { setImmediate } from "node:timers";
 import {
   chainHash,
   indexAuditLines,
@@ -312,6 +313,8 @@ interface _Shared {
    */
   group: { start: unknown } | null;
   groupTimer: number | null;
+  /** The commit callers of {@link SqliteStore.commitSoon} wait for, once asked. */
+  soon: Promise<void> | null;
   stmts: Map<string, StatementSync>;
 }
 
@@ -399,6 +402,7 @@ export class SqliteStore implements Store {
         tx: null,
         group: null,
         groupTimer: null,
+        soon: null,
         stmts: new Map(),
       },
       false,
@@ -517,6 +521,25 @@ export class SqliteStore implements Store {
     if (this.#inTx) return;
     while (this.#s.tx) await this.#s.tx;
     this.#commitGroup();
+  }
+
+  /**
+   * Commit what is deferred once the next task runs (a macrotask: by then the
+   * microtasks of every quantum in flight have run, so each one that reached
+   * this point wrote its mark and waits here). One commit for all of them.
+   */
+  commitSoon(): Promise<void> {
+    if (this.#inTx) {
+      return Promise.reject(new LibosError("EINVAL", "store: commitSoon inside a transaction"));
+    }
+    const s = this.#s;
+    return s.soon ??= new Promise<void>((resolve, reject) => {
+      setImmediate(() => {
+        // Later callers wait for a commit of their own: theirs may come after this one.
+        s.soon = null;
+        this.flush().then(resolve, reject);
+      });
+    });
   }
 
   // Take the audit log's write lock (its indexer takes turns with us), BEGIN,
