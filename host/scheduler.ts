@@ -11,7 +11,9 @@
  * tool's first effect, then writes the result, its step index and the row
  * back to runnable together. The decision and the result are deferred: they
  * commit with the next write that may precede an effect (at the latest the
- * next tool step's running mark), so a step costs one commit.
+ * next tool step's running mark), so a step costs one commit; on SQLite the
+ * running marks of the tool steps in flight share one commit (see
+ * `Kernel.markRunning`), and no tool runs before the commit that holds its mark.
  * @module
  */
 import { syscall } from "../primitives/mod.ts";

@@ -593,16 +593,28 @@ export class Kernel {
    * the step as unknown instead of running it again), compare-and-swap from
    * `runnable`, with its usage. No event: it is the inside of one quantum,
    * two events a quantum would say nothing the step's audit records do not.
-   * Returns false if the process was no longer runnable.
+   * Returns false if the process was no longer runnable; true once the mark
+   * is committed. On a store that can share a commit (SQLite), the mark is
+   * written deferred and committed with the marks of the other quanta that get
+   * here before the event loop's next task (and whatever was deferred before
+   * them): one commit for a wave of tool steps instead of one each.
    */
   async markRunning(pid: number): Promise<boolean> {
     const usage = this.#usage.get(pid);
-    const patch = { status: "running" as const, updated_at: this.now() };
-    return await this.store.updateProcess(
-      pid,
-      usage ? { ...patch, usage: { ...usage } } : patch,
-      "runnable",
+    const base = { status: "running" as const, updated_at: this.now() };
+    const patch = usage ? { ...base, usage: { ...usage } } : base;
+    const store = this.store;
+    if (!store.commitSoon) return await store.updateProcess(pid, patch, "runnable");
+    const marked = await store.transaction(
+      (tx) => tx.updateProcess(pid, patch, "runnable"),
+      { defer: true },
     );
+    if (!marked) return false;
+    await store.commitSoon();
+    // Committed, unless a failure rolled back the writes deferred with it
+    // (then the store reads `runnable` again, and the step does not run): the
+    // mark is read back as stored. A status moved on since (a kill) stops it too.
+    return (await this.process(pid)).status === "running";
   }
 
   /** The narrow view a model provider gets of `proc` for one model step. */

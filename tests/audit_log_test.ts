@@ -171,6 +171,41 @@ Deno.test(
 );
 
 Deno.test(
+  "audit log: records committed inside transactions while lines wait to be indexed keep the chain whole",
+  SQLITE_ONLY,
+  async () => {
+    // The indexer numbers and hashes lines before it takes the write lock,
+    // after the head it last wrote; a transaction's own record moves the head
+    // in between, and the lines must then be chained after it instead.
+    await using tmp = await tempDir();
+    const path = join(tmp.dir, "s.db");
+    const s = SqliteStore.open(path);
+    try {
+      let n = 0;
+      for (let round = 0; round < 30; round++) {
+        const logged = [];
+        for (let i = 0; i < 5; i++) logged.push(s.appendAudit(draft(n++, "pid:log")));
+        await Promise.all(logged);
+        await s.transaction(async (tx) => {
+          await tx.appendAudit(draft(n++, "pid:tx"));
+        });
+        // Let the indexer catch up now and then, so it has a head of its own to chain after.
+        if (round % 3 === 0) await s.auditIndexed();
+        else await new Promise((r) => setTimeout(r, round % 2));
+      }
+      const all = await s.listAudit();
+      assert.equal(all.length, n);
+      assert.deepEqual(all.map((r) => r.seq), Array.from({ length: n }, (_, i) => i + 1));
+      assert.equal(all.filter((r) => r.actor === "pid:tx").length, 30);
+      assert.equal(all.filter((r) => r.actor === "pid:log").length, 150);
+      assert.equal((await s.verifyAudit()).ok, true);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+Deno.test(
   "audit log: a full log is emptied once indexed and the chain stays whole",
   SQLITE_ONLY,
   async () => {

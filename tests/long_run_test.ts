@@ -64,14 +64,31 @@ Deno.test("scheduler: a process with a 10,000-step script finishes correctly", a
   assert.ok((await env.rt.kernel.store.verifyAudit()).ok);
 });
 
-/** Results recorded so far for `pid`, read by a connection of its own. */
-async function recorded(storePath: string, pid: number): Promise<number> {
-  const [r] = await rawRows(storePath, "SELECT COUNT(*) AS n FROM step_results WHERE pid = ?", pid);
-  return Number(r.n);
+/** Results recorded so far for `pids`, read by a connection of its own. */
+async function recorded(storePath: string, pids: number[]): Promise<number> {
+  let n = 0;
+  for (const pid of pids) {
+    const [r] = await rawRows(
+      storePath,
+      "SELECT COUNT(*) AS n FROM step_results WHERE pid = ?",
+      pid,
+    );
+    n += Number(r.n);
+  }
+  return n;
 }
 
-/** Run the store's scheduler in a child process until `pid` has `kill` results, then SIGKILL it. */
-async function killMidRun(storePath: string, pid: number, kill: number, dir: string) {
+/**
+ * Run the store's scheduler in a child process until `pids` have `kill`
+ * results between them, then SIGKILL it.
+ */
+async function killMidRun(
+  storePath: string,
+  pids: number[],
+  kill: number,
+  dir: string,
+  total = STEPS,
+) {
   const runtimeUrl = new URL("../host/runtime.ts", import.meta.url).href;
   const child = join(dir, `child-${kill}.ts`);
   await Deno.writeTextFile(
@@ -98,12 +115,12 @@ console.log("finished");
   let seen = 0;
   for (let i = 0; i < 3000 && seen < kill; i++) {
     await new Promise((r) => setTimeout(r, 10));
-    seen = await recorded(storePath, pid);
+    seen = await recorded(storePath, pids);
   }
   proc.kill("SIGKILL");
   const out = await proc.output();
   assert.equal(out.signal, "SIGKILL", new TextDecoder().decode(out.stderr));
-  assert.ok(seen >= kill && seen < STEPS, `killed after ${seen} steps`);
+  assert.ok(seen >= kill && seen < total, `killed after ${seen} steps`);
   return seen;
 }
 
@@ -116,7 +133,7 @@ Deno.test("scheduler: a runtime killed in the middle of a long script resumes at
       script: putScript(STEPS),
     });
     await env.rt.close();
-    const seen = await killMidRun(env.storePath, pid, kill, env.root);
+    const seen = await killMidRun(env.storePath, [pid], kill, env.root);
     // The killed runtime's lease goes stale after its length; pretend that much time passed.
     await expireLeases(env.storePath);
 
@@ -153,6 +170,61 @@ Deno.test("scheduler: a runtime killed in the middle of a long script resumes at
       const unaudited = names.length - puts.length;
       assert.ok(unaudited === 0 || (unaudited === 1 && failed.length === 1), `${unaudited}`);
       if (unaudited === 1) assert.ok(named.has(`s${failed[0].step}`));
+      assert.ok((await rt.kernel.store.verifyAudit()).ok);
+    } finally {
+      await rt.close();
+    }
+  }
+});
+
+/** Processes and steps each of the test below (a fifth of the steps on PostgreSQL, as above). */
+const MANY = 8;
+const EACH = ON_PG ? 250 : 1_500;
+
+Deno.test("scheduler: a runtime killed while several processes' tool steps share commits resumes each at its exact step", async () => {
+  // Eight processes at four slots: the running marks of the tool steps in flight
+  // share one commit (SQLite), and `now` writes nothing to the store before its
+  // audit line, so its tool acting before its mark is durable would show here as
+  // a step run twice. Killed at two points of the run.
+  for (const kill of [(MANY * EACH) / 5, (MANY * EACH * 3) / 5]) {
+    await using env = await makeEnv({ concurrency: 4 });
+    const pids: number[] = [];
+    for (let i = 0; i < MANY; i++) {
+      const { pid } = await env.rt.launch({
+        image: { name: "many", tools: ["now"], budgets: UNBOUNDED },
+        workspace: env.ws,
+        grants: [{ resource: "clock:now", rights: ["read"] }],
+        script: { steps: Array.from({ length: EACH }, () => ({ tool: "now", args: {} })) },
+      });
+      pids.push(pid);
+    }
+    await env.rt.close();
+    const seen = await killMidRun(env.storePath, pids, kill, env.root, MANY * EACH);
+    await expireLeases(env.storePath);
+
+    const rt = await Runtime.open({ store: env.storePath });
+    try {
+      assert.equal((await rt.runUntilIdle()).idle, true);
+      for (const pid of pids) {
+        const rec = await rt.process(pid);
+        assert.equal(rec.status, "exited", `pid ${pid}, kill at ${seen}`);
+        assert.equal(rec.exit_code, 0);
+        // One result per step, in order: none skipped, none recorded twice.
+        const steps = await rt.steps(pid);
+        assert.deepEqual(steps.map((s) => s.step), Array.from({ length: EACH }, (_, i) => i));
+        // At most the step in flight at the kill has an unknown outcome; it was not replayed.
+        const failed = steps.filter((s) => !s.ok);
+        assert.ok(failed.length <= 1, JSON.stringify(failed));
+        for (const f of failed) assert.ok(!f.ok && f.error.code === "EIO", JSON.stringify(f));
+        // Each ok step's clock.now ran once; the unknown one at most once (its record is
+        // durable if the call returned before the kill).
+        const ok = steps.length - failed.length;
+        const calls = await rt.kernel.store.listAudit({ action: "clock.now", actor: `pid:${pid}` });
+        assert.ok(
+          calls.length >= ok && calls.length <= ok + failed.length,
+          `pid ${pid}: ${calls.length} clock.now records for ${ok} ok steps, ${failed.length} unknown`,
+        );
+      }
       assert.ok((await rt.kernel.store.verifyAudit()).ok);
     } finally {
       await rt.close();

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Runtime } from "../host/runtime.ts";
 import type { StepResult } from "../host/scheduler.ts";
-import { HostFileSystem } from "../runtime/providers/host.ts";
+import { HostClock, HostFileSystem } from "../runtime/providers/host.ts";
 import { ScriptedModel } from "../runtime/providers/scripted.ts";
 import type { ModelContext, ModelProvider } from "../runtime/providers/types.ts";
 import { cap, type Env, launch, makeEnv, rawRows, rejectsCode } from "./_helpers.ts";
@@ -788,6 +788,51 @@ Deno.test("scheduler: a tool's action is committed as running before it acts, wi
   assert.equal(w.fx, 1);
   assert.equal(o.status, "runnable");
   assert.equal((o.pending as { tool: string }).tool, "put_object");
+});
+
+/**
+ * A clock whose sleep reads, through a connection of its own (committed state
+ * only), the status of the process whose tag (the `ms` it was asked to sleep)
+ * it is; it does not sleep.
+ */
+class CommitWatchingClock extends HostClock {
+  storePath = "";
+  pids: number[] = [];
+  seen: string[] = [];
+  override async sleep(tag: number): Promise<void> {
+    const [row] = await rawRows(
+      this.storePath,
+      "SELECT status FROM process_state WHERE pid = ?",
+      this.pids[tag],
+    );
+    this.seen.push(`${this.pids[tag]}:${row?.status}`);
+  }
+}
+
+Deno.test("scheduler: with quanta in flight sharing a commit, no tool runs before its own running mark is committed", async () => {
+  // Steps whose syscall writes nothing to the store first (no ledger intent),
+  // eight processes, four quanta at once: the marks of a wave of tool steps are
+  // committed together, and each tool acts only after that commit.
+  const clock = new CommitWatchingClock();
+  await using env = await makeEnv({ providers: { clock }, concurrency: 4 });
+  clock.storePath = env.storePath;
+  const n = 8;
+  for (let tag = 0; tag < n; tag++) {
+    clock.pids.push(
+      await launch(env, [cap("clock:sleep", "execute")], {
+        tools: ["sleep"],
+        script: { steps: Array.from({ length: 3 }, () => ({ tool: "sleep", args: { ms: tag } })) },
+      }),
+    );
+  }
+  const report = await env.rt.runUntilIdle();
+  assert.equal(report.idle, true);
+  assert.equal(clock.seen.length, n * 3);
+  assert.deepEqual(clock.seen.filter((s) => !s.endsWith(":running")), []);
+  for (const pid of clock.pids) {
+    const steps = await env.rt.steps(pid);
+    assert.deepEqual(steps.map((s) => [s.step, s.ok]), [[0, true], [1, true], [2, true]]);
+  }
 });
 
 /** A model that reaches outside (like a model API): it checks what others can already see. */

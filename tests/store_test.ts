@@ -230,6 +230,38 @@ Deno.test("store: objects, versions and links survive closing and reopening", as
   assert.deepEqual(rows.map((r) => JSON.parse(r.body as string).payload.v), [1, 2, 3]);
 });
 
+Deno.test("store: every version an object had is in the version table once replaced, removed or restored over", async () => {
+  await using tmp = await tempStore();
+  const s = await open(tmp.path);
+  try {
+    for (const oid of ["u1", "r1", "c1"]) {
+      await s.insertObject(objRow(oid, { payload: { v: `${oid}-1` } }));
+    }
+    assert.equal(
+      (await s.updateObject("u1", 1, { payload: { v: "u1-2" }, label: "public", updated_at: T }))
+        ?.version,
+      2,
+    );
+    await s.removeObjects(["r1"]);
+    await s.restoreObjects([objRow("c1", { payload: { v: "c1-restored" } })]);
+    assert.equal((await s.getObject("c1"))?.version, 2);
+    assert.equal(await s.getObject("r1"), null);
+  } finally {
+    await s.close();
+  }
+  const history = async (oid: string) =>
+    (await rawRows(
+      tmp.path,
+      "SELECT version, body FROM object_versions WHERE oid = ? ORDER BY version",
+      oid,
+    )).map((r) => [Number(r.version), JSON.parse(r.body as string).payload.v]);
+  assert.deepEqual(await history("u1"), [[1, "u1-1"], [2, "u1-2"]]);
+  // A removed object keeps its history, its only version included.
+  assert.deepEqual(await history("r1"), [[1, "r1-1"]]);
+  // A restore writes its content as a new version; the one it replaced stays.
+  assert.deepEqual(await history("c1"), [[1, "c1-1"], [2, "c1-restored"]]);
+});
+
 Deno.test("store: the mailbox survives reopening and delivers interrupts first", async () => {
   await using tmp = await tempStore();
   let s = await open(tmp.path);

@@ -6,7 +6,16 @@
  */
 import { DatabaseSync } from "node:sqlite";
 import { workerData } from "node:worker_threads";
-import { indexAuditLines, type Prepare } from "./_audit_rows.ts";
+import {
+  type ChainedRows,
+  type ChainHead,
+  chainRows,
+  insertChained,
+  parseAuditLines,
+  type Prepare,
+  readHead,
+  setAuditLogOffset,
+} from "./_audit_rows.ts";
 import { CTL, ERR_OFFSET, LOCK_FREE, LOCK_INDEXER, LOCK_STORE } from "./_audit_log.ts";
 
 /** After new lines appear, wait this long for more so one transaction takes many (ms). */
@@ -135,19 +144,64 @@ function readLog(from: number, to: number): Uint8Array {
   return buf;
 }
 
-/** Index everything written so far (under the lock, so a truncation cannot interleave). */
+/** The log's lines in bytes [from, to), parsed. */
+function linesOf(from: number, to: number): ReturnType<typeof parseAuditLines> {
+  return parseAuditLines(decoder.decode(readLog(from, to)).slice(0, -1).split("\n"));
+}
+
+/**
+ * The table's head as this thread last left it (null: not known). Only this
+ * thread and the store's transactions (records appended inside one) move it.
+ */
+let head: ChainHead | null = null;
+
+/**
+ * Index everything written so far. The lines are read, parsed, numbered and
+ * hashed before the write lock is taken, chained after the head this thread
+ * last wrote, so the lock (which the store's writes wait for) is held only
+ * for the statements. If the head moved meanwhile (a record appended inside
+ * one of the store's transactions), they are chained again under the lock.
+ * Lines are read outside the lock only within the current epoch and past
+ * what is indexed: the store empties the log only once all of it is indexed.
+ */
 function indexNew(): void {
+  let early: { to: number; rows: ChainedRows } | null = null;
+  const known = head;
+  if (known && Atomics.load(ctl, CTL.EPOCH) === epoch) {
+    const to = Atomics.load(ctl, CTL.WRITTEN);
+    if (to > indexed) early = { to, rows: chainRows(known, linesOf(indexed, to)) };
+  }
   lock();
   try {
     const e = Atomics.load(ctl, CTL.EPOCH);
     if (e !== epoch) {
       epoch = e;
       indexed = 0;
+      early = null;
     }
     const written = Atomics.load(ctl, CTL.WRITTEN);
     if (written <= indexed) return;
-    const lines = decoder.decode(readLog(indexed, written)).slice(0, -1).split("\n");
-    indexAuditLines(db, prepare, lines, written);
+    head = null;
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      const cur = readHead(prepare);
+      const batches: ChainedRows[] = [];
+      if (early && early.rows.after.seq === cur.seq && early.rows.after.hash === cur.hash) {
+        batches.push(early.rows);
+        if (written > early.to) {
+          batches.push(chainRows(early.rows.head, linesOf(early.to, written)));
+        }
+      } else {
+        batches.push(chainRows(cur, linesOf(indexed, written)));
+      }
+      for (const b of batches) insertChained(prepare, b);
+      setAuditLogOffset(prepare, written);
+      db.exec("COMMIT");
+      head = batches[batches.length - 1].head;
+    } catch (e) {
+      if (db.isTransaction) db.exec("ROLLBACK");
+      throw e;
+    }
     indexed = written;
   } finally {
     unlock();

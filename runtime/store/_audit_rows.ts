@@ -14,7 +14,7 @@ export function chainHash(prevHash: string, body: string): string {
 }
 
 /** The last record of the chain (seq 0 and hash "" before the first). */
-interface ChainHead {
+export interface ChainHead {
   /** Its seq. */
   seq: number;
   /** Its hash. */
@@ -58,6 +58,56 @@ const _UPSERT_META =
   "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value";
 
 /**
+ * Records numbered and hash-chained after `after`, ready to insert: all the
+ * work of indexing but the statements. Computing them needs no lock; they
+ * are only inserted if the table's head is still `after` (see {@link insertChained}).
+ */
+export interface ChainedRows {
+  /** The head they chain after. */
+  after: ChainHead;
+  /** The head once they are in. */
+  head: ChainHead;
+  /** Column values, one array per INSERT statement. */
+  chunks: { rows: number; params: (string | number)[] }[];
+}
+
+/** Number and chain `records` ([draft JSON, draft] in order) after `after`. */
+export function chainRows(
+  after: ChainHead,
+  records: [string, { actor: string; action: string; decision: string }][],
+): ChainedRows {
+  let head = after;
+  const chunks: ChainedRows["chunks"] = [];
+  // One INSERT per chunk of rows: running a statement per row costs more than binding it.
+  for (let i = 0; i < records.length; i += AUDIT_ROWS_PER_INSERT) {
+    const chunk = records.slice(i, i + AUDIT_ROWS_PER_INSERT);
+    const params: (string | number)[] = [];
+    for (const [json, draft] of chunk) head = _rowParams(head, json, draft, params);
+    chunks.push({ rows: chunk.length, params });
+  }
+  return { after, head, chunks };
+}
+
+/** The table's head: its last record (seq 0 and hash "" when empty). */
+export function readHead(prepare: Prepare): ChainHead {
+  const last = prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").get() as
+    | ChainHead
+    | undefined;
+  return { seq: last?.seq ?? 0, hash: last?.hash ?? "" };
+}
+
+/**
+ * Insert rows chained by {@link chainRows} and move the head. The caller
+ * provides the transaction and has checked that the head is `rows.after`.
+ */
+export function insertChained(prepare: Prepare, rows: ChainedRows): void {
+  for (const c of rows.chunks) prepare(_insertSql(c.rows)).run(...c.params);
+  // An upsert rewrites only the row's table page; REPLACE would delete and
+  // reinsert, dirtying meta's key index too (one more WAL frame per call).
+  prepare(_UPSERT_META).run("audit_head", JSON.stringify(rows.head));
+}
+
+/**
  * Number, chain and insert `records` ([draft JSON, draft] in order) after the
  * table's head, and move the head. The caller provides the transaction.
  */
@@ -65,20 +115,14 @@ export function insertAuditRows(
   prepare: Prepare,
   records: [string, { actor: string; action: string; decision: string }][],
 ): void {
-  const last = prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").get() as
-    | ChainHead
-    | undefined;
-  let head: ChainHead = { seq: last?.seq ?? 0, hash: last?.hash ?? "" };
-  // One INSERT per chunk of rows: running a statement per row costs more than binding it.
-  for (let i = 0; i < records.length; i += AUDIT_ROWS_PER_INSERT) {
-    const chunk = records.slice(i, i + AUDIT_ROWS_PER_INSERT);
-    const params: (string | number)[] = [];
-    for (const [json, draft] of chunk) head = _rowParams(head, json, draft, params);
-    prepare(_insertSql(chunk.length)).run(...params);
-  }
-  // An upsert rewrites only the row's table page; REPLACE would delete and
-  // reinsert, dirtying meta's key index too (one more WAL frame per call).
-  prepare(_UPSERT_META).run("audit_head", JSON.stringify(head));
+  insertChained(prepare, chainRows(readHead(prepare), records));
+}
+
+/** Parse audit-log lines (draft JSON each) into what {@link chainRows} takes. */
+export function parseAuditLines(
+  lines: string[],
+): [string, { actor: string; action: string; decision: string }][] {
+  return lines.map((l) => [l, JSON.parse(l)]);
 }
 
 /**
@@ -93,7 +137,7 @@ export function indexAuditLines(
 ): void {
   db.exec("BEGIN IMMEDIATE");
   try {
-    insertAuditRows(prepare, lines.map((l) => [l, JSON.parse(l)]));
+    insertAuditRows(prepare, parseAuditLines(lines));
     setAuditLogOffset(prepare, endOffset);
     db.exec("COMMIT");
   } catch (e) {

@@ -10,6 +10,7 @@ import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { AuditLog, type AuditLogHooks } from "./_audit_log.ts";
 import { joinRanges, type RangeReport, verifyRange } from "./_audit_verify.ts";
 import { Worker } from "node:worker_threads";
+import { setImmediate } from "node:timers";
 import {
   chainHash,
   indexAuditLines,
@@ -312,6 +313,8 @@ interface _Shared {
    */
   group: { start: unknown } | null;
   groupTimer: number | null;
+  /** The commit callers of {@link SqliteStore.commitSoon} wait for, once asked. */
+  soon: Promise<void> | null;
   stmts: Map<string, StatementSync>;
 }
 
@@ -399,6 +402,7 @@ export class SqliteStore implements Store {
         tx: null,
         group: null,
         groupTimer: null,
+        soon: null,
         stmts: new Map(),
       },
       false,
@@ -517,6 +521,25 @@ export class SqliteStore implements Store {
     if (this.#inTx) return;
     while (this.#s.tx) await this.#s.tx;
     this.#commitGroup();
+  }
+
+  /**
+   * Commit what is deferred once the next task runs (a macrotask: by then the
+   * microtasks of every quantum in flight have run, so each one that reached
+   * this point wrote its mark and waits here). One commit for all of them.
+   */
+  commitSoon(): Promise<void> {
+    if (this.#inTx) {
+      return Promise.reject(new LibosError("EINVAL", "store: commitSoon inside a transaction"));
+    }
+    const s = this.#s;
+    return s.soon ??= new Promise<void>((resolve, reject) => {
+      setImmediate(() => {
+        // Later callers wait for a commit of their own: theirs may come after this one.
+        s.soon = null;
+        this.flush().then(resolve, reject);
+      });
+    });
   }
 
   // Take the audit log's write lock (its indexer takes turns with us), BEGIN,
@@ -1104,19 +1127,28 @@ export class SqliteStore implements Store {
   }
 
   // ---- objects
+  // `objects` holds each object's current version; `object_versions` every
+  // version, but for an object still at version 1 that version is only in
+  // `objects`: its history row is written when it is first replaced or
+  // removed (a step's result is stored once and never changed: one row, not
+  // two, and one random index page less per step).
   async insertObject(o: MemoryObject): Promise<void> {
+    const body = JSON.stringify(o);
     return await this.#write(() => {
-      this.#atomic(() => {
-        const body = JSON.stringify(o);
-        this.#q("INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, ?, ?)")
-          .run(o.oid, o.namespace, o.name, o.version, body);
-        this.#q("INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)").run(
-          o.oid,
-          o.version,
-          body,
-        );
-      });
+      this.#q("INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, ?, ?)")
+        .run(o.oid, o.namespace, o.name, o.version, body);
     });
+  }
+
+  // Copy version 1 of the objects in `oidsJson` (a JSON array) that never
+  // changed into the version table, before they are replaced or removed.
+  // (OR IGNORE: a store written before it did this has the row already.)
+  #keepFirstVersions(oidsJson: string): void {
+    this.#q(
+      `INSERT OR IGNORE INTO object_versions (oid, version, body)
+       SELECT oid, version, body FROM objects
+       WHERE version = 1 AND oid IN (SELECT value FROM json_each(?))`,
+    ).run(oidsJson);
   }
 
   async getObject(oid: string): Promise<MemoryObject | null> {
@@ -1155,6 +1187,10 @@ export class SqliteStore implements Store {
           expectVersion,
         ) as { body: string } | undefined;
         if (!r) return null;
+        if (expectVersion === 1) {
+          this.#q("INSERT OR IGNORE INTO object_versions (oid, version, body) VALUES (?, 1, ?)")
+            .run(oid, r.body);
+        }
         const next: MemoryObject = { ...JSON.parse(r.body), ...patch, version: expectVersion + 1 };
         const upd = this.#q(
           "UPDATE objects SET version = ?, body = ? WHERE oid = ? AND version = ?",
@@ -1175,12 +1211,14 @@ export class SqliteStore implements Store {
     if (objects.length === 0) return;
     await this.#write(() =>
       this.#atomic(() => {
+        const oids = JSON.stringify(objects.map((o) => o.oid));
+        this.#keepFirstVersions(oids);
         // Every oid's last version in one query, then two statements an object.
         const last = new Map(
           (this.#q(
             `SELECT oid, MAX(version) AS v FROM object_versions
              WHERE oid IN (SELECT value FROM json_each(?)) GROUP BY oid`,
-          ).all(JSON.stringify(objects.map((o) => o.oid))) as { oid: string; v: number }[])
+          ).all(oids) as { oid: string; v: number }[])
             .map((r) => [r.oid, r.v]),
         );
         const history = this.#q(
@@ -1208,6 +1246,8 @@ export class SqliteStore implements Store {
       this.#atomic(() => {
         for (let i = 0; i < oids.length; i += 256) {
           const chunk = JSON.stringify(oids.slice(i, i + 256));
+          // Their history stays, the first version included.
+          this.#keepFirstVersions(chunk);
           this.#q("DELETE FROM objects WHERE oid IN (SELECT value FROM json_each(?))").run(chunk);
           this.#q(
             `DELETE FROM links WHERE from_oid IN (SELECT value FROM json_each(?1))

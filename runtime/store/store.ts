@@ -192,6 +192,15 @@ export interface Store {
   transaction<T>(fn: (tx: Store) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** Commit deferred writes now (see {@link TransactionOptions.defer}). */
   flush(): Promise<void>;
+  /**
+   * Commit deferred writes once the event loop's next task runs: every caller
+   * until then shares that one commit (quanta in flight marking their steps
+   * `running`). Settles when the commit is done; rejects if it failed. Only a
+   * store whose deferred writes are durable once committed has it (SQLite;
+   * PostgreSQL commits a deferred transaction asynchronously, so a write that
+   * must be durable there is not deferred).
+   */
+  commitSoon?(): Promise<void>;
   /** Close the backend (committing deferred writes). */
   close(): Promise<void>;
 
