@@ -38,6 +38,7 @@ import type {
   ProcessStatus,
 } from "../types.ts";
 import { LibosError } from "../errors.ts";
+import { canonicalJson } from "../canonical.ts";
 import type {
   AuditDraft,
   AuditFilter,
@@ -366,6 +367,7 @@ export class SqliteStore implements Store {
     db.exec(`PRAGMA wal_autocheckpoint = ${WAL_AUTOCHECKPOINT}`);
     db.exec(SCHEMA);
     migrateProcesses(db);
+    _canonicalObjects(db);
     const cache = {
       checkedAt: -Infinity,
       dataVersion: null,
@@ -1107,7 +1109,8 @@ export class SqliteStore implements Store {
   async insertObject(o: MemoryObject): Promise<void> {
     return await this.#write(() => {
       this.#atomic(() => {
-        const body = JSON.stringify(o);
+        // Canonical text: a checkpoint splices it in as it is (listObjectTexts).
+        const body = canonicalJson(o);
         this.#q("INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, ?, ?)")
           .run(o.oid, o.namespace, o.name, o.version, body);
         this.#q("INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)").run(
@@ -1143,6 +1146,14 @@ export class SqliteStore implements Store {
     ) as { body: string }[]).map((r) => JSON.parse(r.body));
   }
 
+  async listObjectTexts(namespace: string): Promise<string[]> {
+    while (this.#busy) await this.#busy;
+    // Bodies are stored canonical (every write, and `_canonicalObjects` for older stores).
+    return (this.#q("SELECT body FROM objects WHERE namespace = ? ORDER BY rowid").all(
+      namespace,
+    ) as { body: string }[]).map((r) => r.body);
+  }
+
   async updateObject(
     oid: string,
     expectVersion: number,
@@ -1156,15 +1167,16 @@ export class SqliteStore implements Store {
         ) as { body: string } | undefined;
         if (!r) return null;
         const next: MemoryObject = { ...JSON.parse(r.body), ...patch, version: expectVersion + 1 };
+        const body = canonicalJson(next);
         const upd = this.#q(
           "UPDATE objects SET version = ?, body = ? WHERE oid = ? AND version = ?",
         )
-          .run(next.version, JSON.stringify(next), oid, expectVersion);
+          .run(next.version, body, oid, expectVersion);
         if (Number(upd.changes) !== 1) return null;
         this.#q("INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)").run(
           oid,
           next.version,
-          JSON.stringify(next),
+          body,
         );
         return next;
       })
@@ -1194,7 +1206,7 @@ export class SqliteStore implements Store {
         for (const o of objects) {
           const v = last.get(o.oid);
           const next: MemoryObject = { ...o, version: v === undefined ? o.version : v + 1 };
-          const body = JSON.stringify(next);
+          const body = canonicalJson(next);
           history.run(next.oid, next.version, body);
           current.run(next.oid, next.namespace, next.name, next.version, body);
         }
@@ -1793,6 +1805,34 @@ export class SqliteStore implements Store {
 }
 
 /** One range of the chain checked by a worker thread. */
+/**
+ * Objects are stored as their canonical JSON, so a checkpoint can splice the
+ * stored text (`listObjectTexts`). A store written before that is rewritten
+ * once, in one transaction, and marked (`meta.objects_canonical`).
+ */
+function _canonicalObjects(db: DatabaseSync): void {
+  const done = db.prepare("SELECT value FROM meta WHERE key = 'objects_canonical'").get();
+  if (done) return;
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    const upd = db.prepare("UPDATE objects SET body = ? WHERE rowid = ?");
+    for (
+      const r of db.prepare("SELECT rowid AS id, body FROM objects").all() as {
+        id: number;
+        body: string;
+      }[]
+    ) {
+      const body = canonicalJson(JSON.parse(r.body));
+      if (body !== r.body) upd.run(body, r.id);
+    }
+    db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('objects_canonical', '1')").run();
+    db.exec("COMMIT");
+  } catch (e) {
+    if (db.isTransaction) db.exec("ROLLBACK");
+    throw e;
+  }
+}
+
 function _verifyInThread(storePath: string, from: number, to: number): Promise<RangeReport> {
   return new Promise((resolve, reject) => {
     const w = new Worker(new URL("./_audit_verifier.ts", import.meta.url), {
