@@ -800,6 +800,59 @@ Deno.test("store: objects' canonical texts (what a checkpoint splices in) are th
   }
 });
 
+Deno.test("store: restoring objects puts them back at a version after every one they had, in place or removed", async () => {
+  await using tmp = await tempStore();
+  const s = await open(tmp.path);
+  try {
+    await s.insertObject(objRow("o1", { name: "a" }));
+    await s.insertObject(objRow("o2", { name: "b" }));
+    for (let v = 1; v <= 3; v++) {
+      await s.updateObject("o1", v, { payload: { v }, label: "normal", updated_at: T });
+    }
+    await s.updateObject("o2", 1, { payload: { v: 1 }, label: "normal", updated_at: T });
+    await s.removeObjects(["o2"]);
+    assert.equal(await s.getObject("o2"), null);
+    // o1 in place (at 4 now), o2 back from outside its namespace (last 2), o3 never stored.
+    await s.restoreObjects([
+      objRow("o3", { name: "c", version: 7, payload: "new" }),
+      objRow("o2", { name: "b", payload: "b again" }),
+      objRow("o1", { name: "a", payload: "a again", label: "secret" }),
+    ]);
+    const now = await s.listObjects("proc:1");
+    assert.deepEqual(
+      now.map((o) => [o.oid, o.name, o.version, o.payload, o.label]).sort(),
+      [
+        ["o1", "a", 5, "a again", "secret"],
+        ["o2", "b", 3, "b again", "normal"],
+        ["o3", "c", 7, "new", "normal"],
+      ],
+    );
+    assert.equal((await s.getObjectByName("proc:1", "b"))?.oid, "o2");
+    // A second restore goes on after the first; the history keeps every version.
+    await s.restoreObjects([objRow("o1", { name: "a", payload: "third" })]);
+    assert.equal((await s.getObject("o1"))?.version, 6);
+    await s.flush?.();
+    const rows = await rawRows(
+      tmp.path,
+      "SELECT oid, version FROM object_versions ORDER BY oid, version",
+    );
+    assert.deepEqual(rows.map((r) => `${r.oid}@${r.version}`), [
+      "o1@1",
+      "o1@2",
+      "o1@3",
+      "o1@4",
+      "o1@5",
+      "o1@6",
+      "o2@1",
+      "o2@2",
+      "o2@3",
+      "o3@7",
+    ]);
+  } finally {
+    await s.close();
+  }
+});
+
 Deno.test(
   "store: objects stored before bodies were canonical are rewritten canonical once, at open",
   SQLITE_ONLY,
