@@ -199,8 +199,9 @@ Deno.test("checkpoint: stored as its canonical JSON, objects spliced from the st
     payload: { "2": 1, "1": 2, b: unsorted },
   });
   const self = (await env.rt.steps(root))[1];
+  assert.ok(self.ok);
   const ids = [
-    (self.ok && self.value as { checkpoint_id: string })!.checkpoint_id,
+    (self.value as { checkpoint_id: string }).checkpoint_id,
     (await sys<{ checkpoint_id: string }>(env, other, "checkpoint.create", {})).checkpoint_id,
   ];
   await sys(env, child, "memory.update", { oid: o.oid, expected_version: 2, payload: "later" });
