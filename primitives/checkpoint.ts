@@ -32,13 +32,15 @@ import {
   diffSubtrees,
   type EffectsSince,
   effectsView,
-  encodeCheckpoint,
+  encodeCheckpointText,
   type ProcessDiff,
   type ProcessSnapshot,
+  type ProcessSnapshotText,
   readSubtree,
   remapActor,
   remapResource,
   snapshotProcess,
+  snapshotProcessText,
 } from "../runtime/checkpoint.ts";
 import { decide, isLive, MAX_DELEGATION_DEPTH } from "../runtime/capabilities.ts";
 import { canonicalJson, payloadRef } from "../runtime/canonical.ts";
@@ -196,14 +198,15 @@ export async function createCheckpoint(
       if (busy) throw _busy(busy);
       const id = `ckpt_${crypto.randomUUID()}`;
       const at = tx.now();
-      const processes: ProcessSnapshot[] = [];
-      for (const p of procs) processes.push(await snapshotProcess(tx.store, p));
+      // Objects as the store's canonical texts, spliced in: never parsed here.
+      const processes: ProcessSnapshotText[] = [];
+      for (const p of procs) processes.push(await snapshotProcessText(tx.store, p));
       let objects = processes.reduce((n, p) => n + p.objects.length, 0);
       if (self) objects++;
       const summary = { checkpoint_id: id, pid: root, label: opts.label, processes: procs.length };
       const value = { ...summary, objects };
       if (self) await _asAfterStep(tx, processes[0], self.tool, value, at);
-      const doc: CheckpointDoc = {
+      const head: Omit<CheckpointDoc, "processes"> = {
         format: CHECKPOINT_FORMAT,
         checkpoint_id: id,
         root,
@@ -211,9 +214,8 @@ export async function createCheckpoint(
         created_at: at,
         created_by: opts.by,
         ledger: await tx.store.ledgerMark(),
-        processes,
       };
-      const { body, sha256 } = encodeCheckpoint(doc);
+      const { body, sha256 } = encodeCheckpointText(head, processes);
       await tx.store.insertCheckpoint({
         checkpoint_id: id,
         root_pid: root,
@@ -246,7 +248,7 @@ export async function createCheckpoint(
  */
 async function _asAfterStep(
   k: Kernel,
-  s: ProcessSnapshot,
+  s: ProcessSnapshotText,
   tool: string,
   value: unknown,
   at: string,
@@ -266,7 +268,7 @@ async function _asAfterStep(
     created_at: at,
     updated_at: at,
   };
-  s.objects.push(result);
+  s.objects.push(canonicalJson(result));
   s.steps.push({ step, oid: result.oid });
   s.record = { ...r, status: "runnable", pending: null };
 }

@@ -13,17 +13,78 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(_sortKeys(value));
 }
 
+/**
+ * The canonical JSON of the plain object `value` with the members named in
+ * `raw` taken as given: each is already the canonical JSON text of that
+ * member's value (e.g. stored text spliced in, never parsed). Equal to
+ * `canonicalJson` of the object with those members parsed back in.
+ */
+export function canonicalJsonWith(
+  value: Record<string, unknown>,
+  raw: Record<string, string>,
+): string {
+  const keys = [...new Set([...Object.keys(value), ...Object.keys(raw)])].sort();
+  const parts: string[] = [];
+  for (const key of keys) {
+    const text = Object.hasOwn(raw, key) ? raw[key] : _member(value[key]);
+    if (text !== undefined) parts.push(`${JSON.stringify(key)}:${text}`);
+  }
+  return `{${parts.join(",")}}`;
+}
+
+// A member's canonical text, or undefined where JSON.stringify leaves the member out.
+function _member(v: unknown): string | undefined {
+  return v === undefined || typeof v === "function" || typeof v === "symbol"
+    ? undefined
+    : canonicalJson(v);
+}
+
+const _OBJECT_PROTO = Object.prototype;
+
+// `value` with object keys sorted at every depth, for JSON.stringify. A plain
+// object whose keys are already in order (one parsed from canonical text,
+// say) and whose members need no change is returned as it is, not copied:
+// the same text, without building a sorted copy of every level.
 function _sortKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(_sortKeys);
-  if (value !== null && typeof value === "object") {
+  if (value === null || typeof value !== "object") return value;
+  if (Array.isArray(value)) {
+    let out: unknown[] | null = null;
+    for (let i = 0; i < value.length; i++) {
+      const v = value[i];
+      const w = _sortKeys(v);
+      if (out === null) {
+        if (w === v) continue;
+        out = value.slice(0, i);
+      }
+      out.push(w);
+    }
+    return out ?? value;
+  }
+  const keys = Object.keys(value);
+  const proto = Object.getPrototypeOf(value);
+  let inOrder = proto === _OBJECT_PROTO || proto === null;
+  for (let i = 1; inOrder && i < keys.length; i++) inOrder = keys[i - 1] < keys[i];
+  const obj = value as Record<string, unknown>;
+  if (!inOrder || keys.includes("__proto__")) {
     const out: Record<string, unknown> = {};
-    for (const key of Object.keys(value).sort()) {
-      const v = (value as Record<string, unknown>)[key];
+    for (const key of keys.sort()) {
+      const v = obj[key];
       if (v !== undefined) out[key] = _sortKeys(v);
     }
     return out;
   }
-  return value;
+  let out: Record<string, unknown> | null = null;
+  for (let i = 0; i < keys.length; i++) {
+    const v = obj[keys[i]];
+    const w = v === undefined ? v : _sortKeys(v);
+    if (out === null) {
+      if (w === v && v !== undefined) continue;
+      out = {};
+      for (let j = 0; j < i; j++) out[keys[j]] = obj[keys[j]];
+    }
+    if (w !== undefined) out[keys[i]] = w;
+  }
+  return out ?? value;
 }
 
 /** Hex sha256 of a string or bytes. */

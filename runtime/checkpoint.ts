@@ -14,7 +14,7 @@
  * is ever reconstructed from a stored checkpoint.
  * @module
  */
-import { canonicalJson, hashValue, sha256 } from "./canonical.ts";
+import { canonicalJson, canonicalJsonWith, hashValue, sha256 } from "./canonical.ts";
 import { LibosError } from "./errors.ts";
 import type { LedgerMark, LedgerSince, Store } from "./store/store.ts";
 import type {
@@ -69,9 +69,38 @@ export interface CheckpointDoc {
   processes: ProcessSnapshot[];
 }
 
+/**
+ * A process snapshot as a checkpoint is written: its objects kept as their
+ * canonical JSON texts (as the store holds them), spliced into the document
+ * rather than parsed and serialized again.
+ */
+export interface ProcessSnapshotText extends Omit<ProcessSnapshot, "objects"> {
+  /** The canonical JSON text of each object of its namespace. */
+  objects: string[];
+}
+
 /** The stored form of `doc`: its canonical JSON and that text's sha256. */
 export function encodeCheckpoint(doc: CheckpointDoc): { body: string; sha256: string } {
-  const body = canonicalJson(doc);
+  const { processes, ...head } = doc;
+  return encodeCheckpointText(
+    head,
+    processes.map((p) => ({ ...p, objects: p.objects.map((o) => canonicalJson(o)) })),
+  );
+}
+
+/**
+ * The stored form of a checkpoint whose processes hold their objects as
+ * canonical texts: the same text and hash {@link encodeCheckpoint} gives for
+ * the document with those objects parsed in.
+ */
+export function encodeCheckpointText(
+  head: Omit<CheckpointDoc, "processes">,
+  processes: ProcessSnapshotText[],
+): { body: string; sha256: string } {
+  const texts = processes.map(({ objects, ...rest }) =>
+    canonicalJsonWith(rest, { objects: `[${objects.join(",")}]` })
+  );
+  const body = canonicalJsonWith(head, { processes: `[${texts.join(",")}]` });
   return { body, sha256: sha256(body) };
 }
 
@@ -140,6 +169,27 @@ export async function snapshotProcess(store: Store, proc: ProcessRecord): Promis
     model_log: await store.readModelLog(pid, 0),
     steps: await store.stepIndex(pid),
     objects: await store.listObjects(proc.namespace),
+    links: await store.linksFromNamespace(proc.namespace),
+    capabilities: await store.capabilitiesOf(pid),
+    mailbox: await store.listMessages(pid),
+  };
+}
+
+/**
+ * The same, with the objects as the store's canonical texts (what a
+ * checkpoint is written from: nothing parsed and serialized again).
+ */
+export async function snapshotProcessText(
+  store: Store,
+  proc: ProcessRecord,
+): Promise<ProcessSnapshotText> {
+  const pid = proc.pid;
+  return {
+    record: { ...proc },
+    model_input: await store.getModelInput(pid),
+    model_log: await store.readModelLog(pid, 0),
+    steps: await store.stepIndex(pid),
+    objects: await store.listObjectTexts(proc.namespace),
     links: await store.linksFromNamespace(proc.namespace),
     capabilities: await store.capabilitiesOf(pid),
     mailbox: await store.listMessages(pid),

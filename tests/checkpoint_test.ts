@@ -5,7 +5,7 @@
  * and a tampered checkpoint refused.
  */
 import assert from "node:assert/strict";
-import { sha256 } from "../runtime/canonical.ts";
+import { canonicalJson, sha256 } from "../runtime/canonical.ts";
 import type { CapabilitySpec, MemoryObject } from "../runtime/types.ts";
 import type { CheckpointDiff, ForkResult, RestoreResult } from "../primitives/checkpoint.ts";
 import { cap, type Env, makeEnv, rawRows, rawSql, rejectsCode } from "./_helpers.ts";
@@ -174,6 +174,55 @@ Deno.test("checkpoint: a process checkpoints itself from its own step and resume
     [2, "put_object", true],
   ]);
   assert.equal((await env.rt.process(root)).status, "exited");
+});
+
+Deno.test("checkpoint: stored as its canonical JSON, objects spliced from the store's texts included", async () => {
+  await using env = await makeEnv();
+  const unsorted = { z: 1, b: { "10": [{ y: 1, x: 2 }], "9": "é" }, a: null };
+  const root = await proc(env, SELF_RIGHTS, {
+    steps: [
+      { tool: "put_object", args: { kind: "observation", name: "u", payload: unsorted } },
+      { tool: "checkpoint_create", args: { label: "self" } },
+    ],
+  });
+  await env.rt.runUntilIdle();
+  const other = await proc(env, SELF_RIGHTS);
+  const { pid: child } = await sys<{ pid: number }>(env, other, "process.spawn", { goal: "g" });
+  const o = await sys<{ oid: string }>(env, child, "memory.put", {
+    kind: "claim",
+    name: "k",
+    payload: { d: [1, { f: 1, e: 2 }], c: "x" },
+  });
+  await sys(env, child, "memory.update", {
+    oid: o.oid,
+    expected_version: 1,
+    payload: { "2": 1, "1": 2, b: unsorted },
+  });
+  const self = (await env.rt.steps(root))[1];
+  assert.ok(self.ok);
+  const ids = [
+    (self.value as { checkpoint_id: string }).checkpoint_id,
+    (await sys<{ checkpoint_id: string }>(env, other, "checkpoint.create", {})).checkpoint_id,
+  ];
+  await sys(env, child, "memory.update", { oid: o.oid, expected_version: 2, payload: "later" });
+  await env.rt.restoreCheckpoint(ids[1]);
+  ids.push((await env.rt.createCheckpoint(other)).checkpoint_id);
+  await env.rt.kernel.store.flush();
+  for (const id of ids) {
+    const [row] = await rawRows(
+      env.storePath,
+      "SELECT body, sha256 FROM checkpoints WHERE checkpoint_id = ?",
+      id,
+    ) as { body: string; sha256: string }[];
+    assert.equal(row.body, canonicalJson(JSON.parse(row.body)), id);
+    assert.equal(row.sha256, sha256(row.body));
+    const doc = JSON.parse(row.body);
+    const objs = doc.processes.flatMap((p: { objects: MemoryObject[] }) => p.objects);
+    assert.ok(objs.some((x: MemoryObject) => x.name === (id === ids[0] ? "u" : "k")), id);
+  }
+  // What the last one holds is what the store holds.
+  const child_ = await objects(env, child);
+  assert.deepEqual(named(child_).k, { "1": 2, "2": 1, b: unsorted });
 });
 
 Deno.test("checkpoint: a tampered checkpoint is refused with EINTEGRITY, audited, and changes nothing", async () => {

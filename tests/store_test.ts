@@ -12,6 +12,7 @@ import type { Store } from "../runtime/store/store.ts";
 import { join } from "node:path";
 import { parseImage } from "../runtime/images.ts";
 import { Runtime } from "../host/runtime.ts";
+import { canonicalJson } from "../runtime/canonical.ts";
 import type { Capability, EffectRecord, MemoryObject, ProcessRecord } from "../runtime/types.ts";
 import { cap, capRecord, launch, makeEnv, openStoreAt, rawRows, rejectsCode } from "./_helpers.ts";
 import { dropPgStore, freshPgStore, ON_PG, SQLITE_ONLY } from "./_pg.ts";
@@ -798,6 +799,119 @@ Deno.test("store: pidsWithStatus lists processes by status, ended ones included 
     await s.close();
   }
 });
+
+// Keys out of order at every depth, integer-like keys (which JS enumerates first) included.
+const UNSORTED = {
+  z: 1,
+  b: { "10": [{ y: 1, x: 2 }], "9": null, a: "é\u2028" },
+  a: [3, { d: 1, c: 2 }],
+};
+
+Deno.test("store: objects' canonical texts (what a checkpoint splices in) are their canonical JSON, in list order", async () => {
+  await using tmp = await tempStore();
+  const s = await open(tmp.path);
+  try {
+    await s.insertObject(objRow("o1", { name: "x", payload: UNSORTED }));
+    await s.insertObject(objRow("o2", { payload: { b: 1, a: 2 } }));
+    await s.insertObject(objRow("o3", { namespace: "proc:2" }));
+    await s.insertObject(objRow("o4", { payload: UNSORTED }));
+    await s.updateObject("o2", 1, {
+      payload: { y: { "2": 0, "1": 0 }, x: 0 },
+      label: "public",
+      updated_at: T,
+    });
+    await s.restoreObjects([objRow("o1", { name: "x", payload: { q: 1, p: UNSORTED } })]);
+    const objs = await s.listObjects("proc:1");
+    const texts = await s.listObjectTexts("proc:1");
+    assert.deepEqual(texts, objs.map((o) => canonicalJson(o)));
+    assert.deepEqual(texts.map((t) => JSON.parse(t)), objs);
+    assert.deepEqual(objs.map((o) => [o.oid, o.version]), [["o1", 2], ["o2", 2], ["o4", 1]]);
+    assert.deepEqual(await s.listObjectTexts("proc:none"), []);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("store: restoring objects puts them back at a version after every one they had, in place or removed", async () => {
+  await using tmp = await tempStore();
+  const s = await open(tmp.path);
+  try {
+    await s.insertObject(objRow("o1", { name: "a" }));
+    await s.insertObject(objRow("o2", { name: "b" }));
+    for (let v = 1; v <= 3; v++) {
+      await s.updateObject("o1", v, { payload: { v }, label: "normal", updated_at: T });
+    }
+    await s.updateObject("o2", 1, { payload: { v: 1 }, label: "normal", updated_at: T });
+    await s.removeObjects(["o2"]);
+    assert.equal(await s.getObject("o2"), null);
+    // o1 in place (at 4 now), o2 back from outside its namespace (last 2), o3 never stored.
+    await s.restoreObjects([
+      objRow("o3", { name: "c", version: 7, payload: "new" }),
+      objRow("o2", { name: "b", payload: "b again" }),
+      objRow("o1", { name: "a", payload: "a again", label: "secret" }),
+    ]);
+    const now = await s.listObjects("proc:1");
+    assert.deepEqual(
+      now.map((o) => [o.oid, o.name, o.version, o.payload, o.label]).sort(),
+      [
+        ["o1", "a", 5, "a again", "secret"],
+        ["o2", "b", 3, "b again", "normal"],
+        ["o3", "c", 7, "new", "normal"],
+      ],
+    );
+    assert.equal((await s.getObjectByName("proc:1", "b"))?.oid, "o2");
+    // A second restore goes on after the first; the history keeps every version.
+    await s.restoreObjects([objRow("o1", { name: "a", payload: "third" })]);
+    assert.equal((await s.getObject("o1"))?.version, 6);
+    await s.flush?.();
+    const rows = await rawRows(
+      tmp.path,
+      "SELECT oid, version FROM object_versions ORDER BY oid, version",
+    );
+    assert.deepEqual(rows.map((r) => `${r.oid}@${r.version}`), [
+      "o1@1",
+      "o1@2",
+      "o1@3",
+      "o1@4",
+      "o1@5",
+      "o1@6",
+      "o2@1",
+      "o2@2",
+      "o2@3",
+      "o3@7",
+    ]);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test(
+  "store: objects stored before bodies were canonical are rewritten canonical once, at open",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    let s = await open(tmp.path);
+    await s.insertObject(objRow("o1", { payload: UNSORTED }));
+    await s.close();
+    // As the store wrote it before: JSON.stringify order, and no mark.
+    const db = new DatabaseSync(tmp.path);
+    const old = JSON.stringify(objRow("o1", { payload: UNSORTED }));
+    assert.notEqual(old, canonicalJson(JSON.parse(old)));
+    db.prepare("UPDATE objects SET body = ? WHERE oid = 'o1'").run(old);
+    db.exec("DELETE FROM meta WHERE key = 'objects_canonical'");
+    db.close();
+    s = await open(tmp.path);
+    try {
+      const [text] = await s.listObjectTexts("proc:1");
+      assert.equal(text, canonicalJson(JSON.parse(old)));
+      assert.deepEqual(await s.getObject("o1"), JSON.parse(old));
+    } finally {
+      await s.close();
+    }
+    const rows = await rawRows(tmp.path, "SELECT value FROM meta WHERE key = 'objects_canonical'");
+    assert.deepEqual(rows.map((r) => r.value), ["1"]);
+  },
+);
 
 Deno.test(
   "store: a store written before the split is migrated on open and its process resumes at its step",

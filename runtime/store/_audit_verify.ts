@@ -96,6 +96,23 @@ function _recordId(db: DatabaseSync, seq: number): string {
   return r?.record_id ?? `a${seq}`;
 }
 
+/** The record id of a row: `a<seq>` when the query found it so, else as stored (only a report reads it). */
+function _rid(db: DatabaseSync, row: _Row): string {
+  return row[1] ? `a${row[0]}` : _recordId(db, row[0]);
+}
+
+/** `out` with `row` as its first bad record. */
+function _bad(
+  db: DatabaseSync,
+  out: RangeReport,
+  row: _Row,
+  problem: string,
+  rank: number,
+): RangeReport {
+  out.bad = { seq: row[0], record_id: _rid(db, row), problem, rank };
+  return out;
+}
+
 /** Check the records with seq in (`from`, `to`] on `db` (inside a read transaction). */
 export function verifyRange(db: DatabaseSync, from: number, to: number): RangeReport {
   let st = _statement(db, _FAST);
@@ -123,34 +140,39 @@ export function verifyRange(db: DatabaseSync, from: number, to: number): RangeRe
       st = _statement(db, _CAREFUL);
       continue;
     }
-    if (rows.length === 0) return out;
-    for (const [seq, ridOk, prevLen, hash, input, valid, colsOk] of rows) {
-      const prevHash = input.slice(0, prevLen);
-      // The stored id matters only in a report: read it then.
-      const rid = () => ridOk ? `a${seq}` : _recordId(db, seq);
+    const n = rows.length;
+    if (n === 0) return out;
+    // Indexed access and no closure a row: this loop runs once a record.
+    for (let i = 0; i < n; i++) {
+      const row = rows[i];
+      const seq = row[0];
+      const prevLen = row[2];
+      const hash = row[3];
+      const input = row[4];
       if (out.firstSeq === null) {
         out.firstSeq = seq;
-        out.firstRecordId = rid();
-        out.firstPrev = prevHash;
+        out.firstRecordId = _rid(db, row);
+        out.firstPrev = input.slice(0, prevLen);
         expect = seq;
       }
-      const bad = (problem: string, rank: number): RangeReport => {
-        out.bad = { seq, record_id: rid(), problem, rank };
-        return out;
-      };
       if (seq !== expect) {
-        return bad(`expected record ${expect}: a record was removed`, RANK.removed);
+        return _bad(db, out, row, `expected record ${expect}: a record was removed`, RANK.removed);
       }
-      if (!valid) return bad("record body is not valid JSON", RANK.json);
+      if (!row[5]) return _bad(db, out, row, "record body is not valid JSON", RANK.json);
       // The first row's link is the joiner's to check (it knows the range before).
-      if (seq !== out.firstSeq && prevHash !== prev) {
-        return bad("prev_hash does not match the previous record", RANK.prev);
+      // (`input.slice(0, prevLen) !== prev`, without making the slice.)
+      if (seq !== out.firstSeq && (prevLen !== prev.length || !input.startsWith(prev))) {
+        return _bad(db, out, row, "prev_hash does not match the previous record", RANK.prev);
       }
-      if (!ridOk || !_idOk(seq, input, prevLen + 1)) return bad("record id altered", RANK.id);
+      if (!row[1] || !_idOk(seq, input, prevLen + 1)) {
+        return _bad(db, out, row, "record id altered", RANK.id);
+      }
       if (sha256(input) !== hash) {
-        return bad("hash does not match the record's contents", RANK.hash);
+        return _bad(db, out, row, "hash does not match the record's contents", RANK.hash);
       }
-      if (!colsOk) return bad("indexed columns disagree with the hashed record", RANK.columns);
+      if (!row[6]) {
+        return _bad(db, out, row, "indexed columns disagree with the hashed record", RANK.columns);
+      }
       prev = hash;
       out.count++;
       out.lastSeq = seq;

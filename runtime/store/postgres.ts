@@ -26,6 +26,7 @@
  */
 import postgres from "postgres";
 import { LibosError } from "../errors.ts";
+import { canonicalJson } from "../canonical.ts";
 import type {
   AgentImage,
   AuditRecord,
@@ -836,6 +837,11 @@ export class PgStore implements Store, LeaseStore {
       [namespace],
     );
     return rows.map((r) => JSON.parse(r.body as string));
+  }
+
+  async listObjectTexts(namespace: string): Promise<string[]> {
+    // Bodies here are stored as written (not canonical): each is put in canonical form.
+    return (await this.listObjects(namespace)).map((o) => canonicalJson(o));
   }
 
   async updateObject(

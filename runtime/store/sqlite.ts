@@ -39,6 +39,7 @@ import type {
   ProcessStatus,
 } from "../types.ts";
 import { LibosError } from "../errors.ts";
+import { canonicalJson } from "../canonical.ts";
 import type {
   AuditDraft,
   AuditFilter,
@@ -369,6 +370,7 @@ export class SqliteStore implements Store {
     db.exec(`PRAGMA wal_autocheckpoint = ${WAL_AUTOCHECKPOINT}`);
     db.exec(SCHEMA);
     migrateProcesses(db);
+    _canonicalObjects(db);
     const cache = {
       checkedAt: -Infinity,
       dataVersion: null,
@@ -1133,7 +1135,8 @@ export class SqliteStore implements Store {
   // removed (a step's result is stored once and never changed: one row, not
   // two, and one random index page less per step).
   async insertObject(o: MemoryObject): Promise<void> {
-    const body = JSON.stringify(o);
+    // Canonical text: a checkpoint splices it in as it is (listObjectTexts).
+    const body = canonicalJson(o);
     return await this.#write(() => {
       this.#q("INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, ?, ?)")
         .run(o.oid, o.namespace, o.name, o.version, body);
@@ -1175,6 +1178,14 @@ export class SqliteStore implements Store {
     ) as { body: string }[]).map((r) => JSON.parse(r.body));
   }
 
+  async listObjectTexts(namespace: string): Promise<string[]> {
+    while (this.#busy) await this.#busy;
+    // Bodies are stored canonical (every write, and `_canonicalObjects` for older stores).
+    return (this.#q("SELECT body FROM objects WHERE namespace = ? ORDER BY rowid").all(
+      namespace,
+    ) as { body: string }[]).map((r) => r.body);
+  }
+
   async updateObject(
     oid: string,
     expectVersion: number,
@@ -1192,15 +1203,16 @@ export class SqliteStore implements Store {
             .run(oid, r.body);
         }
         const next: MemoryObject = { ...JSON.parse(r.body), ...patch, version: expectVersion + 1 };
+        const body = canonicalJson(next);
         const upd = this.#q(
           "UPDATE objects SET version = ?, body = ? WHERE oid = ? AND version = ?",
         )
-          .run(next.version, JSON.stringify(next), oid, expectVersion);
+          .run(next.version, body, oid, expectVersion);
         if (Number(upd.changes) !== 1) return null;
         this.#q("INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)").run(
           oid,
           next.version,
-          JSON.stringify(next),
+          body,
         );
         return next;
       })
@@ -1209,31 +1221,46 @@ export class SqliteStore implements Store {
 
   async restoreObjects(objects: MemoryObject[]): Promise<void> {
     if (objects.length === 0) return;
+    // In oid order: the history's key is (oid, version), and writing along the
+    // key touches each of its pages once instead of at random (on a long
+    // history, ~3x cheaper measured).
+    const sorted = [...objects].sort((a, b) => (a.oid < b.oid ? -1 : a.oid > b.oid ? 1 : 0));
     await this.#write(() =>
       this.#atomic(() => {
-        const oids = JSON.stringify(objects.map((o) => o.oid));
+        const oids = JSON.stringify(sorted.map((o) => o.oid));
         this.#keepFirstVersions(oids);
-        // Every oid's last version in one query, then two statements an object.
+        // Every oid's last version in one query: one index probe an oid.
         const last = new Map(
           (this.#q(
-            `SELECT oid, MAX(version) AS v FROM object_versions
-             WHERE oid IN (SELECT value FROM json_each(?)) GROUP BY oid`,
-          ).all(oids) as { oid: string; v: number }[])
+            `SELECT j.value AS oid, (SELECT version FROM object_versions v WHERE v.oid = j.value
+               ORDER BY version DESC LIMIT 1) AS v FROM json_each(?) j`,
+          ).all(oids) as { oid: string; v: number | null }[])
             .map((r) => [r.oid, r.v]),
         );
         const history = this.#q(
           "INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)",
+        );
+        // Its row in place when it is still in the same namespace under the
+        // same name (no index but the key's is touched); otherwise insert or move it.
+        const inPlace = this.#q(
+          "UPDATE objects SET version = ?, body = ? WHERE oid = ? AND namespace = ? AND name IS ?",
         );
         const current = this.#q(
           `INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, ?, ?)
            ON CONFLICT(oid) DO UPDATE SET namespace = excluded.namespace, name = excluded.name,
              version = excluded.version, body = excluded.body`,
         );
-        for (const o of objects) {
+        for (const o of sorted) {
           const v = last.get(o.oid);
-          const next: MemoryObject = { ...o, version: v === undefined ? o.version : v + 1 };
-          const body = JSON.stringify(next);
+          const next: MemoryObject = { ...o, version: v == null ? o.version : v + 1 };
+          const body = canonicalJson(next);
           history.run(next.oid, next.version, body);
+          last.set(next.oid, next.version);
+          if (
+            Number(inPlace.run(next.version, body, next.oid, next.namespace, next.name).changes)
+          ) {
+            continue;
+          }
           current.run(next.oid, next.namespace, next.name, next.version, body);
         }
       })
@@ -1833,6 +1860,34 @@ export class SqliteStore implements Store {
 }
 
 /** One range of the chain checked by a worker thread. */
+/**
+ * Objects are stored as their canonical JSON, so a checkpoint can splice the
+ * stored text (`listObjectTexts`). A store written before that is rewritten
+ * once, in one transaction, and marked (`meta.objects_canonical`).
+ */
+function _canonicalObjects(db: DatabaseSync): void {
+  const done = db.prepare("SELECT value FROM meta WHERE key = 'objects_canonical'").get();
+  if (done) return;
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    const upd = db.prepare("UPDATE objects SET body = ? WHERE rowid = ?");
+    for (
+      const r of db.prepare("SELECT rowid AS id, body FROM objects").all() as {
+        id: number;
+        body: string;
+      }[]
+    ) {
+      const body = canonicalJson(JSON.parse(r.body));
+      if (body !== r.body) upd.run(body, r.id);
+    }
+    db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('objects_canonical', '1')").run();
+    db.exec("COMMIT");
+  } catch (e) {
+    if (db.isTransaction) db.exec("ROLLBACK");
+    throw e;
+  }
+}
+
 function _verifyInThread(storePath: string, from: number, to: number): Promise<RangeReport> {
   return new Promise((resolve, reject) => {
     const w = new Worker(new URL("./_audit_verifier.ts", import.meta.url), {

@@ -283,6 +283,13 @@ export interface Store {
   getObjectByName(namespace: string, name: string): Promise<MemoryObject | null>;
   /** Objects of a namespace. */
   listObjects(namespace: string): Promise<MemoryObject[]>;
+  /**
+   * The objects of a namespace (as {@link listObjects}, same order) as their
+   * canonical JSON texts (`canonicalJson`: keys sorted at every depth), what a
+   * checkpoint splices in. A store that keeps objects in canonical form hands
+   * its stored text over unparsed.
+   */
+  listObjectTexts(namespace: string): Promise<string[]>;
   /** Compare-and-swap update: lands only if the version still equals `expectVersion`. */
   updateObject(
     oid: string,
