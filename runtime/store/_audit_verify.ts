@@ -233,19 +233,31 @@ export function joinRanges(
   }
   if (count > 0 || head) {
     if (!head || head.seq !== count || head.hash !== prev) {
-      return {
-        ok: false,
-        count,
-        head: prev,
-        firstBad: {
-          seq: count + 1,
-          record_id: `a${count + 1}`,
-          problem: `chain head says ${
-            head ? head.seq : "nothing"
-          } records, found ${count}: records were removed from the end`,
-        },
-      };
+      return removedFromEnd(count, prev, head ? head.seq : null);
     }
   }
   return { ok: true, count, head: prev };
+}
+
+/**
+ * The answer when every record checks out but the chain head (the count and
+ * last hash kept apart from the records) says there were more: the end was cut.
+ */
+export function removedFromEnd(
+  count: number,
+  lastHash: string,
+  headSeq: number | null,
+): AuditVerification {
+  return {
+    ok: false,
+    count,
+    head: lastHash,
+    firstBad: {
+      seq: count + 1,
+      record_id: `a${count + 1}`,
+      problem: `chain head says ${
+        headSeq ?? "nothing"
+      } records, found ${count}: records were removed from the end`,
+    },
+  };
 }

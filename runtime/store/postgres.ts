@@ -63,6 +63,7 @@ import type {
 } from "./store.ts";
 import { type HotRow, hotValue, parseHot, splitPatch, staticBody } from "./_process_rows.ts";
 import { chainHash } from "./_audit_rows.ts";
+import { removedFromEnd } from "./_audit_verify.ts";
 import { FENCE_SQLSTATE, MIGRATION_LOCK, MIGRATIONS, RUNNABLE_CHANNEL } from "./_pg_schema.ts";
 import { parsePgUrl, redactUrl, scrubUrls } from "./_pg_url.ts";
 
@@ -1547,18 +1548,7 @@ async function _verifyChain(q: _Q): Promise<AuditVerification> {
   const head = (await q.unsafe("SELECT audit_seq, audit_hash FROM chain_head WHERE id = 1"))[0];
   const headSeq = head ? Number(head.audit_seq) : null;
   if (headSeq !== count || head.audit_hash !== prev) {
-    return {
-      ok: false,
-      count,
-      head: prev,
-      firstBad: {
-        seq: count + 1,
-        record_id: `a${count + 1}`,
-        problem: `chain head says ${
-          headSeq ?? "nothing"
-        } records, found ${count}: records were removed from the end`,
-      },
-    };
+    return removedFromEnd(count, prev, headSeq);
   }
   return { ok: true, count, head: prev };
 }
