@@ -162,17 +162,8 @@ function _shapeProblem(doc: unknown, row: CheckpointRecord): string | null {
 
 /** A process snapshot read from the store as it is now. */
 export async function snapshotProcess(store: Store, proc: ProcessRecord): Promise<ProcessSnapshot> {
-  const pid = proc.pid;
-  return {
-    record: { ...proc },
-    model_input: await store.getModelInput(pid),
-    model_log: await store.readModelLog(pid, 0),
-    steps: await store.stepIndex(pid),
-    objects: await store.listObjects(proc.namespace),
-    links: await store.linksFromNamespace(proc.namespace),
-    capabilities: await store.capabilitiesOf(pid),
-    mailbox: await store.listMessages(pid),
-  };
+  const s = await snapshotProcessText(store, proc);
+  return { ...s, objects: s.objects.map((text) => JSON.parse(text) as MemoryObject) };
 }
 
 /**
