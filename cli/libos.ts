@@ -24,9 +24,8 @@ import type { Store } from "../runtime/store/store.ts";
 import { scrubUrls } from "../runtime/store/_pg_url.ts";
 import { serve } from "../server/serve.ts";
 import { BUILTIN_TOOL_NAMES } from "../tools/builtin.ts";
-import type { MemoryObject, ModelConfig, ProcessRecord } from "../runtime/types.ts";
-import { payloadRef } from "../runtime/canonical.ts";
-import { guardText, redactionFor } from "../runtime/labels.ts";
+import type { ModelConfig, ProcessRecord } from "../runtime/types.ts";
+import { objectMetadata } from "../runtime/labels.ts";
 import { type BenchResult, parseRunners, runBench, RUNNERS } from "../safety/bench.ts";
 import { renderReport } from "../safety/report.ts";
 import { SCENARIO_DIR } from "../safety/scenario.ts";
@@ -1195,26 +1194,6 @@ function _printEffects(e: Record<string, unknown>): void {
   for (const c of calls) console.log(`  pid ${c.pid}\tmodel call turn ${c.turn}\t${c.status}`);
 }
 
-/** What `objects` shows of an object: metadata, and a bounded preview only up to `normal`. */
-function _objectRow(o: MemoryObject): Record<string, unknown> {
-  const ref = payloadRef(o.payload, redactionFor(o.label));
-  return {
-    oid: o.oid,
-    namespace: o.namespace,
-    kind: o.kind,
-    name: o.name === null ? null : guardText(o.label, o.name),
-    version: o.version,
-    label: o.label,
-    sha256: ref.sha256,
-    size: ref.size,
-    preview: ref.preview,
-    derived_from: o.derived_from,
-    created_by: o.created_by,
-    created_at: o.created_at,
-    updated_at: o.updated_at,
-  };
-}
-
 /** `objects`: Object Memory as metadata (of one process, one namespace, or every process's). */
 async function _objects(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -1246,7 +1225,7 @@ async function _objects(args: string[]): Promise<number> {
     } else namespaces = (await store.listProcesses()).map((p) => p.namespace);
     const rows: Record<string, unknown>[] = [];
     for (const ns of namespaces) {
-      for (const o of await store.listObjects(ns)) rows.push(_objectRow(o));
+      for (const o of await store.listObjects(ns)) rows.push(objectMetadata(o, true));
     }
     if (values.json) console.log(JSON.stringify(rows));
     else {

@@ -4,9 +4,9 @@
  * and gate where it may flow (never to a sink with a lower label).
  * @module
  */
-import { sha256 } from "./canonical.ts";
+import { payloadRef, sha256 } from "./canonical.ts";
 import { invalid } from "./errors.ts";
-import { type Label, LABELS } from "./types.ts";
+import { type Label, LABELS, type MemoryObject } from "./types.ts";
 
 /** Numeric rank of a label. */
 export function labelRank(label: Label): number {
@@ -44,4 +44,29 @@ export function guardText(label: Label, text: string): string {
 /** Labels above `normal` are never previewed in audit or events. */
 export function redactionFor(label: Label): string | undefined {
   return labelRank(label) > labelRank("normal") ? label : undefined;
+}
+
+/**
+ * What a host listing shows of an object (the CLI's `objects`, the console's
+ * API): its metadata, the name only as its label lets it out, the payload's
+ * hash and size, and with `preview` a bounded preview of a payload up to
+ * `normal` (never above).
+ */
+export function objectMetadata(o: MemoryObject, preview: boolean): Record<string, unknown> {
+  const ref = payloadRef(o.payload, preview ? redactionFor(o.label) : "meta");
+  return {
+    oid: o.oid,
+    namespace: o.namespace,
+    kind: o.kind,
+    name: o.name === null ? null : guardText(o.label, o.name),
+    version: o.version,
+    label: o.label,
+    sha256: ref.sha256,
+    size: ref.size,
+    ...(preview ? { preview: ref.preview } : {}),
+    derived_from: o.derived_from,
+    created_by: o.created_by,
+    created_at: o.created_at,
+    updated_at: o.updated_at,
+  };
 }

@@ -24,7 +24,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { isAbsolute, join, relative, sep } from "node:path";
 import type { Runtime } from "../host/runtime.ts";
 import { LibosError } from "../runtime/errors.ts";
-import { guardText, maxLabel, mayFlow, redactionFor } from "../runtime/labels.ts";
+import { guardText, maxLabel, mayFlow, objectMetadata, redactionFor } from "../runtime/labels.ts";
 import { payloadRef, sha256 } from "../runtime/canonical.ts";
 import { resourceMatches } from "../runtime/capabilities.ts";
 import type { HumanAnswer, OutcomeAnswer } from "../runtime/providers/types.ts";
@@ -34,7 +34,6 @@ import type {
   HumanRequestStatus,
   Label,
   LibosEvent,
-  MemoryObject,
   ModelConfig,
   ProcessRecord,
 } from "../runtime/types.ts";
@@ -302,24 +301,6 @@ function _request(r: HumanRequestRecord, proc: ProcessRecord | null): Record<str
     resource: visible ? r.resource : guardText(maxLabel(...r.labels), r.resource),
     redacted: !visible,
     process: proc ? { pid: proc.pid, image: proc.image, status: proc.status } : null,
-  };
-}
-
-function _objectMeta(o: MemoryObject): Record<string, unknown> {
-  const ref = payloadRef(o.payload, "meta");
-  return {
-    oid: o.oid,
-    namespace: o.namespace,
-    kind: o.kind,
-    name: o.name === null ? null : guardText(o.label, o.name),
-    version: o.version,
-    label: o.label,
-    derived_from: o.derived_from,
-    created_by: o.created_by,
-    created_at: o.created_at,
-    updated_at: o.updated_at,
-    sha256: ref.sha256,
-    size: ref.size,
   };
 }
 
@@ -693,7 +674,7 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
     const namespaces = ns ? [ns] : (await store.listProcesses()).map((p) => p.namespace);
     const objects: Record<string, unknown>[] = [];
     for (const n of namespaces) {
-      for (const o of await store.listObjects(n)) objects.push(_objectMeta(o));
+      for (const o of await store.listObjects(n)) objects.push(objectMetadata(o, false));
     }
     return c.json({ objects });
   });
@@ -703,7 +684,7 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
     if (!o) return _fail(c, { status: 404, code: "ENOENT", message: "oid: no such object" });
     const redact = redactionFor(o.label);
     return c.json({
-      ..._objectMeta(o),
+      ...objectMetadata(o, false),
       redacted: redact !== undefined,
       payload: redact ? payloadRef(o.payload, redact) : o.payload,
     });
