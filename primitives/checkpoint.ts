@@ -26,6 +26,7 @@
  * @module
  */
 import {
+  capView,
   CHECKPOINT_FORMAT,
   type CheckpointDoc,
   decodeCheckpoint,
@@ -33,6 +34,7 @@ import {
   type EffectsSince,
   effectsView,
   encodeCheckpointText,
+  objectView,
   type ProcessDiff,
   type ProcessSnapshot,
   type ProcessSnapshotText,
@@ -849,22 +851,8 @@ export async function inspectCheckpoint(k: Kernel, id: string): Promise<Record<s
       steps: s.steps.length,
       mailbox: s.mailbox.length,
       links: s.links.length,
-      objects: s.objects.map((o) => ({
-        oid: o.oid,
-        kind: o.kind,
-        name: _name(o.name, o.label),
-        version: o.version,
-        label: o.label,
-        sha256: payloadRef(o.payload).sha256,
-      })),
-      capabilities: s.capabilities.map((c) => ({
-        cap_id: c.cap_id,
-        effect: c.effect,
-        resource: c.resource,
-        rights: c.rights,
-        status: c.status,
-        uses_remaining: c.uses_remaining,
-      })),
+      objects: s.objects.map((o) => ({ ...objectView(o), name: _name(o.name, o.label) })),
+      capabilities: s.capabilities.map(capView),
     })),
   };
 }

@@ -267,7 +267,8 @@ const _FIELDS = [
   "cancel_requested",
 ] as const;
 
-function _objectView(o: MemoryObject): ObjectView {
+/** What a checkpoint shows of an object: metadata and the payload's hash. */
+export function objectView(o: MemoryObject): ObjectView {
   return {
     oid: o.oid,
     kind: o.kind,
@@ -278,7 +279,8 @@ function _objectView(o: MemoryObject): ObjectView {
   };
 }
 
-function _capView(c: Capability): CapView {
+/** What a checkpoint shows of a capability. */
+export function capView(c: Capability): CapView {
   return {
     cap_id: c.cap_id,
     effect: c.effect,
@@ -336,14 +338,14 @@ export function diffProcess(a: ProcessSnapshot | null, b: ProcessSnapshot | null
     x.objects,
     y.objects,
     (o) => o.oid,
-    _objectView,
+    objectView,
     (p, q) => p.version === q.version && p.sha256 === q.sha256 && p.label === q.label,
   );
   const capabilities = _sets(
     x.capabilities,
     y.capabilities,
     (c) => c.cap_id,
-    _capView,
+    capView,
     (p, q) => p.status === q.status && p.uses_remaining === q.uses_remaining,
   );
   const counts = {
