@@ -6,8 +6,8 @@
  * really handed, on every runner alike.
  * @module
  */
-import type { ScriptStep } from "../runtime/providers/scripted.ts";
-import type { ModelContext, ModelDecision, ModelProvider } from "../runtime/providers/types.ts";
+import { ScriptedModel } from "../runtime/providers/scripted.ts";
+import type { ModelContext, ModelDecision } from "../runtime/providers/types.ts";
 
 /** A tool result as the model receives it. */
 export interface SeenResult {
@@ -53,23 +53,12 @@ export function quoteResults<T>(args: T, results: readonly string[]): T {
  * like ScriptedModel, plus quoting earlier results, read by step number from
  * the process's recorded results when a step refers to them.
  */
-export class QuotingModel implements ModelProvider {
-  /** A script reaches nothing outside the runtime. */
-  readonly pure = true;
-
-  async next(ctx: ModelContext): Promise<ModelDecision> {
-    const position = Number(ctx.cursor.position ?? 0);
-    const steps = ((await ctx.input()) as { steps?: ScriptStep[] } | null)?.steps ?? [];
-    if (position >= steps.length) return { step: { type: "exit", code: 0 }, cursor: { position } };
-    const s = steps[position];
-    const cursor = { position: position + 1 };
-    if (s.tool === "exit") {
-      const code = Number.isInteger(s.args.code) ? s.args.code as number : 0;
-      const result = typeof s.args.result === "string" ? s.args.result : undefined;
-      return { step: { type: "exit", code, result }, cursor };
-    }
-    const results = await _quoted(ctx, s.args);
-    return { step: { type: "tool", tool: s.tool, args: quoteResults(s.args, results) }, cursor };
+export class QuotingModel extends ScriptedModel {
+  override async next(ctx: ModelContext): Promise<ModelDecision> {
+    const d = await super.next(ctx);
+    if (d.step.type !== "tool") return d;
+    const results = await _quoted(ctx, d.step.args);
+    return { ...d, step: { ...d.step, args: quoteResults(d.step.args, results) } };
   }
 }
 
