@@ -11,7 +11,7 @@ import type { StepResult } from "../host/scheduler.ts";
 import { HostClock, HostFileSystem } from "../runtime/providers/host.ts";
 import { ScriptedModel } from "../runtime/providers/scripted.ts";
 import type { ModelContext, ModelProvider } from "../runtime/providers/types.ts";
-import { cap, type Env, launch, makeEnv, rawRows, rejectsCode } from "./_helpers.ts";
+import { cap, type Env, launch, libos, makeEnv, rawRows, rejectsCode } from "./_helpers.ts";
 import { ON_PG, SQLITE_ONLY } from "./_pg.ts";
 
 // ---------------------------------------------------------------- local helpers
@@ -680,29 +680,19 @@ Deno.test(
       if (submitted || model.served.length < 10) return;
       started.resolve();
       submitted = (async () => {
-        const out = await new Deno.Command(Deno.execPath(), {
-          args: [
-            "run",
-            "-A",
-            "--no-check",
-            "--config",
-            new URL("../deno.json", import.meta.url).pathname,
-            new URL("../cli/libos.ts", import.meta.url).pathname,
-            "submit",
-            image,
-            "--workspace",
-            env.ws,
-            "--script",
-            script,
-            "--store",
-            env.storePath,
-            "--json",
-          ],
-          stdout: "piped",
-          stderr: "piped",
-        }).output();
-        assert.ok(out.success, new TextDecoder().decode(out.stderr));
-        const { pid } = JSON.parse(new TextDecoder().decode(out.stdout));
+        const out = await libos([
+          "submit",
+          image,
+          "--workspace",
+          env.ws,
+          "--script",
+          script,
+          "--store",
+          env.storePath,
+          "--json",
+        ]);
+        assert.equal(out.code, 0, out.stderr);
+        const { pid } = JSON.parse(out.stdout);
         return { pid, servedBefore: model.served.length };
       })();
     };

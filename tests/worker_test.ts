@@ -17,7 +17,7 @@ import type { CapabilitySpec } from "../runtime/types.ts";
 import { PgStore } from "../runtime/store/postgres.ts";
 import { parsePgUrl, redactUrl, scrubUrls } from "../runtime/store/_pg_url.ts";
 import { serve } from "../server/serve.ts";
-import { rawRows, rawSql, rejectsCode, storeBytes } from "./_helpers.ts";
+import { libos, rawRows, rawSql, rejectsCode, storeBytes } from "./_helpers.ts";
 import { dropPgStore, freshPgStore, NEEDS_PG } from "./_pg.ts";
 
 const UNBOUNDED = { max_quanta: null, max_wall_ms: null, max_syscalls: null };
@@ -585,19 +585,9 @@ Deno.test(
     await Deno.writeTextFile(script, JSON.stringify({ steps: puts(3) }));
     const image = join(env.root, "image.json");
     await Deno.writeTextFile(image, JSON.stringify({ name: "cli", tools: ["put_object"] }));
-    const cli = async (args: string[]) => {
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", "--no-check", "--config", CONFIG, CLI, ...args],
-        stdout: "piped",
-        stderr: "piped",
-        env: { NO_COLOR: "1" },
-      }).output();
-      const dec = new TextDecoder();
-      return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-    };
     const pids: number[] = [];
     for (let i = 0; i < 4; i++) {
-      const r = await cli([
+      const r = await libos([
         "submit",
         image,
         "--workspace",
@@ -618,25 +608,25 @@ Deno.test(
     const before = await rawRows(env.url, "SELECT count(*) AS n FROM step_results");
     assert.equal(Number(before[0].n), 0);
     const [w1, w2] = await Promise.all([
-      cli(["worker", "--store", env.url, "--until-idle", "--json", "--concurrency", "2"]),
-      cli(["worker", "--store", env.url, "--until-idle", "--json", "--concurrency", "2"]),
+      libos(["worker", "--store", env.url, "--until-idle", "--json", "--concurrency", "2"]),
+      libos(["worker", "--store", env.url, "--until-idle", "--json", "--concurrency", "2"]),
     ]);
     assert.equal(w1.code, 0, w1.stderr);
     assert.equal(w2.code, 0, w2.stderr);
     const q = JSON.parse(w1.stdout).quanta + JSON.parse(w2.stdout).quanta;
     assert.equal(q, 4 * 7);
-    const ps = await cli(["ps", "--store", env.url, "--json"]);
+    const ps = await libos(["ps", "--store", env.url, "--json"]);
     assert.ok((JSON.parse(ps.stdout) as { status: string }[]).every((p) => p.status === "exited"));
-    const verify = await cli(["audit", "--store", env.url, "--verify"]);
+    const verify = await libos(["audit", "--store", env.url, "--verify"]);
     assert.equal(verify.code, 0, verify.stdout + verify.stderr);
     assert.match(verify.stdout, /audit ok: \d+ records/);
     // Tampering is caught the same way as in a file store.
     await rawSql(env.url, "UPDATE audit SET body = body || ' ' WHERE seq = 3");
-    const bad = await cli(["audit", "--store", env.url, "--verify"]);
+    const bad = await libos(["audit", "--store", env.url, "--verify"]);
     assert.equal(bad.code, 1);
     assert.match(bad.stdout, /TAMPERED: record 3 /);
     // A SQLite store keeps its one scheduler: no workers there.
-    const sqlite = await cli(["worker", "--store", join(env.root, "x.db")]);
+    const sqlite = await libos(["worker", "--store", join(env.root, "x.db")]);
     assert.equal(sqlite.code, 2);
     assert.match(sqlite.stderr, /postgres:\/\//);
   },
