@@ -30,15 +30,36 @@ function _insertSql(rows: number): string {
     Array(rows).fill("(?, ?, ?, ?, ?, ?, ?, ?)").join(", ");
 }
 
+/** The fields of a draft the audit table also keeps in columns, to filter by. */
+export interface IndexedFields {
+  /** Who acted. */
+  actor: string;
+  /** What was done. */
+  action: string;
+  /** allow, deny, ask, info or error. */
+  decision: string;
+}
+
+/**
+ * A draft's JSON as the chain stores it: the indexed fields first (actor,
+ * action, decision), so a stored body opens with the record's seq, id and
+ * those fields, and the verifier checks them against the columns by that
+ * opening instead of parsing every body (`_audit_verify.ts`).
+ */
+export function auditDraftJson(draft: IndexedFields): string {
+  const { actor, action, decision, ...rest } = draft;
+  return JSON.stringify({ actor, action, decision, ...rest });
+}
+
 /**
  * Push the column values of the record after `head` onto `params` and return
- * the new head. `draftJson` is `JSON.stringify(draft)`: the stored body is
- * the same text as `JSON.stringify({ seq, record_id, ...draft })`, spliced.
+ * the new head. `draftJson` is {@link auditDraftJson} of the draft: the stored
+ * body is the same text as `JSON.stringify({ seq, record_id, ...draft })`, spliced.
  */
 function _rowParams(
   head: ChainHead,
   draftJson: string,
-  draft: { actor: string; action: string; decision: string },
+  draft: IndexedFields,
   params: (string | number)[],
 ): ChainHead {
   const seq = head.seq + 1;
@@ -74,7 +95,7 @@ export interface ChainedRows {
 /** Number and chain `records` ([draft JSON, draft] in order) after `after`. */
 export function chainRows(
   after: ChainHead,
-  records: [string, { actor: string; action: string; decision: string }][],
+  records: [string, IndexedFields][],
 ): ChainedRows {
   let head = after;
   const chunks: ChainedRows["chunks"] = [];
@@ -113,7 +134,7 @@ export function insertChained(prepare: Prepare, rows: ChainedRows): void {
  */
 export function insertAuditRows(
   prepare: Prepare,
-  records: [string, { actor: string; action: string; decision: string }][],
+  records: [string, IndexedFields][],
 ): void {
   insertChained(prepare, chainRows(readHead(prepare), records));
 }
@@ -121,7 +142,7 @@ export function insertAuditRows(
 /** Parse audit-log lines (draft JSON each) into what {@link chainRows} takes. */
 export function parseAuditLines(
   lines: string[],
-): [string, { actor: string; action: string; decision: string }][] {
+): [string, IndexedFields][] {
   return lines.map((l) => [l, JSON.parse(l)]);
 }
 

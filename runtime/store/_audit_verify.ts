@@ -51,28 +51,44 @@ export interface RangeReport {
   bad: RangeBad | null;
 }
 
+/** The columns every range query opens with. */
+const _HEAD =
+  "SELECT seq, record_id = 'a' || seq, length(prev_hash), hash, prev_hash || char(10) || body";
+const _RANGE = `FROM audit WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ${CHUNK}`;
+
 /**
- * The range queries. The indexed columns are compared with the hashed body in
- * SQL (the body parsed once, in C, not in JavaScript); rows come as arrays.
- * The fast one raises on a body that is not JSON: the range then goes on
- * from its last good record with the careful one, which says so.
+ * The range queries; rows come as arrays.
+ * - layout: no JSON is read. A body opens as the writer writes it
+ *   (`auditDraftJson`: seq, record id, then actor, action and decision), so
+ *   the indexed columns are checked against that opening text. A record
+ *   whose opening and hash check out is the one the writer chained (or one a
+ *   forger rewrote the chain from, which no check of the body could catch).
+ *   Any record that fails a check, and any record written before bodies
+ *   opened that way, is checked again by `parsed`, which names its problem.
+ * - parsed: the indexed columns are compared with the hashed body in SQL
+ *   (parsed once, in C). It raises on a body that is not JSON: the range
+ *   then goes on from its last good record with `careful`, which says so.
  */
-const _FAST = `SELECT seq, record_id = 'a' || seq, length(prev_hash), hash,
-  prev_hash || char(10) || body, 1,
-  json_extract(body, '$.actor', '$.action', '$.decision') IS json_array(actor, action, decision)
-  FROM audit WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ${CHUNK}`;
-const _CAREFUL = `SELECT seq, record_id = 'a' || seq, length(prev_hash), hash,
-  prev_hash || char(10) || body, json_valid(body),
-  CASE WHEN json_valid(body) THEN
+const _QUERIES = {
+  layout: `${_HEAD}, actor, action, decision ${_RANGE}`,
+  parsed: `${_HEAD}, 1,
     json_extract(body, '$.actor', '$.action', '$.decision') IS json_array(actor, action, decision)
-  END
-  FROM audit WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ${CHUNK}`;
+    ${_RANGE}`,
+  careful: `${_HEAD}, json_valid(body),
+    CASE WHEN json_valid(body) THEN
+      json_extract(body, '$.actor', '$.action', '$.decision') IS json_array(actor, action, decision)
+    END
+    ${_RANGE}`,
+} as const;
+
+type _Mode = keyof typeof _QUERIES;
 
 /**
  * seq, record id is `a<seq>`, length of prev_hash, hash, what the hash is over
- * (prev_hash, a newline, the body), body is JSON, columns agree with it.
+ * (prev_hash, a newline, the body), then by query: actor, action, decision
+ * (layout); or body is JSON, columns agree with it (parsed, careful).
  */
-type _Row = [number, number, number, string, string, number, number | null];
+type _Row = [number, number, number, string, string, unknown, unknown, unknown?];
 
 function _statement(db: DatabaseSync, sql: string): StatementSync {
   const st = db.prepare(sql);
@@ -80,12 +96,37 @@ function _statement(db: DatabaseSync, sql: string): StatementSync {
   return st;
 }
 
+/** `text` at `at` is `head` followed by "," or "}" (the end of a key's value). */
+function _opensWith(text: string, at: number, head: string): boolean {
+  if (!text.startsWith(head, at)) return false;
+  const next = text.charCodeAt(at + head.length);
+  return next === 0x2c || next === 0x7d; // "," or "}"
+}
+
 /** The record's own seq and id open its body (at `at`), as the writer stores it. */
 function _idOk(seq: number, input: string, at: number): boolean {
-  const head = `{"seq":${seq},"record_id":"a${seq}"`;
-  if (!input.startsWith(head, at)) return false;
-  const next = input.charCodeAt(at + head.length);
-  return next === 0x2c || next === 0x7d; // "," or "}"
+  return _opensWith(input, at, `{"seq":${seq},"record_id":"a${seq}"`);
+}
+
+/** The body (at `at`) opens with its seq, id and the indexed columns, as the writer stores it. */
+function _layoutOk(seq: number, input: string, at: number, row: _Row): boolean {
+  const [actor, action, decision] = [row[5], row[6], row[7]];
+  if (typeof actor !== "string" || typeof action !== "string" || typeof decision !== "string") {
+    return false;
+  }
+  return _opensWith(
+    input,
+    at,
+    `{"seq":${seq},"record_id":"a${seq}","actor":${JSON.stringify(actor)},"action":${
+      JSON.stringify(action)
+    },"decision":${JSON.stringify(decision)}`,
+  );
+}
+
+/** The body (at `at`) opens as the writer now writes it, whatever its values. */
+function _looksLaidOut(input: string, at: number): boolean {
+  const comma = input.indexOf(",", input.indexOf('"record_id":', at));
+  return comma > 0 && input.startsWith('"actor":', comma + 1);
 }
 
 /** The record id stored with `seq`. */
@@ -115,8 +156,13 @@ function _bad(
 
 /** Check the records with seq in (`from`, `to`] on `db` (inside a read transaction). */
 export function verifyRange(db: DatabaseSync, from: number, to: number): RangeReport {
-  let st = _statement(db, _FAST);
-  let careful = false;
+  const statements = new Map<_Mode, StatementSync>();
+  const query = (m: _Mode) => {
+    let st = statements.get(m);
+    if (!st) statements.set(m, st = _statement(db, _QUERIES[m]));
+    return st;
+  };
+  let mode: _Mode = "layout";
   const out: RangeReport = {
     firstSeq: null,
     firstRecordId: "",
@@ -132,16 +178,16 @@ export function verifyRange(db: DatabaseSync, from: number, to: number): RangeRe
   for (;;) {
     let rows: _Row[];
     try {
-      rows = st.all(at, to) as unknown as _Row[];
+      rows = query(mode).all(at, to) as unknown as _Row[];
     } catch (e) {
-      if (careful) throw e;
+      if (mode !== "parsed") throw e;
       // A body that is not JSON: the careful query finds and names it.
-      careful = true;
-      st = _statement(db, _CAREFUL);
+      mode = "careful";
       continue;
     }
     const n = rows.length;
     if (n === 0) return out;
+    let again = false;
     // Indexed access and no closure a row: this loop runs once a record.
     for (let i = 0; i < n; i++) {
       const row = rows[i];
@@ -158,20 +204,39 @@ export function verifyRange(db: DatabaseSync, from: number, to: number): RangeRe
       if (seq !== expect) {
         return _bad(db, out, row, `expected record ${expect}: a record was removed`, RANK.removed);
       }
-      if (!row[5]) return _bad(db, out, row, "record body is not valid JSON", RANK.json);
       // The first row's link is the joiner's to check (it knows the range before).
       // (`input.slice(0, prevLen) !== prev`, without making the slice.)
-      if (seq !== out.firstSeq && (prevLen !== prev.length || !input.startsWith(prev))) {
-        return _bad(db, out, row, "prev_hash does not match the previous record", RANK.prev);
-      }
-      if (!row[1] || !_idOk(seq, input, prevLen + 1)) {
-        return _bad(db, out, row, "record id altered", RANK.id);
-      }
-      if (sha256(input) !== hash) {
-        return _bad(db, out, row, "hash does not match the record's contents", RANK.hash);
-      }
-      if (!row[6]) {
-        return _bad(db, out, row, "indexed columns disagree with the hashed record", RANK.columns);
+      const linked = seq === out.firstSeq || (prevLen === prev.length && input.startsWith(prev));
+      if (mode === "layout") {
+        if (
+          !(linked && row[1] && _layoutOk(seq, input, prevLen + 1, row) && sha256(input) === hash)
+        ) {
+          // Written before bodies opened this way, or bad: the parsed query checks it and names the problem.
+          mode = "parsed";
+          at = seq - 1;
+          again = true;
+          break;
+        }
+      } else {
+        if (!row[5]) return _bad(db, out, row, "record body is not valid JSON", RANK.json);
+        if (!linked) {
+          return _bad(db, out, row, "prev_hash does not match the previous record", RANK.prev);
+        }
+        if (!row[1] || !_idOk(seq, input, prevLen + 1)) {
+          return _bad(db, out, row, "record id altered", RANK.id);
+        }
+        if (sha256(input) !== hash) {
+          return _bad(db, out, row, "hash does not match the record's contents", RANK.hash);
+        }
+        if (!row[6]) {
+          return _bad(
+            db,
+            out,
+            row,
+            "indexed columns disagree with the hashed record",
+            RANK.columns,
+          );
+        }
       }
       prev = hash;
       out.count++;
@@ -179,7 +244,11 @@ export function verifyRange(db: DatabaseSync, from: number, to: number): RangeRe
       out.lastHash = hash;
       expect++;
     }
-    at = rows[rows.length - 1][0];
+    if (again) continue;
+    const last = rows[n - 1];
+    at = last[0];
+    // Back to reading no JSON once the chain's bodies open with the indexed columns.
+    if (mode !== "layout" && _looksLaidOut(last[4], last[2] + 1)) mode = "layout";
   }
 }
 

@@ -12,6 +12,7 @@ import { joinRanges, type RangeReport, verifyRange } from "./_audit_verify.ts";
 import { Worker } from "node:worker_threads";
 import { setImmediate } from "node:timers";
 import {
+  auditDraftJson,
   chainHash,
   indexAuditLines,
   insertAuditRows,
@@ -1460,7 +1461,7 @@ export class SqliteStore implements Store {
     const batch = s.auditQueue.splice(0);
     if (batch.length === 0) return;
     try {
-      if (log) log.append(batch.map((b) => JSON.stringify(b.draft)));
+      if (log) log.append(batch.map((b) => auditDraftJson(b.draft)));
       else {await this.#write(() =>
           this.#atomic(() => this.#appendAuditRows(batch.map((b) => b.draft)))
         );}
@@ -1472,7 +1473,7 @@ export class SqliteStore implements Store {
 
   // Chain and insert drafts in order; caller provides the transaction.
   #appendAuditRows(drafts: AuditDraft[]): void {
-    insertAuditRows((sql) => this.#q(sql), drafts.map((d) => [JSON.stringify(d), d]));
+    insertAuditRows((sql) => this.#q(sql), drafts.map((d) => [auditDraftJson(d), d]));
   }
 
   /**
