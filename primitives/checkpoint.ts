@@ -422,7 +422,7 @@ async function _restoreObjects(
   namespace: string,
   at: string,
 ): Promise<void> {
-  const current = await k.store.listObjects(namespace);
+  const current = await k.store.listObjectVersions(namespace);
   const want = new Set(s.objects.map((o) => o.oid));
   await k.store.removeObjects(current.filter((o) => !want.has(o.oid)).map((o) => o.oid));
   const have = new Map(current.map((o) => [o.oid, o]));
@@ -433,7 +433,7 @@ async function _restoreObjects(
     if (c && c.version === o.version) continue;
     back.push({ ...o, label: c ? maxLabel(o.label, c.label) : o.label, updated_at: at });
   }
-  await k.store.restoreObjects(back);
+  await k.store.restoreObjects(back, new Map(current.map((o) => [o.oid, o.version])));
   const key = (l: { from_oid: string; to_oid: string; relation: string }) =>
     `${l.from_oid}\u0000${l.to_oid}\u0000${l.relation}`;
   const links = await k.store.linksFromNamespace(namespace);

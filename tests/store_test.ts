@@ -263,6 +263,57 @@ Deno.test("store: every version an object had is in the version table once repla
   assert.deepEqual(await history("c1"), [[1, "c1-1"], [2, "c1-restored"]]);
 });
 
+Deno.test("store: a restore told the rows' current versions numbers them as one that looks them up", async () => {
+  await using tmp = await tempStore();
+  const s = await open(tmp.path);
+  try {
+    await s.insertObject(objRow("k1", { name: "k1", payload: "k1-1" }));
+    await s.insertObject(objRow("k2", { name: "k2", payload: "k2-1" }));
+    await s.insertObject(objRow("k3", { payload: "k3-1" }));
+    for (const v of [1, 2]) {
+      await s.updateObject("k1", v, { payload: `k1-${v + 1}`, label: "normal", updated_at: T });
+    }
+    await s.removeObjects(["k3"]);
+    assert.deepEqual(
+      (await s.listObjectVersions("proc:1")).map((o) => [o.oid, o.version, o.label]),
+      [["k1", 3, "normal"], ["k2", 1, "normal"]],
+    );
+    // k1 and k2 are known from their rows; k3's row is gone, so its history is read.
+    const current = new Map((await s.listObjectVersions("proc:1")).map((o) => [o.oid, o.version]));
+    await s.restoreObjects([
+      objRow("k1", { name: "k1", payload: "k1-back" }),
+      objRow("k2", { name: "k2", payload: "k2-back", label: "secret" }),
+      objRow("k3", { payload: "k3-back" }),
+    ], current);
+    const now = await s.listObjects("proc:1");
+    assert.deepEqual(
+      now.map((o) => [o.oid, o.version, o.payload, o.label]).sort(),
+      [["k1", 4, "k1-back", "normal"], ["k2", 2, "k2-back", "secret"], [
+        "k3",
+        2,
+        "k3-back",
+        "normal",
+      ]],
+    );
+  } finally {
+    await s.close();
+  }
+  const rows = await rawRows(
+    tmp.path,
+    "SELECT oid, version FROM object_versions WHERE oid IN ('k1', 'k2', 'k3') ORDER BY oid, version",
+  );
+  assert.deepEqual(rows.map((r) => `${r.oid}@${r.version}`), [
+    "k1@1",
+    "k1@2",
+    "k1@3",
+    "k1@4",
+    "k2@1",
+    "k2@2",
+    "k3@1",
+    "k3@2",
+  ]);
+});
+
 Deno.test("store: the mailbox survives reopening and delivers interrupts first", async () => {
   await using tmp = await tempStore();
   let s = await open(tmp.path);

@@ -57,6 +57,7 @@ import type {
   LeaseStore,
   LedgerMark,
   LedgerSince,
+  ObjectVersion,
   Store,
   StoreActivity,
   TransactionOptions,
@@ -838,6 +839,18 @@ export class PgStore implements Store, LeaseStore {
       [namespace],
     );
     return rows.map((r) => JSON.parse(r.body as string));
+  }
+
+  async listObjectVersions(namespace: string): Promise<ObjectVersion[]> {
+    const rows = await this.#read(
+      "SELECT oid, version, body::json ->> 'label' AS label FROM objects WHERE namespace = $1 ORDER BY n",
+      [namespace],
+    );
+    return rows.map((r) => ({
+      oid: r.oid as string,
+      version: Number(r.version),
+      label: r.label as Label,
+    }));
   }
 
   async listObjectTexts(namespace: string): Promise<string[]> {

@@ -58,6 +58,16 @@ export interface AuditVerification {
   firstBad?: { seq: number; record_id: string; problem: string };
 }
 
+/** Which version of an object is current, and its label (see {@link Store.listObjectVersions}). */
+export interface ObjectVersion {
+  /** The object. */
+  oid: string;
+  /** Its current version. */
+  version: number;
+  /** Its current label. */
+  label: Label;
+}
+
 /** Options of {@link Store.transaction}. */
 export interface TransactionOptions {
   /**
@@ -290,6 +300,11 @@ export interface Store {
    * its stored text over unparsed.
    */
   listObjectTexts(namespace: string): Promise<string[]>;
+  /**
+   * The oid, version and label of each object in `namespace`, in insertion
+   * order: what a restore compares, without reading payloads.
+   */
+  listObjectVersions(namespace: string): Promise<ObjectVersion[]>;
   /** Compare-and-swap update: lands only if the version still equals `expectVersion`. */
   updateObject(
     oid: string,
@@ -301,9 +316,11 @@ export interface Store {
    * checkpoint restore), in its namespace: its row is replaced by the given
    * kind, name, payload and label at a version after every version the oid
    * ever had (or the given one, for an oid never stored), so versions never
-   * go back and the version history keeps everything.
+   * go back and the version history keeps everything. `current` may give
+   * the version each oid's row has now, read in the same transaction (a
+   * row's version is its history's last), so the store need not look it up.
    */
-  restoreObjects(objects: MemoryObject[]): Promise<void>;
+  restoreObjects(objects: MemoryObject[], current?: ReadonlyMap<string, number>): Promise<void>;
   /**
    * Take objects out of their namespaces (a checkpoint restore drops what was
    * made after it), with the links from and to them. Their version history
