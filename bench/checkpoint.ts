@@ -401,10 +401,59 @@ async function verify(): Promise<void> {
   };
 }
 
+/** Each target the issue sets, judged on what ran: [what, the figure, met]. */
+function targets(): [string, string, boolean][] {
+  const t: [string, string, boolean][] = [];
+  const c = out.create_restore as Record<string, number> | undefined;
+  if (c) {
+    t.push(["create under 50 ms", `${c.create_ms} ms`, c.create_ms < 50]);
+    t.push([
+      "create within 3x the SQL copy",
+      `${c.create_over_sql_copy}x`,
+      c.create_over_sql_copy <= 3,
+    ]);
+    for (
+      const [what, ms, back, writes] of [
+        [
+          "restore, 10% changed",
+          c.restore_10pct_changed_ms,
+          c.restore_10pct_over_sql_copy_back,
+          c.restore_10pct_changed_ms / c.raw_sql_restore_writes_ms,
+        ],
+        [
+          "restore, all changed",
+          c.restore_all_changed_ms,
+          c.restore_all_over_sql_copy_back,
+          c.restore_all_over_sql_restore_writes,
+        ],
+      ] as [string, number, number, number][]
+    ) {
+      t.push([`${what} under 50 ms`, `${ms} ms`, ms < 50]);
+      // The rows alone copied back, and the same rows with the versions a restore keeps.
+      t.push([`${what} within 3x the SQL copy back`, `${back}x`, back <= 3]);
+      t.push([`${what} within 3x its writes in SQL`, `${r2(writes)}x`, writes <= 3]);
+    }
+  }
+  const rec = out.recovery as Record<string, number> | undefined;
+  if (rec) t.push(["recovery under 5 s", `${rec.recovery_s} s`, rec.recovery_s < 5]);
+  const v = out.verify as Record<string, number> | undefined;
+  if (v) {
+    t.push([
+      "audit --verify at least 500,000 records/s",
+      `${v.verify_records_per_s}/s`,
+      v.verify_records_per_s >= 500_000,
+    ]);
+  }
+  return t;
+}
+
 try {
   if (!only || only === "create") await createRestore();
   if (!only || only === "recovery") await recovery();
   if (!only || only === "verify") await verify();
+  out.targets = Object.fromEntries(
+    targets().map(([what, figure, met]) => [what, `${figure} ${met ? "PASS" : "FAIL"}`]),
+  );
   console.log(JSON.stringify(out, null, 1));
 } finally {
   await Deno.remove(dir, { recursive: true }).catch(() => {});
