@@ -53,6 +53,7 @@ export type {
   LeaseStore,
   LedgerMark,
   LedgerSince,
+  ObjectVersion,
   Store,
   StoreActivity,
   TransactionOptions,
