@@ -10,9 +10,10 @@
  *    writes), and against reading them into JS and inserting them with
  *    prepared statements. Restore is measured after 10% of the objects changed and
  *    50 were added, and after all 1,000 changed. Targets: each under 50 ms
- *    and within 3x the raw copy. Shown beside them, not a ratio's baseline:
- *    both writes a restore makes (a new version into a history, the row back
- *    over the indexed table), in SQL alone.
+ *    and within 3x the raw copy (for a restore, the copy back). Shown beside
+ *    them, not a ratio's baseline: a new version into a history and the row
+ *    back over the indexed table, in SQL alone (what a restore wrote before
+ *    a version it makes was kept only as the current row until replaced).
  * 2. recovery (`Runtime.open` on a store a crash left) with 1,000,000 effect
  *    ledger records of which 10,000 pending, each of a process caught inside
  *    a step: every pending effect becomes unknown and a human request, every
@@ -118,9 +119,9 @@ async function createRestore(): Promise<void> {
     raw.exec("COMMIT");
     return ms(t0);
   };
-  // Both writes a restore makes, in SQL alone: each row as a new version into
-  // a history shaped like `object_versions`, and back over the indexed table.
-  // Not a ratio's baseline: the floor under any restore of every object.
+  // Each row as a new version into a history shaped like `object_versions`,
+  // and back over the indexed table, in SQL alone: what a restore wrote when
+  // it also put each new version in the history. Not a ratio's baseline.
   raw.exec(`CREATE TABLE back_versions (oid TEXT NOT NULL, version INTEGER NOT NULL,
       body TEXT NOT NULL, PRIMARY KEY (oid, version));
     INSERT INTO back_versions SELECT oid, version, body FROM saved_objects;`);
@@ -413,25 +414,14 @@ function targets(): [string, string, boolean][] {
       c.create_over_sql_copy <= 3,
     ]);
     for (
-      const [what, ms, back, writes] of [
-        [
-          "restore, 10% changed",
-          c.restore_10pct_changed_ms,
-          c.restore_10pct_over_sql_copy_back,
-          c.restore_10pct_changed_ms / c.raw_sql_restore_writes_ms,
-        ],
-        [
-          "restore, all changed",
-          c.restore_all_changed_ms,
-          c.restore_all_over_sql_copy_back,
-          c.restore_all_over_sql_restore_writes,
-        ],
-      ] as [string, number, number, number][]
+      const [what, ms, back] of [
+        ["restore, 10% changed", c.restore_10pct_changed_ms, c.restore_10pct_over_sql_copy_back],
+        ["restore, all changed", c.restore_all_changed_ms, c.restore_all_over_sql_copy_back],
+      ] as [string, number, number][]
     ) {
       t.push([`${what} under 50 ms`, `${ms} ms`, ms < 50]);
-      // The rows alone copied back, and the same rows with the versions a restore keeps.
+      // A restore copies rows back: the raw copy to hold it against is the copy back.
       t.push([`${what} within 3x the SQL copy back`, `${back}x`, back <= 3]);
-      t.push([`${what} within 3x its writes in SQL`, `${r2(writes)}x`, writes <= 3]);
     }
   }
   const rec = out.recovery as Record<string, number> | undefined;

@@ -103,6 +103,29 @@ function objRow(oid: string, over: Partial<MemoryObject> = {}): MemoryObject {
   };
 }
 
+/**
+ * Every version the store keeps of `oids`, in oid and version order: the
+ * version table and the current rows together (a version in both has one
+ * body, so it is listed once; two bodies for one version would show twice).
+ */
+async function everyVersion(
+  path: string,
+  oids: string[],
+): Promise<{ oid: string; version: number; body: string }[]> {
+  const list = oids.map((o) => `'${o}'`).join(", ");
+  const rows = await rawRows(
+    path,
+    `SELECT oid, version, body FROM object_versions WHERE oid IN (${list})
+     UNION SELECT oid, version, body FROM objects WHERE oid IN (${list})
+     ORDER BY oid, version`,
+  );
+  return rows.map((r) => ({
+    oid: r.oid as string,
+    version: Number(r.version),
+    body: r.body as string,
+  }));
+}
+
 function effectRow(effectId: string, over: Partial<EffectRecord> = {}): EffectRecord {
   return {
     effect_id: effectId,
@@ -222,13 +245,10 @@ Deno.test("store: objects, versions and links survive closing and reopening", as
   } finally {
     await s.close();
   }
-  // Every version is kept in the version table.
-  const rows = await rawRows(
-    tmp.path,
-    "SELECT version, body FROM object_versions WHERE oid = 'o1' ORDER BY version",
-  );
-  assert.deepEqual(rows.map((r) => Number(r.version)), [1, 2, 3]);
-  assert.deepEqual(rows.map((r) => JSON.parse(r.body as string).payload.v), [1, 2, 3]);
+  // Every version is kept: in the version table, or as the current row.
+  const rows = await everyVersion(tmp.path, ["o1"]);
+  assert.deepEqual(rows.map((r) => r.version), [1, 2, 3]);
+  assert.deepEqual(rows.map((r) => JSON.parse(r.body).payload.v), [1, 2, 3]);
 });
 
 Deno.test("store: every version an object had is in the version table once replaced, removed or restored over", async () => {
@@ -247,20 +267,40 @@ Deno.test("store: every version an object had is in the version table once repla
     await s.restoreObjects([objRow("c1", { payload: { v: "c1-restored" } })]);
     assert.equal((await s.getObject("c1"))?.version, 2);
     assert.equal(await s.getObject("r1"), null);
+    // A version a restore made, then replaced by an update, then by a restore,
+    // then removed: each is kept as it was.
+    for (const oid of ["d1", "d2"]) {
+      await s.insertObject(objRow(oid, { payload: { v: `${oid}-1` } }));
+      await s.restoreObjects([objRow(oid, { payload: { v: `${oid}-restored` } })]);
+    }
+    await s.updateObject("d1", 2, { payload: { v: "d1-updated" }, label: "normal", updated_at: T });
+    await s.restoreObjects([objRow("d2", { payload: { v: "d2-again" } })]);
+    await s.removeObjects(["d1", "d2"]);
   } finally {
     await s.close();
   }
   const history = async (oid: string) =>
-    (await rawRows(
-      tmp.path,
-      "SELECT version, body FROM object_versions WHERE oid = ? ORDER BY version",
-      oid,
-    )).map((r) => [Number(r.version), JSON.parse(r.body as string).payload.v]);
+    (await everyVersion(tmp.path, [oid])).map((r) => [r.version, JSON.parse(r.body).payload.v]);
   assert.deepEqual(await history("u1"), [[1, "u1-1"], [2, "u1-2"]]);
   // A removed object keeps its history, its only version included.
   assert.deepEqual(await history("r1"), [[1, "r1-1"]]);
   // A restore writes its content as a new version; the one it replaced stays.
   assert.deepEqual(await history("c1"), [[1, "c1-1"], [2, "c1-restored"]]);
+  assert.deepEqual(await history("d1"), [[1, "d1-1"], [2, "d1-restored"], [3, "d1-updated"]]);
+  assert.deepEqual(await history("d2"), [[1, "d2-1"], [2, "d2-restored"], [3, "d2-again"]]);
+  // Removed, so nothing is current: all of it is in the version table itself.
+  const table = await rawRows(
+    tmp.path,
+    "SELECT oid, version FROM object_versions WHERE oid IN ('d1', 'd2') ORDER BY oid, version",
+  );
+  assert.deepEqual(table.map((r) => `${r.oid}@${r.version}`), [
+    "d1@1",
+    "d1@2",
+    "d1@3",
+    "d2@1",
+    "d2@2",
+    "d2@3",
+  ]);
 });
 
 Deno.test("store: a restore told the rows' current versions numbers them as one that looks them up", async () => {
@@ -298,10 +338,7 @@ Deno.test("store: a restore told the rows' current versions numbers them as one 
   } finally {
     await s.close();
   }
-  const rows = await rawRows(
-    tmp.path,
-    "SELECT oid, version FROM object_versions WHERE oid IN ('k1', 'k2', 'k3') ORDER BY oid, version",
-  );
+  const rows = await everyVersion(tmp.path, ["k1", "k2", "k3"]);
   assert.deepEqual(rows.map((r) => `${r.oid}@${r.version}`), [
     "k1@1",
     "k1@2",
@@ -915,10 +952,7 @@ Deno.test("store: restoring objects puts them back at a version after every one 
     await s.restoreObjects([objRow("o1", { name: "a", payload: "third" })]);
     assert.equal((await s.getObject("o1"))?.version, 6);
     await s.flush?.();
-    const rows = await rawRows(
-      tmp.path,
-      "SELECT oid, version FROM object_versions ORDER BY oid, version",
-    );
+    const rows = await everyVersion(tmp.path, ["o1", "o2", "o3"]);
     assert.deepEqual(rows.map((r) => `${r.oid}@${r.version}`), [
       "o1@1",
       "o1@2",

@@ -1132,10 +1132,12 @@ export class SqliteStore implements Store {
 
   // ---- objects
   // `objects` holds each object's current version; `object_versions` every
-  // version, but for an object still at version 1 that version is only in
-  // `objects`: its history row is written when it is first replaced or
-  // removed (a step's result is stored once and never changed: one row, not
-  // two, and one random index page less per step).
+  // version it replaced. An update also writes its new version there at once;
+  // version 1 and a version a restore made are only in `objects` until they
+  // are replaced or removed, when their history row is written (a step's
+  // result is stored once and never changed: one row, not two; a restore of
+  // 1,000 objects writes 1,000 rows, not 2,000). The two tables together
+  // always hold every version an object had.
   async insertObject(o: MemoryObject): Promise<void> {
     // Canonical text: a checkpoint splices it in as it is (listObjectTexts).
     const body = canonicalJson(o);
@@ -1145,14 +1147,13 @@ export class SqliteStore implements Store {
     });
   }
 
-  // Copy version 1 of the objects in `oidsJson` (a JSON array) that never
-  // changed into the version table, before they are replaced or removed.
-  // (OR IGNORE: a store written before it did this has the row already.)
-  #keepFirstVersions(oidsJson: string): void {
+  // Copy the current version of the objects in `oidsJson` (a JSON array)
+  // into the version table, before they are replaced or removed (OR IGNORE:
+  // one an update made is there already).
+  #keepCurrentVersions(oidsJson: string): void {
     this.#q(
       `INSERT OR IGNORE INTO object_versions (oid, version, body)
-       SELECT oid, version, body FROM objects
-       WHERE version = 1 AND oid IN (SELECT value FROM json_each(?))`,
+       SELECT oid, version, body FROM objects WHERE oid IN (SELECT value FROM json_each(?))`,
     ).run(oidsJson);
   }
 
@@ -1207,10 +1208,9 @@ export class SqliteStore implements Store {
           expectVersion,
         ) as { body: string } | undefined;
         if (!r) return null;
-        if (expectVersion === 1) {
-          this.#q("INSERT OR IGNORE INTO object_versions (oid, version, body) VALUES (?, 1, ?)")
-            .run(oid, r.body);
-        }
+        // The version replaced, unless its update wrote it there already.
+        this.#q("INSERT OR IGNORE INTO object_versions (oid, version, body) VALUES (?, ?, ?)")
+          .run(oid, expectVersion, r.body);
         const next: MemoryObject = { ...JSON.parse(r.body), ...patch, version: expectVersion + 1 };
         const body = canonicalJson(next);
         const upd = this.#q(
@@ -1233,21 +1233,17 @@ export class SqliteStore implements Store {
     current?: ReadonlyMap<string, number>,
   ): Promise<void> {
     if (objects.length === 0) return;
-    // In oid order: the history's key is (oid, version), and writing along the
-    // key touches each of its pages once instead of at random (on a long
-    // history, ~3x cheaper measured). An oid given twice: the last one counts
-    // (no one could see the other as current).
+    // In oid order: the history's key is (oid, version), and reading and
+    // writing along the key touches each of its pages once instead of at
+    // random. An oid given twice: the last one counts (no one could see the
+    // other as current).
     const sorted = [...new Map(objects.map((o) => [o.oid, o])).values()]
       .sort((a, b) => (a.oid < b.oid ? -1 : a.oid > b.oid ? 1 : 0));
     await this.#write(() =>
       this.#atomic(() => {
-        // Only an oid still at version 1 (or not known) can lack its first version in the history.
-        const first = sorted.filter((o) => (current?.get(o.oid) ?? 1) === 1).map((o) => o.oid);
-        if (first.length) this.#keepFirstVersions(JSON.stringify(first));
+        // The versions replaced stay in the history; the new ones are current only.
+        this.#keepCurrentVersions(JSON.stringify(sorted.map((o) => o.oid)));
         const last = this.#lastVersions(sorted.map((o) => o.oid), current);
-        const history = this.#q(
-          "INSERT INTO object_versions (oid, version, body) VALUES (?, ?, ?)",
-        );
         // Its row in place when it is still in the same namespace under the
         // same name (no index but the key's is touched); otherwise insert or move it.
         const inPlace = this.#q(
@@ -1262,7 +1258,6 @@ export class SqliteStore implements Store {
           const v = last.get(o.oid);
           const next: MemoryObject = { ...o, version: v == null ? o.version : v + 1 };
           const body = canonicalJson(next);
-          history.run(next.oid, next.version, body);
           if (
             Number(inPlace.run(next.version, body, next.oid, next.namespace, next.name).changes)
           ) {
@@ -1275,8 +1270,9 @@ export class SqliteStore implements Store {
   }
 
   // The last version of each of `oids`: as `current` says (the version of its
-  // row, read by the caller in this transaction: a row's version is always
-  // its history's last), else the history's last, one index probe an oid.
+  // row, read by the caller in this transaction: no oid had a later one),
+  // else the history's last (the current versions are copied there first),
+  // one index probe an oid.
   #lastVersions(oids: string[], current?: ReadonlyMap<string, number>): Map<string, number | null> {
     const last = new Map<string, number | null>();
     const unknown: string[] = [];
@@ -1300,8 +1296,8 @@ export class SqliteStore implements Store {
       this.#atomic(() => {
         for (let i = 0; i < oids.length; i += 256) {
           const chunk = JSON.stringify(oids.slice(i, i + 256));
-          // Their history stays, the first version included.
-          this.#keepFirstVersions(chunk);
+          // Their history stays, the version removed included.
+          this.#keepCurrentVersions(chunk);
           this.#q("DELETE FROM objects WHERE oid IN (SELECT value FROM json_each(?))").run(chunk);
           this.#q(
             `DELETE FROM links WHERE from_oid IN (SELECT value FROM json_each(?1))

@@ -316,9 +316,11 @@ export interface Store {
    * checkpoint restore), in its namespace: its row is replaced by the given
    * kind, name, payload and label at a version after every version the oid
    * ever had (or the given one, for an oid never stored), so versions never
-   * go back and the version history keeps everything. `current` may give
-   * the version each oid's row has now, read in the same transaction (a
-   * row's version is its history's last), so the store need not look it up.
+   * go back; the version it replaces is kept (the version history and the
+   * current rows together hold every version an oid had). `current` may
+   * give the version each oid's row has now, read in the same transaction
+   * (no version of an oid is later than its row's), so the store need not
+   * look it up.
    */
   restoreObjects(objects: MemoryObject[], current?: ReadonlyMap<string, number>): Promise<void>;
   /**
