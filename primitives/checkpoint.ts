@@ -433,7 +433,7 @@ async function _restoreObjects(
     if (c && c.version === o.version) continue;
     back.push({ ...o, label: c ? maxLabel(o.label, c.label) : o.label, updated_at: at });
   }
-  await k.store.restoreObjects(back, new Map(current.map((o) => [o.oid, o.version])));
+  await k.store.restoreObjects(back, have);
   const key = (l: { from_oid: string; to_oid: string; relation: string }) =>
     `${l.from_oid}\u0000${l.to_oid}\u0000${l.relation}`;
   const links = await k.store.linksFromNamespace(namespace);

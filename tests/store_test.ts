@@ -319,7 +319,7 @@ Deno.test("store: a restore told the rows' current versions numbers them as one 
       [["k1", 3, "normal"], ["k2", 1, "normal"]],
     );
     // k1 and k2 are known from their rows; k3's row is gone, so its history is read.
-    const current = new Map((await s.listObjectVersions("proc:1")).map((o) => [o.oid, o.version]));
+    const current = new Map((await s.listObjectVersions("proc:1")).map((o) => [o.oid, o]));
     await s.restoreObjects([
       objRow("k1", { name: "k1", payload: "k1-back" }),
       objRow("k2", { name: "k2", payload: "k2-back", label: "secret" }),

@@ -1230,7 +1230,7 @@ export class SqliteStore implements Store {
 
   async restoreObjects(
     objects: MemoryObject[],
-    current?: ReadonlyMap<string, number>,
+    current?: ReadonlyMap<string, ObjectVersion>,
   ): Promise<void> {
     if (objects.length === 0) return;
     // In oid order: the history's key is (oid, version), and reading and
@@ -1269,15 +1269,18 @@ export class SqliteStore implements Store {
     );
   }
 
-  // The last version of each of `oids`: as `current` says (the version of its
-  // row, read by the caller in this transaction: no oid had a later one),
+  // The last version of each of `oids`: as `current` says (its row, read by
+  // the caller in this transaction: no oid had a later version),
   // else the history's last (the current versions are copied there first),
   // one index probe an oid.
-  #lastVersions(oids: string[], current?: ReadonlyMap<string, number>): Map<string, number | null> {
+  #lastVersions(
+    oids: string[],
+    current?: ReadonlyMap<string, ObjectVersion>,
+  ): Map<string, number | null> {
     const last = new Map<string, number | null>();
     const unknown: string[] = [];
     for (const oid of oids) {
-      const v = current?.get(oid);
+      const v = current?.get(oid)?.version;
       if (v === undefined) unknown.push(oid);
       else last.set(oid, v);
     }

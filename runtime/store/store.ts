@@ -318,11 +318,14 @@ export interface Store {
    * ever had (or the given one, for an oid never stored), so versions never
    * go back; the version it replaces is kept (the version history and the
    * current rows together hold every version an oid had). `current` may
-   * give the version each oid's row has now, read in the same transaction
-   * (no version of an oid is later than its row's), so the store need not
-   * look it up.
+   * give the rows the caller read in the same transaction
+   * ({@link Store.listObjectVersions}, by oid): no version of an oid is
+   * later than its row's, so the store need not look those up.
    */
-  restoreObjects(objects: MemoryObject[], current?: ReadonlyMap<string, number>): Promise<void>;
+  restoreObjects(
+    objects: MemoryObject[],
+    current?: ReadonlyMap<string, ObjectVersion>,
+  ): Promise<void>;
   /**
    * Take objects out of their namespaces (a checkpoint restore drops what was
    * made after it), with the links from and to them. Their version history
