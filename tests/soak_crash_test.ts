@@ -22,6 +22,8 @@ Deno.test("soak: a runtime SIGKILLed at random points under a mixed workload los
   // Every kind of effect happened: 37 tokens a run when no kill cut one short.
   assert.ok(r.effects >= 3 * 30, why);
   assert.ok(r.model_requests >= 3 * 12, why);
-  assert.ok(r.permission_requests >= 3 * 3, why);
+  // Three asked a run; a kill can cut the one in flight short (its step is then
+  // an unknown outcome, not a permission): at most one a kill.
+  assert.ok(r.permission_requests >= 3 * 3 - r.kills, why);
   assert.equal(soakPassed(r), true, why);
 });
