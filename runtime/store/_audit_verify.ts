@@ -110,7 +110,7 @@ function _idOk(seq: number, input: string, at: number): boolean {
 
 /** The body (at `at`) opens with its seq, id and the indexed columns, as the writer stores it. */
 function _layoutOk(seq: number, input: string, at: number, row: _Row): boolean {
-  const [actor, action, decision] = [row[5], row[6], row[7]];
+  const actor = row[5], action = row[6], decision = row[7];
   if (typeof actor !== "string" || typeof action !== "string" || typeof decision !== "string") {
     return false;
   }

@@ -1242,8 +1242,9 @@ export class SqliteStore implements Store {
     await this.#write(() =>
       this.#atomic(() => {
         // The versions replaced stay in the history; the new ones are current only.
-        this.#keepCurrentVersions(JSON.stringify(sorted.map((o) => o.oid)));
-        const last = this.#lastVersions(sorted.map((o) => o.oid), current);
+        const oids = sorted.map((o) => o.oid);
+        this.#keepCurrentVersions(JSON.stringify(oids));
+        const last = this.#lastVersions(oids, current);
         // Its row in place when it is still in the same namespace under the
         // same name (no index but the key's is touched); otherwise insert or move it.
         const inPlace = this.#q(
