@@ -1161,6 +1161,123 @@ Deno.test("store: a deferred transaction that throws leaves the deferred writes 
   }
 });
 
+/** `pid`'s state row as another connection sees it (committed rows only). */
+async function committedState(path: string, pid: number): Promise<Record<string, unknown>> {
+  const row = await readRow(path, "SELECT status, usage FROM process_state WHERE pid = ?", pid);
+  return { status: row.status, usage: JSON.parse(row.usage as string) };
+}
+
+Deno.test(
+  "store: a state row changed in memory is written back before the commit, once, with every change",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    const s = await open(tmp.path);
+    try {
+      const p = await s.insertProcess(procDraft());
+      const before = await committedState(tmp.path, p.pid);
+      const usage = (n: number) => ({ quanta: n, wall_ms: 0, syscalls: n });
+      // A decision, a running mark and a result, as one quantum writes them.
+      await s.transaction((tx) => tx.updateProcess(p.pid, { usage: usage(1) }), { defer: true });
+      await s.transaction(
+        (tx) => tx.updateProcess(p.pid, { status: "running", usage: usage(2) }, "runnable"),
+        { defer: true },
+      );
+      // A statement that reads the rows sees the change before it commits.
+      assert.deepEqual(await s.pidsWithStatus("running"), [p.pid]);
+      // The compare-and-swap goes by the row as changed in memory.
+      assert.equal(
+        await s.transaction((tx) => tx.updateProcess(p.pid, { status: "paused" }, "runnable"), {
+          defer: true,
+        }),
+        false,
+      );
+      await s.transaction(
+        (tx) => tx.updateProcess(p.pid, { status: "runnable", usage: usage(3) }, "running"),
+        { defer: true },
+      );
+      assert.deepEqual(await committedState(tmp.path, p.pid), before);
+      assert.deepEqual(await s.pidsWithStatus("running"), []);
+      assert.deepEqual(await s.pidsWithStatus("runnable"), [p.pid]);
+      await s.flush();
+      assert.deepEqual(await committedState(tmp.path, p.pid), {
+        status: "runnable",
+        usage: usage(3),
+      });
+      assert.equal((await s.getProcess(p.pid))?.usage.quanta, 3);
+      // Nothing read the row before this commit: the commit writes it.
+      await s.transaction((tx) => tx.updateProcess(p.pid, { usage: usage(4) }), { defer: true });
+      await s.flush();
+      assert.deepEqual((await committedState(tmp.path, p.pid)).usage, usage(4));
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+Deno.test(
+  "store: a deferred transaction that throws after its rows were written back keeps the earlier change",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    const s = await open(tmp.path);
+    try {
+      const p = await s.insertProcess(procDraft());
+      await s.transaction((tx) => tx.updateProcess(p.pid, { status: "paused" }), { defer: true });
+      const boom = new Error("boom");
+      await assert.rejects(
+        s.transaction(async (tx) => {
+          // The listing writes the paused row back inside this transaction's savepoint,
+          // which the throw rolls back: the earlier change must still land.
+          assert.deepEqual(await tx.pidsWithStatus("paused"), [p.pid]);
+          await tx.updateProcess(p.pid, { status: "killed" });
+          throw boom;
+        }, { defer: true }),
+        (e) => e === boom,
+      );
+      assert.equal((await s.getProcess(p.pid))?.status, "paused");
+      await s.flush();
+      assert.equal((await committedState(tmp.path, p.pid)).status, "paused");
+      assert.deepEqual(await s.pidsWithStatus("paused"), [p.pid]);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+Deno.test(
+  "store: a deferred transaction that throws after writing a row leaves none of its writes",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    const s = await open(tmp.path);
+    try {
+      const p = await s.insertProcess(procDraft());
+      await s.transaction((tx) => tx.updateProcess(p.pid, { cwd: "kept" }), { defer: true });
+      const boom = new Error("boom");
+      await assert.rejects(
+        s.transaction(async (tx) => {
+          await tx.updateProcess(p.pid, { status: "running" }, "runnable");
+          await tx.insertObject(objRow("o-lost"));
+          await tx.insertStep(p.pid, 0, "o-lost");
+          throw boom;
+        }, { defer: true }),
+        (e) => e === boom,
+      );
+      await s.flush();
+      assert.equal(await s.getObject("o-lost"), null);
+      assert.equal(await s.stepCount(p.pid), 0);
+      assert.equal((await s.getProcess(p.pid))?.status, "runnable");
+      assert.equal(await committedCwd(tmp.path, p.pid), "kept");
+      assert.equal((await committedState(tmp.path, p.pid)).status, "runnable");
+      const rows = await rawRows(tmp.path, "SELECT oid FROM objects WHERE oid = 'o-lost'");
+      assert.equal(rows.length, 0);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
 Deno.test("store: deferred writes commit on their own once the event loop is free", async () => {
   await using tmp = await tempStore();
   const s = await open(tmp.path);
