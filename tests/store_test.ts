@@ -999,6 +999,40 @@ Deno.test(
 );
 
 Deno.test(
+  "store: an object store with the two older name indexes gets one on namespace and name, still unique",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    let s = await open(tmp.path);
+    await s.insertObject(objRow("o1", { name: "plan" }));
+    await s.close();
+    // The layout before: a namespace index and a unique index on named objects only.
+    const db = new DatabaseSync(tmp.path);
+    db.exec(`DROP INDEX objects_ns_name;
+      CREATE INDEX objects_ns ON objects(namespace);
+      CREATE UNIQUE INDEX objects_name ON objects(namespace, name) WHERE name IS NOT NULL;`);
+    db.close();
+    s = await open(tmp.path);
+    try {
+      const indexes = await rawRows(
+        tmp.path,
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'objects' AND sql IS NOT NULL",
+      );
+      assert.deepEqual(indexes.map((r) => r.name), ["objects_ns_name"]);
+      assert.equal((await s.getObjectByName("proc:1", "plan"))?.oid, "o1");
+      await assert.rejects(s.insertObject(objRow("o2", { name: "plan" })), /UNIQUE/);
+      // Unnamed objects do not collide; the same name in another namespace does not either.
+      await s.insertObject(objRow("o3"));
+      await s.insertObject(objRow("o4"));
+      await s.insertObject(objRow("o5", { name: "plan", namespace: "proc:2" }));
+      assert.deepEqual((await s.listObjects("proc:1")).map((o) => o.oid), ["o1", "o3", "o4"]);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+Deno.test(
   "store: a store written before the split is migrated on open and its process resumes at its step",
   SQLITE_ONLY,
   async () => {

@@ -112,8 +112,11 @@ CREATE INDEX IF NOT EXISTS caps_subject ON capabilities(subject);
 CREATE INDEX IF NOT EXISTS caps_parent ON capabilities(parent_cap_id);
 CREATE TABLE IF NOT EXISTS objects (
   oid TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT, version INTEGER NOT NULL, body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS objects_ns ON objects(namespace);
-CREATE UNIQUE INDEX IF NOT EXISTS objects_name ON objects(namespace, name) WHERE name IS NOT NULL;
+-- One index serves lookups by name and listings by namespace (a step's result
+-- then updates two B-trees, not three); the older pair is dropped.
+DROP INDEX IF EXISTS objects_ns;
+DROP INDEX IF EXISTS objects_name;
+CREATE UNIQUE INDEX IF NOT EXISTS objects_ns_name ON objects(namespace, name);
 CREATE TABLE IF NOT EXISTS object_versions (
   oid TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (oid, version));
 CREATE TABLE IF NOT EXISTS links (
