@@ -594,10 +594,12 @@ export class Kernel {
    * `runnable`, with its usage. No event: it is the inside of one quantum,
    * two events a quantum would say nothing the step's audit records do not.
    * Returns false if the process was no longer runnable; true once the mark
-   * is committed. On a store that can share a commit (SQLite), the mark is
-   * written deferred and committed with the marks of the other quanta that get
-   * here before the event loop's next task (and whatever was deferred before
-   * them): one commit for a wave of tool steps instead of one each.
+   * is durable. On a store that can share a commit (SQLite), the mark is
+   * written deferred and made durable with the marks of the other quanta that
+   * get here before the event loop's next task (and whatever was deferred
+   * before them): by the store's step journal when everything deferred since
+   * its last commit is journaled (the commit then covers many steps), by one
+   * commit for the wave of tool steps otherwise.
    */
   async markRunning(pid: number): Promise<boolean> {
     const usage = this.#usage.get(pid);
@@ -610,8 +612,8 @@ export class Kernel {
       { defer: true },
     );
     if (!marked) return false;
-    await store.commitSoon();
-    // Committed, unless a failure rolled back the writes deferred with it
+    await (store.makeDurable ? store.makeDurable() : store.commitSoon());
+    // Durable, unless a failure rolled back the writes deferred with it
     // (then the store reads `runnable` again, and the step does not run): the
     // mark is read back as stored. A status moved on since (a kill) stops it too.
     return (await this.process(pid)).status === "running";

@@ -114,7 +114,8 @@ async function userEnv(human?: ScriptedHuman): Promise<Env & { outside: string }
 async function storeText(env: Env): Promise<string> {
   const s = env.rt.kernel.store;
   const all = JSON.stringify([await s.listAudit(), await s.listEvents(), await s.listEffects()]);
-  return all + await storeBytes(env.storePath, ["", "-wal", "-shm", "-journal", "-auditlog"]);
+  return all +
+    await storeBytes(env.storePath, ["", "-wal", "-shm", "-journal", "-auditlog", "-steps"]);
 }
 
 /** Host pids (not zombies) whose command line contains `marker`. */

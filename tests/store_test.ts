@@ -1312,6 +1312,156 @@ Deno.test(
   },
 );
 
+// ---- the step journal (SQLite file stores)
+
+/**
+ * Copy a store's files as a crash at this instant would leave them (what is
+ * committed, the logs), synchronously: no timer may commit in between.
+ */
+function crashCopy(path: string, to: string): void {
+  for (const suffix of ["", "-wal", "-auditlog", "-steps"]) {
+    try {
+      Deno.copyFileSync(path + suffix, to + suffix);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+}
+
+Deno.test(
+  "store: a running mark made durable by the step journal is replayed when the store stopped before its commit",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    const s = await open(tmp.path);
+    const copy = `${tmp.path}.crashed`;
+    try {
+      const p = await s.insertProcess(procDraft());
+      const action = { tool: "now", args: {} };
+      await s.transaction(
+        (tx) =>
+          tx.updateProcess(p.pid, { pending: action, model: { kind: "k", state: { at: 1 } } }),
+        { defer: true },
+      );
+      await s.transaction((tx) => tx.updateProcess(p.pid, { status: "running" }, "runnable"), {
+        defer: true,
+      });
+      await s.makeDurable!();
+      crashCopy(tmp.path, copy);
+      // Not committed: durable through the journal only.
+      assert.equal((await committedState(copy, p.pid)).status, "runnable");
+      const lines = (await Deno.readTextFile(`${copy}-steps`)).trim().split("\n");
+      assert.equal(lines.length, 1);
+      assert.deepEqual(JSON.parse(lines[0]).h[0], "running");
+      const after = await open(copy);
+      try {
+        const got = await after.getProcess(p.pid);
+        assert.equal(got?.status, "running");
+        assert.deepEqual(got?.pending, action);
+        assert.deepEqual(got?.model, { kind: "k", state: { at: 1 } });
+      } finally {
+        await after.close();
+      }
+      // The journal is emptied once replayed, and by the commit that covers it; both move
+      // its epoch on (lines of an earlier epoch are never replayed).
+      const epoch = async (path: string) =>
+        (await rawRows(path, "SELECT value FROM meta WHERE key = 'journal_epoch'"))[0].value;
+      assert.equal((await Deno.stat(`${copy}-steps`)).size, 0);
+      assert.equal(await epoch(copy), "1");
+      await s.flush();
+      assert.equal((await Deno.stat(`${tmp.path}-steps`)).size, 0);
+      assert.equal(await epoch(tmp.path), "1");
+      assert.equal((await committedState(tmp.path, p.pid)).status, "running");
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+Deno.test(
+  "store: a deferred write the step journal cannot replay makes a running mark wait for the commit",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    const s = await open(tmp.path);
+    try {
+      const p = await s.insertProcess(procDraft());
+      // A static field: not in a journal line.
+      await s.transaction((tx) => tx.updateProcess(p.pid, { cwd: "sub" }), { defer: true });
+      await s.transaction((tx) => tx.updateProcess(p.pid, { status: "running" }, "runnable"), {
+        defer: true,
+      });
+      await s.makeDurable!();
+      assert.equal((await committedState(tmp.path, p.pid)).status, "running");
+      assert.equal(await committedCwd(tmp.path, p.pid), "sub");
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+Deno.test(
+  "store: a step journal's replay records a result once, skips lines a commit covered, leaves a process another runtime ended, drops a torn line and refuses a bad one",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    let s = await open(tmp.path);
+    const p1 = await s.insertProcess(procDraft({ status: "running" }));
+    const p2 = await s.insertProcess(procDraft({ status: "running" }));
+    await s.updateProcess(p2.pid, { status: "killed" });
+    await s.close();
+    const db = new DatabaseSync(tmp.path);
+    db.exec("UPDATE meta SET value = '5' WHERE key = 'journal_epoch'");
+    db.close();
+    const usage = JSON.stringify({ quanta: 9, wall_ms: 0, syscalls: 9 });
+    const result = canonicalJson(objRow("o-step", { name: "step-0", namespace: "proc:x" }));
+    const line1 = {
+      e: 5,
+      p: p1.pid,
+      h: ["runnable", null, null, usage, T],
+      r: [[0, "o-step", "proc:x", "step-0", 1, result]],
+    };
+    const line2 = { e: 5, p: p2.pid, h: ["running", null, null, usage, T] };
+    // The same line twice replays as once.
+    const text = [line1, line1, line2].map((l) => JSON.stringify(l)).join("\n");
+    await Deno.writeTextFile(`${tmp.path}-steps`, text + '\n{"p": 1, "h": ["run');
+    s = await open(tmp.path);
+    try {
+      assert.equal(await s.stepCount(p1.pid), 1);
+      assert.equal((await s.getStep(p1.pid, 0))?.oid, "o-step");
+      const p1now = await s.getProcess(p1.pid);
+      assert.equal(p1now?.status, "runnable");
+      assert.equal(p1now?.pending, null);
+      assert.equal(p1now?.usage.quanta, 9);
+      assert.equal((await s.getProcess(p2.pid))?.status, "killed");
+      const objects = await rawRows(tmp.path, "SELECT oid FROM objects WHERE oid = 'o-step'");
+      assert.equal(objects.length, 1);
+    } finally {
+      await s.close();
+    }
+    assert.equal((await Deno.stat(`${tmp.path}-steps`)).size, 0);
+    const [epoch] = await rawRows(tmp.path, "SELECT value FROM meta WHERE key = 'journal_epoch'");
+    assert.equal(epoch.value, "6");
+    // A line of an earlier epoch was covered by a commit (the store stopped before it
+    // emptied the journal): it is not replayed over what that commit wrote.
+    const covered = { e: 5, p: p1.pid, h: ["running", '{"tool":"now","args":{}}', null, usage, T] };
+    await Deno.writeTextFile(`${tmp.path}-steps`, JSON.stringify(covered) + "\n");
+    s = await open(tmp.path);
+    try {
+      const p1now = await s.getProcess(p1.pid);
+      assert.equal(p1now?.status, "runnable");
+      assert.equal(p1now?.pending, null);
+    } finally {
+      await s.close();
+    }
+    await Deno.writeTextFile(`${tmp.path}-steps`, "not a line\n");
+    await assert.rejects(open(tmp.path), (e: Error) => {
+      assert.match(e.message, /step journal .*-steps: line 1 is not a journal line/);
+      return true;
+    });
+  },
+);
+
 Deno.test("store: deferred writes commit on their own once the event loop is free", async () => {
   await using tmp = await tempStore();
   const s = await open(tmp.path);

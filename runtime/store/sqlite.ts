@@ -8,6 +8,7 @@
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { AuditLog, type AuditLogHooks } from "./_audit_log.ts";
+import { type JournalLine, type JournalResult, StepJournal } from "./_step_journal.ts";
 import { joinRanges, type RangeReport, verifyRange } from "./_audit_verify.ts";
 import { Worker } from "node:worker_threads";
 import { setImmediate } from "node:timers";
@@ -150,6 +151,7 @@ CREATE TABLE IF NOT EXISTS model_releases (
   pid INTEGER NOT NULL, sha256 TEXT NOT NULL, endpoint TEXT NOT NULL, body TEXT NOT NULL,
   PRIMARY KEY (pid, sha256, endpoint)) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('cache_gen', '0');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_epoch', '0');
 ${
   [
     ...["processes", "capabilities", "file_labels"].flatMap((t) =>
@@ -311,9 +313,45 @@ class _WriteThrough {
   }
 }
 
+/** Deferred writes not yet committed (see `_Shared.group`). */
+interface _Group {
+  /** `cache_gen` when the group began. */
+  start: unknown;
+  /** A write the step journal cannot replay was made: durability needs the commit. */
+  unjournaled: boolean;
+}
+
+/** What the deferred transaction in progress changed, for its journal lines. */
+interface _TxJournal {
+  /** Processes whose state row it changed, with the results it recorded for each. */
+  lines: Map<number, JournalResult[]>;
+  /** Objects it inserted that no step index row has claimed (yet). */
+  objects: Map<string, [string, string | null, number, string]>;
+}
+
 interface _Shared {
   /** The audit log, when this store holds it (file stores; see `_audit_log.ts`). */
   log: AuditLog | null;
+  /** The step journal, held with the audit log (see `_step_journal.ts`). */
+  journal: StepJournal | null;
+  /** The deferred transaction in progress, when the store has a journal. */
+  txJournal: _TxJournal | null;
+  /**
+   * Processes changed by deferred transactions since the journal was last
+   * written, with the results they recorded: the next write puts each one's
+   * state row as it then is in one line.
+   */
+  journalDirty: Map<number, { hot: Readonly<Hot> | undefined; results: JournalResult[] }>;
+
+  /** Set while a write the journal replays runs (it leaves the group journaled). */
+  journaling: boolean;
+  /**
+   * `meta.journal_epoch`: the lines of the journal carry it, and a commit that
+   * empties a written journal moves it on in the same transaction, so lines a
+   * commit covered are never replayed (the store may stop before it empties
+   * the file).
+   */
+  journalEpoch: number;
   cache: _ReadCache;
   inputs: _InputCache;
   /** What the open write or transaction wrote, cached once it commits. */
@@ -336,7 +374,7 @@ interface _Shared {
    * Deferred writes not yet committed: an open SQLite write transaction that
    * holds the audit log's write lock (`start`: cache_gen when it began).
    */
-  group: { start: unknown } | null;
+  group: _Group | null;
   groupTimer: number | null;
   /** The commit callers of {@link SqliteStore.commitSoon} wait for, once asked. */
   soon: Promise<void> | null;
@@ -411,14 +449,28 @@ export class SqliteStore implements Store {
       labels: new Map(),
     };
     const synchronous = options.synchronous ?? "NORMAL";
-    const log = path !== ":memory:" && options.auditLog !== false
-      ? AuditLog.open(path, synchronous, _logHooks(db), options.auditLogMaxBytes)
-      : null;
+    const single = path !== ":memory:" && options.auditLog !== false;
+    // What a stopped store journaled goes in before anything reads the tables.
+    const journal = single ? _openJournal(db, path, synchronous) : null;
+    let log: AuditLog | null = null;
+    try {
+      log = single
+        ? AuditLog.open(path, synchronous, _logHooks(db), options.auditLogMaxBytes)
+        : null;
+    } catch (e) {
+      journal?.close();
+      throw e;
+    }
     // The log's indexer thread checkpoints; this connection only as a last resort.
     if (log) db.exec(`PRAGMA wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_FALLBACK}`);
     return new SqliteStore(
       {
         log,
+        journal,
+        txJournal: null,
+        journalDirty: new Map(),
+        journaling: false,
+        journalEpoch: journal ? _journalEpoch(db) : 0,
         cache,
         inputs: { map: new Map(), chars: 0 },
         writeThrough: new _WriteThrough(),
@@ -449,10 +501,14 @@ export class SqliteStore implements Store {
       s = { stmt: this.#s.db.prepare(sql), writes: _WRITES.test(sql) };
       this.#s.stmts.set(sql, s);
     }
-    const sp = this.#s.savepoint;
-    if (sp && !sp.open && s.writes) {
-      sp.open = true;
-      this.#q("SAVEPOINT w").run();
+    if (s.writes) {
+      const sp = this.#s.savepoint;
+      if (sp && !sp.open) {
+        sp.open = true;
+        this.#q("SAVEPOINT w").run();
+      }
+      const g = this.#s.group;
+      if (g && !this.#s.journaling) g.unjournaled = true;
     }
     return s.stmt;
   }
@@ -524,6 +580,8 @@ export class SqliteStore implements Store {
     while (this.#s.tx) await this.#s.tx;
     let release!: () => void;
     this.#s.tx = new Promise((r) => (release = r));
+    const journal = options.defer ? this.#s.journal : null;
+    if (journal) this.#s.txJournal = { lines: new Map(), objects: new Map() };
     try {
       const tx = new SqliteStore(this.#s, true, this.name);
       if (!this.#s.group) {
@@ -537,6 +595,7 @@ export class SqliteStore implements Store {
           throw e;
         }
         if (!options.defer) this.#commitGroup();
+        else if (journal) this.#journalTx();
         return out;
       }
       let out: T;
@@ -548,8 +607,10 @@ export class SqliteStore implements Store {
         throw e;
       }
       if (!options.defer) this.#commitGroup();
+      else if (journal) this.#journalTx();
       return out;
     } finally {
+      this.#s.txJournal = null;
       this.#s.tx = null;
       release();
     }
@@ -580,6 +641,89 @@ export class SqliteStore implements Store {
     });
   }
 
+  /**
+   * Make what is deferred durable before an effect (a tool step's running
+   * mark): when every deferred write since the last commit is one the step
+   * journal replays, by writing a line for each process changed since its
+   * last write (one `write`); otherwise by the commit of {@link commitSoon}.
+   * The deferred writes then commit with the store's next commit.
+   */
+  makeDurable(): Promise<void> {
+    const s = this.#s;
+    if (this.#inTx) {
+      return Promise.reject(new LibosError("EINVAL", "store: makeDurable inside a transaction"));
+    }
+    if (!s.journal || !s.group || s.group.unjournaled) return this.commitSoon();
+    try {
+      if (this.#writeJournal(s.journal)) return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.commitSoon();
+  }
+
+  // Write a line for each process changed since the last write: its state
+  // row as the last completed transaction left it, with the results recorded.
+  // False when a process's row is not known (then only the commit will do).
+  #writeJournal(journal: StepJournal): boolean {
+    const s = this.#s;
+    for (const [pid, { hot, results }] of s.journalDirty) {
+      if (!hot) {
+        s.group!.unjournaled = true;
+        journal.dropPending();
+        return false;
+      }
+      const line: JournalLine = {
+        e: s.journalEpoch,
+        p: pid,
+        h: [
+          hot.status,
+          hotValue("pending", hot.pending),
+          hotValue("model", hot.model),
+          hotValue("usage", hot.usage)!,
+          hot.updated_at,
+        ],
+      };
+      if (results.length) line.r = results;
+      journal.add(line);
+    }
+    s.journalDirty.clear();
+    journal.write();
+    return true;
+  }
+
+  // A deferred transaction completed: note what it changed for the next
+  // journal write. An object no step claimed is in no line: the group then
+  // needs its commit.
+  #journalTx(): void {
+    const t = this.#s.txJournal;
+    if (!t) return;
+    const g = this.#s.group;
+    if (g && t.objects.size) g.unjournaled = true;
+    const dirty = this.#s.journalDirty;
+    const hots = this.#s.writeThrough.hots;
+    for (const [pid, results] of t.lines) {
+      const known = dirty.get(pid);
+      // Rows are replaced, never changed: this one is the row as this transaction left it.
+      const hot = hots.get(pid);
+      if (known) {
+        known.hot = hot;
+        known.results.push(...results);
+      } else dirty.set(pid, { hot, results });
+    }
+  }
+
+  // Run a write the step journal replays (it leaves the group journaled).
+  #journaled<T>(fn: () => T): T {
+    const was = this.#s.journaling;
+    this.#s.journaling = true;
+    try {
+      return fn();
+    } finally {
+      this.#s.journaling = was;
+    }
+  }
+
   // Take the audit log's write lock (its indexer takes turns with us), BEGIN,
   // and keep both until the group commits. Deferred writes are committed
   // within GROUP_MAX_MS of the event loop being free, at the latest.
@@ -587,7 +731,7 @@ export class SqliteStore implements Store {
     const log = this.#s.log;
     while (log && !log.tryLock()) await log.unlocked();
     try {
-      this.#s.group = { start: this.#begin() };
+      this.#s.group = { start: this.#begin(), unjournaled: false };
     } catch (e) {
       log?.unlock();
       throw e;
@@ -625,7 +769,7 @@ export class SqliteStore implements Store {
 
   // The timer stays armed: when it fires it commits whatever group is open
   // then (one timer per GROUP_MAX_MS, not one per group).
-  #closeGroup(): { start: unknown } | null {
+  #closeGroup(): _Group | null {
     const g = this.#s.group;
     this.#s.group = null;
     return g;
@@ -649,16 +793,23 @@ export class SqliteStore implements Store {
   // wrote were dropped as they were written or are replaced by what we wrote.
   #commit(): void {
     let end;
+    const journal = this.#s.journal;
+    const covers = journal !== null && journal.written > 0;
     try {
       this.#materialize();
+      if (covers) this.#q(_BUMP_EPOCH).run(String(this.#s.journalEpoch + 1));
       end = this.#generation();
       this.#q("COMMIT").run();
     } catch (e) {
       this.#rollback(null);
       throw e;
     }
+    if (covers) this.#s.journalEpoch++;
     this.#s.cache.version = end;
     this.#s.writeThrough.apply(this.#s.cache, this.#s.stepCounts);
+    // Everything the journal held or was to hold is in the tables now.
+    this.#s.journal?.clear();
+    this.#s.journalDirty.clear();
   }
 
   // ROLLBACK: the stored generation is back at `start` (null: unknown, so
@@ -668,6 +819,9 @@ export class SqliteStore implements Store {
       this.#q("ROLLBACK").run();
     } catch { /* SQLite already rolled it back */ }
     this.#s.writeThrough.clear();
+    // Lines not yet written were never acted on; written ones stay until a commit.
+    this.#s.journal?.dropPending();
+    this.#s.journalDirty.clear();
     if (start === null) {
       this.#invalidate();
       this.#s.stepCounts.clear();
@@ -797,6 +951,7 @@ export class SqliteStore implements Store {
     try {
       await this.#s.log?.close();
     } finally {
+      this.#s.journal?.close();
       this.#s.db.close();
     }
   }
@@ -931,6 +1086,8 @@ export class SqliteStore implements Store {
     // First change in this transaction: SQLite holds what was known.
     if (pending === undefined && !wt.stored.has(pid)) wt.setStored(pid, known);
     wt.setHot(pid, _deepFreeze(next as unknown as Hot));
+    const t = this.#s.txJournal;
+    if (t && !t.lines.has(pid)) t.lines.set(pid, []);
     return true;
   }
 
@@ -940,6 +1097,17 @@ export class SqliteStore implements Store {
   // that did not change fires no trigger.
   #materialize(): void {
     const wt = this.#s.writeThrough;
+    if (wt.hots.size === 0) return;
+    const was = this.#s.journaling;
+    this.#s.journaling = true;
+    try {
+      this.#materializeRows(wt);
+    } finally {
+      this.#s.journaling = was;
+    }
+  }
+
+  #materializeRows(wt: _WriteThrough): void {
     for (const [pid, hot] of wt.hots) {
       const stored = wt.stored.get(pid);
       if (stored === hot) continue;
@@ -1051,7 +1219,18 @@ export class SqliteStore implements Store {
   async insertStep(pid: number, step: number, oid: string): Promise<void> {
     await this.#write(() => {
       this.#s.stepCounts.delete(pid);
-      this.#q("INSERT INTO step_results (pid, step, oid) VALUES (?, ?, ?)").run(pid, step, oid);
+      const insert = () =>
+        this.#q("INSERT INTO step_results (pid, step, oid) VALUES (?, ?, ?)").run(pid, step, oid);
+      const t = this.#inTx ? this.#s.txJournal : null;
+      const obj = t?.objects.get(oid);
+      if (t && obj) {
+        // A result recorded in this transaction: its line replays both rows.
+        this.#journaled(insert);
+        t.objects.delete(oid);
+        const results = t.lines.get(pid) ?? [];
+        results.push([step, oid, ...obj]);
+        t.lines.set(pid, results);
+      } else insert();
       this.#s.writeThrough.setSteps(pid, step + 1);
       // Outside a transaction the insert has committed already.
       if (!this.#inTx && !this.#s.group) {
@@ -1199,9 +1378,15 @@ export class SqliteStore implements Store {
   async insertObject(o: MemoryObject): Promise<void> {
     // Canonical text: a checkpoint splices it in as it is (listObjectTexts).
     const body = canonicalJson(o);
-    return await this.#write(() => {
+    const insert = () =>
       this.#q("INSERT INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, ?, ?)")
         .run(o.oid, o.namespace, o.name, o.version, body);
+    return await this.#write(() => {
+      const t = this.#inTx ? this.#s.txJournal : null;
+      if (!t) return void insert();
+      // A step's result, if a step index row claims it in this transaction.
+      this.#journaled(insert);
+      t.objects.set(o.oid, [o.namespace, o.name, o.version, body]);
     });
   }
 
@@ -1990,6 +2175,67 @@ function _verifyInThread(storePath: string, from: number, to: number): Promise<R
 }
 
 /** The audit log's view of a store connection (used before the store object exists). */
+/**
+ * Replay what the step journal of a stopped store held (see
+ * `_step_journal.ts`), in order, in one transaction: each result (object
+ * and step index row, unless there already) and each state row, unless
+ * another runtime has since moved the process out of `runnable` and
+ * `running` (a kill while this one was down wins).
+ */
+function _replayJournal(db: DatabaseSync, lines: JournalLine[]): void {
+  const epoch = _journalEpoch(db);
+  const obj = db.prepare(
+    "INSERT OR IGNORE INTO objects (oid, namespace, name, version, body) VALUES (?, ?, ?, ?, ?)",
+  );
+  const step = db.prepare("INSERT OR IGNORE INTO step_results (pid, step, oid) VALUES (?, ?, ?)");
+  const hot = db.prepare(
+    `UPDATE process_state SET ${HOT_KEYS.map((k) => `${k} = ?`).join(", ")}
+     WHERE pid = ? AND status IN ('runnable', 'running')`,
+  );
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    for (const l of lines) {
+      // A line of an earlier epoch was committed (the store stopped before emptying it).
+      if (l.e !== epoch) continue;
+      for (const [n, oid, namespace, name, version, body] of l.r ?? []) {
+        obj.run(oid, namespace, name, version, body);
+        step.run(l.p, n, oid);
+      }
+      hot.run(...l.h, l.p);
+    }
+    db.prepare(_BUMP_EPOCH).run(String(epoch + 1));
+    db.exec("COMMIT");
+  } catch (e) {
+    db.exec("ROLLBACK");
+    throw e;
+  }
+}
+
+/** Take the store's step journal (null if another store holds it) and replay what it held. */
+function _openJournal(db: DatabaseSync, path: string, synchronous: string): StepJournal | null {
+  let opened;
+  try {
+    opened = StepJournal.open(path, synchronous);
+    if (opened?.left.length) _replayJournal(db, opened.left);
+    opened?.journal.clear();
+  } catch (e) {
+    opened?.journal.close();
+    db.close();
+    throw e;
+  }
+  return opened?.journal ?? null;
+}
+
+/** Sets the journal's epoch: every commit that empties a written journal moves it on. */
+const _BUMP_EPOCH = "UPDATE meta SET value = ? WHERE key = 'journal_epoch'";
+
+function _journalEpoch(db: DatabaseSync): number {
+  return Number(
+    (db.prepare("SELECT value FROM meta WHERE key = 'journal_epoch'").get() as { value: string })
+      .value,
+  );
+}
+
 function _logHooks(db: DatabaseSync): AuditLogHooks {
   const prepare: Prepare = (sql) => db.prepare(sql);
   return {

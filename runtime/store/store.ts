@@ -211,6 +211,14 @@ export interface Store {
    * must be durable there is not deferred).
    */
   commitSoon?(): Promise<void>;
+  /**
+   * Make the deferred writes so far durable before an effect, as
+   * {@link commitSoon} does, or, when the store keeps a journal of them (a
+   * SQLite file store's step journal), by writing that journal: they are then
+   * replayed if the store stops before its next commit. Settles once they are
+   * durable either way.
+   */
+  makeDurable?(): Promise<void>;
   /** Close the backend (committing deferred writes). */
   close(): Promise<void>;
 
