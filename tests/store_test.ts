@@ -1217,8 +1217,11 @@ Deno.test(
         (tx) => tx.updateProcess(p.pid, { status: "running", usage: usage(2) }, "runnable"),
         { defer: true },
       );
-      // A statement that reads the rows sees the change before it commits.
+      // A listing sees the change before it commits (by status: from memory; the
+      // whole rows: written back first).
       assert.deepEqual(await s.pidsWithStatus("running"), [p.pid]);
+      assert.deepEqual(await s.pidsWithStatus("runnable"), []);
+      assert.deepEqual((await s.listProcesses()).map((r) => r.status), ["running"]);
       // The compare-and-swap goes by the row as changed in memory.
       assert.equal(
         await s.transaction((tx) => tx.updateProcess(p.pid, { status: "paused" }, "runnable"), {
@@ -1263,7 +1266,7 @@ Deno.test(
         s.transaction(async (tx) => {
           // The listing writes the paused row back inside this transaction's savepoint,
           // which the throw rolls back: the earlier change must still land.
-          assert.deepEqual(await tx.pidsWithStatus("paused"), [p.pid]);
+          assert.deepEqual((await tx.listProcesses()).map((r) => r.status), ["paused"]);
           await tx.updateProcess(p.pid, { status: "killed" });
           throw boom;
         }, { defer: true }),

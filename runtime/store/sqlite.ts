@@ -1022,13 +1022,19 @@ export class SqliteStore implements Store {
 
   async pidsWithStatus(status: ProcessStatus, after = 0): Promise<number[]> {
     while (this.#busy) await this.#busy;
-    this.#materialize();
     // Ended processes are never scanned: a store's history does not slow the scheduler.
     const sql = isTerminal(status)
       ? "SELECT pid FROM process_state WHERE status = ? AND pid > ? ORDER BY pid"
       : `SELECT l.pid FROM live_processes l JOIN process_state s USING (pid)
          WHERE s.status = ? AND l.pid > ? ORDER BY l.pid`;
-    return (this.#q(sql).all(status, after) as { pid: number }[]).map((r) => r.pid);
+    const listed = (this.#q(sql).all(status, after) as { pid: number }[]).map((r) => r.pid);
+    // Rows changed in memory and not yet written back are read there instead
+    // (writing them back for a listing would undo the one UPDATE a commit).
+    const hots = this.#s.writeThrough.hots;
+    if (hots.size === 0) return listed;
+    const out = listed.filter((pid) => !hots.has(pid));
+    for (const [pid, hot] of hots) if (pid > after && hot.status === status) out.push(pid);
+    return out.sort((a, b) => a - b);
   }
 
   async subtreePids(root: number): Promise<number[]> {
