@@ -23,6 +23,7 @@
  */
 import { Worker } from "node:worker_threads";
 import { LibosError } from "../errors.ts";
+import { openLocked, wholeLines } from "./_locked_lines.ts";
 
 /** Control words in shared memory (Int32 indexes). */
 export const CTL = {
@@ -167,15 +168,11 @@ export class AuditLog {
     maxBytes = LOG_MAX_BYTES,
   ): AuditLog | null {
     const path = auditLogPath(storePath);
-    const file = Deno.openSync(path, { read: true, append: true, create: true });
-    if (!file.tryLockSync(true)) {
-      file.close();
-      return null;
-    }
+    const file = openLocked(path);
+    if (!file) return null;
     try {
-      const bytes = Deno.readFileSync(path);
-      // A torn last line was never acknowledged to anyone: it is dropped.
-      const end = bytes.lastIndexOf(0x0a) + 1;
+      const bytes = wholeLines(path);
+      const end = bytes.length;
       let from = hooks.indexedOffset();
       // An offset past the end was left by a truncation: everything was indexed.
       if (from > end) from = end;

@@ -25,6 +25,7 @@
  */
 
 import { LibosError } from "../errors.ts";
+import { openLocked, wholeLines } from "./_locked_lines.ts";
 
 const _encoder = new TextEncoder();
 
@@ -81,18 +82,14 @@ export class StepJournal {
     synchronous: string,
   ): { journal: StepJournal; left: JournalLine[] } | null {
     const path = stepJournalPath(storePath);
-    const file = Deno.openSync(path, { read: true, append: true, create: true });
-    if (!file.tryLockSync(true)) {
-      file.close();
-      return null;
-    }
+    const file = openLocked(path);
+    if (!file) return null;
     try {
-      const bytes = Deno.readFileSync(path);
-      const end = bytes.lastIndexOf(0x0a) + 1;
-      const text = new TextDecoder().decode(bytes.subarray(0, end));
+      const text = new TextDecoder().decode(wholeLines(path));
       const left = text ? text.slice(0, -1).split("\n").map((l, i) => _parse(path, l, i)) : [];
       const journal = new StepJournal(path, file, synchronous === "FULL");
-      journal.#written = bytes.length;
+      // A torn line is still in the file: the next commit (or clear) empties it.
+      journal.#written = Deno.statSync(path).size;
       return { journal, left };
     } catch (e) {
       file.close();
