@@ -595,11 +595,10 @@ export class Kernel {
    * two events a quantum would say nothing the step's audit records do not.
    * Returns false if the process was no longer runnable; true once the mark
    * is durable. On a store that can share a commit (SQLite), the mark is
-   * written deferred and made durable with the marks of the other quanta that
-   * get here before the event loop's next task (and whatever was deferred
-   * before them): by the store's step journal when everything deferred since
-   * its last commit is journaled (the commit then covers many steps), by one
-   * commit for the wave of tool steps otherwise.
+   * written deferred with whatever was deferred before it, and made durable by
+   * a line of the store's step journal when all of that is journaled (the
+   * next commit then covers many steps), or else by one commit shared with the
+   * marks of the other quanta that get here before the event loop's next task.
    */
   async markRunning(pid: number): Promise<boolean> {
     const usage = this.#usage.get(pid);
