@@ -782,9 +782,9 @@ Deno.test("scheduler: a tool's action is committed as running before it acts, wi
 
 /**
  * A clock whose sleep reads what a crash would leave of the process whose tag
- * (the `ms` it was asked to sleep) it is: its committed status, through a
- * connection of its own, or else the last state the store's step journal
- * holds for it (replayed at the next open). It does not sleep.
+ * (the `ms` it was asked to sleep) it is: the last state the store's step
+ * journal holds for it (replayed at the next open), or else its committed
+ * status, through a connection of its own. It does not sleep.
  */
 class CommitWatchingClock extends HostClock {
   storePath = "";
@@ -792,20 +792,27 @@ class CommitWatchingClock extends HostClock {
   seen: string[] = [];
   override async sleep(tag: number): Promise<void> {
     const pid = this.pids[tag];
+    // The journal first, in one synchronous read: a commit that empties it
+    // afterwards has committed the mark, which the second read then sees.
+    if (!ON_PG) {
+      let text = "";
+      try {
+        text = Deno.readTextFileSync(`${this.storePath}-steps`);
+      } catch { /* no journal */ }
+      const mine = text.split("\n").filter((l) => l).map((l) => JSON.parse(l)).filter((l) =>
+        l.p === pid
+      );
+      if (mine.at(-1)?.h[0] === "running") {
+        this.seen.push(`${pid}:journal:running`);
+        return;
+      }
+    }
     const [row] = await rawRows(
       this.storePath,
       "SELECT status FROM process_state WHERE pid = ?",
       pid,
     );
-    if (row?.status === "running" || ON_PG) {
-      this.seen.push(`${pid}:committed:${row?.status}`);
-      return;
-    }
-    const text = await Deno.readTextFile(`${this.storePath}-steps`).catch(() => "");
-    const mine = text.split("\n").filter((l) => l).map((l) => JSON.parse(l)).filter((l) =>
-      l.p === pid
-    );
-    this.seen.push(`${pid}:journal:${mine.at(-1)?.h[0] ?? row?.status}`);
+    this.seen.push(`${pid}:committed:${row?.status}`);
   }
 }
 
