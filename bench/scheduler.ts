@@ -67,6 +67,8 @@ const CLOCK = [{ resource: "clock:now", rights: ["read" as const] }];
 
 /** The scripted model, noting when it is first asked about each process. */
 class WatchedModel implements ModelProvider {
+  /** It only notes a time: like the scripted model it wraps, it reaches nothing outside. */
+  readonly pure = true;
   readonly first = new Map<number, number>();
   #inner = new ScriptedModel();
   next(ctx: ModelContext): Promise<ModelDecision> {
