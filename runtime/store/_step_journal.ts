@@ -102,11 +102,6 @@ export class StepJournal {
     this.#buffered.push(JSON.stringify(line));
   }
 
-  /** Lines kept and not yet written. */
-  get pending(): number {
-    return this.#buffered.length;
-  }
-
   /** Bytes written since the journal was last emptied. */
   get written(): number {
     return this.#written;

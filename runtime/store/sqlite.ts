@@ -676,13 +676,8 @@ export class SqliteStore implements Store {
       const line: JournalLine = {
         e: s.journalEpoch,
         p: pid,
-        h: [
-          hot.status,
-          hotValue("pending", hot.pending),
-          hotValue("model", hot.model),
-          hotValue("usage", hot.usage)!,
-          hot.updated_at,
-        ],
+        // The row's column values, in the order the replay's UPDATE sets them.
+        h: HOT_KEYS.map((k) => hotValue(k, hot[k])) as JournalLine["h"],
       };
       if (results.length) line.r = results;
       journal.add(line);
@@ -1101,16 +1096,10 @@ export class SqliteStore implements Store {
   // transaction): before it commits, and before a statement reads them.
   // Only the columns that differ from the stored row are set, so a status
   // that did not change fires no trigger.
+  // The journal holds these rows: writing them back leaves the group journaled.
   #materialize(): void {
     const wt = this.#s.writeThrough;
-    if (wt.hots.size === 0) return;
-    const was = this.#s.journaling;
-    this.#s.journaling = true;
-    try {
-      this.#materializeRows(wt);
-    } finally {
-      this.#s.journaling = was;
-    }
+    if (wt.hots.size) this.#journaled(() => this.#materializeRows(wt));
   }
 
   #materializeRows(wt: _WriteThrough): void {
