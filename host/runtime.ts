@@ -278,7 +278,7 @@ export class Runtime {
     }
     const model = options.model !== undefined ? parseModelConfig(options.model) : image.model;
     const llm = script ? null : model ?? null;
-    const workspace = await _realDir(options.workspace);
+    const workspace = _realDir(options.workspace);
     return await this.kernel.atomically(async (k) => {
       await k.store.putImage(image, "host");
       const proc = await k.createProcess({
@@ -580,14 +580,17 @@ function _selfResource(spec: CapabilitySpec, pid: number): CapabilitySpec {
     : spec;
 }
 
-async function _realDir(path: string): Promise<string> {
+function _realDir(path: string): string {
   let real: string;
+  // Synchronous on purpose: each async fs call waits for an event-loop turn,
+  // which a busy scheduler gives every YIELD_EVERY_MS; two of them were most of
+  // a launch's time to first quantum. Resolving one local path is microseconds.
   try {
-    real = await Deno.realPath(path);
+    real = Deno.realPathSync(path);
   } catch {
     throw invalid("workspace", `'${path}' does not exist`);
   }
-  const info = await Deno.stat(real);
+  const info = Deno.statSync(real);
   if (!info.isDirectory) throw invalid("workspace", `'${path}' is not a directory`);
   return real;
 }
@@ -595,7 +598,7 @@ async function _realDir(path: string): Promise<string> {
 /** Refuse a store file inside the workspace: agents could read or rewrite their own audit. */
 export async function assertStoreOutside(storePath: string, workspace: string): Promise<void> {
   if (storePath === ":memory:" || isPostgresUrl(storePath)) return;
-  const ws = await _realDir(workspace);
+  const ws = _realDir(workspace);
   const abs = resolve(storePath);
   // The store's directory may not exist yet (the default one is created on
   // first use): resolve its deepest existing ancestor and append the rest.

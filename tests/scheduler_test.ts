@@ -719,6 +719,49 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "scheduler: a host's launch during a run is served within a few decisions, not after event-loop turns",
+  async () => {
+    const model = new PacedModel(0);
+    model.slow = false;
+    await using env = await makeEnv({ concurrency: 1, providers: { models: { scripted: model } } });
+    const pids: number[] = [];
+    for (let i = 0; i < 500; i++) {
+      pids.push(await launch(env, [], { script: { steps: [putStep(`p${i}`)] } }));
+    }
+    // Twenty decisions into the round, a timer (as an HTTP request would) calls launch.
+    // Quanta then run as microtasks and the loop turns only every YIELD_EVERY_MS, so a
+    // launch that awaited an fs call there would be served dozens of decisions later.
+    let launched: Promise<{ pid: number; servedBefore: number }> | null = null;
+    model.onCall = () => {
+      if (launched || model.served.length < 20) return;
+      launched = new Promise((resolve, reject) => {
+        setTimeout(() => {
+          const servedBefore = model.served.length;
+          env.rt.launch({
+            image: { name: "late", tools: ["put_object"] },
+            workspace: env.ws,
+            script: { steps: [putStep("late")] },
+          }).then((p) => resolve({ pid: p.pid, servedBefore }), reject);
+        }, 0);
+      });
+    };
+    await env.rt.runUntilIdle();
+    assert.ok(launched, "the launch was made");
+    const { pid: late, servedBefore } = await launched!;
+    const first = model.served.indexOf(late);
+    assert.ok(first >= 0, "the newcomer was served");
+    assert.ok(servedBefore < 500, "the launch came inside the first round");
+    assert.ok(
+      first - servedBefore <= 3,
+      `served ${first - servedBefore} decisions after launch was called`,
+    );
+    for (const pid of [...pids, late]) {
+      assert.equal((await env.rt.process(pid)).status, "exited", `pid ${pid}`);
+    }
+  },
+);
+
 /** The state row of `pid` and the ledger, as another connection sees them (committed only). */
 async function committed(
   storePath: string,
