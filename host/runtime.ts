@@ -534,22 +534,35 @@ export class Runtime {
 
   /** Close the store and the sandbox broker. */
   async close(): Promise<void> {
-    await this.#worker?.close();
+    // Every part is released even when one fails (a stopped store refuses the
+    // lease and usage writes); the first failure is reported after.
+    let failure: unknown = null;
+    const part = async (release: () => Promise<void>) => {
+      try {
+        await release();
+      } catch (e) {
+        failure ??= e;
+      }
+    };
+    await part(async () => await this.#worker?.close());
     if (this.#heartbeat !== null) {
       clearInterval(this.#heartbeat);
       this.#heartbeat = null;
-      const raw = await this.kernel.store.getMeta("scheduler_lease");
-      if (raw && JSON.parse(raw).id === this.#leaseId) {
-        await this.kernel.store.setMeta(
-          "scheduler_lease",
-          JSON.stringify({ released: true, heartbeat: 0 }),
-        );
-      }
+      await part(async () => {
+        const raw = await this.kernel.store.getMeta("scheduler_lease");
+        if (raw && JSON.parse(raw).id === this.#leaseId) {
+          await this.kernel.store.setMeta(
+            "scheduler_lease",
+            JSON.stringify({ released: true, heartbeat: 0 }),
+          );
+        }
+      });
     }
-    await this.kernel.providers.sandbox.close();
-    await this.kernel.flushUsage();
-    await this.kernel.store.close();
+    await part(() => this.kernel.providers.sandbox.close());
+    await part(() => this.kernel.flushUsage());
+    await part(() => this.kernel.store.close());
     if (this.#tempCache) await Deno.remove(this.#tempCache, { recursive: true }).catch(() => {});
+    if (failure) throw failure;
   }
 }
 

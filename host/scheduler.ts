@@ -217,8 +217,24 @@ export class Scheduler {
   }
 
   async #run(maxQuanta: number, turns: _EventLoopTurns): Promise<RunReport> {
-    let quanta = 0;
     const active = new Map<number, Promise<void>>();
+    try {
+      return await this.#serve(maxQuanta, turns, active);
+    } catch (e) {
+      // What is in flight ends before the failure is reported (it fails the same way).
+      await Promise.all(active.values());
+      throw e;
+    }
+  }
+
+  async #serve(
+    maxQuanta: number,
+    turns: _EventLoopTurns,
+    active: Map<number, Promise<void>>,
+  ): Promise<RunReport> {
+    let quanta = 0;
+    // A quantum that failed the whole run (the store stopped), reported by the loop.
+    let fatal: { error: unknown } | null = null;
     const round = new _Round();
     // Settles when a quantum ends (one signal instead of racing every active quantum).
     let freed!: Promise<void>;
@@ -251,7 +267,9 @@ export class Scheduler {
         this.#k.enterQuantum(pid);
         active.set(
           pid,
-          this.#quantum(pid).finally(() => {
+          this.#quantum(pid).catch((error) => {
+            fatal ??= { error };
+          }).finally(() => {
             this.#k.leaveQuantum(pid);
             active.delete(pid);
             free();
@@ -264,6 +282,7 @@ export class Scheduler {
       }
       await freed;
       rearm();
+      if (fatal) throw fatal.error;
       if (quanta >= maxQuanta) {
         await Promise.all(active.values());
         return { quanta, idle: false };
@@ -361,7 +380,8 @@ export class Scheduler {
     } catch (e) {
       const err = toLibosError(e);
       // The lease is gone: this runtime may write nothing more for the process.
-      if (err.code === "EFENCED") throw err;
+      // Or the store stopped: nothing more may be written at all.
+      if (err.code === "EFENCED" || this.#k.store.stopped) throw err;
       const cur = await k.process(pid);
       if (!isTerminal(cur.status)) await this.#fail(k, pid, `${err.code}: ${err.message}`);
     } finally {

@@ -11,7 +11,17 @@ import type { StepResult } from "../host/scheduler.ts";
 import { HostClock, HostFileSystem } from "../runtime/providers/host.ts";
 import { ScriptedModel } from "../runtime/providers/scripted.ts";
 import type { ModelContext, ModelProvider } from "../runtime/providers/types.ts";
-import { cap, type Env, launch, libos, makeEnv, rawRows, rejectsCode } from "./_helpers.ts";
+import {
+  cap,
+  type Env,
+  expireLeases,
+  launch,
+  libos,
+  makeEnv,
+  rawRows,
+  rawSql,
+  rejectsCode,
+} from "./_helpers.ts";
 import { ON_PG, SQLITE_ONLY } from "./_pg.ts";
 
 // ---------------------------------------------------------------- local helpers
@@ -887,6 +897,88 @@ Deno.test("scheduler: with quanta in flight sharing a commit, no tool runs befor
     assert.deepEqual(steps.map((s) => [s.step, s.ok]), [[0, true], [1, true], [2, true]]);
   }
 });
+
+/** A clock whose sleeps are counted: each one is a tool's effect. */
+class CountingClock extends HostClock {
+  slept = 0;
+  override async sleep(ms: number): Promise<void> {
+    this.slept++;
+    return await super.sleep(ms);
+  }
+}
+
+Deno.test(
+  "scheduler: a commit that fails after steps were journaled stops the store; reopened, no step runs twice",
+  SQLITE_ONLY,
+  async () => {
+    // A commit can fail after its tools acted (a full disk, an I/O error): the marks that let
+    // them act are in the step journal, not the tables. Rolled back in memory, those processes
+    // would look as if their steps never ran. Here the result of step 1 makes the commit fail
+    // (a deferred foreign key, checked only at COMMIT).
+    await using env = await makeEnv();
+    await env.rt.close();
+    await rawSql(
+      env.storePath,
+      `CREATE TABLE t_parent (id INTEGER PRIMARY KEY)`,
+    );
+    await rawSql(
+      env.storePath,
+      `CREATE TABLE t_child (id INTEGER REFERENCES t_parent(id) DEFERRABLE INITIALLY DEFERRED)`,
+    );
+    await rawSql(
+      env.storePath,
+      `CREATE TRIGGER t_fail AFTER INSERT ON step_results WHEN NEW.step = 1
+       BEGIN INSERT INTO t_child (id) VALUES (42); END`,
+    );
+    const clock = new CountingClock();
+    const rt = await Runtime.open({ store: env.storePath, concurrency: 1, providers: { clock } });
+    let pid = 0;
+    try {
+      pid = (await rt.launch({
+        image: { name: "sleeper", tools: ["sleep"] },
+        workspace: env.ws,
+        grants: [{ resource: "clock:sleep", rights: ["execute"] }],
+        script: { steps: [0, 1, 2, 3].map(() => ({ tool: "sleep", args: { ms: 0 } })) },
+      })).pid;
+      await rejectsCode(rt.runUntilIdle(), "EIO");
+      // Stopped: nothing more runs, and nothing is served from the rolled-back state.
+      const slept = clock.slept;
+      await rejectsCode(rt.runUntilIdle(), "EIO");
+      await rejectsCode(rt.process(pid), "EIO");
+      assert.equal(clock.slept, slept);
+    } finally {
+      // Closing releases everything; what could not be written is reported (EIO).
+      await rejectsCode(rt.close(), "EIO");
+    }
+    await rawSql(env.storePath, "DROP TRIGGER t_fail");
+    // A stopped runtime cannot release its scheduler lease: it runs out, as a crashed one's does.
+    await expireLeases(env.storePath);
+    const again = await Runtime.open({
+      store: env.storePath,
+      concurrency: 1,
+      providers: { clock },
+    });
+    try {
+      await again.runUntilIdle();
+      const rec = await again.process(pid);
+      assert.equal(rec.status, "exited");
+      const steps = await again.steps(pid);
+      assert.deepEqual(steps.map((s) => s.step), [0, 1, 2, 3]);
+      // Each step's sleep ran once: before the failure, or after the reopen for steps never
+      // marked; a step caught marked is recorded EIO (outcome unknown), not run again.
+      const records = await again.kernel.store.listAudit({ action: "clock.sleep" });
+      assert.equal(records.length, clock.slept);
+      const ran = steps.filter((s) => s.ok).length;
+      const unknown = steps.filter((s) => !s.ok);
+      for (const s of unknown) assert.ok(!s.ok && s.error.code === "EIO", JSON.stringify(s));
+      assert.ok(unknown.length <= 1, JSON.stringify(steps));
+      assert.equal(ran + unknown.length, 4);
+      assert.equal(clock.slept, 4);
+    } finally {
+      await again.close();
+    }
+  },
+);
 
 /** A model that reaches outside (like a model API): it checks what others can already see. */
 class OutsideModel implements ModelProvider {

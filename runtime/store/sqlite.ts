@@ -319,6 +319,8 @@ interface _Group {
   start: unknown;
   /** A write the step journal cannot replay was made: durability needs the commit. */
   unjournaled: boolean;
+  /** A deferred transaction completed in it: its caller went on as if it were stored. */
+  acknowledged: boolean;
 }
 
 /** What the deferred transaction in progress changed, for its journal lines. */
@@ -385,6 +387,13 @@ interface _Shared {
    * rows are undone in memory).
    */
   savepoint: { open: boolean } | null;
+  /**
+   * Set when a commit failed after deferred writes were acknowledged: callers
+   * acted on them (a journaled mark let its tool run), so the rolled-back
+   * tables are behind what happened. Every later call fails with it; the next
+   * open replays the step journal, which no commit emptied since.
+   */
+  stopped: LibosError | null;
 }
 
 /** Options for {@link SqliteStore.open}. */
@@ -489,6 +498,7 @@ export class SqliteStore implements Store {
         soon: null,
         stmts: new Map(),
         savepoint: null,
+        stopped: null,
       },
       false,
       path,
@@ -496,6 +506,7 @@ export class SqliteStore implements Store {
   }
 
   #q(sql: string): StatementSync {
+    if (this.#s.stopped) throw this.#s.stopped;
     let s = this.#s.stmts.get(sql);
     if (!s) {
       s = { stmt: this.#s.db.prepare(sql), writes: _WRITES.test(sql) };
@@ -595,7 +606,7 @@ export class SqliteStore implements Store {
           throw e;
         }
         if (!options.defer) this.#commitGroup();
-        else if (journal) this.#journalTx();
+        else this.#acknowledge();
         return out;
       }
       let out: T;
@@ -607,7 +618,7 @@ export class SqliteStore implements Store {
         throw e;
       }
       if (!options.defer) this.#commitGroup();
-      else if (journal) this.#journalTx();
+      else this.#acknowledge();
       return out;
     } finally {
       this.#s.txJournal = null;
@@ -616,7 +627,12 @@ export class SqliteStore implements Store {
     }
   }
 
+  get stopped(): LibosError | null {
+    return this.#s.stopped;
+  }
+
   async flush(): Promise<void> {
+    if (this.#s.stopped) throw this.#s.stopped;
     if (this.#inTx) return;
     while (this.#s.tx) await this.#s.tx;
     this.#commitGroup();
@@ -687,6 +703,12 @@ export class SqliteStore implements Store {
     return true;
   }
 
+  // A deferred transaction completed: its writes now stand for its caller.
+  #acknowledge(): void {
+    this.#s.group!.acknowledged = true;
+    this.#journalTx();
+  }
+
   // A deferred transaction completed: note what it changed for the next
   // journal write. An object no step claimed is in no line: the group then
   // needs its commit.
@@ -726,7 +748,7 @@ export class SqliteStore implements Store {
     const log = this.#s.log;
     while (log && !log.tryLock()) await log.unlocked();
     try {
-      this.#s.group = { start: this.#begin(), unjournaled: false };
+      this.#s.group = { start: this.#begin(), unjournaled: false, acknowledged: false };
     } catch (e) {
       log?.unlock();
       throw e;
@@ -746,7 +768,7 @@ export class SqliteStore implements Store {
     const g = this.#closeGroup();
     if (!g) return;
     try {
-      this.#commit();
+      this.#commit(g.acknowledged);
     } finally {
       this.#s.log?.unlock();
     }
@@ -786,7 +808,7 @@ export class SqliteStore implements Store {
 
   // COMMIT. The move of the generation since BEGIN is ours, and the entries we
   // wrote were dropped as they were written or are replaced by what we wrote.
-  #commit(): void {
+  #commit(acknowledged = false): void {
     let end;
     const journal = this.#s.journal;
     const covers = journal !== null && journal.written > 0;
@@ -797,6 +819,7 @@ export class SqliteStore implements Store {
       this.#q("COMMIT").run();
     } catch (e) {
       this.#rollback(null);
+      if (acknowledged) throw this.#stop(e);
       throw e;
     }
     if (covers) this.#s.journalEpoch++;
@@ -805,6 +828,17 @@ export class SqliteStore implements Store {
     // Everything the journal held or was to hold is in the tables now.
     this.#s.journal?.clear();
     this.#s.journalDirty.clear();
+  }
+
+  // Stop the store (see `_Shared.stopped`): nothing may be served or written
+  // from tables that no longer hold what callers acted on.
+  #stop(cause: unknown): LibosError {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    return this.#s.stopped = new LibosError(
+      "EIO",
+      `store: a commit failed after deferred writes were acknowledged (${why}); ` +
+        "the store is stopped: reopen it to recover (the step journal is replayed then)",
+    );
   }
 
   // ROLLBACK: the stored generation is back at `start` (null: unknown, so
@@ -938,7 +972,8 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
-    await this.flush();
+    // A stopped store commits nothing more: its journal stays for the next open.
+    if (!this.#s.stopped) await this.flush();
     if (this.#s.groupTimer !== null) {
       clearTimeout(this.#s.groupTimer);
       this.#s.groupTimer = null;
@@ -1693,6 +1728,8 @@ export class SqliteStore implements Store {
    * log, committed here.
    */
   appendAudit(draft: AuditDraft): Promise<void> {
+    // Stopped: nothing more happens that would need recording.
+    if (this.#s.stopped) return Promise.reject(this.#s.stopped);
     if (this.#inTx) {
       this.#appendAuditRows([draft]);
       return Promise.resolve();

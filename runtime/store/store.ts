@@ -25,6 +25,7 @@ import type {
   ProcessRecord,
   ProcessStatus,
 } from "../types.ts";
+import type { LibosError } from "../errors.ts";
 
 /** An audit record before the store numbers and chains it. */
 export type AuditDraft = Omit<AuditRecord, "seq" | "record_id" | "prev_hash" | "hash">;
@@ -219,6 +220,12 @@ export interface Store {
    * durable either way.
    */
   makeDurable?(): Promise<void>;
+  /**
+   * Set once a commit failed after deferred writes were acknowledged (their
+   * callers acted on them): the store then refuses every call with this
+   * error, and only a reopen recovers. Absent or null while it works.
+   */
+  readonly stopped?: LibosError | null;
   /** Close the backend (committing deferred writes). */
   close(): Promise<void>;
 
