@@ -853,9 +853,16 @@ async function _serve(args: string[]): Promise<number> {
     // A console only: workers run the processes (it decides and watches).
     role: values["no-scheduler"] ? "client" : "scheduler",
   });
+  const { promise: stopped, resolve: stop } = Promise.withResolvers<void>();
+  // A store that stopped (a commit failed after writes were acknowledged) refuses
+  // everything from then on: exit, so that a restart replays its journal.
+  const onSchedulerError = (e: unknown) => {
+    console.error("libos serve: scheduler:", e);
+    if (rt.kernel.store.stopped) stop();
+  };
   let served;
   try {
-    served = await serve(rt, { port: Number(port), hostname, tokenFile });
+    served = await serve(rt, { port: Number(port), hostname, tokenFile, onSchedulerError });
   } catch (e) {
     await rt.close();
     throw e;
@@ -866,7 +873,6 @@ async function _serve(args: string[]): Promise<number> {
   } else console.log("token: in memory only (API: Authorization: Bearer <token>)");
   if (rt.role === "client") console.log("console only: workers run the processes");
   console.log("every ASK now waits for a decision in the console; Ctrl-C stops");
-  const { promise: stopped, resolve: stop } = Promise.withResolvers<void>();
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const s of signals) Deno.addSignalListener(s, stop);
   try {
@@ -874,8 +880,12 @@ async function _serve(args: string[]): Promise<number> {
   } finally {
     for (const s of signals) Deno.removeSignalListener(s, stop);
     await served.close();
-    await rt.close();
+    // A stopped store's close reports the stop too: it is reported once, below.
+    await rt.close().catch((e) => {
+      if (!rt.kernel.store.stopped) throw e;
+    });
   }
+  if (rt.kernel.store.stopped) throw rt.kernel.store.stopped;
   return 0;
 }
 

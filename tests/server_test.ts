@@ -12,7 +12,7 @@ import { loadOrCreateToken, SchedulerPump, serve } from "../server/serve.ts";
 import { QueueHuman } from "../runtime/providers/scripted.ts";
 import type { CapabilitySpec } from "../runtime/types.ts";
 import { type Env, launch, makeEnv, rawSql, rejectsCode } from "./_helpers.ts";
-import { ON_PG } from "./_pg.ts";
+import { ON_PG, SQLITE_ONLY } from "./_pg.ts";
 
 const TOKEN = "t".repeat(20) + "0123456789abcdef";
 const AUTH = { Authorization: `Bearer ${TOKEN}` };
@@ -941,6 +941,48 @@ Deno.test("server: libos serve prints the console URL and the token file and ser
   assert.equal(bad.code, 2);
   assert.match(new TextDecoder().decode(bad.stderr), /--hostname/);
 });
+
+Deno.test(
+  "server: libos serve exits with EIO when its store stops (a commit failed after acknowledged writes)",
+  SQLITE_ONLY,
+  async () => {
+    await using env = await queueEnv();
+    await launch(env, [{ resource: "clock:sleep", rights: ["execute"] }], {
+      tools: ["sleep"],
+      script: { steps: [0, 1, 2, 3].map(() => ({ tool: "sleep", args: { ms: 0 } })) },
+    });
+    await env.rt.close();
+    // The commit holding step 1's result fails: a deferred foreign key is checked at COMMIT.
+    for (
+      const sql of [
+        "CREATE TABLE t_parent (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE t_child (id INTEGER REFERENCES t_parent(id) DEFERRABLE INITIALLY DEFERRED)",
+        `CREATE TRIGGER t_fail AFTER INSERT ON step_results WHEN NEW.step = 1
+         BEGIN INSERT INTO t_child (id) VALUES (42); END`,
+      ]
+    ) await rawSql(env.storePath, sql);
+    const cli = new URL("../cli/libos.ts", import.meta.url).pathname;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", cli, "serve", "--store", env.storePath, "--port", "0"],
+      stdout: "null",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    // It exits by itself; the timer only keeps a regression from hanging the suite.
+    const guard = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    try {
+      const out = await child.output();
+      const stderr = new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 1, stderr);
+      assert.match(
+        stderr,
+        /libos: EIO store: a commit failed after deferred writes were acknowledged/,
+      );
+    } finally {
+      clearTimeout(guard);
+    }
+  },
+);
 
 Deno.test("server: the processes API lists each process's JIT tools with their validation warnings", async () => {
   await using env = await queueEnv();
