@@ -12,6 +12,7 @@ import type { Store } from "../runtime/store/store.ts";
 import { join } from "node:path";
 import { parseImage } from "../runtime/images.ts";
 import { Runtime } from "../host/runtime.ts";
+import { SqliteStore } from "../runtime/store/sqlite.ts";
 import { canonicalJson } from "../runtime/canonical.ts";
 import type { Capability, EffectRecord, MemoryObject, ProcessRecord } from "../runtime/types.ts";
 import { cap, capRecord, launch, makeEnv, openStoreAt, rawRows, rejectsCode } from "./_helpers.ts";
@@ -1378,6 +1379,96 @@ Deno.test(
     } finally {
       await s.close();
     }
+  },
+);
+
+/** A journal file whose writes fail as a full disk's do: part of the bytes, then ENOSPC. */
+class FailingJournalFile {
+  failWrites = 0;
+  failTruncates = 0;
+  constructor(readonly file: Deno.FsFile) {}
+  writeSync(p: Uint8Array): number {
+    if (this.failWrites > 0) {
+      this.failWrites--;
+      this.file.writeSync(p.subarray(0, Math.ceil(p.length / 2)));
+      throw new Deno.errors.WriteZero("No space left on device (os error 28)");
+    }
+    return this.file.writeSync(p);
+  }
+  syncDataSync(): void {
+    this.file.syncDataSync();
+  }
+  truncateSync(len?: number): void {
+    if (this.failTruncates > 0) {
+      this.failTruncates--;
+      throw new Deno.errors.PermissionDenied("truncate refused");
+    }
+    this.file.truncateSync(len);
+  }
+  close(): void {
+    this.file.close();
+  }
+}
+
+Deno.test(
+  "store: a step journal write that fails leaves only whole lines, and the rest of its group waits for the commit",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    let jf!: FailingJournalFile;
+    const s = SqliteStore.open(tmp.path, {
+      _wrapJournalFile: (file) => jf = new FailingJournalFile(file),
+    });
+    const journal = `${tmp.path}-steps`;
+    const lines = () => Deno.readTextFileSync(journal);
+    const mark = async (pid: number, status: "running" | "runnable", from: string) => {
+      await s.transaction((tx) => tx.updateProcess(pid, { status }, from as "runnable"), {
+        defer: true,
+      });
+      await s.makeDurable();
+    };
+    try {
+      const a = (await s.insertProcess(procDraft())).pid;
+      const b = (await s.insertProcess(procDraft())).pid;
+      await mark(a, "running", "runnable");
+      assert.equal(lines().split("\n").length, 2, "one whole line");
+      const whole = lines();
+      // Half a line reaches the disk, then the write fails: cut back to the whole line.
+      jf.failWrites = 1;
+      await assert.rejects(mark(b, "running", "runnable"), /No space left/);
+      assert.equal(lines(), whole);
+      // The failed line is in no journal now: the next mark of the group waits for the
+      // commit (which holds b's mark), and the commit empties the journal.
+      await mark(a, "runnable", "running");
+      assert.equal(lines(), "");
+      assert.equal((await committedState(tmp.path, a)).status, "runnable");
+      assert.equal((await committedState(tmp.path, b)).status, "running");
+      // A new group journals again.
+      await mark(a, "running", "runnable");
+      assert.equal(JSON.parse(lines()).h[0], "running");
+      await s.flush();
+      // When even the cut fails (and the commit's emptying too), nothing is written after
+      // the part of a line: marks wait for commits until one empties the file.
+      jf.failWrites = 1;
+      jf.failTruncates = 2;
+      await assert.rejects(mark(b, "runnable", "running"), /No space left/);
+      const torn = lines();
+      assert.ok(!torn.endsWith("\n"), "part of a line is left");
+      await mark(a, "runnable", "running");
+      assert.equal((await committedState(tmp.path, b)).status, "runnable");
+      assert.equal((await committedState(tmp.path, a)).status, "runnable");
+      assert.equal(lines(), torn);
+      await mark(a, "running", "runnable");
+      assert.equal((await committedState(tmp.path, a)).status, "running");
+      assert.equal(lines(), "");
+      await mark(a, "runnable", "running");
+      assert.equal(JSON.parse(lines()).h[0], "runnable", "journaled again");
+    } finally {
+      await s.close();
+    }
+    // Reopened: nothing to replay, nothing refused.
+    const again = await open(tmp.path);
+    await again.close();
   },
 );
 

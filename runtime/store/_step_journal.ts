@@ -56,15 +56,23 @@ export interface JournalLine {
   r?: JournalResult[];
 }
 
+/** What the journal needs of its file: a `Deno.FsFile` (tests wrap one to make it fail). */
+export type JournalFile = Pick<
+  Deno.FsFile,
+  "writeSync" | "syncDataSync" | "truncateSync" | "close"
+>;
+
 /** The store thread's side of the step journal. */
 export class StepJournal {
   readonly path: string;
-  #file: Deno.FsFile;
+  #file: JournalFile;
   #sync: boolean;
   #buffered: string[] = [];
   #written = 0;
+  /** A failed write left part of a line that could not be cut off: write nothing until emptied. */
+  #torn = false;
 
-  private constructor(path: string, file: Deno.FsFile, sync: boolean) {
+  private constructor(path: string, file: JournalFile, sync: boolean) {
     this.path = path;
     this.#file = file;
     this.#sync = sync;
@@ -80,10 +88,12 @@ export class StepJournal {
   static open(
     storePath: string,
     synchronous: string,
+    wrap: (file: Deno.FsFile) => JournalFile = (file) => file,
   ): { journal: StepJournal; left: JournalLine[] } | null {
     const path = stepJournalPath(storePath);
-    const file = openLocked(path);
-    if (!file) return null;
+    const locked = openLocked(path);
+    if (!locked) return null;
+    const file = wrap(locked);
     try {
       const text = new TextDecoder().decode(wholeLines(path));
       const left = text ? text.slice(0, -1).split("\n").map((l, i) => _parse(path, l, i)) : [];
@@ -107,23 +117,54 @@ export class StepJournal {
     return this.#written;
   }
 
-  /** Write the kept lines (durable when this returns, as an audit-log append). */
+  /**
+   * Write the kept lines (durable when this returns, as an audit-log append).
+   * If the write fails (a full disk), the file is cut back to its last whole
+   * line: a line written after part of one would make the replay refuse it.
+   */
   write(): void {
     if (this.#buffered.length === 0) return;
     const bytes = _encoder.encode(this.#buffered.join("\n") + "\n");
     this.#buffered = [];
-    let off = 0;
-    while (off < bytes.length) off += this.#file.writeSync(bytes.subarray(off));
-    if (this.#sync) this.#file.syncDataSync();
+    if (this.#torn) {
+      throw new LibosError("EIO", `step journal ${this.path}: a failed write is not cut off yet`);
+    }
+    try {
+      let off = 0;
+      while (off < bytes.length) off += this.#file.writeSync(bytes.subarray(off));
+      if (this.#sync) this.#file.syncDataSync();
+    } catch (e) {
+      try {
+        this.#file.truncateSync(this.#written);
+      } catch {
+        this.#torn = true;
+      }
+      throw e;
+    }
     this.#written += bytes.length;
   }
 
-  /** The store committed: what the journal held (written or kept) is in the tables. */
+  /** Part of a line is in the file: nothing may be written until {@link clear} cuts it off. */
+  get torn(): boolean {
+    return this.#torn;
+  }
+
+  /**
+   * The store committed: what the journal held (written or kept) is in the
+   * tables. If the file cannot be emptied, its lines are of an older epoch
+   * (never replayed) and it stays {@link torn} until a later commit empties it.
+   */
   clear(): void {
     this.#buffered = [];
-    if (this.#written === 0) return;
-    this.#file.truncateSync(0);
+    if (this.#written === 0 && !this.#torn) return;
+    try {
+      this.#file.truncateSync(0);
+    } catch {
+      this.#torn = true;
+      return;
+    }
     this.#written = 0;
+    this.#torn = false;
   }
 
   /** Forget the kept lines (their transaction rolled back before any was written). */

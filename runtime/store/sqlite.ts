@@ -8,7 +8,12 @@
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { AuditLog, type AuditLogHooks } from "./_audit_log.ts";
-import { type JournalLine, type JournalResult, StepJournal } from "./_step_journal.ts";
+import {
+  type JournalFile,
+  type JournalLine,
+  type JournalResult,
+  StepJournal,
+} from "./_step_journal.ts";
 import { joinRanges, type RangeReport, verifyRange } from "./_audit_verify.ts";
 import { Worker } from "node:worker_threads";
 import { setImmediate } from "node:timers";
@@ -416,6 +421,10 @@ export interface SqliteOptions {
   verifyThreads?: number;
   /** Chains of more records than this are checked in parallel (default 100,000). */
   verifyParallelAbove?: number;
+  /** For tests: wrap the step journal's file (to make its writes fail). */
+  _wrapJournalFile?: (
+    file: Deno.FsFile,
+  ) => Pick<Deno.FsFile, "writeSync" | "syncDataSync" | "truncateSync" | "close">;
 }
 
 /** Chains longer than this are verified by several threads (see {@link SqliteOptions}). */
@@ -460,7 +469,7 @@ export class SqliteStore implements Store {
     const synchronous = options.synchronous ?? "NORMAL";
     const single = path !== ":memory:" && options.auditLog !== false;
     // What a stopped store journaled goes in before anything reads the tables.
-    const journal = single ? _openJournal(db, path, synchronous) : null;
+    const journal = single ? _openJournal(db, path, synchronous, options._wrapJournalFile) : null;
     let log: AuditLog | null = null;
     try {
       log = single
@@ -669,10 +678,13 @@ export class SqliteStore implements Store {
     if (this.#inTx) {
       return Promise.reject(new LibosError("EINVAL", "store: makeDurable inside a transaction"));
     }
-    if (!s.journal || !s.group || s.group.unjournaled) return this.commitSoon();
+    if (!s.journal || s.journal.torn || !s.group || s.group.unjournaled) return this.commitSoon();
     try {
       if (this.#writeJournal(s.journal)) return Promise.resolve();
     } catch (e) {
+      // Its lines (and the results they carried) are in no journal: only the commit
+      // holds them now, so no later mark of the group may count on the journal.
+      s.group.unjournaled = true;
       return Promise.reject(e);
     }
     return this.commitSoon();
@@ -2244,10 +2256,15 @@ function _replayJournal(db: DatabaseSync, lines: JournalLine[]): void {
 }
 
 /** Take the store's step journal (null if another store holds it) and replay what it held. */
-function _openJournal(db: DatabaseSync, path: string, synchronous: string): StepJournal | null {
+function _openJournal(
+  db: DatabaseSync,
+  path: string,
+  synchronous: string,
+  wrap?: (file: Deno.FsFile) => JournalFile,
+): StepJournal | null {
   let opened;
   try {
-    opened = StepJournal.open(path, synchronous);
+    opened = StepJournal.open(path, synchronous, wrap);
     if (opened?.left.length) _replayJournal(db, opened.left);
     opened?.journal.clear();
   } catch (e) {
