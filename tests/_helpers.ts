@@ -265,6 +265,29 @@ export async function storeBytes(path: string, suffixes = ["", "-wal", "-shm", "
 }
 
 /**
+ * Make every commit of a SQLite store that holds the result of step `step`
+ * fail, as a full disk's would: a trigger adds a row whose deferred foreign
+ * key is checked only at COMMIT. Undo with {@link commitsSucceedAgain}.
+ */
+export async function failCommitsWithStep(path: string, step: number): Promise<void> {
+  await rawSql(path, "CREATE TABLE t_parent (id INTEGER PRIMARY KEY)");
+  await rawSql(
+    path,
+    "CREATE TABLE t_child (id INTEGER REFERENCES t_parent(id) DEFERRABLE INITIALLY DEFERRED)",
+  );
+  await rawSql(
+    path,
+    `CREATE TRIGGER t_fail AFTER INSERT ON step_results WHEN NEW.step = ${Number(step)}
+     BEGIN INSERT INTO t_child (id) VALUES (42); END`,
+  );
+}
+
+/** Undo {@link failCommitsWithStep}. */
+export async function commitsSucceedAgain(path: string): Promise<void> {
+  await rawSql(path, "DROP TRIGGER t_fail");
+}
+
+/**
  * Pretend the leases of a runtime that was killed have run out (as they do
  * after their length): a SQLite store's scheduler lease, or, on PostgreSQL,
  * every worker lease still held on a process.

@@ -13,13 +13,14 @@ import { ScriptedModel } from "../runtime/providers/scripted.ts";
 import type { ModelContext, ModelProvider } from "../runtime/providers/types.ts";
 import {
   cap,
+  commitsSucceedAgain,
   type Env,
   expireLeases,
+  failCommitsWithStep,
   launch,
   libos,
   makeEnv,
   rawRows,
-  rawSql,
   rejectsCode,
 } from "./_helpers.ts";
 import { ON_PG, SQLITE_ONLY } from "./_pg.ts";
@@ -917,19 +918,7 @@ Deno.test(
     // (a deferred foreign key, checked only at COMMIT).
     await using env = await makeEnv();
     await env.rt.close();
-    await rawSql(
-      env.storePath,
-      `CREATE TABLE t_parent (id INTEGER PRIMARY KEY)`,
-    );
-    await rawSql(
-      env.storePath,
-      `CREATE TABLE t_child (id INTEGER REFERENCES t_parent(id) DEFERRABLE INITIALLY DEFERRED)`,
-    );
-    await rawSql(
-      env.storePath,
-      `CREATE TRIGGER t_fail AFTER INSERT ON step_results WHEN NEW.step = 1
-       BEGIN INSERT INTO t_child (id) VALUES (42); END`,
-    );
+    await failCommitsWithStep(env.storePath, 1);
     const clock = new CountingClock();
     const rt = await Runtime.open({ store: env.storePath, concurrency: 1, providers: { clock } });
     let pid = 0;
@@ -950,7 +939,7 @@ Deno.test(
       // Closing releases everything; what could not be written is reported (EIO).
       await rejectsCode(rt.close(), "EIO");
     }
-    await rawSql(env.storePath, "DROP TRIGGER t_fail");
+    await commitsSucceedAgain(env.storePath);
     // A stopped runtime cannot release its scheduler lease: it runs out, as a crashed one's does.
     await expireLeases(env.storePath);
     const again = await Runtime.open({

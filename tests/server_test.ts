@@ -11,7 +11,7 @@ import { createApp, HTTP_DECIDER } from "../server/app.ts";
 import { loadOrCreateToken, SchedulerPump, serve } from "../server/serve.ts";
 import { QueueHuman } from "../runtime/providers/scripted.ts";
 import type { CapabilitySpec } from "../runtime/types.ts";
-import { type Env, launch, makeEnv, rawSql, rejectsCode } from "./_helpers.ts";
+import { type Env, failCommitsWithStep, launch, makeEnv, rawSql, rejectsCode } from "./_helpers.ts";
 import { ON_PG, SQLITE_ONLY } from "./_pg.ts";
 
 const TOKEN = "t".repeat(20) + "0123456789abcdef";
@@ -952,15 +952,8 @@ Deno.test(
       script: { steps: [0, 1, 2, 3].map(() => ({ tool: "sleep", args: { ms: 0 } })) },
     });
     await env.rt.close();
-    // The commit holding step 1's result fails: a deferred foreign key is checked at COMMIT.
-    for (
-      const sql of [
-        "CREATE TABLE t_parent (id INTEGER PRIMARY KEY)",
-        "CREATE TABLE t_child (id INTEGER REFERENCES t_parent(id) DEFERRABLE INITIALLY DEFERRED)",
-        `CREATE TRIGGER t_fail AFTER INSERT ON step_results WHEN NEW.step = 1
-         BEGIN INSERT INTO t_child (id) VALUES (42); END`,
-      ]
-    ) await rawSql(env.storePath, sql);
+    // The commit holding step 1's result fails.
+    await failCommitsWithStep(env.storePath, 1);
     const cli = new URL("../cli/libos.ts", import.meta.url).pathname;
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", cli, "serve", "--store", env.storePath, "--port", "0"],
