@@ -69,7 +69,7 @@ export class StepJournal {
   #sync: boolean;
   #buffered: string[] = [];
   #written = 0;
-  /** A failed write left part of a line that could not be cut off: write nothing until emptied. */
+  /** The file holds what no line may follow (see {@link torn}). */
   #torn = false;
 
   private constructor(path: string, file: JournalFile, sync: boolean) {
@@ -144,7 +144,11 @@ export class StepJournal {
     this.#written += bytes.length;
   }
 
-  /** Part of a line is in the file: nothing may be written until {@link clear} cuts it off. */
+  /**
+   * The file holds part of a line that could not be cut off, or lines a
+   * commit covered that could not be emptied: nothing may be written until a
+   * {@link clear} empties it.
+   */
   get torn(): boolean {
     return this.#torn;
   }
