@@ -636,6 +636,7 @@ export class SqliteStore implements Store {
     }
   }
 
+  /** The error every call fails with once a commit failed after acknowledged writes; else null. */
   get stopped(): LibosError | null {
     return this.#s.stopped;
   }
