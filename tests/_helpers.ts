@@ -265,24 +265,30 @@ export async function storeBytes(path: string, suffixes = ["", "-wal", "-shm", "
 }
 
 /**
- * Make every commit of a SQLite store that holds the result of step `step`
- * fail, as a full disk's would: a trigger adds a row whose deferred foreign
- * key is checked only at COMMIT. Undo with {@link commitsSucceedAgain}.
+ * Make every commit of a SQLite store fail (as a full disk's would) once it
+ * holds a scripted process's running mark for the step at `position` (0 for
+ * the first): a trigger adds a row whose deferred foreign key is checked only
+ * at COMMIT. The mark is journaled first, so its tool runs, and the commit
+ * fails with the tool under way or after it. Undo with {@link commitsSucceedAgain}.
  */
-export async function failCommitsWithStep(path: string, step: number): Promise<void> {
+export async function failCommitsWithMark(path: string, position: number): Promise<void> {
   await rawSql(path, "CREATE TABLE t_parent (id INTEGER PRIMARY KEY)");
   await rawSql(
     path,
     "CREATE TABLE t_child (id INTEGER REFERENCES t_parent(id) DEFERRABLE INITIALLY DEFERRED)",
   );
+  // A decision moves the script's position past the step it decided.
   await rawSql(
     path,
-    `CREATE TRIGGER t_fail AFTER INSERT ON step_results WHEN NEW.step = ${Number(step)}
+    `CREATE TRIGGER t_fail AFTER UPDATE OF status ON process_state
+     WHEN NEW.status = 'running' AND json_extract(NEW.model, '$.state.position') = ${
+      Number(position) + 1
+    }
      BEGIN INSERT INTO t_child (id) VALUES (42); END`,
   );
 }
 
-/** Undo {@link failCommitsWithStep}. */
+/** Undo {@link failCommitsWithMark}. */
 export async function commitsSucceedAgain(path: string): Promise<void> {
   await rawSql(path, "DROP TRIGGER t_fail");
 }

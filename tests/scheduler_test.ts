@@ -16,7 +16,7 @@ import {
   commitsSucceedAgain,
   type Env,
   expireLeases,
-  failCommitsWithStep,
+  failCommitsWithMark,
   launch,
   libos,
   makeEnv,
@@ -902,8 +902,10 @@ Deno.test("scheduler: with quanta in flight sharing a commit, no tool runs befor
 /** A clock whose sleeps are counted: each one is a tool's effect. */
 class CountingClock extends HostClock {
   slept = 0;
+  /** Called as each sleep begins, with how many began before it. */
+  onSleep: (n: number) => Promise<void> = async () => {};
   override async sleep(ms: number): Promise<void> {
-    this.slept++;
+    await this.onSleep(this.slept++);
     return await super.sleep(ms);
   }
 }
@@ -914,13 +916,20 @@ Deno.test(
   async () => {
     // A commit can fail after its tools acted (a full disk, an I/O error): the marks that let
     // them act are in the step journal, not the tables. Rolled back in memory, those processes
-    // would look as if their steps never ran. Here the result of step 1 makes the commit fail
-    // (a deferred foreign key, checked only at COMMIT).
+    // would look as if their steps never ran. Here a commit fails once it holds step 1's running
+    // mark (a deferred foreign key, checked only at COMMIT): the mark is journaled, the sleep
+    // begins, and the commit is made while it is under way (as the store's timer may).
     await using env = await makeEnv();
     await env.rt.close();
-    await failCommitsWithStep(env.storePath, 1);
+    await failCommitsWithMark(env.storePath, 1);
     const clock = new CountingClock();
     const rt = await Runtime.open({ store: env.storePath, concurrency: 1, providers: { clock } });
+    let stoppedUnder: unknown = null;
+    clock.onSleep = async (n) => {
+      if (n !== 1) return;
+      await rt.kernel.store.flush().catch(() => {});
+      stoppedUnder = rt.kernel.store.stopped;
+    };
     let pid = 0;
     try {
       pid = (await rt.launch({
@@ -930,11 +939,12 @@ Deno.test(
         script: { steps: [0, 1, 2, 3].map(() => ({ tool: "sleep", args: { ms: 0 } })) },
       })).pid;
       await rejectsCode(rt.runUntilIdle(), "EIO");
+      assert.ok(stoppedUnder, "the store stopped while step 1's sleep was under way");
+      assert.equal(clock.slept, 2);
       // Stopped: nothing more runs, and nothing is served from the rolled-back state.
-      const slept = clock.slept;
       await rejectsCode(rt.runUntilIdle(), "EIO");
       await rejectsCode(rt.process(pid), "EIO");
-      assert.equal(clock.slept, slept);
+      assert.equal(clock.slept, 2);
     } finally {
       // Closing releases everything; what could not be written is reported (EIO).
       await rejectsCode(rt.close(), "EIO");
@@ -942,6 +952,7 @@ Deno.test(
     await commitsSucceedAgain(env.storePath);
     // A stopped runtime cannot release its scheduler lease: it runs out, as a crashed one's does.
     await expireLeases(env.storePath);
+    clock.onSleep = async () => {};
     const again = await Runtime.open({
       store: env.storePath,
       concurrency: 1,
@@ -951,18 +962,20 @@ Deno.test(
       await again.runUntilIdle();
       const rec = await again.process(pid);
       assert.equal(rec.status, "exited");
+      // Step 1 was caught marked (the journal's replay): EIO, outcome unknown, not run again.
       const steps = await again.steps(pid);
-      assert.deepEqual(steps.map((s) => s.step), [0, 1, 2, 3]);
-      // Each step's sleep ran once: before the failure, or after the reopen for steps never
-      // marked; a step caught marked is recorded EIO (outcome unknown), not run again.
-      const records = await again.kernel.store.listAudit({ action: "clock.sleep" });
-      assert.equal(records.length, clock.slept);
-      const ran = steps.filter((s) => s.ok).length;
-      const unknown = steps.filter((s) => !s.ok);
-      for (const s of unknown) assert.ok(!s.ok && s.error.code === "EIO", JSON.stringify(s));
-      assert.ok(unknown.length <= 1, JSON.stringify(steps));
-      assert.equal(ran + unknown.length, 4);
+      assert.deepEqual(summary(steps), [
+        [0, "sleep", true],
+        [1, "sleep", false],
+        [2, "sleep", true],
+        [3, "sleep", true],
+      ]);
+      assert.ok(!steps[1].ok && steps[1].error.code === "EIO", JSON.stringify(steps[1]));
+      // Each sleep ran once, and each is audited: step 1's too, though the store had
+      // stopped under it.
       assert.equal(clock.slept, 4);
+      const records = await again.kernel.store.listAudit({ action: "clock.sleep" });
+      assert.equal(records.length, 4);
     } finally {
       await again.close();
     }

@@ -395,8 +395,9 @@ interface _Shared {
   /**
    * Set when a commit failed after deferred writes were acknowledged: callers
    * acted on them (a journaled mark let its tool run), so the rolled-back
-   * tables are behind what happened. Every later call fails with it; the next
-   * open replays the step journal, which no commit emptied since.
+   * tables are behind what happened. Every later statement fails with it (the
+   * audit log still takes records); the next open replays the step journal,
+   * which no commit emptied since.
    */
   stopped: LibosError | null;
 }
@@ -1741,8 +1742,8 @@ export class SqliteStore implements Store {
    * log, committed here.
    */
   appendAudit(draft: AuditDraft): Promise<void> {
-    // Stopped: nothing more happens that would need recording.
-    if (this.#s.stopped) return Promise.reject(this.#s.stopped);
+    // Even a stopped store appends to its log (not to the tables): an effect
+    // under way when it stopped is still recorded.
     if (this.#inTx) {
       this.#appendAuditRows([draft]);
       return Promise.resolve();

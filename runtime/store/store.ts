@@ -222,8 +222,9 @@ export interface Store {
   makeDurable?(): Promise<void>;
   /**
    * Set once a commit failed after deferred writes were acknowledged (their
-   * callers acted on them): the store then refuses every call with this
-   * error, and only a reopen recovers. Absent or null while it works.
+   * callers acted on them): the store then refuses every call that reads or
+   * writes its tables with this error (audit records still reach its log), and
+   * only a reopen recovers. Absent or null while it works.
    */
   readonly stopped?: LibosError | null;
   /** Close the backend (committing deferred writes). */
