@@ -396,8 +396,8 @@ interface _Shared {
    * Set when a commit failed after deferred writes were acknowledged: callers
    * acted on them (a journaled mark let its tool run), so the rolled-back
    * tables are behind what happened. Every later statement fails with it (the
-   * audit log still takes records); the next open replays the step journal,
-   * which no commit emptied since.
+   * audit log still takes records); the step journal, which no commit emptied
+   * since, is released at once and replayed by the next store to open the file.
    */
   stopped: LibosError | null;
 }
@@ -848,6 +848,10 @@ export class SqliteStore implements Store {
   // from tables that no longer hold what callers acted on.
   #stop(cause: unknown): LibosError {
     const why = cause instanceof Error ? cause.message : String(cause);
+    // Release the journal (its lock) now: the next store to open the file replays
+    // it, even while this one stays open. Nothing here writes it again.
+    this.#s.journal?.close();
+    this.#s.journal = null;
     return this.#s.stopped = new LibosError(
       "EIO",
       `store: a commit failed after deferred writes were acknowledged (${why}); ` +
