@@ -850,7 +850,9 @@ export class SqliteStore implements Store {
     const why = cause instanceof Error ? cause.message : String(cause);
     // Release the journal (its lock) now: the next store to open the file replays
     // it, even while this one stays open. Nothing here writes it again.
-    this.#s.journal?.close();
+    try {
+      this.#s.journal?.close();
+    } catch { /* closed by the process's exit at the latest */ }
     this.#s.journal = null;
     return this.#s.stopped = new LibosError(
       "EIO",
