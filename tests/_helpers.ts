@@ -280,7 +280,8 @@ export async function failCommitsWithMark(path: string, position: number): Promi
   // A decision moves the script's position past the step it decided.
   await rawSql(
     path,
-    `CREATE TRIGGER t_fail AFTER UPDATE OF status ON process_state
+    // Any update (not only of status): the row may be written back running already.
+    `CREATE TRIGGER t_fail AFTER UPDATE ON process_state
      WHEN NEW.status = 'running' AND json_extract(NEW.model, '$.state.position') = ${
       Number(position) + 1
     }
