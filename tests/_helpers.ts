@@ -267,20 +267,17 @@ export async function storeBytes(path: string, suffixes = ["", "-wal", "-shm", "
 /**
  * Make every commit of a SQLite store fail (as a full disk's would) once it
  * holds a scripted process's running mark for the step at `position` (0 for
- * the first): a trigger adds a row whose deferred foreign key is checked only
- * at COMMIT. The mark is journaled first, so its tool runs, and the commit
- * fails with the tool under way or after it. Undo with {@link commitsSucceedAgain}.
+ * the first) written back as running: a trigger adds a row whose deferred
+ * foreign key is checked only at COMMIT. The mark is journaled first, so its
+ * tool runs; only a commit made while the tool is under way holds it as running.
+ * Undo with {@link commitsSucceedAgain}.
  */
 export async function failCommitsWithMark(path: string, position: number): Promise<void> {
-  await rawSql(path, "CREATE TABLE t_parent (id INTEGER PRIMARY KEY)");
+  await _failingRow(path);
+  // A decision moves the script's position past the step it decided. Any update (not
+  // only of status) counts: the row may be written back running already.
   await rawSql(
     path,
-    "CREATE TABLE t_child (id INTEGER REFERENCES t_parent(id) DEFERRABLE INITIALLY DEFERRED)",
-  );
-  // A decision moves the script's position past the step it decided.
-  await rawSql(
-    path,
-    // Any update (not only of status): the row may be written back running already.
     `CREATE TRIGGER t_fail AFTER UPDATE ON process_state
      WHEN NEW.status = 'running' AND json_extract(NEW.model, '$.state.position') = ${
       Number(position) + 1
@@ -289,7 +286,29 @@ export async function failCommitsWithMark(path: string, position: number): Promi
   );
 }
 
-/** Undo {@link failCommitsWithMark}. */
+/**
+ * Make every commit of a SQLite store that holds the result of step `step`
+ * fail, as {@link failCommitsWithMark} does: whenever it comes, a commit holds it.
+ */
+export async function failCommitsWithResult(path: string, step: number): Promise<void> {
+  await _failingRow(path);
+  await rawSql(
+    path,
+    `CREATE TRIGGER t_fail AFTER INSERT ON step_results WHEN NEW.step = ${Number(step)}
+     BEGIN INSERT INTO t_child (id) VALUES (42); END`,
+  );
+}
+
+/** A table whose rows fail the commit that holds them (a deferred foreign key). */
+async function _failingRow(path: string): Promise<void> {
+  await rawSql(path, "CREATE TABLE t_parent (id INTEGER PRIMARY KEY)");
+  await rawSql(
+    path,
+    "CREATE TABLE t_child (id INTEGER REFERENCES t_parent(id) DEFERRABLE INITIALLY DEFERRED)",
+  );
+}
+
+/** Undo {@link failCommitsWithMark} or {@link failCommitsWithResult}. */
 export async function commitsSucceedAgain(path: string): Promise<void> {
   await rawSql(path, "DROP TRIGGER t_fail");
 }

@@ -11,7 +11,14 @@ import { createApp, HTTP_DECIDER } from "../server/app.ts";
 import { loadOrCreateToken, SchedulerPump, serve } from "../server/serve.ts";
 import { QueueHuman } from "../runtime/providers/scripted.ts";
 import type { CapabilitySpec } from "../runtime/types.ts";
-import { type Env, failCommitsWithMark, launch, makeEnv, rawSql, rejectsCode } from "./_helpers.ts";
+import {
+  type Env,
+  failCommitsWithResult,
+  launch,
+  makeEnv,
+  rawSql,
+  rejectsCode,
+} from "./_helpers.ts";
 import { ON_PG, SQLITE_ONLY } from "./_pg.ts";
 
 const TOKEN = "t".repeat(20) + "0123456789abcdef";
@@ -953,7 +960,7 @@ Deno.test(
     });
     await env.rt.close();
     // The commit holding step 1's result fails.
-    await failCommitsWithMark(env.storePath, 1);
+    await failCommitsWithResult(env.storePath, 1);
     const cli = new URL("../cli/libos.ts", import.meta.url).pathname;
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", cli, "serve", "--store", env.storePath, "--port", "0"],
