@@ -597,8 +597,9 @@ export class Kernel {
    * is durable. On a store that can share a commit (SQLite), the mark is
    * written deferred with whatever was deferred before it, and made durable by
    * a line of the store's step journal when all of that is journaled (the
-   * next commit then covers many steps), or else by one commit shared with the
-   * marks of the other quanta that get here before the event loop's next task.
+   * next commit then covers many steps), or else by a commit; either one is
+   * shared with the marks of the other quanta that get here before the event
+   * loop's next task.
    */
   async markRunning(pid: number): Promise<boolean> {
     const usage = this.#usage.get(pid);

@@ -1386,8 +1386,11 @@ Deno.test(
 class FailingJournalFile {
   failWrites = 0;
   failTruncates = 0;
+  /** Calls of writeSync. */
+  writes = 0;
   constructor(readonly file: Deno.FsFile) {}
   writeSync(p: Uint8Array): number {
+    this.writes++;
     if (this.failWrites > 0) {
       this.failWrites--;
       this.file.writeSync(p.subarray(0, Math.ceil(p.length / 2)));
@@ -1411,6 +1414,49 @@ class FailingJournalFile {
 }
 
 Deno.test(
+  "store: the running marks made durable before the event loop's next task share one step journal write",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    let jf!: FailingJournalFile;
+    const s = SqliteStore.open(tmp.path, {
+      _wrapJournalFile: (file) => jf = new FailingJournalFile(file),
+      groupMaxMs: 60_000,
+    });
+    const journal = `${tmp.path}-steps`;
+    const mark = (pid: number) =>
+      s.transaction((tx) => tx.updateProcess(pid, { status: "running" }, "runnable"), {
+        defer: true,
+      });
+    try {
+      const pids: number[] = [];
+      for (let i = 0; i < 4; i++) pids.push((await s.insertProcess(procDraft())).pid);
+      // As the quanta in flight do: each marks its process and waits for the mark to be durable.
+      const durable: Promise<void>[] = [];
+      for (const pid of pids) {
+        await mark(pid);
+        durable.push(s.makeDurable());
+      }
+      assert.equal(jf.writes, 0, "nothing written before the event loop's next task");
+      await Promise.all(durable);
+      assert.equal(jf.writes, 1, "one write for the four marks");
+      const lines = Deno.readTextFileSync(journal).trimEnd().split("\n").map((l) => JSON.parse(l));
+      assert.deepEqual(lines.map((l) => [l.p, l.h[0]]), pids.map((p) => [p, "running"]));
+      // A commit before that task makes the waiting marks durable: nothing is written for them.
+      await mark(pids[0]);
+      const waiting = s.makeDurable();
+      await s.flush();
+      await waiting;
+      assert.equal(jf.writes, 1);
+      assert.equal(Deno.readTextFileSync(journal), "", "the commit emptied the journal");
+      assert.equal((await s.getProcess(pids[0]))?.status, "running");
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+Deno.test(
   "store: a step journal write that fails leaves only whole lines, and the rest of its group waits for the commit",
   SQLITE_ONLY,
   async () => {
@@ -1418,6 +1464,8 @@ Deno.test(
     let jf!: FailingJournalFile;
     const s = SqliteStore.open(tmp.path, {
       _wrapJournalFile: (file) => jf = new FailingJournalFile(file),
+      // Every commit here is the test's: none may make a mark durable before its write fails.
+      groupMaxMs: 60_000,
     });
     const journal = `${tmp.path}-steps`;
     const lines = () => Deno.readTextFileSync(journal);

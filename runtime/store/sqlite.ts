@@ -383,8 +383,11 @@ interface _Shared {
    */
   group: _Group | null;
   groupTimer: number | null;
+  groupMaxMs: number;
   /** The commit callers of {@link SqliteStore.commitSoon} wait for, once asked. */
   soon: Promise<void> | null;
+  /** The journal write the marks in flight wait for (see makeDurable). */
+  journalSoon: Promise<void> | null;
   stmts: Map<string, { stmt: StatementSync; writes: boolean }>;
   /**
    * The savepoint of the deferred transaction in progress, opened by its
@@ -415,6 +418,12 @@ export interface SqliteOptions {
   auditLog?: boolean;
   /** Size at which the audit log is emptied once indexed (default 256 MiB). */
   auditLogMaxBytes?: number;
+  /**
+   * Longest deferred writes stay uncommitted once the event loop is free, in
+   * ms (default {@link GROUP_MAX_MS}; a test that makes each commit itself sets
+   * it high).
+   */
+  groupMaxMs?: number;
   /**
    * Threads that check a long audit chain in parallel (default: the cores,
    * at most 4); 1 checks it on the calling thread.
@@ -505,7 +514,9 @@ export class SqliteStore implements Store {
         tx: null,
         group: null,
         groupTimer: null,
+        groupMaxMs: options.groupMaxMs ?? GROUP_MAX_MS,
         soon: null,
+        journalSoon: null,
         stmts: new Map(),
         savepoint: null,
         stopped: null,
@@ -672,8 +683,10 @@ export class SqliteStore implements Store {
    * Make what is deferred durable before an effect (a tool step's running
    * mark): when every deferred write since the last commit is one the step
    * journal replays, by writing a line for each process changed since its
-   * last write (one `write`); otherwise by the commit of {@link commitSoon}.
-   * The deferred writes then commit with the store's next commit.
+   * last write; otherwise by the commit of {@link commitSoon}. Like that
+   * commit, the write waits for the next task, so the marks of every quantum
+   * in flight share one `write` (a commit before then makes them durable
+   * instead). The deferred writes then commit with the store's next commit.
    */
   makeDurable(): Promise<void> {
     const s = this.#s;
@@ -681,6 +694,21 @@ export class SqliteStore implements Store {
       return Promise.reject(new LibosError("EINVAL", "store: makeDurable inside a transaction"));
     }
     if (!s.journal || s.journal.torn || !s.group || s.group.unjournaled) return this.commitSoon();
+    return s.journalSoon ??= new Promise<void>((resolve, reject) => {
+      setImmediate(() => {
+        s.journalSoon = null;
+        this.#journalNow().then(resolve, reject);
+      });
+    });
+  }
+
+  // The write makeDurable waited for: one for every mark that got there before
+  // the event loop's next task. A commit since then made them durable already.
+  #journalNow(): Promise<void> {
+    const s = this.#s;
+    if (s.stopped) return Promise.reject(s.stopped);
+    if (!s.group) return Promise.resolve();
+    if (!s.journal || s.journal.torn || s.group.unjournaled) return this.flush();
     try {
       if (this.#writeJournal(s.journal)) return Promise.resolve();
     } catch (e) {
@@ -689,7 +717,7 @@ export class SqliteStore implements Store {
       s.group.unjournaled = true;
       return Promise.reject(e);
     }
-    return this.commitSoon();
+    return this.flush();
   }
 
   // Write a line for each process changed since the last write: its state
@@ -757,7 +785,7 @@ export class SqliteStore implements Store {
 
   // Take the audit log's write lock (its indexer takes turns with us), BEGIN,
   // and keep both until the group commits. Deferred writes are committed
-  // within GROUP_MAX_MS of the event loop being free, at the latest.
+  // within groupMaxMs of the event loop being free, at the latest.
   async #openGroup(): Promise<void> {
     const log = this.#s.log;
     while (log && !log.tryLock()) await log.unlocked();
@@ -771,7 +799,7 @@ export class SqliteStore implements Store {
       const t = setTimeout(() => {
         this.#s.groupTimer = null;
         this.flush().catch(() => {/* the next write reports it */});
-      }, GROUP_MAX_MS) as unknown as number;
+      }, this.#s.groupMaxMs) as unknown as number;
       // Uncommitted writes at exit are a crash's to recover, not a reason to stay alive.
       Deno.unrefTimer(t);
       this.#s.groupTimer = t;
@@ -799,7 +827,7 @@ export class SqliteStore implements Store {
   }
 
   // The timer stays armed: when it fires it commits whatever group is open
-  // then (one timer per GROUP_MAX_MS, not one per group).
+  // then (one timer per groupMaxMs, not one per group).
   #closeGroup(): _Group | null {
     const g = this.#s.group;
     this.#s.group = null;
