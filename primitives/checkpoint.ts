@@ -67,6 +67,7 @@ import type {
 import { authorize } from "./authorize.ts";
 import { type Call, optStr, pidArg, type Primitive, str } from "./call.ts";
 import { propagateRestrictions } from "./capability.ts";
+import { newOid } from "../runtime/oids.ts";
 
 /** What creating a checkpoint returns. */
 export interface CheckpointSummary {
@@ -258,7 +259,7 @@ async function _asAfterStep(
   const r = s.record;
   const step = await k.store.stepCount(r.pid);
   const result: MemoryObject = {
-    oid: `obj_${crypto.randomUUID()}`,
+    oid: newOid(),
     namespace: r.namespace,
     kind: "tool_result",
     name: `step-${step}`,
@@ -534,7 +535,7 @@ export async function forkCheckpoint(
     const pids = new Map<number, number>();
     const oids = new Map<string, string>();
     for (const s of doc.processes) {
-      for (const o of s.objects) oids.set(o.oid, `obj_${crypto.randomUUID()}`);
+      for (const o of s.objects) oids.set(o.oid, newOid());
     }
     const copies: ProcessRecord[] = [];
     for (const s of doc.processes) {

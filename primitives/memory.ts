@@ -77,8 +77,8 @@ export async function authorizeObject(call: Call, obj: MemoryObject, right: Righ
 
 async function _load(call: Call, oid: string): Promise<MemoryObject> {
   const obj = await call.k.store.getObject(oid);
-  // A missing oid is ENOENT and a forbidden one EPERM: oids are random UUIDs, so
-  // telling them apart reveals nothing a caller could not guess anyway.
+  // A missing oid is ENOENT and a forbidden one EPERM: an oid has 74 random bits
+  // (runtime/oids.ts), so telling them apart reveals nothing a caller could guess.
   if (!obj) throw new LibosError("ENOENT", `${call.name}.oid: no object ${oid}`);
   return obj;
 }

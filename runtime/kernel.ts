@@ -13,6 +13,7 @@ import { assertTransition, isTerminal } from "./lifecycle.ts";
 import { StoreModelContext } from "./model_context.ts";
 import type { ModelContext, Providers } from "./providers/types.ts";
 import type { AuditDraft, Fence, Store, TransactionOptions } from "./store/store.ts";
+import { newOid } from "./oids.ts";
 import type {
   AgentImage,
   Capability,
@@ -715,7 +716,7 @@ export class Kernel {
       name: null,
       derived_from: [],
       ...o,
-      oid: `obj_${crypto.randomUUID()}`,
+      oid: newOid(),
       version: 1,
       created_at: at,
       updated_at: at,

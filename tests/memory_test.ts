@@ -55,7 +55,8 @@ function plain(v: unknown): unknown {
   return JSON.parse(JSON.stringify(v));
 }
 
-const UUID_OID = /^obj_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+/** `obj_` and a UUIDv7: a millisecond timestamp, the version, 74 random bits and the variant. */
+const UUID_OID = /^obj_[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 // ---------------------------------------------------------------- kinds
 
@@ -495,12 +496,27 @@ Deno.test("memory: oids are unguessable uuids", async () => {
   await using env = await makeEnv();
   const pid = await launch(env);
   const seen = new Set<string>();
+  const random = new Set<string>();
+  const oids: string[] = [];
+  const before = Date.now();
   for (let i = 0; i < 40; i++) {
     const r = await put(env, pid, { payload: i });
     assert.match(r.oid, UUID_OID);
     seen.add(r.oid);
+    oids.push(r.oid);
+    // Everything after the timestamp and the version digit is random.
+    random.add(r.oid.slice(18));
   }
+  const after = Date.now();
   assert.equal(seen.size, 40);
+  assert.equal(random.size, 40, "no two share their random bits");
+  // The timestamp is the creation's millisecond: new oids sort after older ones.
+  for (const oid of oids) {
+    const ms = parseInt(oid.slice(4, 17).replace("-", ""), 16);
+    assert.ok(ms >= before && ms <= after, `${oid}: ${ms} not in [${before}, ${after}]`);
+  }
+  const ms = oids.map((o) => o.slice(4, 17));
+  assert.deepEqual(ms, [...ms].sort());
   // The goal object of a spawned child is an unguessable uuid too.
   const parent = await launch(env, [cap("process:spawn", "execute")]);
   const child = await env.rt.syscall(parent, "process.spawn", { goal: "g" }) as { pid: number };
