@@ -1413,17 +1413,26 @@ class FailingJournalFile {
   }
 }
 
+/**
+ * A store at `path` whose step journal file is a {@link FailingJournalFile}.
+ * Every commit is the test's own (no group timer): none makes a mark durable
+ * before the journal write the test is watching.
+ */
+function openWithJournalFile(path: string) {
+  let jf!: FailingJournalFile;
+  const s = SqliteStore.open(path, {
+    _wrapJournalFile: (file) => jf = new FailingJournalFile(file),
+    groupMaxMs: 60_000,
+  });
+  return { s, jf, journal: `${path}-steps` };
+}
+
 Deno.test(
   "store: the running marks made durable before the event loop's next task share one step journal write",
   SQLITE_ONLY,
   async () => {
     await using tmp = await tempStore();
-    let jf!: FailingJournalFile;
-    const s = SqliteStore.open(tmp.path, {
-      _wrapJournalFile: (file) => jf = new FailingJournalFile(file),
-      groupMaxMs: 60_000,
-    });
-    const journal = `${tmp.path}-steps`;
+    const { s, jf, journal } = openWithJournalFile(tmp.path);
     const mark = (pid: number) =>
       s.transaction((tx) => tx.updateProcess(pid, { status: "running" }, "runnable"), {
         defer: true,
@@ -1461,13 +1470,7 @@ Deno.test(
   SQLITE_ONLY,
   async () => {
     await using tmp = await tempStore();
-    let jf!: FailingJournalFile;
-    const s = SqliteStore.open(tmp.path, {
-      _wrapJournalFile: (file) => jf = new FailingJournalFile(file),
-      // Every commit here is the test's: none may make a mark durable before its write fails.
-      groupMaxMs: 60_000,
-    });
-    const journal = `${tmp.path}-steps`;
+    const { s, jf, journal } = openWithJournalFile(tmp.path);
     const lines = () => Deno.readTextFileSync(journal);
     const mark = async (pid: number, status: "running" | "runnable", from: string) => {
       await s.transaction((tx) => tx.updateProcess(pid, { status }, from as "runnable"), {
