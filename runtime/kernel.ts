@@ -700,8 +700,9 @@ export class Kernel {
   }
 
   /**
-   * Store a new (version 1) object. Oids are random UUIDs: an oid is a name,
-   * not a capability, and must not be guessable or probed.
+   * Store a new (version 1) object. Oids are UUIDv7s with 74 random bits
+   * (`oids.ts`): an oid is a name, not a capability, and must not be
+   * guessable or probed.
    */
   async insertObject(
     o:
