@@ -14,6 +14,7 @@ import { parseImage } from "../runtime/images.ts";
 import { Runtime } from "../host/runtime.ts";
 import { SqliteStore } from "../runtime/store/sqlite.ts";
 import { canonicalJson } from "../runtime/canonical.ts";
+import { LibosError } from "../runtime/errors.ts";
 import type { Capability, EffectRecord, MemoryObject, ProcessRecord } from "../runtime/types.ts";
 import { cap, capRecord, launch, makeEnv, openStoreAt, rawRows, rejectsCode } from "./_helpers.ts";
 import { dropPgStore, freshPgStore, ON_PG, SQLITE_ONLY } from "./_pg.ts";
@@ -1426,6 +1427,23 @@ function openWithJournalFile(path: string) {
   });
   return { s, jf, journal: `${path}-steps` };
 }
+
+Deno.test(
+  "store: a groupMaxMs that is not a number of ms is refused before the file is opened",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    for (const bad of [-1, NaN, Infinity]) {
+      assert.throws(
+        () => SqliteStore.open(tmp.path, { groupMaxMs: bad }),
+        (e) =>
+          e instanceof LibosError && e.code === "EINVAL" &&
+          e.message === `store: groupMaxMs must be a number of ms >= 0, not ${bad}`,
+      );
+    }
+    await assert.rejects(Deno.stat(tmp.path), Deno.errors.NotFound, "nothing created");
+  },
+);
 
 Deno.test(
   "store: the running marks made durable before the event loop's next task share one step journal write",

@@ -457,6 +457,10 @@ export class SqliteStore implements Store {
 
   /** Open (and create) a store file; `:memory:` for a throwaway store. */
   static open(path: string, options: SqliteOptions = {}): SqliteStore {
+    const wait = options.groupMaxMs;
+    if (wait !== undefined && !(Number.isFinite(wait) && wait >= 0)) {
+      throw new LibosError("EINVAL", `store: groupMaxMs must be a number of ms >= 0, not ${wait}`);
+    }
     const db = new DatabaseSync(path);
     db.exec("PRAGMA busy_timeout = 5000");
     if (path !== ":memory:") db.exec("PRAGMA journal_mode = WAL");
