@@ -532,7 +532,11 @@ export class Runtime {
     return await this.scheduler.steps(pid);
   }
 
-  /** Close the store and the sandbox broker. */
+  /**
+   * Close the runtime: the scheduler starts no more quanta and the ones in
+   * flight end (a run in progress returns, not idle), then the store and the
+   * sandbox broker close.
+   */
   async close(): Promise<void> {
     // Every part is released even when one fails (a stopped store refuses the
     // lease and usage writes); the first failure is reported after.
@@ -544,6 +548,8 @@ export class Runtime {
         failure ??= e;
       }
     };
+    // Quanta in flight end before the store they write closes; none starts after.
+    await part(() => this.scheduler.close());
     await part(async () => await this.#worker?.close());
     if (this.#heartbeat !== null) {
       clearInterval(this.#heartbeat);

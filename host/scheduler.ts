@@ -185,6 +185,9 @@ export class Scheduler {
   #listedUpTo = 0;
   #concurrency: number;
   #driver: QuantumDriver | null = null;
+  /** Runs and single quanta in progress ({@link close} waits for them). */
+  #inFlight = new Set<Promise<unknown>>();
+  #closed = false;
 
   /** Schedule processes of `kernel`. */
   constructor(kernel: Kernel, options: SchedulerOptions = {}) {
@@ -206,6 +209,31 @@ export class Scheduler {
    */
   async runUntilIdle(maxQuanta = Number.MAX_SAFE_INTEGER): Promise<RunReport> {
     if (this.#driver) return await this.#driver.runUntilIdle(maxQuanta);
+    if (this.#closed) return { quanta: 0, idle: false };
+    return await this.#track(this.#runAndFlush(maxQuanta));
+  }
+
+  /**
+   * Stop: no quantum starts from now on. Resolves once the runs and quanta in
+   * progress have ended (a run returns, not idle, when its quanta in flight
+   * end), so that the store they write can be closed after. Later runs return
+   * at once.
+   */
+  async close(): Promise<void> {
+    this.#closed = true;
+    while (this.#inFlight.size) await Promise.allSettled([...this.#inFlight]);
+  }
+
+  async #track<T>(work: Promise<T>): Promise<T> {
+    this.#inFlight.add(work);
+    try {
+      return await work;
+    } finally {
+      this.#inFlight.delete(work);
+    }
+  }
+
+  async #runAndFlush(maxQuanta: number): Promise<RunReport> {
     const turns = new _EventLoopTurns(() => this.#k.store.flush());
     try {
       return await this.#run(maxQuanta, turns);
@@ -234,7 +262,8 @@ export class Scheduler {
   ): Promise<RunReport> {
     let quanta = 0;
     // A quantum that failed the whole run (the store stopped), reported by the loop.
-    let fatal: { error: unknown } | null = null;
+    // (Set by the quanta's handlers: declared so that TypeScript does not take it as null.)
+    let fatal = null as { error: unknown } | null;
     const round = new _Round();
     // Settles when a quantum ends (one signal instead of racing every active quantum).
     let freed!: Promise<void>;
@@ -249,10 +278,15 @@ export class Scheduler {
         for (const pid of newcomers) if (!active.has(pid)) round.admit(pid);
         if (newcomers.length) this.#listedUpTo = newcomers[newcomers.length - 1];
       }
+      if (this.#closed) {
+        await Promise.all(active.values());
+        if (fatal) throw fatal.error;
+        return { quanta, idle: false };
+      }
       if (round.empty && quanta < maxQuanta && await this.#newRound(round, active)) {
         return { quanta, idle: true };
       }
-      while (active.size < this.#concurrency && quanta < maxQuanta) {
+      while (active.size < this.#concurrency && quanta < maxQuanta && !this.#closed) {
         for (const pid of this.#k.takeRunnable()) if (!active.has(pid)) round.admit(pid);
         const turn = round.next();
         if (turn === undefined) break;
@@ -338,14 +372,16 @@ export class Scheduler {
   /** Give one quantum to `pid` if it is runnable; what it wrote is committed when it returns. */
   async quantum(pid: number): Promise<void> {
     if (this.#driver) return await this.#driver.quantum(pid);
-    if (this.#k.isFrozen(pid) || this.#k.inQuantum(pid)) return;
+    if (this.#closed || this.#k.isFrozen(pid) || this.#k.inQuantum(pid)) return;
     this.#k.enterQuantum(pid);
-    try {
-      await this.#quantum(pid);
-    } finally {
-      this.#k.leaveQuantum(pid);
-      await this.#k.store.flush();
-    }
+    await this.#track((async () => {
+      try {
+        await this.#quantum(pid);
+      } finally {
+        this.#k.leaveQuantum(pid);
+        await this.#k.store.flush();
+      }
+    })());
   }
 
   /**

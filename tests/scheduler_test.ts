@@ -395,6 +395,41 @@ Deno.test("scheduler: the model position survives a restart at every quantum", a
   }
 });
 
+Deno.test("scheduler: closing the runtime during a run ends the quanta in flight first and starts no more", async () => {
+  await using env = await makeEnv();
+  const pids: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    pids.push(await launch(env, [], { script: { steps: putSteps(`p${i}-`, 20) } }));
+  }
+  const run = env.rt.runUntilIdle();
+  // Under way: some steps done, quanta in flight.
+  while ((await auditActors(env.rt, "memory.put")).length < 10) {
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  await env.rt.close();
+  // The run ends without an error from a closed store, short of idle (and ends at all).
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stuck = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error("the run did not end after the close")), 10_000);
+  });
+  const report = await Promise.race([run, stuck]).finally(() => clearTimeout(timer));
+  assert.equal(report.idle, false);
+  assert.ok(report.quanta > 0 && report.quanta < 20 * 41, `${report.quanta} quanta`);
+  assert.deepEqual(await env.rt.runUntilIdle(), { quanta: 0, idle: false }, "none after close");
+  // Reopened, the rest runs: every step once.
+  const rt = await Runtime.open({ store: env.storePath });
+  try {
+    assert.equal((await rt.runUntilIdle()).idle, true);
+    for (const pid of pids) {
+      assert.equal((await rt.process(pid)).status, "exited");
+      assert.equal((await rt.steps(pid)).filter((s) => s.ok).length, 20);
+    }
+    assert.equal((await auditActors(rt, "memory.put")).length, 400);
+  } finally {
+    await rt.close();
+  }
+});
+
 Deno.test("scheduler: a spawn and wait survive a restart without a second child", async () => {
   for (const cut of [1, 2, 3, 4, 5, 6, 7]) {
     await using env = await makeEnv();
