@@ -4,7 +4,7 @@
  * nothing: access is checked by capability, and 2^74 ids a millisecond cannot
  * be probed); the timestamp makes ids of new objects sort after older ones, so
  * a store's oid index is appended to instead of written at a random page
- * (about 10% more scheduler quanta/s, where each step stores its result).
+ * (5-10% more scheduler quanta/s, where each step stores its result).
  * @module
  */
 

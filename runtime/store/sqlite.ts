@@ -434,6 +434,7 @@ export interface SqliteOptions {
   /** For tests: wrap the step journal's file (to make its writes fail). */
   _wrapJournalFile?: (
     file: Deno.FsFile,
+    // `JournalFile` of `_step_journal.ts`, spelled out: that module is not public.
   ) => Pick<Deno.FsFile, "writeSync" | "syncDataSync" | "truncateSync" | "close">;
 }
 
@@ -673,12 +674,18 @@ export class SqliteStore implements Store {
     if (this.#inTx) {
       return Promise.reject(new LibosError("EINVAL", "store: commitSoon inside a transaction"));
     }
+    return this.#atNextTask("soon", () => this.flush());
+  }
+
+  // One promise for every caller until the event loop's next task, settled by
+  // `run` then. Later callers wait for a run of their own: what they wait for
+  // may come after this one.
+  #atNextTask(slot: "soon" | "journalSoon", run: () => Promise<void>): Promise<void> {
     const s = this.#s;
-    return s.soon ??= new Promise<void>((resolve, reject) => {
+    return s[slot] ??= new Promise<void>((resolve, reject) => {
       setImmediate(() => {
-        // Later callers wait for a commit of their own: theirs may come after this one.
-        s.soon = null;
-        this.flush().then(resolve, reject);
+        s[slot] = null;
+        run().then(resolve, reject);
       });
     });
   }
@@ -698,12 +705,7 @@ export class SqliteStore implements Store {
       return Promise.reject(new LibosError("EINVAL", "store: makeDurable inside a transaction"));
     }
     if (!s.journal || s.journal.torn || !s.group || s.group.unjournaled) return this.commitSoon();
-    return s.journalSoon ??= new Promise<void>((resolve, reject) => {
-      setImmediate(() => {
-        s.journalSoon = null;
-        this.#journalNow().then(resolve, reject);
-      });
-    });
+    return this.#atNextTask("journalSoon", () => this.#journalNow());
   }
 
   // The write makeDurable waited for: one for every mark that got there before
