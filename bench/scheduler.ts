@@ -16,7 +16,11 @@
  * 3. A tool quantum and a model quantum measured separately, inside
  *    `runUntilIdle`: 1,000 processes at the same point of their scripts, so
  *    a round is all model quanta and the next all tool quanta, against the
- *    same `clock.now` calls through `syscall()`.
+ *    same `clock.now` calls through `syscall()`; and against a step's durable
+ *    work issued directly, no scheduler: the decision, the running mark
+ *    (durable before the call), the call and its recorded result, through the
+ *    kernel and store calls the scheduler makes. That separates what the
+ *    scheduler's own bookkeeping costs from what keeping a step costs.
  * 4. Fairness: Jain's index over the processes' quanta after each shape's
  *    first round, cut at a whole number of turns (every process still running).
  * 5. Time to first quantum: while the 10,000-process shape has all of them
@@ -37,8 +41,11 @@ import { join } from "node:path";
 import { Runtime } from "../host/runtime.ts";
 import { DEFAULT_CONCURRENCY } from "../host/scheduler.ts";
 import { syscall } from "../primitives/mod.ts";
+import type { Kernel } from "../runtime/kernel.ts";
 import { ScriptedModel } from "../runtime/providers/scripted.ts";
 import type { ModelContext, ModelDecision, ModelProvider } from "../runtime/providers/types.ts";
+import { isTerminal } from "../runtime/lifecycle.ts";
+import { PROCESS_STATUSES, type Usage } from "../runtime/types.ts";
 import { intFlag, median } from "./_common.ts";
 
 const JSON_OUT = Deno.args.includes("--json");
@@ -233,10 +240,14 @@ async function kernelSlice(s: Shape): Promise<void> {
 interface Separate {
   sched: Fixture;
   kernel: Fixture;
+  /** Processes whose steps are issued directly (see {@link directStep}). */
+  direct: Fixture;
   /** Quanta/s of each model round, of each tool round; syscalls/s of each baseline run. */
   model: number[];
   tool: number[];
   syscall: number[];
+  /** Direct steps/s of each round. */
+  directSteps: number[];
   kernelCalls: Map<number, number>;
 }
 
@@ -262,6 +273,67 @@ async function separateSlice(x: Separate): Promise<void> {
   await Promise.all(Array.from({ length: CONCURRENCY }, caller));
   await k.store.auditIndexed();
   x.syscall.push(SEPARATE_PROCS / ((performance.now() - t0) / 1000));
+  await directSlice(x);
+}
+
+/** Statuses a decision may land in (the scheduler's guard: not an ended process). */
+const LIVE = PROCESS_STATUSES.filter((s) => !isTerminal(s));
+
+/**
+ * One step's durable work as the scheduler does it, minus the scheduler: the
+ * decision and the next action (deferred), the running mark (durable before
+ * the call), the call, and its result recorded with the cleared action and
+ * the status back to runnable (deferred). No round, budget check, process
+ * record, model or tool dispatch: what is left is what keeping a step costs.
+ */
+async function directStep(k: Kernel, pid: number, step: number, usage: Usage): Promise<void> {
+  usage.quanta++;
+  const decided = {
+    model: { kind: "scripted", state: { next: step + 1 } },
+    pending: { tool: "now", args: {} },
+    usage: { ...usage },
+    updated_at: k.now(),
+  };
+  await k.store.transaction((tx) => tx.updateProcess(pid, decided, LIVE), { defer: true });
+  usage.quanta++;
+  if (!(await k.markRunning(pid))) throw new Error(`direct step: pid ${pid} was not runnable`);
+  const value = await syscall(k, pid, "clock.now", {}, { correlationId: k.newId("step") });
+  const proc = await k.process(pid);
+  await k.atomically(async (tx) => {
+    const obj = await tx.insertObject({
+      namespace: proc.namespace,
+      kind: "tool_result",
+      name: `step-${step}`,
+      label: proc.taint,
+      payload: { step, tool: "now", ok: true, value },
+      created_by: pid,
+    });
+    await tx.store.insertStep(pid, step, obj.oid);
+    const done = { pending: null, usage: { ...usage }, updated_at: tx.now() };
+    await tx.store.updateProcess(pid, { ...done, status: "runnable" }, "running");
+  }, { defer: true });
+}
+
+/** One direct step for each process, as many at once as the scheduler has slots. */
+async function directSlice(x: Separate): Promise<void> {
+  const k = x.direct.rt.kernel;
+  const step = x.directSteps.length;
+  const usage = new Map<number, Usage>();
+  let next = 0;
+  const caller = async () => {
+    for (let i = next++; i < SEPARATE_PROCS; i = next++) {
+      const pid = x.direct.pids[i];
+      let u = usage.get(pid);
+      if (!u) usage.set(pid, u = { quanta: 2 * step, wall_ms: 0, syscalls: step });
+      await directStep(k, pid, step, u);
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: CONCURRENCY }, caller));
+  // Committed and indexed, as the scheduler's rounds end.
+  await k.store.flush();
+  await k.store.auditIndexed();
+  x.directSteps.push(SEPARATE_PROCS / ((performance.now() - t0) / 1000));
 }
 
 function quantile(xs: number[], q: number): number {
@@ -350,15 +422,18 @@ async function main(): Promise<Record<string, unknown>> {
     const sep: Separate = {
       sched: await open(root, "separate-sched"),
       kernel: await open(root, "separate-kernel"),
+      direct: await open(root, "separate-direct"),
       model: [],
       tool: [],
       syscall: [],
+      directSteps: [],
       kernelCalls: new Map(),
     };
-    fixtures.push(sep.sched, sep.kernel);
+    fixtures.push(sep.sched, sep.kernel, sep.direct);
     // One step per round and two to spare: no process reaches its exit.
     await launchAll(sep.sched, ws, SEPARATE_PROCS, ROUNDS + 2);
     await launchAll(sep.kernel, ws, SEPARATE_PROCS, null);
+    await launchAll(sep.direct, ws, SEPARATE_PROCS, null);
 
     const newcomers: Newcomers = { launched: new Map(), samples: [], late: 0 };
     const big = shapes[2];
@@ -387,6 +462,12 @@ async function main(): Promise<Record<string, unknown>> {
       // One tool quantum per round each, none ended.
       scheduled: verifyStore(sep.sched.storePath, sep.sched.pids, ROUNDS, null, false),
       kernel: verifyStore(sep.kernel.storePath, sep.kernel.pids, null, sep.kernelCalls),
+    });
+    verify.push({
+      shape: "direct",
+      // One step per round each, recorded as the scheduler records it; never ended.
+      scheduled: verifyStore(sep.direct.storePath, sep.direct.pids, ROUNDS, null, false),
+      kernel: { ok: true, problems: [] },
     });
     return report(shapes, sep, newcomers, verify, measureMs);
   } finally {
@@ -433,6 +514,8 @@ function report(
   const modelQps = median(sep.model);
   const toolQps = median(sep.tool);
   const sysPs = median(sep.syscall);
+  const directPs = median(sep.directSteps);
+  const stepUs = 1e6 / modelQps + 1e6 / toolQps;
   const ttfq = newcomers.samples.length
     ? {
       n: newcomers.samples.length,
@@ -472,7 +555,13 @@ function report(
       /** A tool quantum (mark running, the syscall, record the result) over the bare syscall. */
       tool_over_syscall: round2(sysPs / toolQps),
       /** A whole step (model quantum + tool quantum) over the bare syscall. */
-      step_over_syscall: round2((1e6 / modelQps + 1e6 / toolQps) / (1e6 / sysPs)),
+      step_over_syscall: round2(stepUs / (1e6 / sysPs)),
+      direct_steps_per_sec: Math.round(directPs),
+      direct_step_us: round2(1e6 / directPs),
+      /** A step through the scheduler over the same durable work issued directly. */
+      step_over_direct: round2(stepUs / (1e6 / directPs)),
+      /** The durable work of a step issued directly over the bare syscall. */
+      direct_over_syscall: round2(sysPs / directPs),
     },
     time_to_first_quantum: ttfq,
     verify,
@@ -565,7 +654,15 @@ function printText(r: any): void {
     }/s  (${sp.syscall_us} us each, the same clock.now calls)`,
   );
   out.push(
+    `   issued directly ${
+      fmtInt(sp.direct_steps_per_sec).padStart(8)
+    }/s  (${sp.direct_step_us} us each: a step's decision, durable running mark, clock.now and recorded result, no scheduler)`,
+  );
+  out.push(
     `   a tool quantum costs ${sp.tool_over_syscall}x the syscall alone; a whole step ${sp.step_over_syscall}x`,
+  );
+  out.push(
+    `   the same step's durable work issued directly costs ${sp.direct_over_syscall}x the syscall; the scheduler adds ${sp.step_over_direct}x to it`,
   );
   out.push("");
   const t = r.time_to_first_quantum;
@@ -576,11 +673,15 @@ function printText(r: any): void {
   );
   out.push("");
   out.push(`verification`);
+  const verdictOf = (c: { ok: boolean; problems: string[] }) =>
+    c.ok ? "ok" : "FAILED " + JSON.stringify(c.problems);
   for (const v of r.verify) {
     out.push(
-      `   ${v.shape.padEnd(16)} scheduled: ${
-        v.scheduled.ok ? "ok" : "FAILED " + JSON.stringify(v.scheduled.problems)
-      }; kernel alone: ${v.kernel.ok ? "ok" : "FAILED " + JSON.stringify(v.kernel.problems)}`,
+      v.shape === "direct"
+        ? `   ${v.shape.padEnd(16)} issued directly: ${verdictOf(v.scheduled)}`
+        : `   ${v.shape.padEnd(16)} scheduled: ${verdictOf(v.scheduled)}; kernel alone: ${
+          verdictOf(v.kernel)
+        }`,
     );
   }
   out.push("");
