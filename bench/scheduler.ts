@@ -31,7 +31,8 @@
  * advancing by a tenth of its quanta per round, so machine noise hits all of
  * them; numbers are medians over rounds. Afterwards every shape is checked:
  * each process exited 0 with one result per step, and the audit holds exactly
- * one `clock.now` allow record per step (per syscall for the baselines).
+ * one `clock.now` allow record per step (per syscall for the baselines); the
+ * processes stepped directly hold one result and one such record per step.
  *
  * Usage: `deno task bench:scheduler [--json] [--rounds N] [--total STEPS] [--concurrency C]`
  * @module
