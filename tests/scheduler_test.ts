@@ -819,6 +819,116 @@ Deno.test(
   },
 );
 
+/** Changes processes' statuses from another OS process (see the file). */
+const FOREIGN_STATUS = new URL("./fixtures/foreign_status.ts", import.meta.url).pathname;
+
+/**
+ * Start the foreign writer for `moves` (pid -> status), acting `delayMs`
+ * after `go()`; `done` is the steps each process had when it was moved.
+ */
+async function foreignStatusWriter(
+  storePath: string,
+  delayMs: number,
+  moves: Map<number, string>,
+): Promise<{ go: () => Promise<void>; done: Promise<Record<string, number | null>> }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      FOREIGN_STATUS,
+      storePath,
+      String(delayMs),
+      ...[...moves].map(
+        ([pid, to]) => `${pid}:${to}`,
+      ),
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let said = "";
+  while (!said.includes("ready\n")) {
+    const { value, done } = await lines.read();
+    if (done) break;
+    said += value;
+  }
+  assert.match(said, /ready/);
+  const done = (async () => {
+    for (let r = await lines.read(); !r.done; r = await lines.read()) said += r.value;
+    const [status, stderr] = await Promise.all([child.status, new Response(child.stderr).text()]);
+    assert.equal(status.code, 0, stderr);
+    return JSON.parse(said.slice(said.indexOf("{")));
+  })();
+  const go = async () => {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode("go\n"));
+    await w.close();
+  };
+  return { go, done };
+}
+
+Deno.test(
+  "scheduler: a process another OS process pauses or kills during a run starts no step after it and keeps that status",
+  SQLITE_ONLY,
+  async () => {
+    await using env = await makeEnv();
+    const STEPS = 600;
+    const pids: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const p = await env.rt.launch({
+        image: {
+          name: "clock",
+          tools: ["now"],
+          budgets: { max_quanta: null, max_wall_ms: null, max_syscalls: null },
+        },
+        workspace: env.ws,
+        grants: [{ resource: "clock:now", rights: ["read"] }],
+        script: { steps: Array.from({ length: STEPS }, () => ({ tool: "now", args: {} })) },
+      });
+      pids.push(p.pid);
+    }
+    // Two other processes, one early in the run and one later, each pausing some
+    // processes and killing others while the runtime's groups of deferred writes come and go.
+    const moves = pids.slice(0, 8).map((pid, i) => [pid, i % 2 ? "killed" : "paused"] as const);
+    const early = await foreignStatusWriter(env.storePath, 50, new Map(moves.slice(0, 4)));
+    const late = await foreignStatusWriter(env.storePath, 400, new Map(moves.slice(4)));
+    const run = env.rt.runUntilIdle();
+    await Promise.all([early.go(), late.go()]);
+    const atMove = { ...(await early.done), ...(await late.done) };
+    assert.equal((await run).idle, true);
+    await env.rt.kernel.store.auditIndexed();
+    const audited = new Map(
+      (await rawRows(
+        env.storePath,
+        `SELECT actor, COUNT(*) AS n FROM audit WHERE action = 'clock.now' AND decision = 'allow'
+         GROUP BY actor`,
+      )).map((r) => [r.actor as string, Number(r.n)]),
+    );
+    const moved = new Map<number, string>(moves);
+    for (const pid of pids) {
+      const [row] = await rawRows(
+        env.storePath,
+        `SELECT status, (SELECT COUNT(*) FROM step_results WHERE pid = ?) AS steps
+         FROM process_state WHERE pid = ?`,
+        pid,
+        pid,
+      );
+      const to = moved.get(pid);
+      if (to === undefined) {
+        assert.deepEqual([row.status, Number(row.steps)], ["exited", STEPS], `pid ${pid}`);
+        continue;
+      }
+      const n = atMove[pid];
+      assert.ok(typeof n === "number" && n < STEPS, `pid ${pid} was moved mid-run (${n})`);
+      // The runtime never wrote its own status over the other's, and started no step after it.
+      assert.equal(row.status, to, `pid ${pid}`);
+      assert.equal(Number(row.steps), n, `pid ${pid}: steps recorded after it was ${to}`);
+      assert.equal(audited.get(`pid:${pid}`) ?? 0, n, `pid ${pid}: clock.now after it was ${to}`);
+    }
+  },
+);
+
 /** The state row of `pid` and the ledger, as another connection sees them (committed only). */
 async function committed(
   storePath: string,
