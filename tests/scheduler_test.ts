@@ -869,7 +869,7 @@ async function foreignStatusWriter(
 }
 
 Deno.test(
-  "scheduler: a process another OS process pauses or kills during a run starts no step after it and keeps that status",
+  "scheduler: a process another OS process pauses, kills or revokes during a run starts no step after it that the change would stop",
   SQLITE_ONLY,
   async () => {
     await using env = await makeEnv();
@@ -888,11 +888,13 @@ Deno.test(
       });
       pids.push(p.pid);
     }
-    // Two other processes, one early in the run and one later, each pausing some
-    // processes and killing others while the runtime's groups of deferred writes come and go.
-    const moves = pids.slice(0, 8).map((pid, i) => [pid, i % 2 ? "killed" : "paused"] as const);
-    const early = await foreignStatusWriter(env.storePath, 50, new Map(moves.slice(0, 4)));
-    const late = await foreignStatusWriter(env.storePath, 400, new Map(moves.slice(4)));
+    // Two other processes, one early in the run and one later, each pausing, killing and
+    // revoking the clock of some processes while the runtime's groups of deferred writes
+    // come and go.
+    const actions = ["paused", "killed", "revoke"];
+    const moves = pids.slice(0, 9).map((pid, i) => [pid, actions[i % 3]] as const);
+    const early = await foreignStatusWriter(env.storePath, 50, new Map(moves.slice(0, 5)));
+    const late = await foreignStatusWriter(env.storePath, 400, new Map(moves.slice(5)));
     const run = env.rt.runUntilIdle();
     await Promise.all([early.go(), late.go()]);
     const atMove = { ...(await early.done), ...(await late.done) };
@@ -920,7 +922,21 @@ Deno.test(
         continue;
       }
       const n = atMove[pid];
-      assert.ok(typeof n === "number" && n < STEPS, `pid ${pid} was moved mid-run (${n})`);
+      assert.ok(typeof n === "number" && n < STEPS, `pid ${pid} was acted on mid-run (${n})`);
+      if (to === "revoke") {
+        // It runs on; the step in flight then (step n) may have been allowed, none after it.
+        assert.deepEqual([row.status, Number(row.steps)], ["exited", STEPS], `pid ${pid}`);
+        const results = await env.rt.steps(pid);
+        assert.ok(results.slice(0, n).every((r) => r.ok), `pid ${pid}: steps before the revoke`);
+        const after = results.slice(n + 1).filter((r) => r.ok || r.error?.code !== "EPERM");
+        assert.deepEqual(after.map((r) => r.step), [], `pid ${pid}: allowed after the revoke`);
+        const allowed = audited.get(`pid:${pid}`) ?? 0;
+        assert.ok(
+          allowed === n || allowed === n + 1,
+          `pid ${pid}: ${allowed} allowed, ${n} before`,
+        );
+        continue;
+      }
       // The runtime never wrote its own status over the other's, and started no step after it.
       assert.equal(row.status, to, `pid ${pid}`);
       assert.equal(Number(row.steps), n, `pid ${pid}: steps recorded after it was ${to}`);
