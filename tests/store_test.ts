@@ -1644,6 +1644,100 @@ Deno.test("store: deferred writes commit on their own once the event loop is fre
   }
 });
 
+/** Another OS process holding the store's write lock (see the file) until `release()`. */
+async function holdWriteLock(
+  path: string,
+): Promise<{ release: () => Promise<void>; kill: () => Promise<void> }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./fixtures/hold_write_lock.ts", import.meta.url).pathname, path],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const said = await child.stdout.pipeThrough(new TextDecoderStream()).getReader().read();
+  assert.match(said.value ?? "", /holding/);
+  const stdin = child.stdin.getWriter();
+  return {
+    async release() {
+      await stdin.write(new TextEncoder().encode("go\n"));
+      await stdin.close();
+      assert.equal((await child.status).code, 0);
+    },
+    async kill() {
+      child.kill("SIGKILL");
+      await child.status;
+      await stdin.close().catch(() => {});
+    },
+  };
+}
+
+Deno.test(
+  "store: a write waits for another process's transaction without blocking this thread, and fails EBUSY past the busy timeout",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    const s = await open(tmp.path);
+    try {
+      const p = await s.insertProcess(procDraft());
+      const other = await holdWriteLock(tmp.path);
+      // A plain write and a deferred one, both waiting for the other process's commit.
+      let settled = 0;
+      const write = s.updateProcess(p.pid, { cwd: "plain" }).finally(() => settled++);
+      const deferred = s.transaction((tx) => tx.updateProcess(p.pid, { status: "paused" }), {
+        defer: true,
+      }).finally(() => settled++);
+      // This thread's timers keep running meanwhile (it does not sleep inside SQLite).
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(settled, 0, "the writes wait for the other process");
+      await other.release();
+      assert.equal(await write, true);
+      assert.equal(await deferred, true);
+      await s.flush();
+      const [row] = await rawRows(
+        tmp.path,
+        "SELECT p.body, s.status FROM processes p JOIN process_state s USING (pid) WHERE pid = ?",
+        p.pid,
+      );
+      assert.equal(JSON.parse(row.body as string).cwd, "plain");
+      assert.equal(row.status, "paused");
+      // Held past the busy timeout: the write fails with EBUSY and writes nothing.
+      const stuck = await holdWriteLock(tmp.path);
+      try {
+        await rejectsCode(s.updateProcess(p.pid, { cwd: "late" }), "EBUSY");
+      } finally {
+        await stuck.kill();
+      }
+      assert.equal((await s.getProcess(p.pid))?.cwd, "plain");
+      assert.equal(await s.updateProcess(p.pid, { cwd: "after" }), true);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+Deno.test(
+  "store: a second store on the same file in the same thread writes while the first holds deferred writes",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    const a = await open(tmp.path);
+    const b = await open(tmp.path);
+    try {
+      const p = await a.insertProcess(procDraft());
+      // a holds the write lock for its group of deferred writes, committed once the
+      // event loop is free: b's write waits for that on the event loop, not inside SQLite.
+      await a.transaction((tx) => tx.updateProcess(p.pid, { cwd: "deferred" }), { defer: true });
+      assert.equal(await b.updateProcess(p.pid, { cwd: "second" }), true);
+      assert.equal((await b.getProcess(p.pid))?.cwd, "second");
+      const [row] = await rawRows(tmp.path, "SELECT body FROM processes WHERE pid = ?", p.pid);
+      assert.equal(JSON.parse(row.body as string).cwd, "second");
+    } finally {
+      await b.close();
+      await a.close();
+    }
+  },
+);
+
 Deno.test("store: a status changed by another connection is seen through the read cache", async () => {
   await using tmp = await tempStore();
   const a = await open(tmp.path);

@@ -3,7 +3,10 @@
  *
  * Concurrency: within one runtime, a transaction holds an async gate so other
  * coroutines' statements never land inside it; across runtimes, SQLite's own
- * write lock (`BEGIN IMMEDIATE`, busy timeout) serializes writers.
+ * write lock (`BEGIN IMMEDIATE`) serializes writers. This store takes it
+ * without waiting inside SQLite: while another process holds it, writes wait
+ * on the event loop (timers, HTTP and other quanta go on), and fail `EBUSY`
+ * after {@link BUSY_TIMEOUT_MS}.
  * @module
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
@@ -204,6 +207,12 @@ export const FOREIGN_WRITE_WINDOW_MS = 0.25;
  * deferred (a tool step's `running` mark), or when the scheduler yields.
  */
 export const GROUP_MAX_MS = 2;
+
+/** How long a write waits for another connection's write transaction before EBUSY (ms). */
+export const BUSY_TIMEOUT_MS = 5000;
+
+/** What `#begin` returns while another connection holds the write lock. */
+const _LOCKED = Symbol("locked");
 
 /** WAL pages after which a commit checkpoints, when no indexer thread does it. */
 export const WAL_AUTOCHECKPOINT = 8000;
@@ -463,7 +472,7 @@ export class SqliteStore implements Store {
       throw new LibosError("EINVAL", `store: groupMaxMs must be a number of ms >= 0, not ${wait}`);
     }
     const db = new DatabaseSync(path);
-    db.exec("PRAGMA busy_timeout = 5000");
+    db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
     if (path !== ":memory:") db.exec("PRAGMA journal_mode = WAL");
     db.exec(`PRAGMA synchronous = ${options.synchronous ?? "NORMAL"}`);
     db.exec("PRAGMA foreign_keys = ON");
@@ -791,17 +800,42 @@ export class SqliteStore implements Store {
 
   // Take the audit log's write lock (its indexer takes turns with us), BEGIN,
   // and keep both until the group commits. Deferred writes are committed
-  // within groupMaxMs of the event loop being free, at the latest.
-  async #openGroup(): Promise<void> {
+  // within groupMaxMs of the event loop being free, at the latest (`timed`:
+  // a group #write commits at once needs no timer). SQLite's write lock is
+  // taken without waiting inside SQLite: while another connection (another
+  // runtime, a CLI, a SQL client) holds it, this thread keeps serving its
+  // event loop and tries again, for as long as SQLite's busy timeout would.
+  async #openGroup(timed = true): Promise<void> {
     const log = this.#s.log;
-    while (log && !log.tryLock()) await log.unlocked();
-    try {
-      this.#s.group = { start: this.#begin(), unjournaled: false, acknowledged: false };
-    } catch (e) {
+    const deadline = performance.now() + BUSY_TIMEOUT_MS;
+    for (;;) {
+      // Another coroutine opened one while this one waited: it is shared.
+      if (this.#s.group) break;
+      if (log && !log.tryLock()) {
+        await log.unlocked();
+        continue;
+      }
+      let start: unknown;
+      try {
+        start = this.#begin();
+      } catch (e) {
+        log?.unlock();
+        throw e;
+      }
+      if (start !== _LOCKED) {
+        this.#s.group = { start, unjournaled: false, acknowledged: false };
+        break;
+      }
       log?.unlock();
-      throw e;
+      if (performance.now() >= deadline) {
+        throw new LibosError(
+          "EBUSY",
+          `store: another connection has held the write lock for ${BUSY_TIMEOUT_MS} ms`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 1));
     }
-    if (this.#s.groupTimer === null) {
+    if (timed && this.#s.groupTimer === null) {
       const t = setTimeout(() => {
         this.#s.groupTimer = null;
         this.flush().catch(() => {/* the next write reports it */});
@@ -840,10 +874,20 @@ export class SqliteStore implements Store {
     return g;
   }
 
-  // BEGIN IMMEDIATE. With SQLite's write lock held, a generation other than the
-  // cache's is someone else's write: nothing cached can be trusted then.
+  // BEGIN IMMEDIATE, or _LOCKED at once if another connection holds the
+  // write lock (the busy timeout stays for reads, which may meet a recovery).
+  // With the lock held, a generation other than the cache's is someone
+  // else's write: nothing cached can be trusted then.
   #begin(): unknown {
-    this.#q("BEGIN IMMEDIATE").run();
+    this.#q("PRAGMA busy_timeout = 0").run();
+    try {
+      this.#q("BEGIN IMMEDIATE").run();
+    } catch (e) {
+      if (e instanceof Error && e.message === "database is locked") return _LOCKED;
+      throw e;
+    } finally {
+      this.#q(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`).run();
+    }
     try {
       const start = this.#generation();
       this.#adoptGeneration(start);
@@ -962,10 +1006,11 @@ export class SqliteStore implements Store {
 
   /**
    * Run the synchronous write `fn` once no other coroutine's transaction is
-   * open and the audit indexer is not committing. The lock is taken and
-   * released with no await between, so this thread never waits inside SQLite
-   * for its own indexer. Inside a transaction, `fn` runs at once. Deferred
-   * writes still open are committed with it: it may precede an effect.
+   * open, inside a group: the one deferred writes hold open, or one opened
+   * for it (see #openGroup: this thread never waits inside SQLite, neither
+   * for its own indexer nor for another connection). The group commits with
+   * `fn`'s writes: deferred writes still open may precede an effect. Inside a
+   * transaction, `fn` runs at once.
    */
   async #write<T>(fn: () => T): Promise<T> {
     if (this.#inTx) return fn();
@@ -981,48 +1026,16 @@ export class SqliteStore implements Store {
           this.#commitGroup();
         }
       }
-      const log = this.#s.log;
-      if (!log || log.tryLock()) {
-        try {
-          return fn();
-        } finally {
-          log?.unlock();
-        }
-      }
-      await log.unlocked();
+      await this.#openGroup(false);
     }
   }
 
-  // Run a synchronous multi-statement write atomically (own tx unless inside one).
-  #atomic<T>(fn: () => T): T {
-    if (this.#inTx) return fn();
-    if (this.#s.group) return this.#savepoint(fn);
-    this.#q("BEGIN IMMEDIATE").run();
-    try {
-      const out = fn();
-      this.#q("COMMIT").run();
-      return out;
-    } catch (e) {
-      this.#q("ROLLBACK").run();
-      throw e;
-    }
-  }
-
-  // #atomic for writes to the cached tables: keeps the read cache exact (see
-  // #begin). `many`: fn runs more than one statement (one is atomic by itself).
-  #atomicCached<T>(fn: () => T, many = true): T {
-    if (this.#inTx) return fn();
-    if (this.#s.group) return many ? this.#savepoint(fn) : fn();
-    const start = this.#begin();
-    let out: T;
-    try {
-      out = fn();
-    } catch (e) {
-      this.#rollback(start);
-      throw e;
-    }
-    this.#commit();
-    return out;
+  // Run a synchronous write atomically: as a savepoint of the group #write
+  // holds it in, unless a transaction holds it (which lands whole or not at
+  // all). `many`: fn runs more than one statement (one is atomic by itself).
+  #atomic<T>(fn: () => T, many = true): T {
+    if (this.#inTx || !many) return fn();
+    return this.#savepoint(fn);
   }
 
   async close(): Promise<void> {
@@ -1043,7 +1056,7 @@ export class SqliteStore implements Store {
   // ---- processes
   async insertProcess(p: Omit<ProcessRecord, "pid">): Promise<ProcessRecord> {
     return await this.#write(() =>
-      this.#atomicCached(() => {
+      this.#atomic(() => {
         const r = this.#q("INSERT INTO processes (ppid, body) VALUES (?, ?)").run(
           p.ppid,
           staticBody(p),
@@ -1144,7 +1157,7 @@ export class SqliteStore implements Store {
       ? [expectStatus]
       : expectStatus;
     return await this.#write(() =>
-      this.#atomicCached(() => {
+      this.#atomic(() => {
         if (!this.#updateHot(pid, hot, expect)) return false;
         if (rest) this.#updateStatic(pid, rest);
         return true;
@@ -1378,7 +1391,7 @@ export class SqliteStore implements Store {
   // ---- capabilities
   async insertCapability(c: Capability): Promise<void> {
     return await this.#write(() =>
-      this.#atomicCached(() => {
+      this.#atomic(() => {
         this.#s.cache.caps.delete(c.subject);
         this.#q(
           "INSERT INTO capabilities (cap_id, subject, parent_cap_id, status, uses_remaining, body) VALUES (?, ?, ?, ?, ?, ?)",
@@ -1422,7 +1435,7 @@ export class SqliteStore implements Store {
 
   async reserveUses(capId: string, n: number): Promise<boolean> {
     return await this.#write(() =>
-      this.#atomicCached(() => {
+      this.#atomic(() => {
         // Rare enough (limited grants) to drop every holder's entry rather than look it up.
         this.#s.cache.caps.clear();
         const r = this.#q(
@@ -1437,7 +1450,7 @@ export class SqliteStore implements Store {
 
   async revokeCascade(capId: string): Promise<string[]> {
     return await this.#write(() => {
-      return this.#atomicCached(() => {
+      return this.#atomic(() => {
         this.#s.cache.caps.clear();
         const ids = (this.#q(
           `WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT c.cap_id FROM capabilities c JOIN tree t ON c.parent_cap_id = t.id)
@@ -1753,7 +1766,7 @@ export class SqliteStore implements Store {
 
   async setFileLabel(realPath: string, label: Label): Promise<void> {
     return await this.#write(() =>
-      this.#atomicCached(() => {
+      this.#atomic(() => {
         this.#s.cache.labels.delete(realPath);
         this.#q("INSERT OR REPLACE INTO file_labels (path, label) VALUES (?, ?)").run(
           realPath,
