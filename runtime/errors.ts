@@ -19,7 +19,7 @@ export type ErrorCode =
   | "ETIMEDOUT" // an effect ran out of time
   | "EPROTO" // a sandboxed tool broke the frame protocol
   | "ENOSYS" // the host lacks what an effect needs (e.g. bubblewrap for shell commands)
-  | "EBUSY" // a process is inside a quantum: try again at a quiescent point
+  | "EBUSY" // busy: a process is inside a quantum, or another connection has held the store's write lock too long; try again
   | "EINTEGRITY" // stored state does not match its recorded hash (a tampered checkpoint)
   | "EIO" // a provider failed
   | "EFENCED"; // this runtime's lease on the process was lost: it may no longer write for it
