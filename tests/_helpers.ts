@@ -3,6 +3,7 @@
  * with deterministic providers where asked.
  * @module
  */
+import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Runtime } from "../host/runtime.ts";
 import { DenyingHuman } from "../runtime/providers/scripted.ts";
@@ -161,6 +162,58 @@ export interface CliResult {
   stdout: string;
   /** Standard error. */
   stderr: string;
+}
+
+/** A test fixture (`tests/fixtures/<file>`) running in another OS process. */
+export interface Fixture {
+  /** Its first line of output: what it says once it is ready. */
+  first: string;
+  /** Say go: one line on its stdin, which then closes. */
+  go(): Promise<void>;
+  /** The rest of its output, once it has exited 0 (asserted, with its stderr as the message). */
+  rest(): Promise<string>;
+  /** SIGKILL it. */
+  kill(): Promise<void>;
+}
+
+/** Run `tests/fixtures/<file> ...args` with `deno run -A`; resolves once it has said its first line. */
+export async function startFixture(file: string, args: string[]): Promise<Fixture> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(`./fixtures/${file}`, import.meta.url).pathname, ...args],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const stderr = new Response(child.stderr).text();
+  let said = "";
+  while (!said.includes("\n")) {
+    const { value, done } = await lines.read();
+    if (done) break;
+    said += value;
+  }
+  const cut = said.indexOf("\n");
+  const first = cut < 0 ? said : said.slice(0, cut);
+  let rest = cut < 0 ? "" : said.slice(cut + 1);
+  const stdin = child.stdin.getWriter();
+  return {
+    first,
+    async go() {
+      await stdin.write(new TextEncoder().encode("go\n"));
+      await stdin.close();
+    },
+    async rest() {
+      for (let r = await lines.read(); !r.done; r = await lines.read()) rest += r.value;
+      const status = await child.status;
+      assert.equal(status.code, 0, await stderr);
+      return rest;
+    },
+    async kill() {
+      child.kill("SIGKILL");
+      await child.status;
+      await stdin.close().catch(() => {});
+    },
+  };
 }
 
 /** Run `libos ARGS...` as a real subprocess with the task's permissions (in `cwd` if given). */

@@ -22,6 +22,7 @@ import {
   makeEnv,
   rawRows,
   rejectsCode,
+  startFixture,
 } from "./_helpers.ts";
 import { ON_PG, SQLITE_ONLY } from "./_pg.ts";
 
@@ -819,53 +820,23 @@ Deno.test(
   },
 );
 
-/** Changes processes' statuses from another OS process (see the file). */
-const FOREIGN_STATUS = new URL("./fixtures/foreign_status.ts", import.meta.url).pathname;
-
 /**
- * Start the foreign writer for `moves` (pid -> status), acting `delayMs`
- * after `go()`; `done` is the steps each process had when it was moved.
+ * Start the foreign writer (`fixtures/foreign_status.ts`) for `moves` (pid ->
+ * status or `revoke`), acting `delayMs` after `go()`; `done` is the steps each
+ * process had when it was acted on.
  */
 async function foreignStatusWriter(
   storePath: string,
   delayMs: number,
   moves: Map<number, string>,
-): Promise<{ go: () => Promise<void>; done: Promise<Record<string, number | null>> }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      FOREIGN_STATUS,
-      storePath,
-      String(delayMs),
-      ...[...moves].map(
-        ([pid, to]) => `${pid}:${to}`,
-      ),
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let said = "";
-  while (!said.includes("ready\n")) {
-    const { value, done } = await lines.read();
-    if (done) break;
-    said += value;
-  }
-  assert.match(said, /ready/);
-  const done = (async () => {
-    for (let r = await lines.read(); !r.done; r = await lines.read()) said += r.value;
-    const [status, stderr] = await Promise.all([child.status, new Response(child.stderr).text()]);
-    assert.equal(status.code, 0, stderr);
-    return JSON.parse(said.slice(said.indexOf("{")));
-  })();
-  const go = async () => {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode("go\n"));
-    await w.close();
-  };
-  return { go, done };
+): Promise<{ go: () => Promise<void>; done: () => Promise<Record<string, number | null>> }> {
+  const writer = await startFixture("foreign_status.ts", [
+    storePath,
+    String(delayMs),
+    ...[...moves].map(([pid, to]) => `${pid}:${to}`),
+  ]);
+  assert.equal(writer.first, "ready");
+  return { go: writer.go, done: async () => JSON.parse(await writer.rest()) };
 }
 
 Deno.test(
@@ -897,7 +868,7 @@ Deno.test(
     const late = await foreignStatusWriter(env.storePath, 400, new Map(moves.slice(5)));
     const run = env.rt.runUntilIdle();
     await Promise.all([early.go(), late.go()]);
-    const atMove = { ...(await early.done), ...(await late.done) };
+    const atMove = { ...(await early.done()), ...(await late.done()) };
     assert.equal((await run).idle, true);
     await env.rt.kernel.store.auditIndexed();
     const audited = new Map(

@@ -16,7 +16,16 @@ import { SqliteStore } from "../runtime/store/sqlite.ts";
 import { canonicalJson } from "../runtime/canonical.ts";
 import { LibosError } from "../runtime/errors.ts";
 import type { Capability, EffectRecord, MemoryObject, ProcessRecord } from "../runtime/types.ts";
-import { cap, capRecord, launch, makeEnv, openStoreAt, rawRows, rejectsCode } from "./_helpers.ts";
+import {
+  cap,
+  capRecord,
+  launch,
+  makeEnv,
+  openStoreAt,
+  rawRows,
+  rejectsCode,
+  startFixture,
+} from "./_helpers.ts";
 import { dropPgStore, freshPgStore, ON_PG, SQLITE_ONLY } from "./_pg.ts";
 
 // ---- local helpers
@@ -1644,30 +1653,18 @@ Deno.test("store: deferred writes commit on their own once the event loop is fre
   }
 });
 
-/** Another OS process holding the store's write lock (see the file) until `release()`. */
+/** Another OS process holding the store's write lock (`fixtures/hold_write_lock.ts`) until `release()`. */
 async function holdWriteLock(
   path: string,
 ): Promise<{ release: () => Promise<void>; kill: () => Promise<void> }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("./fixtures/hold_write_lock.ts", import.meta.url).pathname, path],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const said = await child.stdout.pipeThrough(new TextDecoderStream()).getReader().read();
-  assert.match(said.value ?? "", /holding/);
-  const stdin = child.stdin.getWriter();
+  const holder = await startFixture("hold_write_lock.ts", [path]);
+  assert.equal(holder.first, "holding");
   return {
     async release() {
-      await stdin.write(new TextEncoder().encode("go\n"));
-      await stdin.close();
-      assert.equal((await child.status).code, 0);
+      await holder.go();
+      await holder.rest();
     },
-    async kill() {
-      child.kill("SIGKILL");
-      await child.status;
-      await stdin.close().catch(() => {});
-    },
+    kill: holder.kill,
   };
 }
 
