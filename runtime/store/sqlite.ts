@@ -900,7 +900,7 @@ export class SqliteStore implements Store {
 
   // COMMIT. The move of the generation since BEGIN is ours, and the entries we
   // wrote were dropped as they were written or are replaced by what we wrote.
-  #commit(acknowledged = false): void {
+  #commit(acknowledged: boolean): void {
     let end;
     const journal = this.#s.journal;
     const covers = journal !== null && journal.written > 0;
