@@ -1326,6 +1326,40 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "store: stepCount in an open group counts the steps its completed deferred transactions recorded, not a failed one's",
+  async () => {
+    await using tmp = await tempStore();
+    const s = await open(tmp.path);
+    try {
+      const p = await s.insertProcess(procDraft());
+      const record = (step: number, oid: string, fail = false) =>
+        s.transaction(async (tx) => {
+          await tx.insertObject(objRow(oid, { kind: "tool_result", name: `step-${oid}` }));
+          await tx.insertStep(p.pid, step, oid);
+          if (fail) throw new Error("boom");
+        }, { defer: true });
+      await record(0, "s0");
+      assert.equal(await s.stepCount(p.pid), 1);
+      await assert.rejects(record(1, "s1-lost", true), /boom/);
+      assert.equal(await s.stepCount(p.pid), 1);
+      await record(1, "s1");
+      assert.equal(await s.stepCount(p.pid), 2);
+      await s.flush();
+      assert.equal(await s.stepCount(p.pid), 2);
+      const again = await open(tmp.path);
+      try {
+        assert.equal(await again.stepCount(p.pid), 2);
+        assert.deepEqual((await again.listSteps(p.pid)).map((o) => o.oid), ["s0", "s1"]);
+      } finally {
+        await again.close();
+      }
+    } finally {
+      await s.close();
+    }
+  },
+);
+
 // ---- the step journal (SQLite file stores)
 
 /**

@@ -1339,8 +1339,12 @@ export class SqliteStore implements Store {
   async stepCount(pid: number): Promise<number> {
     while (this.#busy) await this.#busy;
     // Only the scheduler holding the store's lease records steps: what this
-    // store last saw is the count, without a query per step.
-    const known = this.#inTx ? undefined : this.#s.stepCounts.get(pid);
+    // store last saw is the count, without a query per step. A step recorded
+    // in the open group counts already, as the group's own query would count
+    // it (no transaction is open here: a failed one's step was undone).
+    const known = this.#inTx
+      ? undefined
+      : this.#s.writeThrough.steps.get(pid) ?? this.#s.stepCounts.get(pid);
     if (known !== undefined) return known;
     const r = this.#q(
       "SELECT step FROM step_results WHERE pid = ? ORDER BY step DESC LIMIT 1",
