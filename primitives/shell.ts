@@ -28,8 +28,13 @@ import { checkFlow, fileLabel, resolvePath, taint } from "./filesystem.ts";
 export const SHELL_TIMEOUT_MS = { default: 30_000, max: 300_000 };
 /** Output kept per stream. */
 export const SHELL_MAX_OUTPUT = 1024 * 1024;
-/** Address space (RLIMIT_AS) and largest file (RLIMIT_FSIZE) of every sandboxed process. */
-export const SHELL_LIMITS = { addressSpaceBytes: 4 * 1024 ** 3, fileSizeBytes: 1024 ** 3 };
+/** Address space (RLIMIT_AS) and largest file (RLIMIT_FSIZE) of every sandboxed process, and most tasks of a command. */
+export const SHELL_LIMITS = {
+  addressSpaceBytes: 4 * 1024 ** 3,
+  fileSizeBytes: 1024 ** 3,
+  // Tasks, threads included: a build or a test run fits; a fork bomb stops here.
+  processes: 256,
+};
 /** Most entries under a call's writable mounts; more is refused before the command runs. */
 export const SHELL_MAX_WRITABLE_ENTRIES = 20_000;
 /** Most changes listed in the result, the audit and the ledger (the rest: counted and hashed). */
@@ -504,6 +509,7 @@ const run: Primitive = {
         stdout_bytes: r.stdout.length,
         stderr_bytes: r.stderr.length,
         sandbox: sandboxed ? "bwrap" : "none",
+        process_limit: r.process_limit,
         writes: r.writes ? _listing(_relChanges(call, r.writes), r.writes_complete) : null,
       }),
     );
@@ -518,6 +524,7 @@ const run: Primitive = {
       code: result.code,
       timed_out: result.timed_out,
       sandbox: sandboxed ? "bwrap" : "none",
+      process_limit: result.process_limit,
       writes: writes?.length ?? null,
     }, call.correlationId);
     return {

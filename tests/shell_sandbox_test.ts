@@ -23,6 +23,8 @@ import { ScriptedHuman } from "../runtime/providers/scripted.ts";
 import type { HumanAnswer } from "../runtime/providers/types.ts";
 import { checkedCommand, MOUNT_CHECK_FAILED, planSandbox } from "../runtime/sandbox/bwrap.ts";
 import { deriveGrants } from "../runtime/sandbox/flags.ts";
+import { processLimitKind } from "../runtime/sandbox/pids.ts";
+import { SHELL_LIMITS } from "../primitives/shell.ts";
 import type { CapabilitySpec } from "../runtime/types.ts";
 
 interface Change {
@@ -129,6 +131,22 @@ function liveWith(marker: string): number[] {
       if (!stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) out.push(Number(e.name));
     } catch { /* gone */ }
   }
+  return out;
+}
+
+/** The pids cgroups of shell commands that exist now, anywhere under /sys/fs/cgroup. */
+function commandGroups(): string[] {
+  const out: string[] = [];
+  const walk = (dir: string, depth: number) => {
+    try {
+      for (const e of Deno.readDirSync(dir)) {
+        if (!e.isDirectory) continue;
+        if (e.name.startsWith("libos-cmd-")) out.push(`${dir}/${e.name}`);
+        else if (depth < 4) walk(`${dir}/${e.name}`, depth + 1);
+      }
+    } catch { /* not there */ }
+  };
+  walk("/sys/fs/cgroup", 0);
   return out;
 }
 
@@ -452,6 +470,103 @@ Deno.test("shell sandbox: a timeout ends every process the command started", asy
   const r = await run(env, pid, ["bash", "tree.sh"], { timeout_ms: 500 });
   assert.equal(r.timed_out, true);
   assert.equal(await noneAlive(`sleep\u0000${marker}`), true, "a process survived the timeout");
+});
+
+Deno.test("shell sandbox: a fork bomb stops at the command's process limit", async () => {
+  const marker = `32.${Math.floor(Math.random() * 1e6)}`;
+  const tries = SHELL_LIMITS.processes + 150;
+  await using env = await makeEnv({
+    files: {
+      // Counted as they start; dash gives up at the first fork that fails.
+      "bomb.sh": `i=0\nwhile [ $i -lt ${tries} ]; do sleep ${marker} & i=$((i+1)); echo $i; done\n`,
+    },
+  });
+  const pid = await launch(env, [fsCap("*", "read"), sh("sh")], {
+    policy: { shell: "always_allow" },
+  });
+  const r = await run(env, pid, ["sh", "bomb.sh"], { timeout_ms: 20_000 });
+  const started = Number(r.stdout.trim().split("\n").at(-1));
+  assert.ok(
+    started < SHELL_LIMITS.processes,
+    `${started} processes started (limit ${SHELL_LIMITS.processes})`,
+  );
+  // The limit stopped it, not something else: all but the sandbox's own few started.
+  assert.ok(started > SHELL_LIMITS.processes - 10, `only ${started} started`);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /fork/i);
+  assert.equal(await noneAlive(`sleep\u0000${marker}`), true, "a process outlived the call");
+  // The ledger says what capped it (on this host, never "none": the bomb above proves a cap).
+  const effect = (await env.rt.kernel.store.listEffects()).find((e) => e.resource === "shell:sh");
+  const outcome = effect?.outcome as { process_limit?: string } | undefined;
+  assert.equal(outcome?.process_limit, processLimitKind());
+});
+
+Deno.test("shell sandbox: a runtime that is not root caps a fork bomb with RLIMIT_NPROC, beside its user's other processes", async () => {
+  // Run as root, this test starts the shell provider as an unprivileged user
+  // (who cannot make pids cgroups); a runtime that is not root is that case already.
+  if (Deno.uid() !== 0) return;
+  const NOBODY = "65534";
+  const marker = `33.${Math.floor(Math.random() * 1e6)}`;
+  const root = await Deno.makeTempDir({ prefix: "libos-nproc-" });
+  const asNobody = (cmd: string, args: string[]) =>
+    new Deno.Command("setpriv", {
+      args: [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", cmd, ...args],
+      clearEnv: true,
+      env: { PATH: "/usr/bin:/bin", HOME: join(root, "home"), DENO_DIR: join(root, "home") },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  try {
+    await Deno.chmod(root, 0o755);
+    for (const d of ["ws", "home"]) {
+      await Deno.mkdir(join(root, d));
+      await Deno.chown(join(root, d), Number(NOBODY), Number(NOBODY));
+    }
+    // The user already runs 100 processes: RLIMIT_NPROC counts them too.
+    const others = await asNobody("sh", [
+      "-c",
+      `for i in $(seq 100); do sleep ${marker} >/dev/null 2>&1 & done`,
+    ]);
+    assert.equal(others.code, 0);
+    const fixture = new URL("./fixtures/shell_bomb.ts", import.meta.url).pathname;
+    const out = await asNobody(Deno.execPath(), [
+      "run",
+      "-A",
+      "--no-check",
+      fixture,
+      join(root, "ws"),
+      String(SHELL_LIMITS.processes + 150),
+    ]);
+    const dec = new TextDecoder();
+    assert.equal(out.code, 0, `the fixture failed as uid ${NOBODY}: ${dec.decode(out.stderr)}`);
+    const r = JSON.parse(dec.decode(out.stdout));
+    assert.equal(r.process_limit, "rlimit");
+    assert.ok(r.started < SHELL_LIMITS.processes, `${r.started} started`);
+    // The user's other 100 did not eat the command's share.
+    assert.ok(r.started > SHELL_LIMITS.processes - 10, `only ${r.started} started: ${r.stderr}`);
+    assert.match(r.stderr, /fork/i);
+  } finally {
+    for (const pid of liveWith(`sleep\u0000${marker}`)) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("shell sandbox: each command's pids cgroup is gone when the call returns", async () => {
+  if (processLimitKind() !== "cgroup") return; // the rlimit needs no clean-up
+  await using env = await makeEnv({
+    files: { "a.txt": "a\n", "bg.sh": "sleep 30 &\nsleep 30 &\ncat a.txt\n" },
+  });
+  const pid = await launch(env, [fsCap("*", "read"), sh("sh")], {
+    policy: { shell: "always_allow" },
+  });
+  const before = commandGroups();
+  const r = await run(env, pid, ["sh", "bg.sh"], { timeout_ms: 20_000 });
+  assert.equal(r.stdout, "a\n");
+  assert.deepEqual(commandGroups().filter((g) => !before.includes(g)), []);
 });
 
 Deno.test("shell sandbox: /proc/1/root and /proc/self/cwd lead nowhere outside", async () => {
@@ -781,7 +896,7 @@ Deno.test("shell sandbox: mounts at paths with spaces, tabs, newlines and backsl
         maxOutputBytes: 1 << 20,
         sandbox: {
           view,
-          limits: { cpuSeconds: 6, addressSpaceBytes: 4 * 1024 ** 3, fileSizeBytes: 1024 ** 3 },
+          limits: { cpuSeconds: 6, ...SHELL_LIMITS },
           maxWritableEntries: 1000,
         },
       });
@@ -835,7 +950,7 @@ Deno.test("shell sandbox: a directory swapped for a symlink after derivation is 
       maxOutputBytes: 1 << 20,
       sandbox: {
         view,
-        limits: { cpuSeconds: 6, addressSpaceBytes: 4 * 1024 ** 3, fileSizeBytes: 1024 ** 3 },
+        limits: { cpuSeconds: 6, ...SHELL_LIMITS },
         maxWritableEntries: 1000,
       },
     };

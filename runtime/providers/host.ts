@@ -5,6 +5,13 @@
  */
 import { LibosError } from "../errors.ts";
 import { checkedCommand, noSandbox, planSandbox, SANDBOX_PATH } from "../sandbox/bwrap.ts";
+import {
+  type CommandGroup,
+  endCommandGroup,
+  newCommandGroup,
+  nprocLimit,
+  processLimitKind,
+} from "../sandbox/pids.ts";
 import { noSetIdFilter } from "../sandbox/seccomp.ts";
 import { diffSnapshots, snapshot } from "../sandbox/writes.ts";
 import type {
@@ -95,7 +102,7 @@ export class HostShell implements ShellProvider {
   }
 
   sandboxAvailable(): boolean {
-    return this.#bwrap !== null && PRLIMIT !== null && SECCOMP !== null;
+    return this.#bwrap !== null && PRLIMIT !== null && SECCOMP !== null && JOIN_SH !== null;
   }
 
   async run(argv: string[], o: ShellRunOptions): Promise<ShellResult> {
@@ -115,40 +122,54 @@ export class HostShell implements ShellProvider {
       );
     }
     const l = sb.limits;
-    const cmd = new Deno.Command(PRLIMIT!, {
-      args: [
-        `--cpu=${l.cpuSeconds}`,
-        `--as=${l.addressSpaceBytes}`,
-        `--fsize=${l.fileSizeBytes}`,
-        "--",
-        this.#bwrap!,
-        // The filter arrives on stdin, which then ends: the command reads end of file.
-        "--seccomp",
-        "0",
-        ...plan.args,
-        "--",
-        ...checkedCommand(plan, argv),
-      ],
-      cwd: "/",
-      clearEnv: true,
-      env: {},
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    });
-    const child = cmd.spawn();
-    const stdin = child.stdin.getWriter();
-    await stdin.write(SECCOMP!).catch(() => {});
-    await stdin.close().catch(() => {});
-    // prlimit execs bwrap in place: killing this pid kills bwrap, and bwrap's
-    // death (--die-with-parent) ends the sandbox's pid namespace, every process in it.
-    const out = await _collect(child, o, (c) => _kill(c));
-    const after = snapshot(plan.writable, plan.excluded, 2 * sb.maxWritableEntries);
-    return {
-      ...out,
-      writes: await diffSnapshots(before, after),
-      writes_complete: after.complete,
-    };
+    const limitKind = processLimitKind();
+    const prlimit = [
+      PRLIMIT!,
+      `--cpu=${l.cpuSeconds}`,
+      `--as=${l.addressSpaceBytes}`,
+      `--fsize=${l.fileSizeBytes}`,
+      ...(limitKind === "rlimit" ? [`--nproc=${nprocLimit(l.processes)}`] : []),
+      "--",
+      this.#bwrap!,
+      // The filter arrives on stdin, which then ends: the command reads end of file.
+      "--seccomp",
+      "0",
+      ...plan.args,
+      "--",
+      ...checkedCommand(plan, argv),
+    ];
+    const group = limitKind === "cgroup" ? _commandGroup(l.processes) : null;
+    try {
+      // The launcher joins the command's pids cgroup, then execs prlimit (which execs
+      // bwrap): the group holds every process from the first fork. If it cannot join,
+      // nothing runs.
+      const launch = group ? [JOIN_SH!, "-c", _JOIN_THEN_EXEC, group.procs, ...prlimit] : prlimit;
+      const cmd = new Deno.Command(launch[0], {
+        args: launch.slice(1),
+        cwd: "/",
+        clearEnv: true,
+        env: {},
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      });
+      const child = cmd.spawn();
+      const stdin = child.stdin.getWriter();
+      await stdin.write(SECCOMP!).catch(() => {});
+      await stdin.close().catch(() => {});
+      // The launcher execs bwrap in place: killing this pid kills bwrap, and bwrap's
+      // death (--die-with-parent) ends the sandbox's pid namespace, every process in it.
+      const out = await _collect(child, o, (c) => _kill(c));
+      const after = snapshot(plan.writable, plan.excluded, 2 * sb.maxWritableEntries);
+      return {
+        ...out,
+        writes: await diffSnapshots(before, after),
+        writes_complete: after.complete,
+        process_limit: limitKind,
+      };
+    } finally {
+      if (group) await endCommandGroup(group);
+    }
   }
 
   /** The unsafe mode: the runtime's own OS permissions, its own process group. */
@@ -174,13 +195,17 @@ export class HostShell implements ShellProvider {
       throw e;
     }
     const out = await _collect(child, o, _killGroup);
-    return { ...out, writes: null, writes_complete: false };
+    return { ...out, writes: null, writes_complete: false, process_limit: null };
   }
 }
 
 const BWRAP_PATHS = ["/usr/bin/bwrap", "/bin/bwrap"];
 const PRLIMIT = _firstFile(["/usr/bin/prlimit", "/bin/prlimit"]);
 const SECCOMP = noSetIdFilter();
+/** Runs the launcher that joins a command's pids cgroup. */
+const JOIN_SH = _firstFile(["/bin/sh", "/usr/bin/sh"]);
+/** `$0` is the group's `cgroup.procs`, the rest the command: join, then become it. */
+const _JOIN_THEN_EXEC = 'echo $$ > "$0" && exec "$@"';
 
 function _firstFile(paths: string[]): string | null {
   return paths.find((p) => {
@@ -192,12 +217,24 @@ function _firstFile(paths: string[]): string | null {
   }) ?? null;
 }
 
+/** The command's pids cgroup; without one nothing runs (EIO, naming the cause). */
+function _commandGroup(max: number): CommandGroup {
+  try {
+    return newCommandGroup(max);
+  } catch (e) {
+    throw new LibosError(
+      "EIO",
+      `shell.run: could not make the command's pids cgroup (${(e as Error).message})`,
+    );
+  }
+}
+
 /** Read both streams (capped), enforce the timeout, end the child's processes. */
 async function _collect(
   child: Deno.ChildProcess,
   o: ShellRunOptions,
   kill: (child: Deno.ChildProcess) => void,
-): Promise<Omit<ShellResult, "writes" | "writes_complete">> {
+): Promise<Omit<ShellResult, "writes" | "writes_complete" | "process_limit">> {
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;

@@ -39,7 +39,7 @@ export interface ShellView {
   callRead: string[];
 }
 
-/** Resource limits of one command (`prlimit`). */
+/** Resource limits of one command (`prlimit`, and a pids cgroup). */
 export interface CommandLimits {
   /** CPU seconds per process (RLIMIT_CPU). */
   cpuSeconds: number;
@@ -47,6 +47,8 @@ export interface CommandLimits {
   addressSpaceBytes: number;
   /** Largest file a process may write, bytes (RLIMIT_FSIZE). */
   fileSizeBytes: number;
+  /** Most processes and threads of the command at once (see `pids.ts`). */
+  processes: number;
 }
 
 /** One mount the plan makes inside the workspace. */
