@@ -124,8 +124,12 @@ export type { Artifact, SandboxProvider, ValidationWarning } from "./runtime/san
 export { DEFAULT_LIMITS } from "./runtime/sandbox/launcher.ts";
 export type { SandboxLimits, SandboxOutcome, SandboxRequest } from "./runtime/sandbox/launcher.ts";
 export type { PermissionHandler } from "./runtime/sandbox/broker.ts";
-export { processLimitKind } from "./runtime/sandbox/pids.ts";
-export type { ProcessLimitKind } from "./runtime/sandbox/pids.ts";
+export { commandLimitKinds } from "./runtime/sandbox/cgroups.ts";
+export type {
+  CommandLimitKinds,
+  MemoryLimitKind,
+  ProcessLimitKind,
+} from "./runtime/sandbox/cgroups.ts";
 export { accessFlags, deriveAccess, deriveGrants } from "./runtime/sandbox/flags.ts";
 export type {
   DerivedAccess,

@@ -28,12 +28,14 @@ import { checkFlow, fileLabel, resolvePath, taint } from "./filesystem.ts";
 export const SHELL_TIMEOUT_MS = { default: 30_000, max: 300_000 };
 /** Output kept per stream. */
 export const SHELL_MAX_OUTPUT = 1024 * 1024;
-/** Address space (RLIMIT_AS) and largest file (RLIMIT_FSIZE) of every sandboxed process, and most tasks of a command. */
+/** Address space (RLIMIT_AS) and largest file (RLIMIT_FSIZE) of every sandboxed process; tasks and memory of a command. */
 export const SHELL_LIMITS = {
   addressSpaceBytes: 4 * 1024 ** 3,
   fileSizeBytes: 1024 ** 3,
   // Tasks, threads included: a build or a test run fits; a fork bomb stops here.
   processes: 256,
+  // All of a command's processes together, and what it keeps in its RAM-backed mounts.
+  memoryBytes: 4 * 1024 ** 3,
 };
 /** Most entries under a call's writable mounts; more is refused before the command runs. */
 export const SHELL_MAX_WRITABLE_ENTRIES = 20_000;
@@ -509,7 +511,7 @@ const run: Primitive = {
         stdout_bytes: r.stdout.length,
         stderr_bytes: r.stderr.length,
         sandbox: sandboxed ? "bwrap" : "none",
-        process_limit: r.process_limit,
+        limits: r.limits,
         writes: r.writes ? _listing(_relChanges(call, r.writes), r.writes_complete) : null,
       }),
     );
@@ -524,7 +526,7 @@ const run: Primitive = {
       code: result.code,
       timed_out: result.timed_out,
       sandbox: sandboxed ? "bwrap" : "none",
-      process_limit: result.process_limit,
+      limits: result.limits,
       writes: writes?.length ?? null,
     }, call.correlationId);
     return {

@@ -21,9 +21,15 @@ import { createApp } from "../server/app.ts";
 import { HostShell } from "../runtime/providers/host.ts";
 import { ScriptedHuman } from "../runtime/providers/scripted.ts";
 import type { HumanAnswer } from "../runtime/providers/types.ts";
-import { checkedCommand, MOUNT_CHECK_FAILED, planSandbox } from "../runtime/sandbox/bwrap.ts";
+import {
+  checkedCommand,
+  MOUNT_CHECK_FAILED,
+  planSandbox,
+  SANDBOX_SHM_BYTES,
+  SANDBOX_TMP_BYTES,
+} from "../runtime/sandbox/bwrap.ts";
 import { deriveGrants } from "../runtime/sandbox/flags.ts";
-import { processLimitKind } from "../runtime/sandbox/pids.ts";
+import { commandLimitKinds } from "../runtime/sandbox/cgroups.ts";
 import { SHELL_LIMITS } from "../primitives/shell.ts";
 import type { CapabilitySpec } from "../runtime/types.ts";
 
@@ -497,8 +503,8 @@ Deno.test("shell sandbox: a fork bomb stops at the command's process limit", asy
   assert.equal(await noneAlive(`sleep\u0000${marker}`), true, "a process outlived the call");
   // The ledger says what capped it (on this host, never "none": the bomb above proves a cap).
   const effect = (await env.rt.kernel.store.listEffects()).find((e) => e.resource === "shell:sh");
-  const outcome = effect?.outcome as { process_limit?: string } | undefined;
-  assert.equal(outcome?.process_limit, processLimitKind());
+  const outcome = effect?.outcome as { limits?: { processes: string } } | undefined;
+  assert.equal(outcome?.limits?.processes, commandLimitKinds().processes);
 });
 
 Deno.test("shell sandbox: a runtime that is not root caps a fork bomb with RLIMIT_NPROC, beside its user's other processes", async () => {
@@ -555,8 +561,9 @@ Deno.test("shell sandbox: a runtime that is not root caps a fork bomb with RLIMI
   }
 });
 
-Deno.test("shell sandbox: each command's pids cgroup is gone when the call returns", async () => {
-  if (processLimitKind() !== "cgroup") return; // the rlimit needs no clean-up
+Deno.test("shell sandbox: each command's cgroups are gone when the call returns", async () => {
+  const kinds = commandLimitKinds();
+  if (kinds.processes !== "cgroup" && kinds.memory !== "cgroup") return; // nothing to clean up
   await using env = await makeEnv({
     files: { "a.txt": "a\n", "bg.sh": "sleep 30 &\nsleep 30 &\ncat a.txt\n" },
   });
@@ -920,6 +927,80 @@ Deno.test("shell sandbox: a memory bomb is stopped by the address-space limit", 
   const r = await run(env, pid, ["python3", "bomb.py"]);
   assert.notEqual(r.code, 0, r.stdout);
   assert.match(r.stderr, /Cannot allocate memory|MemoryError/);
+});
+
+Deno.test("shell sandbox: files in /tmp, /dev/shm and /dev cannot fill the host's memory", async () => {
+  // The sandbox's writable mounts outside the workspace are RAM-backed; unsized, a tmpfs
+  // takes up to half of the host's memory, one file under RLIMIT_FSIZE at a time.
+  const mib = SANDBOX_TMP_BYTES / 1024 ** 2;
+  const part = Math.ceil(mib * 0.6);
+  await using env = await makeEnv({
+    files: {
+      "fill.sh": [
+        `for i in 1 2 3; do head -c ${part}M /dev/zero > /tmp/f$i 2>/dev/null || echo tmp-full-$i; done`,
+        `head -c ${
+          SANDBOX_SHM_BYTES / 1024 ** 2 + 1
+        }M /dev/zero > /dev/shm/a 2>/dev/null || echo shm-full`,
+        "touch /dev/x 2>/dev/null || echo dev-read-only",
+        "du -sk /tmp | cut -f1",
+      ].join("\n"),
+    },
+  });
+  const pid = await launch(env, [fsCap("*", "read"), sh("sh")], {
+    policy: { shell: "always_allow" },
+  });
+  const r = await run(env, pid, ["sh", "fill.sh"], { timeout_ms: 60_000 });
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split("\n");
+  assert.deepEqual(lines.slice(0, -1), ["tmp-full-2", "tmp-full-3", "shm-full", "dev-read-only"]);
+  // (du counts the directory too: a few KiB over the files.)
+  assert.ok(Number(lines.at(-1)) <= mib * 1024 + 64, `${lines.at(-1)} KiB in /tmp`);
+});
+
+Deno.test("shell sandbox: a command's processes together stay within its memory limit", async () => {
+  // Each process alone is far under its address-space limit; together they are over the
+  // command's memory, which only a memory cgroup holds (without one, all three hold on).
+  if (commandLimitKinds().memory !== "cgroup") return; // nothing here can hold it
+  const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-mem-" }));
+  try {
+    const hold = "import time\nb = b'x' * (150 * 1024 * 1024)\ntime.sleep(2)\nprint('held')\n";
+    await Deno.writeTextFile(join(root, "hold.py"), hold);
+    await Deno.writeTextFile(
+      join(root, "three.sh"),
+      "for i in 1 2 3; do python3 hold.py & done\nwait\n",
+    );
+    const grants = deriveGrants(
+      [capRecord({
+        cap_id: "c1",
+        resource: "filesystem:workspace:*",
+        rights: ["read"],
+        created_at: new Date().toISOString(),
+      })],
+      root,
+      Date.now(),
+      Date.now() + 20_000,
+    );
+    const options = (memoryBytes: number) => ({
+      cwd: root,
+      timeoutMs: 20_000,
+      maxOutputBytes: 1 << 20,
+      sandbox: {
+        view: { workspace: root, grants, hide: [], readOnly: [], callRead: [] },
+        limits: { cpuSeconds: 21, ...SHELL_LIMITS, memoryBytes },
+        maxWritableEntries: 1000,
+      },
+    });
+    const shell = new HostShell();
+    // Control: with room for all three, all three hold their 150 MiB.
+    const roomy = await shell.run(["sh", "three.sh"], options(1024 ** 3));
+    assert.equal(roomy.stdout, "held\nheld\nheld\n", roomy.stderr);
+    assert.equal(roomy.limits?.memory, "cgroup");
+    const tight = await shell.run(["sh", "three.sh"], options(256 * 1024 ** 2));
+    const held = tight.stdout.split("\n").filter((l) => l === "held").length;
+    assert.ok(held < 2, `${held} of 3 processes held 150 MiB each within 256 MiB`);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });
 
 // ---------------------------------------------------------------- races and the host

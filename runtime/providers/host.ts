@@ -7,11 +7,12 @@ import { LibosError } from "../errors.ts";
 import { checkedCommand, noSandbox, planSandbox, SANDBOX_PATH } from "../sandbox/bwrap.ts";
 import {
   type CommandGroup,
+  commandLimitKinds,
   endCommandGroup,
+  hasCommandGroups,
   newCommandGroup,
   nprocLimit,
-  processLimitKind,
-} from "../sandbox/pids.ts";
+} from "../sandbox/cgroups.ts";
 import { noSetIdFilter } from "../sandbox/seccomp.ts";
 import { diffSnapshots, snapshot } from "../sandbox/writes.ts";
 import type {
@@ -122,13 +123,13 @@ export class HostShell implements ShellProvider {
       );
     }
     const l = sb.limits;
-    const limitKind = processLimitKind();
+    const kinds = commandLimitKinds();
     const prlimit = [
       PRLIMIT!,
       `--cpu=${l.cpuSeconds}`,
       `--as=${l.addressSpaceBytes}`,
       `--fsize=${l.fileSizeBytes}`,
-      ...(limitKind === "rlimit" ? [`--nproc=${nprocLimit(l.processes)}`] : []),
+      ...(kinds.processes === "rlimit" ? [`--nproc=${nprocLimit(l.processes)}`] : []),
       "--",
       this.#bwrap!,
       // The filter arrives on stdin, which then ends: the command reads end of file.
@@ -138,12 +139,13 @@ export class HostShell implements ShellProvider {
       "--",
       ...checkedCommand(plan, argv),
     ];
-    const group = limitKind === "cgroup" ? _commandGroup(l.processes) : null;
+    const group = hasCommandGroups() ? _commandGroup(l.processes, l.memoryBytes) : null;
     try {
-      // The launcher joins the command's pids cgroup, then execs prlimit (which execs
-      // bwrap): the group holds every process from the first fork. If it cannot join,
-      // nothing runs.
-      const launch = group ? [JOIN_SH!, "-c", _JOIN_THEN_EXEC, group.procs, ...prlimit] : prlimit;
+      // The launcher joins the command's cgroups, then execs prlimit (which execs bwrap):
+      // the groups hold every process from the first fork. If it cannot join, nothing runs.
+      const launch = group
+        ? [JOIN_SH!, "-c", _JOIN_THEN_EXEC, "sh", ...group.procs, "--", ...prlimit]
+        : prlimit;
       const cmd = new Deno.Command(launch[0], {
         args: launch.slice(1),
         cwd: "/",
@@ -165,7 +167,7 @@ export class HostShell implements ShellProvider {
         ...out,
         writes: await diffSnapshots(before, after),
         writes_complete: after.complete,
-        process_limit: limitKind,
+        limits: kinds,
       };
     } finally {
       if (group) await endCommandGroup(group);
@@ -195,17 +197,18 @@ export class HostShell implements ShellProvider {
       throw e;
     }
     const out = await _collect(child, o, _killGroup);
-    return { ...out, writes: null, writes_complete: false, process_limit: null };
+    return { ...out, writes: null, writes_complete: false, limits: null };
   }
 }
 
 const BWRAP_PATHS = ["/usr/bin/bwrap", "/bin/bwrap"];
 const PRLIMIT = _firstFile(["/usr/bin/prlimit", "/bin/prlimit"]);
 const SECCOMP = noSetIdFilter();
-/** Runs the launcher that joins a command's pids cgroup. */
+/** Runs the launcher that joins a command's cgroups. */
 const JOIN_SH = _firstFile(["/bin/sh", "/usr/bin/sh"]);
-/** `$0` is the group's `cgroup.procs`, the rest the command: join, then become it. */
-const _JOIN_THEN_EXEC = 'echo $$ > "$0" && exec "$@"';
+/** Arguments: each group's `cgroup.procs`, `--`, the command. Join each, then become the command. */
+const _JOIN_THEN_EXEC =
+  'while [ "$1" != -- ]; do echo $$ > "$1" || exit 1; shift; done; shift; exec "$@"';
 
 function _firstFile(paths: string[]): string | null {
   return paths.find((p) => {
@@ -217,14 +220,14 @@ function _firstFile(paths: string[]): string | null {
   }) ?? null;
 }
 
-/** The command's pids cgroup; without one nothing runs (EIO, naming the cause). */
-function _commandGroup(max: number): CommandGroup {
+/** The command's cgroups; without them nothing runs (EIO, naming the cause). */
+function _commandGroup(processes: number, memoryBytes: number): CommandGroup {
   try {
-    return newCommandGroup(max);
+    return newCommandGroup(processes, memoryBytes);
   } catch (e) {
     throw new LibosError(
       "EIO",
-      `shell.run: could not make the command's pids cgroup (${(e as Error).message})`,
+      `shell.run: could not make the command's cgroups (${(e as Error).message})`,
     );
   }
 }
@@ -234,7 +237,7 @@ async function _collect(
   child: Deno.ChildProcess,
   o: ShellRunOptions,
   kill: (child: Deno.ChildProcess) => void,
-): Promise<Omit<ShellResult, "writes" | "writes_complete" | "process_limit">> {
+): Promise<Omit<ShellResult, "writes" | "writes_complete" | "limits">> {
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;

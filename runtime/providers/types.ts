@@ -9,7 +9,7 @@ import type { HumanRequestRecord, StepResult } from "../types.ts";
 import type { SandboxProvider } from "../sandbox/provider.ts";
 import type { ChatFactory } from "./chat_host.ts";
 import type { CommandLimits, ShellView } from "../sandbox/bwrap.ts";
-import type { ProcessLimitKind } from "../sandbox/pids.ts";
+import type { CommandLimitKinds } from "../sandbox/cgroups.ts";
 
 /** Kind of a directory entry. */
 export type EntryKind = "file" | "dir" | "symlink" | "other";
@@ -64,7 +64,7 @@ export interface FileChange {
 export interface ShellSandbox {
   /** What the command may see and write (real paths, derived at the call). */
   view: ShellView;
-  /** CPU, memory, file-size and process limits. */
+  /** CPU, memory, file-size and task limits. */
   limits: CommandLimits;
   /** Most entries the write audit walks under the writable mounts (more: ELIMIT before running). */
   maxWritableEntries: number;
@@ -101,8 +101,8 @@ export interface ShellResult {
   writes: FileChange[] | null;
   /** False when the write audit's walk hit its limit after the command (the list is partial). */
   writes_complete: boolean;
-  /** What capped the command's processes (`none`: nothing could here); null unsandboxed. */
-  process_limit: ProcessLimitKind | null;
+  /** What capped the command's tasks and memory as a whole (`none`: nothing could here); null unsandboxed. */
+  limits: CommandLimitKinds | null;
 }
 
 /** Runs an argv (never a shell string). */

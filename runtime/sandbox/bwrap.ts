@@ -11,8 +11,9 @@
  *   (an empty, unopenable entry of the same name: `/dev/null` on a `nodev`
  *   mount for a file, an empty mode-000 read-only tmpfs for a directory), and
  *   everything else in the workspace and outside it absent;
- * - a fresh, read-only `/proc`, a minimal `/dev`, a private `/tmp` (HOME), no
- *   network, no capabilities, no new user namespaces, its own pid namespace.
+ * - a fresh, read-only `/proc`, a minimal read-only `/dev` with a 64 MiB
+ *   `/dev/shm`, a private 1 GiB `/tmp` (HOME), no network, no capabilities, no
+ *   new user namespaces, its own pid namespace.
  *
  * bwrap resolves a bind source when it mounts it, so a concurrent writer that
  * swaps a granted directory for a symlink could otherwise widen a mount: a
@@ -47,8 +48,10 @@ export interface CommandLimits {
   addressSpaceBytes: number;
   /** Largest file a process may write, bytes (RLIMIT_FSIZE). */
   fileSizeBytes: number;
-  /** Most processes and threads of the command at once (see `pids.ts`). */
+  /** Most processes and threads of the command at once (see `cgroups.ts`). */
   processes: number;
+  /** Memory of all the command's processes together, bytes (a memory cgroup; see `cgroups.ts`). */
+  memoryBytes: number;
 }
 
 /** One mount the plan makes inside the workspace. */
@@ -79,6 +82,12 @@ export const MOUNT_CHECK_FAILED = 125;
 
 /** `PATH` inside the sandbox: the host's environment never leaks in. */
 export const SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin";
+
+/** Size of the sandbox's private `/tmp` (RAM-backed): what a command may keep there. */
+export const SANDBOX_TMP_BYTES = 1024 ** 3;
+
+/** Size of the sandbox's `/dev/shm` (RAM-backed; `/dev` itself is read-only). */
+export const SANDBOX_SHM_BYTES = 64 * 1024 ** 2;
 
 /** HOME inside the sandbox: the private tmpfs, gone with the call. */
 export const SANDBOX_HOME = "/tmp";
@@ -298,7 +307,10 @@ function _systemArgs(): string[] {
   // program as host root) although it holds no capability. Read-only, /proc cannot.
   // /proc/keys would list the names of that uid's keys (the key syscalls are filtered).
   args.push("--proc", "/proc", "--ro-bind", "/dev/null", "/proc/keys", "--remount-ro", "/proc");
-  args.push("--dev", "/dev", "--tmpfs", "/tmp");
+  // The sandbox's writable mounts outside the workspace live in RAM: each is sized,
+  // so files cannot fill the host's memory (tmpfs takes half of RAM unless told).
+  args.push("--dev", "/dev", "--size", String(SANDBOX_SHM_BYTES), "--tmpfs", "/dev/shm");
+  args.push("--remount-ro", "/dev", "--size", String(SANDBOX_TMP_BYTES), "--tmpfs", "/tmp");
   return args;
 }
 
