@@ -140,7 +140,16 @@ function liveWith(marker: string): number[] {
   return out;
 }
 
-/** The pids cgroups of shell commands that exist now, anywhere under /sys/fs/cgroup. */
+/** Runs one sandboxed command through `HostShell` in an OS process of its own. */
+const SHELL_RUN_FIXTURE = new URL("./fixtures/shell_run.ts", import.meta.url).pathname;
+
+/** A script starting `tries` background sleeps, printing the count as each starts. */
+function bombScript(tries: number, marker: string): string {
+  // dash gives up at the first fork that fails.
+  return `i=0\nwhile [ $i -lt ${tries} ]; do sleep ${marker} & i=$((i+1)); echo $i; done\n`;
+}
+
+/** The cgroups of shell commands that exist now, anywhere under /sys/fs/cgroup. */
 function commandGroups(): string[] {
   const out: string[] = [];
   const walk = (dir: string, depth: number) => {
@@ -483,8 +492,7 @@ Deno.test("shell sandbox: a fork bomb stops at the command's process limit", asy
   const tries = SHELL_LIMITS.processes + 150;
   await using env = await makeEnv({
     files: {
-      // Counted as they start; dash gives up at the first fork that fails.
-      "bomb.sh": `i=0\nwhile [ $i -lt ${tries} ]; do sleep ${marker} & i=$((i+1)); echo $i; done\n`,
+      "bomb.sh": bombScript(tries, marker),
     },
   });
   const pid = await launch(env, [fsCap("*", "read"), sh("sh")], {
@@ -534,22 +542,22 @@ Deno.test("shell sandbox: a runtime that is not root caps a fork bomb with RLIMI
       `for i in $(seq 100); do sleep ${marker} >/dev/null 2>&1 & done`,
     ]);
     assert.equal(others.code, 0);
-    const fixture = new URL("./fixtures/shell_bomb.ts", import.meta.url).pathname;
     const out = await asNobody(Deno.execPath(), [
       "run",
       "-A",
       "--no-check",
-      fixture,
+      SHELL_RUN_FIXTURE,
       join(root, "ws"),
-      String(SHELL_LIMITS.processes + 150),
+      bombScript(SHELL_LIMITS.processes + 150, "30"),
     ]);
     const dec = new TextDecoder();
     assert.equal(out.code, 0, `the fixture failed as uid ${NOBODY}: ${dec.decode(out.stderr)}`);
-    const r = JSON.parse(dec.decode(out.stdout));
-    assert.equal(r.process_limit, "rlimit");
-    assert.ok(r.started < SHELL_LIMITS.processes, `${r.started} started`);
+    const r = JSON.parse(dec.decode(out.stdout).trim().split("\n").at(-1)!);
+    assert.equal(r.limits.processes, "rlimit");
+    const started = Number(r.stdout.trim().split("\n").at(-1));
+    assert.ok(started < SHELL_LIMITS.processes, `${started} started`);
     // The user's other 100 did not eat the command's share.
-    assert.ok(r.started > SHELL_LIMITS.processes - 10, `only ${r.started} started: ${r.stderr}`);
+    assert.ok(started > SHELL_LIMITS.processes - 10, `only ${started} started: ${r.stderr}`);
     assert.match(r.stderr, /fork/i);
   } finally {
     for (const pid of liveWith(`sleep\u0000${marker}`)) {
@@ -558,6 +566,40 @@ Deno.test("shell sandbox: a runtime that is not root caps a fork bomb with RLIMI
       } catch { /* gone */ }
     }
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("shell sandbox: what a runtime killed mid-command left (its cgroups, an orphaned command) is ended by the next runtime", async () => {
+  const kinds = commandLimitKinds();
+  if (kinds.processes !== "cgroup" && kinds.memory !== "cgroup") return; // nothing to leave
+  const ws = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-orphan-" }));
+  const runner = (script: string) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--no-check", SHELL_RUN_FIXTURE, ws, script],
+      stdout: "piped",
+      stderr: "piped",
+    });
+  try {
+    const marker = `34.${Math.floor(Math.random() * 1e6)}`;
+    const crashed = runner(`sleep ${marker}\n`).spawn();
+    const mine = () => commandGroups().filter((g) => g.includes(`libos-cmd-${crashed.pid}-`));
+    // Killed once its command's groups exist: early, bwrap may not have armed
+    // --die-with-parent yet, and the command then runs on, orphaned.
+    for (const until = Date.now() + 10_000; mine().length === 0 && Date.now() < until;) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.ok(mine().length > 0, "the runtime made no cgroup for its command");
+    crashed.kill("SIGKILL");
+    await crashed.status;
+    await crashed.stdout.cancel();
+    await crashed.stderr.cancel();
+    assert.ok(mine().length > 0, "nothing was left to clean up");
+    const next = await runner("echo ok\n").output();
+    assert.equal(next.code, 0, new TextDecoder().decode(next.stderr));
+    assert.deepEqual(mine(), []);
+    assert.deepEqual(liveWith(`sleep\u0000${marker}`), [], "the crashed runtime's command runs on");
+  } finally {
+    await Deno.remove(ws, { recursive: true });
   }
 });
 

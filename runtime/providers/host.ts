@@ -12,6 +12,7 @@ import {
   hasCommandGroups,
   newCommandGroup,
   nprocLimit,
+  sweepOrphanGroups,
 } from "../sandbox/cgroups.ts";
 import { noSetIdFilter } from "../sandbox/seccomp.ts";
 import { diffSnapshots, snapshot } from "../sandbox/writes.ts";
@@ -100,6 +101,8 @@ export class HostShell implements ShellProvider {
   /** A shell runner; see {@link HostShellOptions}. */
   constructor(options: HostShellOptions = {}) {
     this.#bwrap = options.bwrap === undefined ? _firstFile(BWRAP_PATHS) : options.bwrap;
+    // At the runtime's start: end what a runtime killed mid-command left behind.
+    if (this.sandboxAvailable()) sweepOrphanGroups().catch(() => {});
   }
 
   sandboxAvailable(): boolean {
@@ -139,6 +142,7 @@ export class HostShell implements ShellProvider {
       "--",
       ...checkedCommand(plan, argv),
     ];
+    await sweepOrphanGroups().catch(() => {});
     const group = hasCommandGroups() ? _commandGroup(l.processes, l.memoryBytes) : null;
     try {
       // The launcher joins the command's cgroups, then execs prlimit (which execs bwrap):

@@ -13,6 +13,9 @@
  * it execs `prlimit`, so the groups hold the command from its first fork, and
  * if it cannot join, nothing runs.
  *
+ * A group's name holds the pid of the runtime that made it, so a runtime that
+ * starts can end what runtimes now gone left behind (`sweepOrphanGroups`).
+ *
  * Where no pids cgroup can be made, a runtime that is not root falls back to
  * RLIMIT_NPROC (`prlimit --nproc`); root is not bound by it, so a root runtime
  * without pids cgroups runs commands with no process limit. Without a memory
@@ -59,6 +62,9 @@ const _LIMIT_FILE: Record<_Controller, { v1: string; v2: string }> = {
   memory: { v1: "memory.limit_in_bytes", v2: "memory.max" },
 };
 
+/** A command group's name: this prefix, the pid of the runtime that made it, a UUID. */
+const _GROUP_PREFIX = "libos-cmd-";
+
 let _probed: { kinds: CommandLimitKinds; parents: _Parent[] } | undefined;
 
 /** The mechanisms this host offers (probed once: a cgroup made and removed per hierarchy). */
@@ -79,7 +85,7 @@ export function hasCommandGroups(): boolean {
 export function newCommandGroup(processes: number, memoryBytes: number): CommandGroup {
   const limits: Record<_Controller, number> = { pids: processes, memory: memoryBytes };
   const group: CommandGroup = { dirs: [], procs: [] };
-  const name = `libos-cmd-${crypto.randomUUID()}`;
+  const name = `${_GROUP_PREFIX}${Deno.pid}-${crypto.randomUUID()}`;
   try {
     for (const parent of _probe().parents) {
       const dir = `${parent.dir}/${name}`;
@@ -177,6 +183,45 @@ function _probe(): { kinds: CommandLimitKinds; parents: _Parent[] } {
     memory: has("memory") ? "cgroup" : "none",
   };
   return _probed = { kinds, parents };
+}
+
+let _swept: Promise<void> | undefined;
+
+/**
+ * End the groups that runtimes now gone left behind, once per runtime (later
+ * calls return the same promise). A runtime killed mid-command never removed
+ * its groups; and one killed in the first milliseconds of a command, before
+ * bwrap armed `--die-with-parent`, left the command running, orphaned but still
+ * inside its sandbox and limits. Their members are SIGKILLed and the groups
+ * removed. Groups of live runtimes are left alone.
+ */
+export function sweepOrphanGroups(): Promise<void> {
+  return _swept ??= _sweep();
+}
+
+async function _sweep(): Promise<void> {
+  for (const parent of _probe().parents) {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = [...Deno.readDirSync(parent.dir)];
+    } catch {
+      continue;
+    }
+    for (const e of entries) {
+      const owner = new RegExp(`^${_GROUP_PREFIX}(\\d+)-`).exec(e.name)?.[1];
+      if (!e.isDirectory || owner === undefined || _alive(Number(owner))) continue;
+      const dir = `${parent.dir}/${e.name}`;
+      await endCommandGroup({ dirs: [dir], procs: [`${dir}/cgroup.procs`] });
+    }
+  }
+}
+
+function _alive(pid: number): boolean {
+  try {
+    return pid === Deno.pid || Deno.statSync(`/proc/${pid}`).isDirectory;
+  } catch {
+    return false;
+  }
 }
 
 /**
