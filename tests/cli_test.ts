@@ -289,6 +289,36 @@ Deno.test("cli: a store inside the workspace is refused", async () => {
   assert.equal(await exists(join(f.ws, "s.db")), false);
 });
 
+Deno.test("cli: a --store that is another application's database is refused (exit 2) and not written", async () => {
+  await using f = await fixture();
+  const db = new DatabaseSync(f.store);
+  db.exec("CREATE TABLE objects (x INTEGER); INSERT INTO objects VALUES (1)");
+  db.close();
+  const image = await f.file("image.json", IMAGE);
+  const script = await f.file("script.json", { steps: [] });
+  for (
+    const args of [
+      ["ps", "--store", f.store],
+      ["run", image, "--workspace", f.ws, "--script", script, "--store", f.store],
+    ]
+  ) {
+    const r = await libos(args);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^libos: EINVAL store: .* is a SQLite database of something else/m);
+    assert.doesNotMatch(r.stderr, /at SqliteStore|CREATE TABLE/, "a stack trace or the schema");
+  }
+  const check = new DatabaseSync(f.store);
+  const tables = check.prepare("SELECT name FROM sqlite_master").all().map((t) => t.name);
+  check.close();
+  assert.deepEqual(tables, ["objects"]);
+  assert.deepEqual([...Deno.readDirSync(f.root)].map((e) => e.name).sort(), [
+    "image.json",
+    "script.json",
+    "store.db",
+    "ws",
+  ]);
+});
+
 Deno.test("cli: unknown command and missing flags are usage errors (exit 2)", async () => {
   assert.equal((await libos(["fly"])).code, 2);
   assert.equal((await libos(["run"])).code, 2);

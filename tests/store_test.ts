@@ -12,7 +12,7 @@ import type { Store } from "../runtime/store/store.ts";
 import { join } from "node:path";
 import { parseImage } from "../runtime/images.ts";
 import { Runtime } from "../host/runtime.ts";
-import { SqliteStore } from "../runtime/store/sqlite.ts";
+import { SQLITE_SCHEMA_VERSION, SqliteStore } from "../runtime/store/sqlite.ts";
 import { canonicalJson } from "../runtime/canonical.ts";
 import { LibosError } from "../runtime/errors.ts";
 import type { Capability, EffectRecord, MemoryObject, ProcessRecord } from "../runtime/types.ts";
@@ -1048,9 +1048,11 @@ Deno.test(
   SQLITE_ONLY,
   async () => {
     await using tmp = await tempStore();
-    // The layout before: the whole record, script included, in one row with a status column.
+    // The layout before: the whole record, script included, in one row with a status column
+    // (beside the meta table every layout has had).
     const old = new DatabaseSync(tmp.path);
-    old.exec(`CREATE TABLE processes (
+    old.exec(`CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+  CREATE TABLE processes (
     pid INTEGER PRIMARY KEY AUTOINCREMENT, ppid INTEGER, status TEXT NOT NULL, body TEXT NOT NULL);
   CREATE TABLE objects (
     oid TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT, version INTEGER NOT NULL, body TEXT NOT NULL);`);
@@ -1470,6 +1472,92 @@ function openWithJournalFile(path: string) {
   });
   return { s, jf, journal: `${path}-steps` };
 }
+
+/**
+ * Every file in `dir` with the sha256 of its bytes, for "nothing was written"
+ * checks. A WAL file's `-shm` index is left out: any reader rewrites it.
+ */
+async function dirBytes(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for await (const e of Deno.readDir(dir)) {
+    if (e.name.endsWith("-shm")) continue;
+    const digest = await crypto.subtle.digest("SHA-256", await Deno.readFile(join(dir, e.name)));
+    out[e.name] = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  }
+  return out;
+}
+
+Deno.test(
+  "store: a file that is not a SQLite database, or another application's database, is refused and left as it was",
+  SQLITE_ONLY,
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "libos-foreign-" });
+    try {
+      const text = join(dir, "notes.db");
+      await Deno.writeTextFile(text, "not a database, only some notes ".repeat(8));
+      const other = join(dir, "app.db");
+      const db = new DatabaseSync(other);
+      db.exec("CREATE TABLE objects (x INTEGER); INSERT INTO objects VALUES (1)");
+      db.close();
+      const before = await dirBytes(dir);
+      const refused = (path: string, message: RegExp) =>
+        assert.throws(
+          () => SqliteStore.open(path),
+          (e) => e instanceof LibosError && e.code === "EINVAL" && message.test(e.message),
+        );
+      refused(text, /notes\.db is not a SQLite database/);
+      refused(other, /app\.db is a SQLite database of something else.*nothing was written/);
+      // Not a table, an index, a WAL, an audit log or a step journal more.
+      assert.deepEqual(await dirBytes(dir), before);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
+  "store: a store file of a newer schema version is refused and left as it was; one from before versions is stamped",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempStore();
+    (await open(tmp.path)).close();
+    const version = () => {
+      const db = new DatabaseSync(tmp.path);
+      try {
+        return Number(
+          (db.prepare("PRAGMA user_version").get() as { user_version: number })
+            .user_version,
+        );
+      } finally {
+        db.close();
+      }
+    };
+    assert.equal(version(), SQLITE_SCHEMA_VERSION);
+    const set = (v: number) => {
+      const db = new DatabaseSync(tmp.path);
+      db.exec(`PRAGMA user_version = ${v}`);
+      db.close();
+    };
+    set(SQLITE_SCHEMA_VERSION + 1);
+    const dir = join(tmp.path, "..");
+    const before = await dirBytes(dir);
+    assert.throws(
+      () => SqliteStore.open(tmp.path),
+      (e) =>
+        e instanceof LibosError && e.code === "ESTATE" &&
+        e.message.includes(
+          `schema version ${SQLITE_SCHEMA_VERSION + 1}, newer than this ` +
+            `runtime's ${SQLITE_SCHEMA_VERSION}`,
+        ),
+    );
+    assert.deepEqual(await dirBytes(dir), before);
+    // A libos store made before versions were kept (0) opens as before, and is stamped.
+    set(0);
+    const s = await open(tmp.path);
+    assert.equal(version(), SQLITE_SCHEMA_VERSION);
+    await s.close();
+  },
+);
 
 Deno.test(
   "store: a groupMaxMs that is not a number of ms is refused before the file is opened",

@@ -684,7 +684,7 @@ Deno.test(
 );
 
 Deno.test(
-  "worker: URLs name a socket directory, parameters are checked, and a newer schema is refused",
+  "worker: URLs name a socket directory, parameters are checked, and a newer schema or another application's is refused",
   NEEDS_PG,
   async () => {
     const c = parsePgUrl("postgres://me@/db1?host=/run/postgresql&port=5433&search_path=s1");
@@ -724,5 +724,15 @@ Deno.test(
     await rawSql(env.url, "INSERT INTO schema_migrations (version) VALUES (99)");
     const e = await rejectsCode(PgStore.open(env.url), "ESTATE");
     assert.match(e.message, /schema version 99/);
+    // A schema holding another application's tables is not migrated: refused, nothing written.
+    await rawSql(env.url, "CREATE SCHEMA app");
+    await rawSql(env.url, "CREATE TABLE app.objects (x integer)");
+    const other = await rejectsCode(PgStore.open(`${env.url}&search_path=app`), "EINVAL");
+    assert.match(other.message, /tables of something else.*nothing was written/);
+    const tables = await rawRows(
+      env.url,
+      "SELECT table_name FROM information_schema.tables WHERE table_schema = 'app'",
+    );
+    assert.deepEqual(tables.map((r) => r.table_name), ["objects"]);
   },
 );

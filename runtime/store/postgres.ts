@@ -239,6 +239,20 @@ export class PgStore implements Store, LeaseStore {
       );
       const done = await q.unsafe("SELECT coalesce(max(version), 0) AS v FROM schema_migrations");
       const at = Number(done[0].v);
+      if (at === 0) {
+        // A fresh schema holds nothing else: another application's tables are not migrated.
+        const other = await q.unsafe(
+          `SELECT count(*) AS n FROM information_schema.tables
+            WHERE table_schema = current_schema() AND table_name <> 'schema_migrations'`,
+        );
+        if (Number(other[0].n) > 0) {
+          throw new LibosError(
+            "EINVAL",
+            "store: the database's schema holds tables of something else (and no libos " +
+              "migrations); nothing was written to it",
+          );
+        }
+      }
       if (at > MIGRATIONS.length) {
         throw new LibosError(
           "ESTATE",

@@ -171,6 +171,65 @@ ${
 ${_PROCESS_STATE_TRIGGERS}
 `;
 
+/**
+ * The SQLite layout's version, kept in the file (`PRAGMA user_version`). A
+ * file at 0 is new, or was made before versions were kept (its older layouts
+ * are migrated at open, as before). A later layout change adds a step here and
+ * raises the number.
+ */
+export const SQLITE_SCHEMA_VERSION = 1;
+
+/**
+ * Refuse a file this runtime must not write to, before anything is written: not
+ * a SQLite database (EINVAL), a database of another application (tables, but
+ * not a libos store's: EINVAL), or a libos store of a newer layout (ESTATE).
+ * Returns the file's schema version.
+ */
+function _checkStoreFile(db: DatabaseSync, path: string): number {
+  let version: number;
+  try {
+    version = Number(
+      (db.prepare("PRAGMA user_version").get() as { user_version: number })
+        .user_version,
+    );
+  } catch (e) {
+    if (/not a database|encrypted/i.test(String(e))) {
+      throw new LibosError("EINVAL", `store: ${path} is not a SQLite database`);
+    }
+    throw e;
+  }
+  if (version > SQLITE_SCHEMA_VERSION) {
+    throw new LibosError(
+      "ESTATE",
+      `store: ${path} is at schema version ${version}, newer than this runtime's ${SQLITE_SCHEMA_VERSION}`,
+    );
+  }
+  if (version === 0 && !_emptyOrLibos(db)) {
+    throw new LibosError(
+      "EINVAL",
+      `store: ${path} is a SQLite database of something else (it has tables, but not a libos ` +
+        "store's); nothing was written to it",
+    );
+  }
+  return version;
+}
+
+/**
+ * Whether a file holds no tables, or a libos store's: every layout so far has
+ * had `processes` and a `meta (key, value)` table.
+ */
+function _emptyOrLibos(db: DatabaseSync): boolean {
+  const tables = new Set(
+    (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as {
+      name: string;
+    }[]).map((t) => t.name),
+  );
+  if (tables.size === 0) return true;
+  if (!tables.has("processes") || !tables.has("meta")) return false;
+  const meta = db.prepare("PRAGMA table_info(meta)").all() as { name: string }[];
+  return meta.map((c) => c.name).join(",") === "key,value";
+}
+
 function _genTrigger(table: string, name: string, event: string): string {
   return `CREATE TRIGGER IF NOT EXISTS cache_gen_${table}_${name.toLowerCase()} AFTER ${event}
     ON ${table} BEGIN UPDATE meta SET value = value + 1 WHERE key = 'cache_gen'; END;`;
@@ -473,6 +532,13 @@ export class SqliteStore implements Store {
     }
     const db = new DatabaseSync(path);
     db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    let version: number;
+    try {
+      version = _checkStoreFile(db, path);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
     if (path !== ":memory:") db.exec("PRAGMA journal_mode = WAL");
     db.exec(`PRAGMA synchronous = ${options.synchronous ?? "NORMAL"}`);
     db.exec("PRAGMA foreign_keys = ON");
@@ -481,6 +547,7 @@ export class SqliteStore implements Store {
     db.exec(SCHEMA);
     migrateProcesses(db);
     _canonicalObjects(db);
+    if (version < SQLITE_SCHEMA_VERSION) db.exec(`PRAGMA user_version = ${SQLITE_SCHEMA_VERSION}`);
     const cache = {
       checkedAt: -Infinity,
       dataVersion: null,
