@@ -289,7 +289,7 @@ Deno.test("cli: a store inside the workspace is refused", async () => {
   assert.equal(await exists(join(f.ws, "s.db")), false);
 });
 
-Deno.test("cli: a --store that is another application's database is refused (exit 2) and not written", async () => {
+Deno.test("cli: a --store that is another application's database or a directory is refused (exit 2) and not written", async () => {
   await using f = await fixture();
   const db = new DatabaseSync(f.store);
   db.exec("CREATE TABLE objects (x INTEGER); INSERT INTO objects VALUES (1)");
@@ -307,6 +307,11 @@ Deno.test("cli: a --store that is another application's database is refused (exi
     assert.match(r.stderr, /^libos: EINVAL store: .* is a SQLite database of something else/m);
     assert.doesNotMatch(r.stderr, /at SqliteStore|CREATE TABLE/, "a stack trace or the schema");
   }
+  // A directory as the store: one line too.
+  const dir = await libos(["ps", "--store", f.ws]);
+  assert.equal(dir.code, 2, dir.stderr);
+  assert.match(dir.stderr, /^libos: EINVAL store: cannot open .*ws: it is a directory$/m);
+  assert.doesNotMatch(dir.stderr, /at SqliteStore/);
   const check = new DatabaseSync(f.store);
   const tables = check.prepare("SELECT name FROM sqlite_master").all().map((t) => t.name);
   check.close();

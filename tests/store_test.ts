@@ -1488,7 +1488,7 @@ async function dirBytes(dir: string): Promise<Record<string, string>> {
 }
 
 Deno.test(
-  "store: a file that is not a SQLite database, or another application's database, is refused and left as it was",
+  "store: a directory, a file that is not a SQLite database, or another application's database is refused and left as it was",
   SQLITE_ONLY,
   async () => {
     const dir = await Deno.makeTempDir({ prefix: "libos-foreign-" });
@@ -1506,6 +1506,7 @@ Deno.test(
           (e) => e instanceof LibosError && e.code === "EINVAL" && message.test(e.message),
         );
       refused(text, /notes\.db is not a SQLite database/);
+      refused(dir, /cannot open .*: it is a directory/);
       refused(other, /app\.db is a SQLite database of something else.*nothing was written/);
       // Not a table, an index, a WAL, an audit log or a step journal more.
       assert.deepEqual(await dirBytes(dir), before);
@@ -1520,7 +1521,7 @@ Deno.test(
   SQLITE_ONLY,
   async () => {
     await using tmp = await tempStore();
-    (await open(tmp.path)).close();
+    await (await open(tmp.path)).close();
     const version = () => {
       const db = new DatabaseSync(tmp.path);
       try {

@@ -179,6 +179,19 @@ ${_PROCESS_STATE_TRIGGERS}
  */
 export const SQLITE_SCHEMA_VERSION = 1;
 
+/** Open the file, or say in one line why it cannot be a store (EINVAL). */
+function _openFile(path: string): DatabaseSync {
+  try {
+    return new DatabaseSync(path);
+  } catch (e) {
+    let why = (e as Error).message;
+    try {
+      if (Deno.statSync(path).isDirectory) why = "it is a directory";
+    } catch { /* SQLite's reason stands */ }
+    throw new LibosError("EINVAL", `store: cannot open ${path}: ${why}`);
+  }
+}
+
 /**
  * Refuse a file this runtime must not write to, before anything is written: not
  * a SQLite database (EINVAL), a database of another application (tables, but
@@ -530,7 +543,7 @@ export class SqliteStore implements Store {
     if (wait !== undefined && !(Number.isFinite(wait) && wait >= 0)) {
       throw new LibosError("EINVAL", `store: groupMaxMs must be a number of ms >= 0, not ${wait}`);
     }
-    const db = new DatabaseSync(path);
+    const db = _openFile(path);
     db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
     let version: number;
     try {
