@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { SqliteStore } from "../runtime/store/sqlite.ts";
+import { LibosError } from "../runtime/errors.ts";
 import { SQLITE_ONLY } from "./_pg.ts";
 import { auditLogPath } from "../runtime/store/_audit_log.ts";
 import type { AuditDraft } from "../runtime/store/store.ts";
@@ -137,6 +138,37 @@ Deno.test(
       assert.deepEqual((await r.listAudit()).map((x) => x.seq), [1, 2, 3, 4, 5]);
     } finally {
       await r.close();
+    }
+  },
+);
+
+Deno.test(
+  "audit log: a line that is not a record (the log changed outside the runtime) is refused at open, nothing indexed, the log kept",
+  SQLITE_ONLY,
+  async () => {
+    await using tmp = await tempDir();
+    const path = join(tmp.dir, "s.db");
+    const s = SqliteStore.open(path);
+    await s.appendAudit(draft(0));
+    await s.close();
+    const good = JSON.stringify(draft(1));
+    for (const bad of ["not json at all", '{"seq":1}', "[1,2]", '{"actor":"pid:1"}', "null"]) {
+      const text = `${good}\n${bad}\n${JSON.stringify(draft(2))}\n`;
+      await Deno.writeTextFile(auditLogPath(path), text);
+      assert.throws(
+        () => SqliteStore.open(path),
+        (e) =>
+          e instanceof LibosError && e.code === "EIO" &&
+          e.message.startsWith(`audit log ${auditLogPath(path)}: line 2 after the indexed part`) &&
+          e.message.includes("changed outside the runtime"),
+        bad,
+      );
+      // Not one line of the batch went in, and the log still holds all of it.
+      assert.equal(await Deno.readTextFile(auditLogPath(path)), text);
+      const db = new DatabaseSync(path, { readOnly: true });
+      const n = (db.prepare("SELECT count(*) AS n FROM audit").get() as { n: number }).n;
+      db.close();
+      assert.equal(n, 1, bad);
     }
   },
 );

@@ -182,6 +182,8 @@ export class AuditLog {
       hooks.resetOffset();
     } catch (e) {
       file.close();
+      // Left as it is (not emptied): the store opens once the log holds only records.
+      if (e instanceof LibosError) throw new LibosError(e.code, `audit log ${path}: ${e.message}`);
       throw e;
     }
     return new AuditLog(path, file, storePath, synchronous, hooks, Math.min(maxBytes, 2 ** 30));

@@ -7,6 +7,7 @@
  */
 import type { DatabaseSync, StatementSync } from "node:sqlite";
 import { sha256 } from "../canonical.ts";
+import { LibosError } from "../errors.ts";
 
 /** Hash of a record: sha256 over the previous hash and the body exactly as stored. */
 export function chainHash(prevHash: string, body: string): string {
@@ -139,11 +140,34 @@ export function insertAuditRows(
   insertChained(prepare, chainRows(readHead(prepare), records));
 }
 
-/** Parse audit-log lines (draft JSON each) into what {@link chainRows} takes. */
+/**
+ * Parse audit-log lines (draft JSON each) into what {@link chainRows} takes.
+ * Only the runtime appends to the log; a line that is not a record's draft
+ * was written by something else, and is refused (EIO) rather than indexed.
+ */
 export function parseAuditLines(
   lines: string[],
 ): [string, IndexedFields][] {
-  return lines.map((l) => [l, JSON.parse(l)]);
+  return lines.map((l, i) => [l, _draft(l, i)]);
+}
+
+function _draft(line: string, i: number): IndexedFields {
+  let d: unknown = null;
+  try {
+    d = JSON.parse(line);
+  } catch { /* refused below */ }
+  const f = d as Partial<IndexedFields> | null;
+  if (
+    f === null || typeof f !== "object" || Array.isArray(f) || typeof f.actor !== "string" ||
+    typeof f.action !== "string" || typeof f.decision !== "string"
+  ) {
+    throw new LibosError(
+      "EIO",
+      `line ${i + 1} after the indexed part is not an audit record ` +
+        `(${JSON.stringify(line.slice(0, 40))}): the log was changed outside the runtime`,
+    );
+  }
+  return f as IndexedFields;
 }
 
 /**
