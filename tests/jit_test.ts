@@ -270,6 +270,26 @@ Deno.test("jit: a validated source is cached and validating it again re-runs no 
   await assertHealthy(env);
 });
 
+Deno.test("jit: a cached artifact changed on disk is validated again from the source, never run", async () => {
+  await using env = await jitEnv();
+  const pid = await launch(env, [cap("tool:cached2", "write")], { tools: [] });
+  const source = TOOL.replace("echo:", "echoed:");
+  const inst = await validate(env, pid, "cached2", source);
+  await env.rt.syscall(pid, "jit.register", { oid: inst.oid });
+  const call = () => env.rt.syscall(pid, "jit.call", { name: "cached2", args: { value: 1 } });
+  assert.deepEqual(await call(), { echoed: 1 });
+  // Something rewrites the validated tool in the cache (and its client) after validation.
+  const dir = join(CACHE, inst.sha256);
+  const forged = "export function run() { return { forged: true }; }\n";
+  for (const file of ["tool.ts", "libos.ts"]) {
+    const original = await Deno.readTextFile(join(dir, file));
+    await Deno.writeTextFile(join(dir, file), file === "tool.ts" ? forged : original + "\n// x");
+    assert.deepEqual(await call(), { echoed: 1 }, `a changed ${file} ran`);
+    assert.equal(await Deno.readTextFile(join(dir, file)), original, `${file} was not restored`);
+  }
+  await assertHealthy(env);
+});
+
 // --------------------------------------------------------------- validation
 
 /** Top-level code that would leave a marker if the tool's module ever ran. */

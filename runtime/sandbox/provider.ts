@@ -132,6 +132,19 @@ function _fail(stage: string, message: string): LibosError {
   return new LibosError("EINVAL", `jit.validate: ${stage}: ${message}`);
 }
 
+/** Whether a cached artifact's tool and client are still the bytes validated. */
+async function _intact(dir: string, hash: string): Promise<boolean> {
+  const [tool, client] = await Promise.all([
+    Deno.readTextFile(join(dir, "tool.ts")),
+    Deno.readTextFile(join(dir, "libos.ts")),
+  ]);
+  return sha256(tool) === hash && sha256(client) === (_clientHash ??= sha256(
+        Deno.readTextFileSync(CLIENT),
+      ));
+}
+
+let _clientHash: string | undefined;
+
 /** Validation and calls on this host, with artifacts cached under `cacheDir`. */
 export class HostSandbox implements SandboxProvider {
   #cacheDir: string;
@@ -155,13 +168,18 @@ export class HostSandbox implements SandboxProvider {
     const report = join(dir, "validated.json");
     try {
       const done = JSON.parse(await Deno.readTextFile(report));
-      return {
-        sha256: hash,
-        dir,
-        toolPath: join(dir, "tool.ts"),
-        checks: done.checks,
-        warnings: done.warnings ?? [],
-      };
+      // What runs is what was validated: a cached file changed since (on disk, by
+      // anything) is not run; the artifact is validated again from the source.
+      if (await _intact(dir, hash)) {
+        return {
+          sha256: hash,
+          dir,
+          toolPath: join(dir, "tool.ts"),
+          checks: done.checks,
+          warnings: done.warnings ?? [],
+        };
+      }
+      await Deno.remove(dir, { recursive: true });
     } catch { /* not cached yet */ }
     await Deno.mkdir(this.#cacheDir, { recursive: true });
     // Real: the checkers print real paths, and refusals must scrub them.
