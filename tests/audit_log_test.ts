@@ -37,6 +37,15 @@ async function tempDir(): Promise<{ dir: string; [Symbol.asyncDispose](): Promis
   return { dir, [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }) };
 }
 
+/** A closed store file in `dir` holding one audit record (`draft(0)`); its path. */
+async function storeWithOneRecord(dir: string): Promise<string> {
+  const path = join(dir, "s.db");
+  const s = SqliteStore.open(path);
+  await s.appendAudit(draft(0));
+  await s.close();
+  return path;
+}
+
 function metaOffset(path: string): number {
   const db = new DatabaseSync(path, { readOnly: true });
   try {
@@ -115,10 +124,7 @@ Deno.test(
   SQLITE_ONLY,
   async () => {
     await using tmp = await tempDir();
-    const path = join(tmp.dir, "s.db");
-    const s = SqliteStore.open(path);
-    await s.appendAudit(draft(0));
-    await s.close();
+    const path = await storeWithOneRecord(tmp.dir);
     // What a writer that died mid-batch leaves: whole lines, then half a line.
     const lines = [1, 2, 3].map((i) => JSON.stringify(draft(i)));
     await Deno.writeTextFile(
@@ -147,10 +153,7 @@ Deno.test(
   SQLITE_ONLY,
   async () => {
     await using tmp = await tempDir();
-    const path = join(tmp.dir, "s.db");
-    const s = SqliteStore.open(path);
-    await s.appendAudit(draft(0));
-    await s.close();
+    const path = await storeWithOneRecord(tmp.dir);
     const good = JSON.stringify(draft(1));
     for (const bad of ["not json at all", '{"seq":1}', "[1,2]", '{"actor":"pid:1"}', "null"]) {
       const text = `${good}\n${bad}\n${JSON.stringify(draft(2))}\n`;

@@ -20,13 +20,15 @@ import {
 import { createApp } from "../server/app.ts";
 import { HostShell } from "../runtime/providers/host.ts";
 import { ScriptedHuman } from "../runtime/providers/scripted.ts";
-import type { HumanAnswer } from "../runtime/providers/types.ts";
+import type { HumanAnswer, ShellRunOptions, ShellSandbox } from "../runtime/providers/types.ts";
 import {
   checkedCommand,
+  type CommandLimits,
   MOUNT_CHECK_FAILED,
   planSandbox,
   SANDBOX_SHM_BYTES,
   SANDBOX_TMP_BYTES,
+  type ShellView,
 } from "../runtime/sandbox/bwrap.ts";
 import { deriveGrants } from "../runtime/sandbox/flags.ts";
 import { commandLimitKinds } from "../runtime/sandbox/cgroups.ts";
@@ -138,6 +140,36 @@ function liveWith(marker: string): number[] {
     } catch { /* gone */ }
   }
   return out;
+}
+
+/**
+ * Options for running `HostShell` directly (no runtime): one ALLOW capability
+ * on `resource` derived for the workspace `ws`, the shell's limits, `view` and
+ * `limits` overriding.
+ */
+function directOptions(
+  ws: string,
+  resource: string,
+  rights: CapabilitySpec["rights"],
+  over: { view?: Partial<ShellView>; limits?: Partial<CommandLimits>; timeoutMs?: number } = {},
+): ShellRunOptions & { sandbox: ShellSandbox } {
+  const timeoutMs = over.timeoutMs ?? 5000;
+  const grants = deriveGrants(
+    [capRecord({ cap_id: "c1", resource, rights, created_at: new Date().toISOString() })],
+    ws,
+    Date.now(),
+    Date.now() + timeoutMs,
+  );
+  return {
+    cwd: ws,
+    timeoutMs,
+    maxOutputBytes: 1 << 20,
+    sandbox: {
+      view: { workspace: ws, grants, hide: [], readOnly: [], callRead: [], ...over.view },
+      limits: { cpuSeconds: Math.ceil(timeoutMs / 1000) + 1, ...SHELL_LIMITS, ...over.limits },
+      maxWritableEntries: 1000,
+    },
+  };
 }
 
 /** Runs one sandboxed command through `HostShell` in an OS process of its own. */
@@ -919,36 +951,12 @@ Deno.test("shell sandbox: mounts at paths with spaces, tabs, newlines and backsl
       await Deno.writeTextFile(join(ws, n, "ok.txt"), `ok ${n}\n`);
       await Deno.writeTextFile(join(ws, n, "no.txt"), SECRET);
     }
-    const grants = deriveGrants(
-      [capRecord({
-        cap_id: "c1",
-        resource: "filesystem:workspace:*",
-        rights: ["read", "write"],
-        created_at: new Date().toISOString(),
-      })],
-      ws,
-      Date.now(),
-      Date.now() + 5000,
-    );
-    const view = {
-      workspace: ws,
-      grants,
-      hide: odd.map((n) => join(ws, n, "no.txt")),
-      readOnly: [join(ws, odd[1])],
-      callRead: [],
-    };
+    const options = directOptions(ws, "filesystem:workspace:*", ["read", "write"], {
+      view: { hide: odd.map((n) => join(ws, n, "no.txt")), readOnly: [join(ws, odd[1])] },
+    });
     const shell = new HostShell();
     for (const n of odd) {
-      const r = await shell.run(["cat", `${n}/ok.txt`, `${n}/no.txt`], {
-        cwd: ws,
-        timeoutMs: 5000,
-        maxOutputBytes: 1 << 20,
-        sandbox: {
-          view,
-          limits: { cpuSeconds: 6, ...SHELL_LIMITS },
-          maxWritableEntries: 1000,
-        },
-      });
+      const r = await shell.run(["cat", `${n}/ok.txt`, `${n}/no.txt`], options);
       assert.notEqual(r.code, MOUNT_CHECK_FAILED, `${JSON.stringify(n)}: ${r.stderr}`);
       assert.equal(r.stdout, `ok ${n}\n`, JSON.stringify(n));
     }
@@ -1011,27 +1019,11 @@ Deno.test("shell sandbox: a command's processes together stay within its memory 
       join(root, "three.sh"),
       "for i in 1 2 3; do python3 hold.py & done\nwait\n",
     );
-    const grants = deriveGrants(
-      [capRecord({
-        cap_id: "c1",
-        resource: "filesystem:workspace:*",
-        rights: ["read"],
-        created_at: new Date().toISOString(),
-      })],
-      root,
-      Date.now(),
-      Date.now() + 20_000,
-    );
-    const options = (memoryBytes: number) => ({
-      cwd: root,
-      timeoutMs: 20_000,
-      maxOutputBytes: 1 << 20,
-      sandbox: {
-        view: { workspace: root, grants, hide: [], readOnly: [], callRead: [] },
-        limits: { cpuSeconds: 21, ...SHELL_LIMITS, memoryBytes },
-        maxWritableEntries: 1000,
-      },
-    });
+    const options = (memoryBytes: number) =>
+      directOptions(root, "filesystem:workspace:*", ["read"], {
+        limits: { memoryBytes },
+        timeoutMs: 20_000,
+      });
     const shell = new HostShell();
     // Control: with room for all three, all three hold their 150 MiB.
     const roomy = await shell.run(["sh", "three.sh"], options(1024 ** 3));
@@ -1055,28 +1047,8 @@ Deno.test("shell sandbox: a directory swapped for a symlink after derivation is 
     await Deno.writeTextFile(join(ws, "sub/f.txt"), "inside\n");
     await Deno.mkdir(join(root, "elsewhere"));
     await Deno.writeTextFile(join(root, "elsewhere/f.txt"), OUTSIDE);
-    const grants = deriveGrants(
-      [capRecord({
-        cap_id: "c1",
-        resource: "filesystem:workspace:sub/*",
-        rights: ["read"],
-        created_at: new Date().toISOString(),
-      })],
-      ws,
-      Date.now(),
-      Date.now() + 5000,
-    );
-    const view = { workspace: ws, grants, hide: [], readOnly: [], callRead: [] };
-    const options = {
-      cwd: ws,
-      timeoutMs: 5000,
-      maxOutputBytes: 1 << 20,
-      sandbox: {
-        view,
-        limits: { cpuSeconds: 6, ...SHELL_LIMITS },
-        maxWritableEntries: 1000,
-      },
-    };
+    const options = directOptions(ws, "filesystem:workspace:sub/*", ["read"]);
+    const view = options.sandbox.view;
     const shell = new HostShell();
     // Control: as derived, the granted file is there.
     assert.equal((await shell.run(["cat", "sub/f.txt"], options)).stdout, "inside\n");
