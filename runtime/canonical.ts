@@ -8,6 +8,31 @@
 import { Buffer } from "node:buffer";
 import { hash } from "node:crypto";
 
+/**
+ * Deepest nesting of objects and arrays a value from outside may have (a
+ * model's tool arguments, a JIT tool's frames). Storing, hashing and
+ * journaling a value recurse through it: a few thousand levels overflow the
+ * stack, and inside a commit that would stop the store.
+ */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * Whether `value` nests objects or arrays more than `max` levels deep (`{}` is
+ * one level). Iterative, so a hostile value cannot overflow the check itself.
+ */
+export function nestsDeeper(value: unknown, max: number = MAX_JSON_DEPTH): boolean {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== "object") continue;
+    if (depth > max) return true;
+    for (const m of Array.isArray(v) ? v : Object.values(v)) {
+      if (m !== null && typeof m === "object") stack.push([m, depth + 1]);
+    }
+  }
+  return false;
+}
+
 /** JSON with object keys sorted at every depth, so equal values hash equally. */
 export function canonicalJson(value: unknown): string {
   return JSON.stringify(_sortKeys(value));

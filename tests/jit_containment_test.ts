@@ -503,6 +503,19 @@ Deno.test("jit: malformed frames are EPROTO and the host survives", async (t) =>
     ],
     ["run frame", '{"type":"run","tool":"file:///etc/passwd","args":{}}\n', /no known type/],
     ["array frame", "[1,2]\n", /no known type/],
+    // Storing or hashing a value recurses through it: thousands of levels overflow the stack.
+    [
+      "a result nested 5,000 deep",
+      `{"type":"result","value":${"[".repeat(5000)}${"]".repeat(5000)}}\n`,
+      /result frame nests deeper than 64 levels/,
+    ],
+    [
+      "syscall arguments nested 5,000 deep",
+      `{"type":"syscall","id":1,"name":"filesystem.write","args":{"path":"deep.txt","content":"x","x":${
+        "[".repeat(5000)
+      }${"]".repeat(5000)}}}\n`,
+      /syscall frame nests deeper than 64 levels/,
+    ],
   ];
   for (const [what, text, why] of frames) {
     await t.step(what, async () => {

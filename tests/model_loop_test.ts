@@ -253,6 +253,38 @@ Deno.test("model: malformed arguments, wrong shapes and unknown tools go back as
   }
 });
 
+Deno.test("model: tool arguments nested thousands of levels deep go back as a tool error and the store keeps working", async () => {
+  // Before: storing the pending action overflowed the stack inside a commit, which
+  // stopped the store, and every restart replayed the journal into the same stop.
+  let deep: unknown = [];
+  for (let i = 0; i < 3000; i++) deep = [deep];
+  for (const provider of ["openai", "anthropic"] as const) {
+    await using srv = startFakeModelServer();
+    await using env = await makeEnv({ files: { "a.txt": "alpha" } });
+    srv.push(
+      { tool_calls: [{ name: "read_file", arguments: { path: "a.txt", x: deep } }] },
+      { text: "gave up" },
+    );
+    const pid = await agent(env, srv, {
+      provider,
+      grants: [cap("filesystem:workspace:a.txt", "read")],
+    });
+    await env.rt.runUntilIdle();
+    const p = await env.rt.process(pid);
+    assert.equal(p.status, "exited", `${provider}: ${p.exit_reason}`);
+    assert.equal(p.exit_reason, "gave up");
+    const [[, content]] = toolResults(srv.requests[1]);
+    assert.match(content, /status="error"/);
+    assert.match(content, /arguments nest deeper than 64 levels/);
+    assert.equal((await env.rt.kernel.store.verifyAudit()).ok, true);
+    // The store still takes work.
+    const next = await agent(env, srv, { provider });
+    srv.push({ text: "ok" });
+    await env.rt.runUntilIdle();
+    assert.equal((await env.rt.process(next)).status, "exited");
+  }
+});
+
 Deno.test("model: a 429 with Retry-After is waited out and retried, every attempt ledgered", async () => {
   await using srv = startFakeModelServer();
   await using env = await makeEnv();

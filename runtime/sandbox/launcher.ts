@@ -9,6 +9,7 @@
  * tool can only make its own call fail, never the host.
  * @module
  */
+import { MAX_JSON_DEPTH, nestsDeeper } from "../canonical.ts";
 import { LibosError } from "../errors.ts";
 import type { ErrorCode } from "../errors.ts";
 import type { PermissionBroker, PermissionHandler } from "./broker.ts";
@@ -131,6 +132,12 @@ function _parseFrame(line: string): Record<string, unknown> {
     }
   } else if (!("value" in frame)) {
     throw new _Violation("EPROTO", "result frame: value is required");
+  }
+  if (nestsDeeper(frame.type === "syscall" ? frame.args : frame.value)) {
+    throw new _Violation(
+      "EPROTO",
+      `${frame.type} frame nests deeper than ${MAX_JSON_DEPTH} levels`,
+    );
   }
   return frame;
 }
