@@ -37,7 +37,11 @@ export type FakeTurn =
     refusal?: string;
   }
   | { status: number; retryAfter?: string; message?: string }
-  | { hangMs: number };
+  | { hangMs: number }
+  /** A body of the server's own making, for replies no honest server sends. */
+  | { json: unknown }
+  /** SSE events as given (`data: ...\n\n` each), then the stream stays open `stallMs` before it closes. */
+  | { sse: string[]; stallMs?: number };
 
 /** A request the server received. */
 export interface FakeRequest {
@@ -270,6 +274,29 @@ function _anthropic(turn: _Reply, body: Record<string, unknown>, n: number): Res
   return _sse(events);
 }
 
+/** An SSE stream of `events` that stays open `stallMs` (or until the server closes) before ending. */
+function _stalling(events: string[], stallMs: number, hanging: Set<AbortController>): Response {
+  const enc = new TextEncoder();
+  const ctl = new AbortController();
+  const body = new ReadableStream<Uint8Array>({
+    async start(out) {
+      for (const e of events) out.enqueue(enc.encode(e));
+      hanging.add(ctl);
+      await new Promise((r) => {
+        const t = setTimeout(r, stallMs);
+        ctl.signal.addEventListener("abort", () => (clearTimeout(t), r(null)));
+      });
+      hanging.delete(ctl);
+      try {
+        out.close();
+      } catch { /* the client went away */ }
+    },
+  });
+  return new Response(body, {
+    headers: { "content-type": "text/event-stream", "cache-control": "no-cache" },
+  });
+}
+
 function _error(
   api: "openai" | "anthropic",
   turn: { status: number; retryAfter?: string; message?: string },
@@ -319,6 +346,12 @@ export function startFakeModelServer(opts: FakeServerOptions = {}): FakeModelSer
       return new Response("too late", { status: 504 });
     }
     if ("status" in turn) return _error(api, turn);
+    if ("json" in turn) {
+      return new Response(JSON.stringify(turn.json), {
+        headers: { "content-type": "application/json" },
+      });
+    }
+    if ("sse" in turn) return _stalling(turn.sse, turn.stallMs ?? 0, hanging);
     return api === "openai"
       ? _openai(turn, rec.body, requests.length)
       : _anthropic(turn, rec.body, requests.length);

@@ -11,7 +11,12 @@ import assert from "node:assert/strict";
 import { QueueHuman } from "../runtime/providers/scripted.ts";
 import type { CapabilitySpec, ModelCallRecord } from "../runtime/types.ts";
 import { cap, type Env, expireLeases, makeEnv, rawRows } from "./_helpers.ts";
-import { type FakeModelServer, type FakeRequest, startFakeModelServer } from "./fake_models.ts";
+import {
+  type FakeModelServer,
+  type FakeRequest,
+  type FakeTurn,
+  startFakeModelServer,
+} from "./fake_models.ts";
 
 /** A key no store, audit, output or request body may ever hold. */
 export const TEST_KEY = `sk-libos-test-${crypto.randomUUID()}`;
@@ -325,6 +330,173 @@ Deno.test("model: 5xx until the retries run out fails the process with EIO; the 
   const pid2 = await agent(env, srv);
   await env.rt.runUntilIdle();
   assert.equal((await calls(env, pid2))[0].attempts.length, 1);
+});
+
+/** An OpenAI stream chunk as SSE. */
+function oaiChunk(delta: unknown, finish: string | null = null): string {
+  return `data: ${
+    JSON.stringify({
+      id: "c",
+      object: "chat.completion.chunk",
+      created: 1,
+      model: "m",
+      choices: [{ index: 0, delta, finish_reason: finish }],
+    })
+  }\n\n`;
+}
+
+/** An Anthropic stream event as SSE. */
+function anthEvent(type: string, data: Record<string, unknown>): string {
+  return `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+}
+
+/** A complete OpenAI (non-streamed) reply with `message` and `usage`. */
+function oaiReply(message: Record<string, unknown>, usage: unknown = {}): unknown {
+  return {
+    id: "c",
+    object: "chat.completion",
+    created: 1,
+    model: "m",
+    choices: [{ index: 0, message: { role: "assistant", ...message }, finish_reason: "stop" }],
+    usage,
+  };
+}
+
+const WRITE = { name: "write_file", arguments: '{"path":"out.txt","content":"x"}' };
+
+Deno.test("model: replies no honest server sends fail the call; nothing of them runs or counts", async () => {
+  const cases: [string, "openai" | "anthropic", boolean, FakeTurn, RegExp][] = [
+    [
+      "a tool call id that is not a string",
+      "openai",
+      false,
+      { json: oaiReply({ tool_calls: [{ id: { x: 1 }, type: "function", function: WRITE }] }) },
+      /tool call 0: id is not a non-empty string/,
+    ],
+    [
+      "two tool calls with one id",
+      "openai",
+      false,
+      {
+        json: oaiReply({
+          tool_calls: [
+            { id: "dup", type: "function", function: WRITE },
+            { id: "dup", type: "function", function: WRITE },
+          ],
+        }),
+      },
+      /two tool calls share the id "dup"/,
+    ],
+    [
+      "a negative token count",
+      "openai",
+      false,
+      { json: oaiReply({ content: "hi" }, { prompt_tokens: -7_000_000, completion_tokens: 1 }) },
+      /usage\.prompt_tokens is not a count of tokens/,
+    ],
+    [
+      "a token count as a string",
+      "anthropic",
+      false,
+      {
+        json: {
+          type: "message",
+          role: "assistant",
+          model: "m",
+          content: [{ type: "text", text: "hi" }],
+          stop_reason: "end_turn",
+          usage: { input_tokens: "0400", output_tokens: 1 },
+        },
+      },
+      /usage\.input_tokens is not a count of tokens/,
+    ],
+    [
+      "a page instead of a message",
+      "anthropic",
+      false,
+      { json: "<html>not a message</html>" },
+      /reply has no content blocks/,
+    ],
+    [
+      "a stream that closes before its finish_reason",
+      "openai",
+      true,
+      { sse: [oaiChunk({ role: "assistant", content: "The migration is safe: " })] },
+      /the reply stream ended before its finish_reason/,
+    ],
+    [
+      "a stream that closes before its message_stop",
+      "anthropic",
+      true,
+      {
+        sse: [
+          anthEvent("message_start", { message: { model: "m", usage: { input_tokens: 1 } } }),
+          anthEvent("content_block_start", {
+            index: 0,
+            content_block: { type: "text", text: "The migration is safe: " },
+          }),
+        ],
+      },
+      /the reply stream ended before its message_stop/,
+    ],
+  ];
+  for (const [what, provider, stream, turn, why] of cases) {
+    await using srv = startFakeModelServer();
+    await using env = await makeEnv();
+    srv.push(turn);
+    const pid = await agent(env, srv, {
+      provider,
+      grants: [cap("filesystem:workspace:out.txt", "read", "write")],
+      model: { max_attempts: 1, stream },
+    });
+    await env.rt.runUntilIdle();
+    const p = await env.rt.process(pid);
+    assert.equal(p.status, "failed", `${what}: ${p.status} ${p.exit_reason}`);
+    assert.match(p.exit_reason!, why, what);
+    const [c] = await calls(env, pid);
+    assert.deepEqual(c.attempts.map((a) => a.outcome), ["protocol"], what);
+    assert.equal(p.usage.input_tokens ?? 0, 0, what);
+    assert.equal(await Deno.stat(`${env.ws}/out.txt`).then(() => true, () => false), false, what);
+  }
+});
+
+Deno.test("model: a stream that stalls past the timeout is a timed-out attempt, not a reply to act on", async () => {
+  for (const provider of ["openai", "anthropic"] as const) {
+    await using srv = startFakeModelServer();
+    await using env = await makeEnv();
+    // The whole tool call arrives, then the stream goes quiet without ending.
+    const sse = provider === "openai"
+      ? [
+        oaiChunk({
+          role: "assistant",
+          tool_calls: [{ index: 0, id: "c1", type: "function", function: WRITE }],
+        }),
+      ]
+      : [
+        anthEvent("message_start", { message: { model: "m", usage: { input_tokens: 1 } } }),
+        anthEvent("content_block_start", {
+          index: 0,
+          content_block: { type: "tool_use", id: "t1", name: "write_file", input: {} },
+        }),
+        anthEvent("content_block_delta", {
+          index: 0,
+          delta: { type: "input_json_delta", partial_json: WRITE.arguments },
+        }),
+        anthEvent("content_block_stop", { index: 0 }),
+      ];
+    srv.push({ sse, stallMs: 10_000 });
+    const pid = await agent(env, srv, {
+      provider,
+      grants: [cap("filesystem:workspace:out.txt", "read", "write")],
+      model: { max_attempts: 1, stream: true, timeout_ms: 500 },
+    });
+    await env.rt.runUntilIdle();
+    const p = await env.rt.process(pid);
+    assert.equal(p.status, "failed", `${provider}: ${p.exit_reason}`);
+    const [c] = await calls(env, pid);
+    assert.deepEqual(c.attempts.map((a) => a.outcome), ["timeout"], provider);
+    assert.equal(await Deno.stat(`${env.ws}/out.txt`).then(() => true, () => false), false);
+  }
 });
 
 Deno.test("model: a request that outlives its timeout is an attempt that timed out", async () => {

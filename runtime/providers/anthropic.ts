@@ -16,6 +16,8 @@ import {
   ReplyBuilder,
   sdkError,
   type SdkErrors,
+  streamEnded,
+  tokenCount,
 } from "./chat.ts";
 
 type _Sdk = typeof import("@anthropic-ai/sdk");
@@ -186,14 +188,17 @@ export class AnthropicChat implements ChatProvider {
         usage?: { input_tokens?: number; output_tokens?: number };
         model?: string;
       };
+      if (res === null || typeof res !== "object" || !Array.isArray(res.content)) {
+        throw new ChatError("protocol", "reply has no content blocks");
+      }
       const b = new ReplyBuilder(opts.limits);
       let n = 0;
-      for (const block of res.content ?? []) {
-        if (block.type === "text") b.addText(String(block.text ?? ""));
-        else if (block.type === "tool_use") {
-          const call = b.call(n);
-          call.id = String(block.id ?? "");
-          call.name = String(block.name ?? "");
+      for (const block of res.content) {
+        if (block?.type === "text") b.addText(block.text ?? "");
+        else if (block?.type === "tool_use") {
+          b.call(n);
+          if (block.id !== undefined) b.setId(n, block.id);
+          b.addName(n, block.name ?? "");
           b.addArguments(n++, JSON.stringify(block.input ?? {}));
         }
       }
@@ -201,8 +206,8 @@ export class AnthropicChat implements ChatProvider {
         text: b.text,
         tool_calls: b.toolCalls(),
         usage: {
-          input_tokens: res.usage?.input_tokens ?? 0,
-          output_tokens: res.usage?.output_tokens ?? 0,
+          input_tokens: tokenCount(res.usage?.input_tokens, "input_tokens"),
+          output_tokens: tokenCount(res.usage?.output_tokens, "output_tokens"),
         },
         finish_reason: _finish(res.stop_reason),
         model: res.model ?? req.model,
@@ -221,15 +226,16 @@ export class AnthropicChat implements ChatProvider {
     // Content block index -> tool call position.
     const toolAt = new Map<number, number>();
     let finish: string | null = null;
+    let stopped = false;
     let model = requested;
     const usage = { input_tokens: 0, output_tokens: 0 };
     for await (const ev of stream) {
       switch (ev.type) {
         case "message_start": {
-          const m = ev.message as { model?: string; usage?: Record<string, number> };
+          const m = ev.message as { model?: string; usage?: Record<string, unknown> };
           if (m?.model) model = m.model;
-          usage.input_tokens = m?.usage?.input_tokens ?? 0;
-          usage.output_tokens = m?.usage?.output_tokens ?? 0;
+          usage.input_tokens = tokenCount(m?.usage?.input_tokens, "input_tokens");
+          usage.output_tokens = tokenCount(m?.usage?.output_tokens, "output_tokens");
           break;
         }
         case "content_block_start": {
@@ -237,11 +243,11 @@ export class AnthropicChat implements ChatProvider {
           if (block?.type === "tool_use") {
             const pos = toolAt.size;
             toolAt.set(ev.index as number, pos);
-            const call = b.call(pos);
-            call.id = String(block.id ?? "");
-            call.name = String(block.name ?? "");
+            b.call(pos);
+            if (block.id !== undefined) b.setId(pos, block.id);
+            b.addName(pos, block.name ?? "");
           } else if (block?.type === "text" && block.text) {
-            b.addText(String(block.text));
+            b.addText(block.text);
             opts.onText?.(String(block.text));
           }
           break;
@@ -261,11 +267,16 @@ export class AnthropicChat implements ChatProvider {
         case "message_delta": {
           const d = ev.delta as { stop_reason?: string };
           if (d?.stop_reason) finish = d.stop_reason;
-          const u = ev.usage as { output_tokens?: number; input_tokens?: number } | undefined;
-          if (u?.output_tokens !== undefined) usage.output_tokens = u.output_tokens;
-          if (u?.input_tokens) usage.input_tokens = u.input_tokens;
+          const u = ev.usage as { output_tokens?: unknown; input_tokens?: unknown } | undefined;
+          if (u?.output_tokens !== undefined) {
+            usage.output_tokens = tokenCount(u.output_tokens, "output_tokens");
+          }
+          if (u?.input_tokens) usage.input_tokens = tokenCount(u.input_tokens, "input_tokens");
           break;
         }
+        case "message_stop":
+          stopped = true;
+          break;
         case "error": {
           const err = ev.error as { type?: string; message?: string };
           const kind = err?.type === "overloaded_error" ? "server" : "protocol";
@@ -273,6 +284,7 @@ export class AnthropicChat implements ChatProvider {
         }
       }
     }
+    streamEnded(opts.signal, stopped, "message_stop");
     // A tool call whose input streamed as nothing has `{}` as its arguments.
     for (const c of b.calls) if (c.arguments === "") c.arguments = "{}";
     return {

@@ -184,8 +184,8 @@ export class ReplyBuilder {
   }
 
   /** Append text. */
-  addText(delta: string): void {
-    this.text += delta;
+  addText(delta: unknown): void {
+    this.text += _str(delta, "reply text");
     if (this.text.length > this.#limits.maxTextChars) {
       throw new ChatError(
         "too_large",
@@ -203,10 +203,23 @@ export class ReplyBuilder {
     return this.calls[i];
   }
 
+  /** Set call `i`'s id (a server's id must be a non-empty string). */
+  setId(i: number, id: unknown): void {
+    if (typeof id !== "string" || id === "") {
+      throw new ChatError("protocol", `tool call ${i}: id is not a non-empty string`);
+    }
+    this.call(i).id = id;
+  }
+
+  /** Append to call `i`'s name. */
+  addName(i: number, name: unknown): void {
+    this.call(i).name += _str(name, `tool call ${i}: name`);
+  }
+
   /** Append argument text to call `i`. */
-  addArguments(i: number, delta: string): void {
+  addArguments(i: number, delta: unknown): void {
     const c = this.call(i);
-    c.arguments += delta;
+    c.arguments += _str(delta, `tool call ${i}: arguments`);
     if (c.arguments.length > this.#limits.maxArgumentChars) {
       throw new ChatError(
         "too_large",
@@ -215,14 +228,52 @@ export class ReplyBuilder {
     }
   }
 
-  /** The finished tool calls (missing ids get positional ones). */
+  /**
+   * The finished tool calls (missing ids get positional ones). Ids must be
+   * unique: a result goes back to the call by its id.
+   */
   toolCalls(): ChatToolCall[] {
-    return this.calls.map((c, i) => ({
+    const calls = this.calls.map((c, i) => ({
       id: c.id || `call_${i}`,
       name: c.name,
       arguments: c.arguments,
     }));
+    const seen = new Set<string>();
+    for (const c of calls) {
+      if (seen.has(c.id)) {
+        throw new ChatError("protocol", `two tool calls share the id ${JSON.stringify(c.id)}`);
+      }
+      seen.add(c.id);
+    }
+    return calls;
   }
+}
+
+function _str(v: unknown, what: string): string {
+  if (typeof v !== "string") throw new ChatError("protocol", `${what} is not a string`);
+  return v;
+}
+
+/**
+ * A token count a server reported: absent is 0; anything but a non-negative
+ * integer is a reply that cannot be understood (budgets are summed from these).
+ */
+export function tokenCount(v: unknown, field: string): number {
+  if (v === undefined || v === null) return 0;
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+    throw new ChatError("protocol", `usage.${field} is not a count of tokens`);
+  }
+  return v;
+}
+
+/**
+ * The end of a streamed reply. A stream the attempt's timeout cut off ends
+ * quietly in the SDKs (a timeout, not a reply), and one that closed before its
+ * final event is incomplete (a protocol error): neither is a reply to act on.
+ */
+export function streamEnded(signal: AbortSignal, sawFinal: boolean, final: string): void {
+  if (signal.aborted) throw new ChatError("timeout", "the reply stream stalled past the timeout");
+  if (!sawFinal) throw new ChatError("protocol", `the reply stream ended before its ${final}`);
 }
 
 /** How a model call is retried. */

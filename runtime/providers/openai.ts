@@ -18,6 +18,8 @@ import {
   ReplyBuilder,
   sdkError,
   type SdkErrors,
+  streamEnded,
+  tokenCount,
 } from "./chat.ts";
 
 type _Sdk = typeof import("openai");
@@ -160,10 +162,9 @@ export class OpenAIChat implements ChatProvider {
       const m = choice.message;
       b.addText(m.content ?? m.refusal ?? "");
       (m.tool_calls ?? []).forEach((c, i) => {
-        const call = b.call(i);
-        call.id = c.id;
+        b.setId(i, c.id);
         if (c.type === "function") {
-          call.name = c.function.name;
+          b.addName(i, c.function.name);
           b.addArguments(i, c.function.arguments ?? "");
         }
       });
@@ -171,8 +172,8 @@ export class OpenAIChat implements ChatProvider {
         text: b.text,
         tool_calls: b.toolCalls(),
         usage: {
-          input_tokens: res.usage?.prompt_tokens ?? 0,
-          output_tokens: res.usage?.completion_tokens ?? 0,
+          input_tokens: tokenCount(res.usage?.prompt_tokens, "prompt_tokens"),
+          output_tokens: tokenCount(res.usage?.completion_tokens, "completion_tokens"),
         },
         finish_reason: m.refusal ? "refusal" : _finish(choice.finish_reason),
         model: res.model ?? req.model,
@@ -195,8 +196,8 @@ export class OpenAIChat implements ChatProvider {
     for await (const chunk of stream) {
       if (chunk.model) model = chunk.model;
       if (chunk.usage) {
-        usage.input_tokens = chunk.usage.prompt_tokens ?? 0;
-        usage.output_tokens = chunk.usage.completion_tokens ?? 0;
+        usage.input_tokens = tokenCount(chunk.usage.prompt_tokens, "prompt_tokens");
+        usage.output_tokens = tokenCount(chunk.usage.completion_tokens, "completion_tokens");
       }
       const choice = chunk.choices?.[0];
       if (!choice) continue;
@@ -208,13 +209,14 @@ export class OpenAIChat implements ChatProvider {
         opts.onText?.(text);
       }
       for (const tc of d.tool_calls ?? []) {
-        const call = b.call(tc.index);
-        if (tc.id) call.id = tc.id;
-        if (tc.function?.name) call.name += tc.function.name;
+        b.call(tc.index);
+        if (tc.id !== undefined && tc.id !== null) b.setId(tc.index, tc.id);
+        if (tc.function?.name) b.addName(tc.index, tc.function.name);
         if (tc.function?.arguments) b.addArguments(tc.index, tc.function.arguments);
       }
       if (choice.finish_reason) finish = choice.finish_reason;
     }
+    streamEnded(opts.signal, finish !== null, "finish_reason");
     return {
       text: b.text,
       tool_calls: b.toolCalls(),
