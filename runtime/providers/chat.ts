@@ -233,7 +233,10 @@ export class ReplyBuilder {
 
   /** The tool call at position `i` (created when first seen). */
   call(i: number): { id: string; name: string; arguments: string } {
-    if (!Number.isInteger(i) || i < 0 || i >= this.#limits.maxToolCalls) {
+    if (!Number.isSafeInteger(i) || i < 0) {
+      throw new ChatError("protocol", `tool call index ${JSON.stringify(i)} is not a position`);
+    }
+    if (i >= this.#limits.maxToolCalls) {
       throw new ChatError("too_large", `more than ${this.#limits.maxToolCalls} tool calls`);
     }
     while (this.calls.length <= i) this.calls.push({ id: "", name: "", arguments: "" });
