@@ -86,6 +86,9 @@ const _MAX_BODY = 4096;
 /** Files and contents larger than this are not diffed (hashes and sizes only). */
 export const MAX_DIFF_CHARS = 256 * 1024;
 
+/** Longest a write preview's diff may compute (on the server's one thread) before it is given up. */
+export const DIFF_TIMEOUT_MS = 250;
+
 const _CSP = [
   "default-src 'none'",
   "script-src 'self'",
@@ -222,6 +225,34 @@ function _convEntry(e: ConvEntry, index: number, clearance: Label): Record<strin
 }
 
 /**
+ * A request body as text, or null when it is over `max` bytes: refused by its
+ * declared length before anything is read, else counted as it arrives (a body
+ * is never held whole before its size is known).
+ */
+async function _boundedText(req: Request, max: number): Promise<string | null> {
+  const declared = req.headers.get("Content-Length");
+  if (declared !== null && Number(declared) > max) return null;
+  if (!req.body) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = req.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel().catch(() => {});
+      return null;
+    }
+    chunks.push(value);
+  }
+  const all = new Uint8Array(size);
+  let off = 0;
+  for (const ch of chunks) (all.set(ch, off), off += ch.byteLength);
+  return new TextDecoder().decode(all);
+}
+
+/**
  * A POST body: `Content-Type: application/json` (an HTML form cannot send it),
  * bounded, an object with only `fields`. A Response (4xx) when it is not.
  */
@@ -233,8 +264,8 @@ async function _jsonBody(
   if (type !== "application/json") {
     return _invalid(c, "content-type", "must be application/json", 415);
   }
-  const text = await c.req.text();
-  if (text.length > _MAX_BODY) return _invalid(c, "body", `larger than ${_MAX_BODY} bytes`);
+  const text = await _boundedText(c.req.raw, _MAX_BODY);
+  if (text === null) return _invalid(c, "body", `larger than ${_MAX_BODY} bytes`);
   let body: unknown;
   try {
     body = JSON.parse(text);
@@ -400,8 +431,18 @@ async function _writePreview(
     requested,
     exists ? "current" : "new file",
     "requested",
-    { context: 3 },
+    // The diff runs on the server's one thread: bounded in time, not only in size
+    // (12,000 changed lines of a 36 KB file took 23 s, and the whole server waited).
+    { context: 3, timeout: DIFF_TIMEOUT_MS },
   );
+  if (diff === undefined) {
+    return {
+      available: false,
+      reason: `too different to diff within ${DIFF_TIMEOUT_MS} ms`,
+      current: curInfo,
+      requested: reqInfo,
+    };
+  }
   return {
     available: true,
     unchanged: current === requested,
@@ -436,7 +477,13 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
 
   // Host and Origin: only the server's own origins (no DNS rebinding, no cross-site requests).
   const origins: MiddlewareHandler = async (c, next) => {
-    const own = new URL(c.req.url).origin;
+    let own: string;
+    try {
+      own = new URL(c.req.url).origin;
+    } catch {
+      // A Host header no URL can hold: nobody's origin, and nothing to log.
+      return _fail(c, { status: 400, code: "EINVAL", message: "host: not a host name" });
+    }
     const allowed = opts.origins ?? [own];
     if (opts.origins && !opts.origins.includes(own)) {
       return _fail(c, { status: 403, code: "EPERM", message: `host: '${own}' is not this server` });
@@ -691,7 +738,22 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
   });
 
   // ---- events: Server-Sent Events, read by the console with fetch() so the header carries the token
+  /** The newest event id in the store, scanning on from the last one known. */
+  const newestEvent = async (): Promise<number> => {
+    for (;;) {
+      const page = await store.listEvents(tail, 5000);
+      if (page.length === 0) return tail;
+      tail = page[page.length - 1].event_id;
+    }
+  };
+  const eventStreamHeaders = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-store",
+    "X-Accel-Buffering": "no",
+  };
   app.get("/api/events", async (c) => {
+    // HEAD: the headers only (a stream nobody reads would still be polled).
+    if (c.req.method === "HEAD") return new Response(null, { headers: eventStreamHeaders });
     const lastHeader = c.req.header("Last-Event-ID");
     const afterQuery = c.req.query("after");
     let after: number;
@@ -705,69 +767,81 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
       after = Number(afterQuery);
     } else {
       // Live only: start at the current end (the client loads state through the API).
-      for (;;) {
-        const page = await store.listEvents(tail, 5000);
-        if (page.length === 0) break;
-        tail = page[page.length - 1].event_id;
-      }
-      after = tail;
+      after = await newestEvent();
     }
+    // An id past the newest event (a store restarted smaller, or a made-up one) starts at the end.
+    if (after > tail) after = Math.min(after, await newestEvent());
     const enc = new TextEncoder();
-    let stop = false;
+    let ended = false;
+    let quiet = 0;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let wake: (() => void) | undefined;
-    const abort = () => {
-      stop = true;
+    let out: ReadableStreamDefaultController<Uint8Array> | undefined;
+    const end = () => {
+      ended = true;
       clearTimeout(timer);
       wake?.();
     };
+    // The server is stopping: end the stream (a client that does not read it is left to
+    // the shutdown's grace period; see serve.ts).
+    const stopping = () => {
+      end();
+      try {
+        out?.close();
+      } catch { /* already ended */ }
+    };
+    opts.signal?.addEventListener("abort", stopping, { once: true });
     const sleep = (ms: number) =>
       new Promise<void>((r) => {
         wake = r;
         timer = setTimeout(r, ms);
       });
-    opts.signal?.addEventListener("abort", abort);
+    const finish = () => {
+      end();
+      opts.signal?.removeEventListener("abort", stopping);
+      try {
+        out?.close();
+      } catch { /* already ended */ }
+    };
+    // Pulled: a page of events is read only when the client has taken the last one, so a
+    // client that stops reading holds one page at most, and the store is not polled for it.
     const body = new ReadableStream<Uint8Array>({
-      async start(ctl) {
+      start(ctl) {
+        out = ctl;
         ctl.enqueue(enc.encode(`retry: 2000\nevent: ready\ndata: {"after":${after}}\n\n`));
-        let quiet = 0;
+      },
+      async pull(ctl) {
         try {
-          while (!stop && !opts.signal?.aborted) {
+          while (!ended && !opts.signal?.aborted) {
             const events: LibosEvent[] = await store.listEvents(after, 500);
-            for (const e of events) {
-              ctl.enqueue(
-                enc.encode(`id: ${e.event_id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`),
-              );
-              after = e.event_id;
+            if (events.length) {
+              for (const e of events) {
+                ctl.enqueue(
+                  enc.encode(`id: ${e.event_id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`),
+                );
+                after = e.event_id;
+              }
+              if (after > tail) tail = after;
+              quiet = 0;
+              return;
             }
-            if (after > tail) tail = after;
-            if (events.length === 500) continue;
             if (++quiet * pollMs >= 15000) {
               quiet = 0;
               ctl.enqueue(enc.encode(": keep-alive\n\n"));
+              return;
             }
             await sleep(pollMs);
           }
         } catch {
-          // The client went away or the store closed: end the stream.
-        } finally {
-          opts.signal?.removeEventListener("abort", abort);
-          try {
-            ctl.close();
-          } catch { /* already closed */ }
+          // The store closed: end the stream.
         }
+        finish();
       },
       cancel() {
-        abort();
+        finish();
       },
     });
-    return new Response(body, {
-      headers: {
-        "Content-Type": "text/event-stream; charset=utf-8",
-        "Cache-Control": "no-store",
-        "X-Accel-Buffering": "no",
-      },
-    });
+    return new Response(body, { headers: eventStreamHeaders });
   });
 
   return app;

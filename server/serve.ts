@@ -8,6 +8,9 @@ import { LibosError } from "../runtime/errors.ts";
 import type { Runtime } from "../host/runtime.ts";
 import { createApp } from "./app.ts";
 
+/** How long stopping waits for responses under way before it goes on without them. */
+export const SHUTDOWN_GRACE_MS = 2_000;
+
 /** Options for {@link serve}. */
 export interface ServeOptions {
   /** TCP port (0 picks a free one). */
@@ -189,7 +192,15 @@ export async function serve(rt: Runtime, options: ServeOptions): Promise<Served>
       closed ??= (async () => {
         stop.abort();
         clearInterval(poll);
-        await server.shutdown();
+        // A graceful shutdown waits for every response to be sent, and a client that
+        // stops reading never lets one finish: after the grace period, go on without it
+        // (the process's exit closes what is left).
+        let grace: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          server.shutdown(),
+          new Promise((r) => (grace = setTimeout(r, SHUTDOWN_GRACE_MS))),
+        ]);
+        clearTimeout(grace);
         await pump.close();
       })();
       return closed;

@@ -553,6 +553,127 @@ Deno.test("server: the event stream delivers human.asked and resumes after Last-
   stop.abort();
 });
 
+/** Count the store's event listings (each poll of an event stream is one). */
+function countListings(env: Env): { readonly n: number } {
+  const store = env.rt.kernel.store;
+  const list = store.listEvents.bind(store);
+  const counter = { n: 0 };
+  store.listEvents = (...args: Parameters<typeof list>) => (counter.n++, list(...args));
+  return counter;
+}
+
+/** `n` events in the store, each with `pad` characters of payload. */
+async function manyEvents(env: Env, n: number, pad = 0): Promise<void> {
+  const text = "x".repeat(pad);
+  for (let i = 0; i < n; i++) await env.rt.kernel.emit("message.sent", "test", "x", { i, text });
+}
+
+Deno.test("server: an event stream is read only as fast as its client reads; HEAD polls nothing", async () => {
+  await using env = await queueEnv();
+  const { app, stop } = appFor(env);
+  await manyEvents(env, 2_000);
+  const listings = countListings(env);
+  // A client that reads the first chunk and then nothing: one page at most is read for it.
+  const res = await app.request("/api/events?after=0", { headers: AUTH });
+  const reader = res.body!.getReader();
+  await reader.read();
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(listings.n <= 2, `${listings.n} listings for a client that read one chunk`);
+  // Reading on gets everything, in order.
+  const rest = await readEvents(
+    new Response(
+      new ReadableStream({
+        pull: async (c) => {
+          const { value, done } = await reader.read();
+          if (done) c.close();
+          else c.enqueue(value);
+        },
+      }),
+    ),
+    (e) => e.id === 2_000,
+  );
+  assert.equal(rest.at(-1)!.id, 2_000);
+  await reader.cancel();
+  // HEAD: the headers, and no stream left polling the store.
+  const before = listings.n;
+  const head = await app.request("/api/events", { method: "HEAD", headers: AUTH });
+  assert.equal(head.status, 200);
+  assert.match(head.headers.get("Content-Type") ?? "", /^text\/event-stream/);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(listings.n, before, "a HEAD request left a stream polling");
+  stop.abort();
+});
+
+Deno.test("server: a Last-Event-ID past the newest event starts at the end and stalls no later stream", async () => {
+  await using env = await queueEnv();
+  const { app, stop } = appFor(env);
+  await manyEvents(env, 3);
+  const ready = async (res: Response) => {
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    const { value } = await reader.read();
+    await reader.cancel();
+    return JSON.parse(/event: ready\ndata: (.*)\n/.exec(value!)![1]).after;
+  };
+  const future = await app.request("/api/events", {
+    headers: { ...AUTH, "Last-Event-ID": "999999999999999" },
+  });
+  assert.equal(await ready(future), 3);
+  // A later live stream still starts at the real end and gets what comes next.
+  const live = await app.request("/api/events", { headers: AUTH });
+  const next = readEvents(live, (e) => e.type === "checkpoint.committed");
+  await env.rt.kernel.emit("checkpoint.committed", "test", "x", {});
+  assert.equal((await next).at(-1)!.id, 4);
+  stop.abort();
+});
+
+Deno.test("server: a POST body is bounded in bytes as it arrives, never read whole first", async () => {
+  await using env = await queueEnv({ "src/app.py": "old\n" });
+  const { app, stop } = appFor(env);
+  const { id } = await askingWrite(env);
+  let sent = 0;
+  // 32 MiB, sent as it is asked for: a reader that wants it whole reads it all.
+  const endless = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (sent >= 32 * 1024 * 1024) return c.close();
+      sent += 64 * 1024;
+      c.enqueue(new Uint8Array(64 * 1024).fill(32));
+    },
+  });
+  const big = await app.request(`/api/human/${id}/decide`, {
+    method: "POST",
+    headers: JSON_POST,
+    body: endless,
+    duplex: "half",
+  } as RequestInit);
+  assert.equal(big.status, 400);
+  assert.match(errorOf(await json(big)).message, /larger than 4096 bytes/);
+  assert.ok(sent < 1024 * 1024, `${sent} bytes read of an endless body`);
+  // Bytes, not characters: 3,000 two-byte characters are 6,000 bytes.
+  const wide = await app.request(`/api/human/${id}/decide`, {
+    method: "POST",
+    headers: JSON_POST,
+    body: `{"decision":"allow_once","x":"${"é".repeat(3000)}"}`,
+  });
+  assert.equal(wide.status, 400);
+  assert.match(errorOf(await json(wide)).message, /larger than 4096 bytes/);
+  assert.equal((await env.rt.humanRequests()).find((r) => r.request_id === id)?.status, "pending");
+  stop.abort();
+});
+
+Deno.test("server: a write too different to diff in time is shown as such; the diff never holds the server", async () => {
+  // 12,000 changed lines once took 23 s on the server's one thread; every request waited.
+  const lines = (tag: string) => Array.from({ length: 12_000 }, (_, i) => `${tag}${i}`).join("\n");
+  await using env = await queueEnv({ "src/big.txt": lines("a") });
+  const { app, stop } = appFor(env);
+  const { id } = await askingWrite(env, "src/big.txt", lines("b"));
+  const d = await json(await app.request(`/api/human/${id}`, { headers: AUTH }));
+  const p = d.preview as { available: boolean; reason: string; current: { bytes: number } };
+  assert.equal(p.available, false);
+  assert.match(p.reason, /too different to diff within \d+ ms/);
+  assert.ok(p.current.bytes > 0);
+  stop.abort();
+});
+
 Deno.test("server: the token file is created 0600 and reused across restarts", async () => {
   await using env = await queueEnv();
   const tokenFile = env.beside(".token");
@@ -632,9 +753,38 @@ Deno.test("server: serve binds loopback only and refuses a foreign Host or Origi
     assert.match(await raw(`127.0.0.1:${port}`, `http://evil.example:${port}`), /^HTTP\/1\.1 403/);
     assert.match(await raw(`127.0.0.1:${port}`), /^HTTP\/1\.1 200/);
     assert.match(await raw(`localhost:${port}`, `http://localhost:${port}`), /^HTTP\/1\.1 200/);
+    // A Host no URL can hold is a 400 naming the host (it was a 500 and a logged stack trace).
+    for (const host of [`127.0.0.1:${port}.evil.example`, "a b", "x:99999", "[::1"]) {
+      const reply = await raw(host);
+      assert.match(reply, /^HTTP\/1\.1 400/, host);
+      assert.match(reply, /host: not a host name/, host);
+    }
   } finally {
     await srv.close();
   }
+});
+
+Deno.test("server: stopping does not wait for an event-stream client that stopped reading", async () => {
+  await using env = await queueEnv();
+  // 12 MB of history: more than the sockets on both ends hold.
+  await manyEvents(env, 3_000, 4_000);
+  const srv = await serve(env.rt, { port: 0 });
+  const port = Number(new URL(srv.url).port);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new TextEncoder().encode(
+    `GET /api/events?after=0 HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n` +
+      `Authorization: Bearer ${srv.token}\r\n\r\n`,
+  ));
+  // The client never reads; the server stops. (Before, shutdown waited for it forever.)
+  await new Promise((r) => setTimeout(r, 300));
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const closed = await Promise.race([
+    srv.close().then(() => true),
+    new Promise<false>((r) => (timer = setTimeout(() => r(false), 20_000))),
+  ]);
+  clearTimeout(timer);
+  conn.close();
+  assert.equal(closed, true, "stopping waited for a client that never reads");
 });
 
 Deno.test("server: the console page is static, with a strict CSP and no inline script", async () => {
