@@ -20,7 +20,6 @@
 import { syscall } from "../primitives/mod.ts";
 import { type ModelCallResult, toolResultContent } from "../primitives/model.ts";
 import type { LlmInput } from "../primitives/model.ts";
-import { MAX_JSON_DEPTH, nestsDeeper } from "../runtime/canonical.ts";
 import { type ConvDraft, tokenCounter } from "../runtime/conversation.ts";
 import type { Kernel } from "../runtime/kernel.ts";
 import type { ChatToolCall } from "../runtime/providers/chat.ts";
@@ -118,12 +117,6 @@ export class ModelLoop implements ModelProvider {
     }
     if (!error && (args === null || typeof args !== "object" || Array.isArray(args))) {
       error = { code: "EINVAL", message: `${c.name}: arguments must be a JSON object` };
-    }
-    if (!error && nestsDeeper(args)) {
-      error = {
-        code: "EINVAL",
-        message: `${c.name}: arguments nest deeper than ${MAX_JSON_DEPTH} levels`,
-      };
     }
     const step: ModelStep = {
       type: "tool",

@@ -18,7 +18,7 @@
  */
 import { syscall } from "../primitives/mod.ts";
 import { BUILTIN_TOOLS, runBuiltin } from "../tools/builtin.ts";
-import { payloadRef } from "../runtime/canonical.ts";
+import { MAX_JSON_DEPTH, nestsDeeper, payloadRef } from "../runtime/canonical.ts";
 import { LibosError, toLibosError } from "../runtime/errors.ts";
 import type { Kernel } from "../runtime/kernel.ts";
 import { isTerminal } from "../runtime/lifecycle.ts";
@@ -470,6 +470,14 @@ export class Scheduler {
     // Durable before the tool runs: a restart resumes the same action, never re-asks the model.
     const action: PendingAction = { tool: step.tool, args: step.args };
     if (step.error) action.error = { code: step.error.code, message: step.error.message };
+    else if (nestsDeeper(step.args)) {
+      // Stored as the pending action, it would overflow the stack inside a commit.
+      action.args = {};
+      action.error = {
+        code: "EINVAL",
+        message: `${step.tool}: arguments nest deeper than ${MAX_JSON_DEPTH} levels`,
+      };
+    }
     await this.#decide(k, proc.pid, model, action, decision, q);
   }
 

@@ -6,7 +6,7 @@
  * allowed, denied or failed, naming the capabilities that decided.
  * @module
  */
-import { payloadRef } from "../runtime/canonical.ts";
+import { MAX_JSON_DEPTH, nestsDeeper, payloadRef } from "../runtime/canonical.ts";
 import { type ErrorCode, invalid, LibosError, toLibosError } from "../runtime/errors.ts";
 import type { Kernel } from "../runtime/kernel.ts";
 import { guardText, redactionFor } from "../runtime/labels.ts";
@@ -89,6 +89,10 @@ export async function syscall(
     if (!prim) throw new LibosError("ENOENT", `syscall: no syscall named '${call.name}'`);
     if (args === null || typeof args !== "object" || Array.isArray(args)) {
       throw invalid(`${name}`, "arguments must be a JSON object");
+    }
+    // Hashing, auditing and storing the arguments recurse through them.
+    if (nestsDeeper(args)) {
+      throw invalid(`${name}`, `arguments nest deeper than ${MAX_JSON_DEPTH} levels`);
     }
     call.proc = await k.process(pid);
     if (!_LIVE.has(call.proc.status)) {

@@ -258,6 +258,17 @@ Deno.test("cli: malformed script and grant name the field and leave no state", a
       "script.steps[0].args",
     ],
     [["--script", await f.file("s3.json", { steps: [{ tool: 7 }] })], "script.steps[0].tool"],
+    // Storing or hashing args this deep would overflow the stack (inside a commit, the store stops).
+    [
+      [
+        "--script",
+        await f.file(
+          "s4.json",
+          `{"steps":[{"tool":"read_file","args":{"x":${"[".repeat(3000)}${"]".repeat(3000)}}}]}`,
+        ),
+      ],
+      "script.steps[0].args: nest deeper than 64 levels",
+    ],
     [["--script", good, "--grant", "filesystem:workspace:a"], "--grant"],
     [["--script", good, "--grant", "nope:x=read"], "--grant"],
     [["--script", good, "--grant", "shell:ls=teleport"], "--grant"],

@@ -36,6 +36,43 @@ Deno.test("hardening: a tainted process cannot smuggle its secret into audit tar
   await rt.close();
 });
 
+Deno.test("hardening: arguments nested thousands deep are EINVAL at the syscall and a model's become a tool error; the store keeps working", async () => {
+  let deep: unknown = [];
+  for (let i = 0; i < 5000; i++) deep = [deep];
+  await using env = await makeEnv({ files: { "a.txt": "a" } });
+  const pid = await launch(env, [cap("filesystem:workspace:*", "read")]);
+  // Any caller of a syscall (a tool, a JIT tool's broker, the host).
+  const e = await rejectsCode(
+    env.rt.syscall(pid, "filesystem.read", { path: "a.txt", x: deep }),
+    "EINVAL",
+  );
+  assert.match(e.message, /arguments nest deeper than 64 levels/);
+  // A model's decision (a provider whose step is not a validated script): the pending
+  // action is stored before its syscall, so it is checked at the decision.
+  const p2 = await env.rt.launch({
+    image: { name: "deep", tools: ["read_file"] },
+    workspace: env.ws,
+    grants: [cap("filesystem:workspace:*", "read")],
+    script: { steps: [{ tool: "read_file", args: { path: "a.txt" } }] },
+  });
+  let asked = 0;
+  env.rt.kernel.providers.models.scripted = {
+    pure: true,
+    next: () =>
+      Promise.resolve(
+        asked++ === 0
+          ? { step: { type: "tool", tool: "read_file", args: { x: deep } }, cursor: {} }
+          : { step: { type: "exit", code: 0 }, cursor: {} },
+      ),
+  } as never;
+  await env.rt.runUntilIdle();
+  assert.equal((await env.rt.process(p2.pid)).status, "exited");
+  const step = await env.rt.kernel.store.getStep(p2.pid, 0);
+  assert.equal((step?.payload as { ok: boolean }).ok, false);
+  assert.match(JSON.stringify(step?.payload), /arguments nest deeper than 64 levels/);
+  assert.equal((await env.rt.kernel.store.verifyAudit()).ok, true);
+});
+
 Deno.test("hardening: host paths never reach the agent in error messages", async () => {
   await using env = await makeEnv({ files: { "dir/a.txt": "a" } });
   const pid = await launch(env, [cap("filesystem:workspace:*", "read", "write")]);

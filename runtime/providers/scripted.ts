@@ -4,6 +4,7 @@
  * fixed list (or always deny, the non-interactive default).
  * @module
  */
+import { MAX_JSON_DEPTH, nestsDeeper } from "../canonical.ts";
 import { invalid } from "../errors.ts";
 import type {
   HumanAnswer,
@@ -48,6 +49,7 @@ export function parseScript(raw: unknown): ScriptStep[] {
     if (args === null || typeof args !== "object" || Array.isArray(args)) {
       throw invalid(`${f}.args`, "must be an object");
     }
+    if (nestsDeeper(args)) throw invalid(`${f}.args`, `nest deeper than ${MAX_JSON_DEPTH} levels`);
     return { tool: step.tool, args: args as Record<string, unknown> };
   });
 }
