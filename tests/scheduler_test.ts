@@ -844,7 +844,8 @@ Deno.test(
   SQLITE_ONLY,
   async () => {
     await using env = await makeEnv();
-    const STEPS = 600;
+    // Long enough that the later writer acts mid-run even on a loaded machine.
+    const STEPS = 1_200;
     const pids: number[] = [];
     for (let i = 0; i < 30; i++) {
       const p = await env.rt.launch({
