@@ -28,6 +28,11 @@ export interface Call {
   /** Label of the result, so audit redacts its preview. */
   resultLabel: Label;
   /**
+   * Label of what the arguments carry (content bound for a labelled file or
+   * object), so audit redacts their preview as it would the same data read back.
+   */
+  argsLabel: Label;
+  /**
    * What the allowed call did beyond the effect its target names, for the
    * allow record's reason (`model.call`: the content it held back from the
    * endpoint). Never content: labels, hashes, sizes.

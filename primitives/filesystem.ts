@@ -263,6 +263,7 @@ const write: Primitive = {
       : parseLabel(call.args.label, `${call.name}.label`);
     const current = await fileLabel(call, p);
     const sink = maxLabel(current, asked ?? "public");
+    call.argsLabel = sink;
     await authorize(call, { resource: p.resource, right: "write", label: call.proc.taint });
     await checkFlow(call, sink, p.resource);
     const fs = call.k.providers.fs;

@@ -130,6 +130,7 @@ const put: Primitive = {
     }
     // What the creator has read flows into what it writes.
     label = maxLabel(label, call.proc.taint);
+    call.argsLabel = label;
     if (name !== null && await call.k.store.getObjectByName(ns, name)) {
       throw new LibosError("EEXIST", `${call.name}.name: '${name}' already exists in ${ns}`);
     }
@@ -179,6 +180,7 @@ const update: Primitive = {
       ? obj.label
       : parseLabel(call.args.label, `${call.name}.label`);
     const label = maxLabel(obj.label, asked, call.proc.taint);
+    call.argsLabel = label;
     const next = await call.k.store.updateObject(obj.oid, expected, {
       payload,
       label,

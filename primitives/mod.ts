@@ -9,7 +9,7 @@
 import { MAX_JSON_DEPTH, nestsDeeper, payloadRef } from "../runtime/canonical.ts";
 import { type ErrorCode, invalid, LibosError, toLibosError } from "../runtime/errors.ts";
 import type { Kernel } from "../runtime/kernel.ts";
-import { guardText, redactionFor } from "../runtime/labels.ts";
+import { guardText, maxLabel, redactionFor } from "../runtime/labels.ts";
 import type { Decision, ProcessRecord } from "../runtime/types.ts";
 import { type Call, checkFields, type Primitive } from "./call.ts";
 import { CAPABILITY } from "./capability.ts";
@@ -79,6 +79,7 @@ export async function syscall(
     target: "",
     capRefs: [],
     resultLabel: "public",
+    argsLabel: "public",
   };
   let inputRef: unknown = null;
   const journal = k.journal(pid);
@@ -136,7 +137,7 @@ export async function syscall(
       actor: `pid:${pid}`,
       action: name,
       target: _guard(call, call.target),
-      input_refs: inputRef,
+      input_refs: _labelledInput(call, args, inputRef),
       output_refs: _hidePreview(call, payloadRef(value, redactionFor(call.resultLabel))),
       capability_refs: call.capRefs,
       decision: "allow",
@@ -163,7 +164,7 @@ export async function syscall(
       actor: `pid:${pid}`,
       action: call.name,
       target: _guard(call, call.target),
-      input_refs: inputRef,
+      input_refs: _labelledInput(call, args, inputRef),
       output_refs: { error: err.code },
       capability_refs: call.capRefs,
       decision,
@@ -188,6 +189,18 @@ export async function syscall(
 function _guard(call: Call, text: string): string {
   const shown = call.k.hidePaths(text, call.proc?.workspace);
   return call.proc ? guardText(call.proc.taint, shown) : shown;
+}
+
+/**
+ * The arguments' audit reference, redacted for the label of what they carry
+ * when that is above the caller's taint (a secret written by an untainted
+ * process). The hash and size stay those of the arguments.
+ */
+function _labelledInput(call: Call, args: unknown, ref: unknown): unknown {
+  if (!call.proc || ref === null) return ref;
+  const carried = maxLabel(call.proc.taint, call.argsLabel);
+  if (carried === call.proc.taint) return ref;
+  return _hidePreview(call, payloadRef(args, redactionFor(carried)));
 }
 
 /**

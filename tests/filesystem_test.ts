@@ -656,6 +656,7 @@ Deno.test("filesystem: the direct resolution gives what full resolution gives", 
       target: "",
       capRefs: [],
       resultLabel: "public",
+      argsLabel: "public",
     };
     for (const path of paths) {
       assert.deepEqual(

@@ -73,6 +73,46 @@ Deno.test("hardening: arguments nested thousands deep are EINVAL at the syscall 
   assert.equal((await env.rt.kernel.store.verifyAudit()).ok, true);
 });
 
+Deno.test("hardening: content written to a secret file or object by an untainted process is redacted in the audit's input preview", async () => {
+  await using env = await makeEnv({ files: { "keys/prod.env": "old" } });
+  const pid = await launch(env, [
+    cap("filesystem:workspace:keys/*", "read", "write"),
+    cap("filesystem:workspace:notes/*", "read", "write"),
+  ], { policy: { labels: { "keys/*": "secret", "locked/*": "secret" } } });
+  const needles = [
+    "NEEDLE-FILE-1",
+    "NEEDLE-LABEL-2",
+    "NEEDLE-OBJECT-3",
+    "NEEDLE-UPDATE-4",
+    "NEEDLE-REFUSED-5",
+  ];
+  await env.rt.syscall(pid, "filesystem.write", { path: "keys/prod.env", content: needles[0] });
+  await env.rt.syscall(pid, "filesystem.write", {
+    path: "notes/n.txt",
+    content: needles[1],
+    label: "secret",
+  });
+  const put = await env.rt.syscall(pid, "memory.put", {
+    kind: "evidence",
+    payload: { key: needles[2] },
+    label: "secret",
+  }) as { oid: string };
+  await env.rt.syscall(pid, "memory.update", {
+    oid: put.oid,
+    payload: { key: needles[3] },
+    expected_version: 1,
+  });
+  // A write to a secret file that the capabilities refuse is audited the same way.
+  await rejectsCode(
+    env.rt.syscall(pid, "filesystem.write", { path: "locked/x.txt", content: needles[4] }),
+    "EPERM",
+  );
+  assert.equal((await env.rt.process(pid)).taint, "public", "the writer itself read nothing");
+  const audit = JSON.stringify(await env.rt.kernel.store.listAudit({ actor: `pid:${pid}` }));
+  for (const n of needles) assert.ok(!audit.includes(n), `${n} in the audit`);
+  assert.match(audit, /\[redacted:secret\]/);
+});
+
 Deno.test("hardening: host paths never reach the agent in error messages", async () => {
   await using env = await makeEnv({ files: { "dir/a.txt": "a" } });
   const pid = await launch(env, [cap("filesystem:workspace:*", "read", "write")]);
