@@ -2,6 +2,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Runtime } from "../host/runtime.ts";
+import { HostFileSystem } from "../runtime/providers/host.ts";
+import type { FileStat } from "../runtime/providers/types.ts";
 import { cap, launch, makeEnv, rawSql, rejectsCode, storeBytes } from "./_helpers.ts";
 import { SQLITE_ONLY } from "./_pg.ts";
 
@@ -111,6 +113,75 @@ Deno.test("hardening: content written to a secret file or object by an untainted
   const audit = JSON.stringify(await env.rt.kernel.store.listAudit({ actor: `pid:${pid}` }));
   for (const n of needles) assert.ok(!audit.includes(n), `${n} in the audit`);
   assert.match(audit, /\[redacted:secret\]/);
+});
+
+/** The host file system, with a swap made by "another process" at the worst moment: after the checks, before the open. */
+class SwapBeforeOpen extends HostFileSystem {
+  swap: (() => void) | null = null;
+  #now(): void {
+    const swap = this.swap;
+    this.swap = null;
+    swap?.();
+  }
+  override readText(path: string, maxBytes: number, known?: FileStat): Promise<string> {
+    this.#now();
+    return super.readText(path, maxBytes, known);
+  }
+  override writeText(path: string, content: string): Promise<void> {
+    this.#now();
+    return super.writeText(path, content);
+  }
+}
+
+Deno.test("hardening: a symlink or directory swapped in between the path check and the open leads nowhere", async () => {
+  const fs = new SwapBeforeOpen();
+  await using env = await makeEnv({
+    files: { "pub/f.txt": "orig", ".env": "API_KEY=sk-live-123" },
+    providers: { fs },
+  });
+  const outside = join(env.root, "outside");
+  await Deno.mkdir(outside);
+  await Deno.writeTextFile(join(outside, "f.txt"), "untouched");
+  const pid = await launch(env, [
+    cap("filesystem:workspace:pub/*", "read", "write"),
+    { resource: "filesystem:workspace:.env", rights: ["read"], effect: "deny" },
+  ]);
+  const pub = join(env.ws, "pub");
+  // The file becomes a link to the DENY'd .env: the read must not follow it.
+  fs.swap = () => {
+    Deno.removeSync(join(pub, "f.txt"));
+    Deno.symlinkSync("../.env", join(pub, "f.txt"));
+  };
+  const r = await rejectsCode(
+    env.rt.syscall(pid, "filesystem.read", { path: "pub/f.txt" }),
+    "EPERM",
+  );
+  assert.match(r.message, /changed while it was opened/);
+  // The file becomes a link out of the workspace: the write must not follow it.
+  fs.swap = () => {
+    Deno.removeSync(join(pub, "f.txt"));
+    Deno.symlinkSync(join(outside, "f.txt"), join(pub, "f.txt"));
+  };
+  await rejectsCode(
+    env.rt.syscall(pid, "filesystem.write", { path: "pub/f.txt", content: "PWNED" }),
+    "EPERM",
+  );
+  // The directory becomes a link out of the workspace (a final component that is no link).
+  Deno.removeSync(join(pub, "f.txt"));
+  Deno.writeTextFileSync(join(pub, "f.txt"), "orig");
+  fs.swap = () => {
+    Deno.renameSync(pub, join(env.ws, "pub-old"));
+    Deno.symlinkSync(outside, pub);
+  };
+  await rejectsCode(
+    env.rt.syscall(pid, "filesystem.write", { path: "pub/f.txt", content: "PWNED" }),
+    "EPERM",
+  );
+  assert.equal(await Deno.readTextFile(join(outside, "f.txt")), "untouched");
+  // What was read and written is only ever the file the check found.
+  const audit = JSON.stringify(await env.rt.kernel.store.listAudit({ actor: `pid:${pid}` }));
+  assert.ok(!audit.includes("sk-live-123"));
+  assert.equal((await env.rt.process(pid)).taint, "public");
 });
 
 Deno.test("hardening: host paths never reach the agent in error messages", async () => {

@@ -3,6 +3,7 @@
  * clock. These are the only code that touches the host on a primitive's behalf.
  * @module
  */
+import * as nodeFs from "node:fs";
 import { LibosError } from "../errors.ts";
 import { checkedCommand, noSandbox, planSandbox, SANDBOX_PATH } from "../sandbox/bwrap.ts";
 import {
@@ -49,10 +50,45 @@ export class HostFileSystem implements FileSystemProvider {
     if (info.size > maxBytes) {
       throw new LibosError("ELIMIT", `path: file is ${info.size} bytes, limit ${maxBytes}`);
     }
-    return Promise.resolve(_decoder.decode(Deno.readFileSync(path)));
+    // Non-blocking, should a FIFO have been swapped in since; no fstat (a Node Stats
+    // object costs more than the read): the size is checked as the bytes arrive.
+    const fd = _openChecked(path, O_RDONLY | O_NONBLOCK);
+    try {
+      let buf = new Uint8Array(Math.min(info.size, maxBytes) + 1);
+      let off = 0;
+      for (;;) {
+        const want = buf.length - off;
+        const n = nodeFs.readSync(fd, buf, off, want, null);
+        off += n;
+        if (off > maxBytes) {
+          throw new LibosError("ELIMIT", `path: file is over ${maxBytes} bytes, the limit`);
+        }
+        // A regular file reads short only at its end (the buffer holds one byte more
+        // than the size it had: it grew if that byte came too).
+        if (n < want) break;
+        if (off === buf.length) {
+          const grown = new Uint8Array(Math.min(buf.length * 2, maxBytes + 1));
+          grown.set(buf);
+          buf = grown;
+        }
+      }
+      return Promise.resolve(_decoder.decode(buf.subarray(0, off)));
+    } finally {
+      nodeFs.closeSync(fd);
+    }
   }
   writeText(path: string, content: string): Promise<void> {
-    Deno.writeTextFileSync(path, content);
+    // Truncated only once the open file is known to be the one at `path`.
+    const fd = _openChecked(path, O_WRONLY | O_CREAT);
+    try {
+      nodeFs.ftruncateSync(fd, 0);
+      const bytes = new TextEncoder().encode(content);
+      for (let off = 0; off < bytes.length;) {
+        off += nodeFs.writeSync(fd, bytes, off, bytes.length - off, off);
+      }
+    } finally {
+      nodeFs.closeSync(fd);
+    }
     return Promise.resolve();
   }
   mkdir(path: string): Promise<void> {
@@ -77,6 +113,63 @@ export class HostFileSystem implements FileSystemProvider {
   lstat(path: string): Promise<FileStat> {
     return Promise.resolve(_fileStat(Deno.lstatSync(path)));
   }
+}
+
+const { O_RDONLY, O_WRONLY, O_CREAT, O_NONBLOCK, O_NOFOLLOW } = nodeFs.constants;
+
+/**
+ * Open `path` (a real path, checked by the caller) without following a final
+ * symlink, and make sure the open file is the one at `path`: a symlink or a
+ * directory swapped in since the check (by another process) would otherwise
+ * lead the open outside what was authorized. The kernel's own name for the
+ * open file (`/proc/self/fd`) must be `path` itself. EPERM otherwise.
+ */
+function _openChecked(path: string, flags: number): number {
+  let fd: number;
+  try {
+    fd = nodeFs.openSync(path, flags | O_NOFOLLOW, 0o666);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code === "ELOOP") throw _swapped(path);
+    // As Deno's own calls report them (the primitives map those to error codes).
+    const As = code ? _DENO_ERRORS[code] : undefined;
+    throw As ? new As((e as Error).message) : e;
+  }
+  let same: boolean;
+  try {
+    same = Deno.readLinkSync(`/proc/self/fd/${fd}`) === path;
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied)) {
+      nodeFs.closeSync(fd);
+      throw e;
+    }
+    // A runtime without --allow-all may not read /proc/self: compare the open file
+    // with what `path` names now (a narrower check: a swap undone in between passes).
+    const open = nodeFs.fstatSync(fd);
+    const named = Deno.lstatSync(path);
+    same = open.dev === named.dev && open.ino === named.ino && Deno.realPathSync(path) === path;
+  }
+  if (!same) {
+    nodeFs.closeSync(fd);
+    throw _swapped(path);
+  }
+  return fd;
+}
+
+const _DENO_ERRORS: Record<string, new (message: string) => Error> = {
+  ENOENT: Deno.errors.NotFound,
+  EISDIR: Deno.errors.IsADirectory,
+  ENOTDIR: Deno.errors.NotADirectory,
+  EACCES: Deno.errors.PermissionDenied,
+  EPERM: Deno.errors.PermissionDenied,
+  EEXIST: Deno.errors.AlreadyExists,
+};
+
+function _swapped(path: string): LibosError {
+  return new LibosError(
+    "EPERM",
+    `path: '${path}' changed while it was opened (a symlink or directory swapped in); nothing was read or written`,
+  );
 }
 
 /** Fixed PATH for shell commands: the host's environment never leaks in. */
