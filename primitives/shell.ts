@@ -295,9 +295,12 @@ async function _checkPathArgs(
   for (const [i, arg] of argv.entries()) {
     if (i === 0) continue;
     let value = arg.startsWith("-") && arg.includes("=") ? arg.slice(arg.indexOf("=") + 1) : arg;
-    // `ln -s TARGET LINK`: a relative target is a path from the link's directory.
+    // `ln -s TARGET LINK`: a relative target is a path from the link's directory, as
+    // the kernel will follow it: from that directory's real path (a `..` after a
+    // symlinked directory climbs from where the symlink leads, not lexically).
     if (linkBase && linkBase.targets.includes(i) && !isAbsolute(value)) {
-      value = join(linkBase.dir, value);
+      const dir = (await resolvePath(call, linkBase.dir, "argv")).real;
+      value = relative(join(call.proc.workspace, call.proc.cwd), join(dir, value)) || ".";
     }
     // An option may carry its path attached (`-o/x`, `-t../dir`): check from where a path starts.
     if (value.startsWith("-") && value.includes("/")) {

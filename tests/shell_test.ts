@@ -688,3 +688,22 @@ Deno.test("shell: ln -s checks a relative target from the link's directory, not 
   // Without -s the operands are paths from the cwd, as before.
   await rejectsCode(run(env, pid, ["ln", "../outside.txt", "reports/hard.txt"]), "EPERM");
 });
+
+Deno.test("shell: ln -s follows the link's directory as the kernel will: a .. after a symlinked directory climbs from where it leads", async () => {
+  await using env = await makeEnv({ files: { "pub/a/b/.keep": "", ".env": "API_KEY=sk-1" } });
+  const pid = await launch(env, [
+    sh("ln"),
+    fsCap("pub/*", "read", "write", "delete"),
+    fsCap("pub", "read", "write"),
+    { ...fsCap(".env", "read", "write", "delete"), effect: "deny" },
+  ], { policy: { shell: "always_allow" } });
+  // pub/a/b/up -> .. (that is pub/a): allowed, it points inside pub.
+  await run(env, pid, ["ln", "-s", "..", "pub/a/b/up"]);
+  await run(env, pid, ["ln", "-s", "..", "pub/a/b/up/up"]);
+  // From pub/a/b/up/up (really pub), ../.env is the workspace's .env: a DENY'd target.
+  // Lexically (pub/a/b/up/up/../.env = pub/a/b/up/.env) it looked like a harmless new path.
+  await rejectsCode(run(env, pid, ["ln", "-sfn", "../.env", "pub/a/b/up/up/f.txt"]), "EPERM");
+  assert.equal(await exists(join(env.ws, "pub/f.txt")), false);
+  await rejectsCode(run(env, pid, ["ln", "-s", "../../.env", "pub/a/b/up/l"]), "EPERM");
+  assert.equal(await exists(join(env.ws, "pub/a/l")), false);
+});
