@@ -64,5 +64,9 @@ export function toLibosError(e: unknown): LibosError {
     return new LibosError("EPERM", e.message);
   }
   if (e instanceof Deno.errors.TimedOut) return new LibosError("ETIMEDOUT", e.message);
+  // ENAMETOOLONG has no class of its own: a path too long (or a name over 255 bytes) is bad input.
+  if (e instanceof Error && /\(os error 36\)|ENAMETOOLONG/.test(e.message)) {
+    return new LibosError("EINVAL", e.message);
+  }
   return new LibosError("EIO", e instanceof Error ? e.message : String(e));
 }

@@ -84,6 +84,21 @@ Deno.test("filesystem: granted read, write, list, stat and delete return the rig
   );
 });
 
+Deno.test("filesystem: a path or a name too long for the host is EINVAL naming it, not EIO", async () => {
+  await using env = await makeEnv({ files: { "a.txt": "a" } });
+  const pid = await launch(env, [cap("filesystem:workspace:*", "read", "write")]);
+  const long = `${"d/".repeat(2040)}x`; // under the 4096 characters a path may have
+  for (
+    const [name, args] of [
+      ["filesystem.read", { path: long }],
+      ["filesystem.write", { path: `${"n".repeat(300)}.txt`, content: "x" }],
+    ] as const
+  ) {
+    const e = await rejectsCode(env.rt.syscall(pid, name, args), "EINVAL");
+    assert.match(e.message, /too long/i, name);
+  }
+});
+
 Deno.test("filesystem: dot-dot traversal cannot leave the workspace", async () => {
   await using env = await makeEnv({ files: { "a/inner.txt": "in" } });
   const out = await outsideFile(env, "outside.txt", "OUTSIDE");
