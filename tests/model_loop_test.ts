@@ -216,6 +216,26 @@ Deno.test("model: parallel tool calls run in order as separate steps with no mod
   assert.deepEqual(steps.map((s) => [s.tool, s.ok]), [["read_file", true], ["read_file", true]]);
 });
 
+/**
+ * Run an agent that may read a.txt until its model (the script pushed to `srv`)
+ * gives up; the tool results its second request carried.
+ */
+async function untilGaveUp(
+  env: Env,
+  srv: FakeModelServer,
+  provider: Provider,
+): Promise<[string, string][]> {
+  const pid = await agent(env, srv, {
+    provider,
+    grants: [cap("filesystem:workspace:a.txt", "read")],
+  });
+  await env.rt.runUntilIdle();
+  const p = await env.rt.process(pid);
+  assert.equal(p.status, "exited", `${provider}: ${p.exit_reason}`);
+  assert.equal(p.exit_reason, "gave up");
+  return toolResults(srv.requests[1]);
+}
+
 Deno.test("model: malformed arguments, wrong shapes and unknown tools go back as tool errors", async () => {
   for (const provider of ["openai", "anthropic"] as const) {
     await using srv = startFakeModelServer();
@@ -237,15 +257,7 @@ Deno.test("model: malformed arguments, wrong shapes and unknown tools go back as
       },
       { text: "gave up" },
     );
-    const pid = await agent(env, srv, {
-      provider,
-      grants: [cap("filesystem:workspace:a.txt", "read")],
-    });
-    await env.rt.runUntilIdle();
-    const p = await env.rt.process(pid);
-    assert.equal(p.status, "exited", `${provider}: ${p.exit_reason}`);
-    assert.equal(p.exit_reason, "gave up");
-    const results = toolResults(srv.requests[1]);
+    const results = await untilGaveUp(env, srv, provider);
     const n = provider === "openai" ? 4 : 3;
     assert.equal(results.length, n);
     assert.ok(results.every(([, c]) => /status="error"/.test(c)), JSON.stringify(results));
@@ -271,15 +283,7 @@ Deno.test("model: tool arguments nested thousands of levels deep go back as a to
       { tool_calls: [{ name: "read_file", arguments: { path: "a.txt", x: deep } }] },
       { text: "gave up" },
     );
-    const pid = await agent(env, srv, {
-      provider,
-      grants: [cap("filesystem:workspace:a.txt", "read")],
-    });
-    await env.rt.runUntilIdle();
-    const p = await env.rt.process(pid);
-    assert.equal(p.status, "exited", `${provider}: ${p.exit_reason}`);
-    assert.equal(p.exit_reason, "gave up");
-    const [[, content]] = toolResults(srv.requests[1]);
+    const [[, content]] = await untilGaveUp(env, srv, provider);
     assert.match(content, /status="error"/);
     assert.match(content, /arguments nest deeper than 64 levels/);
     assert.equal((await env.rt.kernel.store.verifyAudit()).ok, true);
