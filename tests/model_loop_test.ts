@@ -465,6 +465,29 @@ Deno.test("model: replies no honest server sends fail the call; nothing of them 
   }
 });
 
+Deno.test("model: an error the server reports inside a streamed reply is retried like a 5xx", async () => {
+  await using srv = startFakeModelServer();
+  await using env = await makeEnv();
+  srv.push(
+    {
+      sse: [
+        oaiChunk({ role: "assistant", content: "Thinking" }),
+        `event: error\ndata: ${
+          JSON.stringify({ error: { message: "overloaded, try again" } })
+        }\n\n`,
+      ],
+    },
+    { text: "done after all" },
+  );
+  const pid = await agent(env, srv, { model: { max_attempts: 2, stream: true } });
+  await env.rt.runUntilIdle();
+  const p = await env.rt.process(pid);
+  assert.equal(p.status, "exited", p.exit_reason ?? "");
+  assert.equal(p.exit_reason, "done after all");
+  const [c] = await calls(env, pid);
+  assert.deepEqual(c.attempts.map((a) => a.outcome), ["server", "ok"]);
+});
+
 Deno.test("model: a reply body over 32 MiB fails as too_large while it arrives, streamed or not", async () => {
   const junk = "x".repeat(MAX_REPLY_BYTES + 1024);
   const turns: [string, boolean, FakeTurn][] = [

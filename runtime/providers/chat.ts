@@ -471,14 +471,16 @@ export function sdkError(
   }
   if (e instanceof sdk.APIError) {
     const status = e.status ?? null;
+    // No status: the server reported the error inside a 200 reply (an SSE `error`
+    // event, an `error` field in a chunk), as it would a 5xx: worth another attempt.
     const kind = status === 429
       ? "rate_limit"
-      : status !== null && status >= 500
+      : status === null || status >= 500
       ? "server"
       : "client";
     return new ChatError(
       kind,
-      msg(`HTTP ${status}: ${e.message}`),
+      msg(status === null ? `error in the reply: ${e.message}` : `HTTP ${status}: ${e.message}`),
       status,
       retryAfterMs(e.headers),
     );
