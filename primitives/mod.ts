@@ -6,7 +6,7 @@
  * allowed, denied or failed, naming the capabilities that decided.
  * @module
  */
-import { MAX_JSON_DEPTH, nestsDeeper, payloadRef } from "../runtime/canonical.ts";
+import { MAX_JSON_DEPTH, nestsDeeper, type PayloadRef, payloadRef } from "../runtime/canonical.ts";
 import { type ErrorCode, invalid, LibosError, toLibosError } from "../runtime/errors.ts";
 import type { Kernel } from "../runtime/kernel.ts";
 import { guardText, maxLabel, redactionFor } from "../runtime/labels.ts";
@@ -81,7 +81,7 @@ export async function syscall(
     resultLabel: "public",
     argsLabel: "public",
   };
-  let inputRef: unknown = null;
+  let inputRef: PayloadRef | null = null;
   const journal = k.journal(pid);
   let slot = -1;
   let replayed = false;
@@ -137,7 +137,7 @@ export async function syscall(
       actor: `pid:${pid}`,
       action: name,
       target: _guard(call, call.target),
-      input_refs: _labelledInput(call, args, inputRef),
+      input_refs: _labelledInput(call, inputRef),
       output_refs: _hidePreview(call, payloadRef(value, redactionFor(call.resultLabel))),
       capability_refs: call.capRefs,
       decision: "allow",
@@ -164,7 +164,7 @@ export async function syscall(
       actor: `pid:${pid}`,
       action: call.name,
       target: _guard(call, call.target),
-      input_refs: _labelledInput(call, args, inputRef),
+      input_refs: _labelledInput(call, inputRef),
       output_refs: { error: err.code },
       capability_refs: call.capRefs,
       decision,
@@ -194,13 +194,13 @@ function _guard(call: Call, text: string): string {
 /**
  * The arguments' audit reference, redacted for the label of what they carry
  * when that is above the caller's taint (a secret written by an untainted
- * process). The hash and size stay those of the arguments.
+ * process). The hash and size were taken once, at the call: only the preview
+ * changes.
  */
-function _labelledInput(call: Call, args: unknown, ref: unknown): unknown {
-  if (!call.proc || ref === null) return ref;
-  const carried = maxLabel(call.proc.taint, call.argsLabel);
-  if (carried === call.proc.taint) return ref;
-  return _hidePreview(call, payloadRef(args, redactionFor(carried)));
+function _labelledInput(call: Call, ref: PayloadRef | null): PayloadRef | null {
+  if (!call.proc || ref === null || call.argsLabel === "public") return ref;
+  const redact = redactionFor(maxLabel(call.proc.taint, call.argsLabel));
+  return redact ? { ...ref, preview: `[redacted:${redact}]` } : ref;
 }
 
 /**

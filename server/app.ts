@@ -782,15 +782,6 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
       clearTimeout(timer);
       wake?.();
     };
-    // The server is stopping: end the stream (a client that does not read it is left to
-    // the shutdown's grace period; see serve.ts).
-    const stopping = () => {
-      end();
-      try {
-        out?.close();
-      } catch { /* already ended */ }
-    };
-    opts.signal?.addEventListener("abort", stopping, { once: true });
     const sleep = (ms: number) =>
       new Promise<void>((r) => {
         wake = r;
@@ -798,11 +789,14 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
       });
     const finish = () => {
       end();
-      opts.signal?.removeEventListener("abort", stopping);
+      opts.signal?.removeEventListener("abort", finish);
       try {
         out?.close();
       } catch { /* already ended */ }
     };
+    // The server stopping ends the stream too (a client that does not read it is left
+    // to the shutdown's grace period; see serve.ts).
+    opts.signal?.addEventListener("abort", finish, { once: true });
     // Pulled: a page of events is read only when the client has taken the last one, so a
     // client that stops reading holds one page at most, and the store is not polled for it.
     const body = new ReadableStream<Uint8Array>({

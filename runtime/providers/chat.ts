@@ -110,6 +110,7 @@ export const MAX_REPLY_BYTES = 32 * 1024 * 1024;
 export function boundedFetch(
   max: number = MAX_REPLY_BYTES,
 ): (url: string | URL | Request, init?: RequestInit) => Promise<Response> {
+  const tooLarge = () => new ChatError("too_large", `reply body larger than ${max} bytes`);
   return async (url, init) => {
     const res = await fetch(url, init);
     if (!res.body) return res;
@@ -119,16 +120,14 @@ export function boundedFetch(
     if (declared !== null && /^\d+$/.test(declared)) {
       if (Number(declared) <= max) return res;
       await res.body.cancel();
-      const tooLarge = new ChatError("too_large", `reply body larger than ${max} bytes`);
-      return new Response(new ReadableStream({ start: (c) => c.error(tooLarge) }), init2);
+      return new Response(new ReadableStream({ start: (c) => c.error(tooLarge()) }), init2);
     }
     let seen = 0;
     const cap = new TransformStream<Uint8Array, Uint8Array>({
       transform(chunk, ctl) {
         seen += chunk.byteLength;
-        if (seen > max) {
-          ctl.error(new ChatError("too_large", `reply body larger than ${max} bytes`));
-        } else ctl.enqueue(chunk);
+        if (seen > max) ctl.error(tooLarge());
+        else ctl.enqueue(chunk);
       },
     });
     return new Response(res.body.pipeThrough(cap), init2);

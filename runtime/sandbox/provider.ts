@@ -132,18 +132,18 @@ function _fail(stage: string, message: string): LibosError {
   return new LibosError("EINVAL", `jit.validate: ${stage}: ${message}`);
 }
 
+/** sha256 of the client every artifact holds a copy of (read once, at the first cache hit). */
+let _clientHash: string | undefined;
+
 /** Whether a cached artifact's tool and client are still the bytes validated. */
 async function _intact(dir: string, hash: string): Promise<boolean> {
   const [tool, client] = await Promise.all([
     Deno.readTextFile(join(dir, "tool.ts")),
     Deno.readTextFile(join(dir, "libos.ts")),
   ]);
-  return sha256(tool) === hash && sha256(client) === (_clientHash ??= sha256(
-        Deno.readTextFileSync(CLIENT),
-      ));
+  _clientHash ??= sha256(await Deno.readTextFile(CLIENT));
+  return sha256(tool) === hash && sha256(client) === _clientHash;
 }
-
-let _clientHash: string | undefined;
 
 /** Validation and calls on this host, with artifacts cached under `cacheDir`. */
 export class HostSandbox implements SandboxProvider {
