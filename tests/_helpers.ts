@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { Runtime } from "../host/runtime.ts";
 import { DenyingHuman } from "../runtime/providers/scripted.ts";
 import type { Providers } from "../runtime/providers/types.ts";
-import type { Capability, CapabilitySpec } from "../runtime/types.ts";
+import type { CapabilitySpec } from "../runtime/types.ts";
 import { LibosError } from "../runtime/errors.ts";
 import { dropPgStore, freshPgStore, ON_PG, pgDump, pgExec } from "./_pg.ts";
 import { isPostgresUrl, openStore } from "../runtime/store/open.ts";
@@ -239,28 +239,8 @@ export async function libos(args: string[], opts: { cwd?: string } = {}): Promis
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
 
-/**
- * A stored capability row: a live, delegable, host-issued ALLOW for pid 1 with
- * no expiry or use limit; `fields` names it and sets anything else.
- */
-export function capRecord(
-  fields: Pick<Capability, "cap_id" | "resource" | "rights" | "created_at"> & Partial<Capability>,
-): Capability {
-  return {
-    subject: 1,
-    constraints: {},
-    issued_by: "host",
-    expires_at: null,
-    delegable: true,
-    revocable: true,
-    effect: "allow",
-    parent_cap_id: null,
-    delegation_depth: 0,
-    uses_remaining: null,
-    status: "active",
-    ...fields,
-  };
-}
+// Its own module, free of the helpers' dependencies: fixtures run as another user import it.
+export { capRecord } from "./_cap_record.ts";
 
 /** Open the store at `path` (a file, or the PostgreSQL URL of an environment). */
 export async function openStoreAt(path: string): Promise<Store> {
