@@ -328,7 +328,7 @@ const stat: Primitive = {
   async run(call) {
     const p = await _target(call);
     await authorize(call, { resource: p.resource, right: "read" });
-    const s = await call.k.providers.fs.lstat(p.real);
+    const s = await call.k.providers.fs.statEntry(p.real);
     return { path: p.rel, ...s, label: await fileLabel(call, p) };
   },
 };

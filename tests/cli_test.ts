@@ -164,6 +164,50 @@ Deno.test("cli: a granted command runs sandboxed in a runtime without --allow-al
   assert.equal(await exists(join(f.ws, "c.txt")), false);
 });
 
+Deno.test("cli: every file effect works in a runtime without --allow-all (no /proc/self to name open files)", async () => {
+  await using f = await fixture({ "d/old.txt": "old", "d/tree/x.txt": "x" });
+  const image = await f.file("image.json", {
+    name: "files",
+    tools: ["read_file", "write_file", "delete_file", "list_dir", "stat_file"],
+  });
+  const script = await f.file("script.json", {
+    steps: [
+      { tool: "write_file", args: { path: "d/new/deeper/n.txt", content: "new" } },
+      { tool: "read_file", args: { path: "d/new/deeper/n.txt" } },
+      { tool: "write_file", args: { path: "d/old.txt", content: "rewritten" } },
+      { tool: "stat_file", args: { path: "d/old.txt" } },
+      { tool: "delete_file", args: { path: "d/tree", recursive: true } },
+      { tool: "list_dir", args: { path: "d" } },
+    ],
+  });
+  const r = await libos([
+    "run",
+    image,
+    "--workspace",
+    f.ws,
+    "--script",
+    script,
+    "--store",
+    f.store,
+    "--grant",
+    "filesystem:workspace:d=read",
+    "--grant",
+    "filesystem:workspace:d/*=read,write,delete",
+    "--json",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const steps = JSON.parse(r.stdout).steps as { ok: boolean; value: unknown }[];
+  assert.deepEqual(steps.map((s) => s.ok), [true, true, true, true, true, true], r.stdout);
+  assert.equal(steps[1].value, "new");
+  assert.equal((steps[3].value as { size: number }).size, "rewritten".length);
+  assert.deepEqual(steps[5].value, [
+    { name: "new", kind: "dir" },
+    { name: "old.txt", kind: "file" },
+  ]);
+  assert.equal(await Deno.readTextFile(join(f.ws, "d/old.txt")), "rewritten");
+  assert.equal(await exists(join(f.ws, "d/tree")), false);
+});
+
 Deno.test("cli: image capabilities with effect deny, uses_remaining and expires_at are honoured", async () => {
   await using f = await fixture({ "a.txt": "a", "b.txt": "b", "c.txt": "c" });
   const image = await f.file("image.json", {

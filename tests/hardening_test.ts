@@ -131,6 +131,22 @@ class SwapBeforeOpen extends HostFileSystem {
     this.#now();
     return super.writeText(path, content);
   }
+  override mkdir(path: string): Promise<void> {
+    this.#now();
+    return super.mkdir(path);
+  }
+  override remove(path: string, recursive: boolean): Promise<void> {
+    this.#now();
+    return super.remove(path, recursive);
+  }
+  override list(path: string): ReturnType<HostFileSystem["list"]> {
+    this.#now();
+    return super.list(path);
+  }
+  override statEntry(path: string): Promise<FileStat> {
+    this.#now();
+    return super.statEntry(path);
+  }
 }
 
 Deno.test("hardening: a symlink or directory swapped in between the path check and the open leads nowhere", async () => {
@@ -182,6 +198,67 @@ Deno.test("hardening: a symlink or directory swapped in between the path check a
   const audit = JSON.stringify(await env.rt.kernel.store.listAudit({ actor: `pid:${pid}` }));
   assert.ok(!audit.includes("sk-live-123"));
   assert.equal((await env.rt.process(pid)).taint, "public");
+});
+
+Deno.test("hardening: a directory swapped for a link out of the workspace after the check is never deleted, created in, listed or looked at", async () => {
+  const fs = new SwapBeforeOpen();
+  await using env = await makeEnv({
+    files: { "pub/f.txt": "orig", "pub/d/g.txt": "g" },
+    providers: { fs },
+  });
+  const outside = join(env.root, "outside");
+  await Deno.mkdir(join(outside, "d"), { recursive: true });
+  await Deno.writeTextFile(join(outside, "f.txt"), "precious");
+  await Deno.writeTextFile(join(outside, "d", "g.txt"), "precious");
+  await Deno.writeTextFile(join(outside, "secret-name.txt"), "s");
+  const pid = await launch(env, [
+    cap("filesystem:workspace:pub", "read"),
+    cap("filesystem:workspace:pub/*", "read", "write", "delete"),
+  ]);
+  const pub = join(env.ws, "pub");
+  /** "Another process" moves pub away and puts a link out of the workspace in its place. */
+  const swap = () => {
+    Deno.renameSync(pub, join(env.ws, `pub-${crypto.randomUUID()}`));
+    Deno.symlinkSync(outside, pub);
+  };
+  /** Puts a real pub back for the next attack. */
+  const restore = () => {
+    Deno.removeSync(pub, { recursive: !Deno.lstatSync(pub).isSymlink });
+    Deno.mkdirSync(join(pub, "d"), { recursive: true });
+    Deno.writeTextFileSync(join(pub, "f.txt"), "orig");
+    Deno.writeTextFileSync(join(pub, "d", "g.txt"), "g");
+  };
+  const attacks: [string, Record<string, unknown>][] = [
+    ["filesystem.delete", { path: "pub/f.txt" }],
+    ["filesystem.delete", { path: "pub/d", recursive: true }],
+    ["filesystem.write", { path: "pub/new.txt", content: "planted" }],
+    ["filesystem.write", { path: "pub/newdir/x.txt", content: "planted" }],
+    ["filesystem.list", { path: "pub" }],
+    ["filesystem.list", { path: "pub/d" }],
+    ["filesystem.stat", { path: "pub/f.txt" }],
+  ];
+  const wrong: string[] = [];
+  for (const [name, args] of attacks) {
+    fs.swap = swap;
+    const how = await env.rt.syscall(pid, name, args).then(
+      (v) => `acted through the link: ${JSON.stringify(v)}`,
+      (e) => (e as { code?: string }).code === "EPERM" ? null : `${e}`,
+    );
+    // (swap is cleared by the provider call that used it.)
+    if ((fs.swap as unknown) !== null) {
+      wrong.push(`${name} ${JSON.stringify(args)} never reached the host: ${how}`);
+    } else if (how) wrong.push(`${name} ${JSON.stringify(args)} ${how}`);
+    fs.swap = null;
+    restore();
+  }
+  assert.deepEqual(wrong, []);
+  // Outside the workspace nothing was removed, created or seen.
+  assert.equal(await Deno.readTextFile(join(outside, "f.txt")), "precious");
+  assert.equal(await Deno.readTextFile(join(outside, "d", "g.txt")), "precious");
+  const names = [...Deno.readDirSync(outside)].map((e) => e.name).sort();
+  assert.deepEqual(names, ["d", "f.txt", "secret-name.txt"]);
+  const audit = JSON.stringify(await env.rt.kernel.store.listAudit({ actor: `pid:${pid}` }));
+  assert.ok(!audit.includes("secret-name"), "a listing outside the workspace reached the audit");
 });
 
 Deno.test("hardening: host paths never reach the agent in error messages", async () => {

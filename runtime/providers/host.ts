@@ -4,6 +4,7 @@
  * @module
  */
 import * as nodeFs from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { LibosError } from "../errors.ts";
 import { checkedCommand, noSandbox, planSandbox, SANDBOX_PATH } from "../sandbox/bwrap.ts";
 import {
@@ -37,7 +38,12 @@ function _fileStat(info: Deno.FileInfo): FileStat {
 
 const _decoder = new TextDecoder();
 
-/** The host file system. Small synchronous calls: cheaper than a thread-pool hop for 4 KB files. */
+/**
+ * The host file system. Small synchronous calls: cheaper than a thread-pool hop
+ * for 4 KB files. Every effect goes through the directory that holds its
+ * entry, opened and proven to be the checked real path: a link or directory
+ * another process swaps in after the check leads nowhere (see {@link _inDir}).
+ */
 export class HostFileSystem implements FileSystemProvider {
   realPath(path: string): Promise<string> {
     return Promise.resolve(Deno.realPathSync(path));
@@ -52,7 +58,7 @@ export class HostFileSystem implements FileSystemProvider {
     }
     // Non-blocking, should a FIFO have been swapped in since; no fstat (a Node Stats
     // object costs more than the read): the size is checked as the bytes arrive.
-    const fd = _openChecked(path, O_RDONLY | O_NONBLOCK);
+    const fd = _openEntry(path, O_RDONLY | O_NONBLOCK);
     try {
       let buf = new Uint8Array(Math.min(info.size, maxBytes) + 1);
       let off = 0;
@@ -78,8 +84,8 @@ export class HostFileSystem implements FileSystemProvider {
     }
   }
   writeText(path: string, content: string): Promise<void> {
-    // Truncated only once the open file is known to be the one at `path`.
-    const fd = _openChecked(path, O_WRONLY | O_CREAT);
+    // Created inside the proven directory, and never through a final link.
+    const fd = _openEntry(path, O_WRONLY | O_CREAT);
     try {
       nodeFs.ftruncateSync(fd, 0);
       const bytes = new TextEncoder().encode(content);
@@ -92,20 +98,55 @@ export class HostFileSystem implements FileSystemProvider {
     return Promise.resolve();
   }
   mkdir(path: string): Promise<void> {
-    Deno.mkdirSync(path, { recursive: true });
+    // From the deepest directory that exists, each missing one is made inside the
+    // one before, held open: none can land where a swapped-in link points.
+    const missing: string[] = [];
+    let base = path;
+    while (!_isEntry(base)) {
+      missing.unshift(basename(base));
+      base = dirname(base);
+    }
+    let fd = _openChecked(base, O_RDONLY | O_DIRECTORY);
+    try {
+      for (const name of missing) {
+        const at = _at(fd, base, name);
+        _hostNamed(fd, base, () => {
+          try {
+            Deno.mkdirSync(at);
+          } catch (e) {
+            if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+          }
+        });
+        base = join(base, name);
+        const next = _procFds
+          ? _open(at, O_RDONLY | O_DIRECTORY, base)
+          : _openChecked(base, O_RDONLY | O_DIRECTORY);
+        nodeFs.closeSync(fd);
+        fd = next;
+      }
+    } finally {
+      nodeFs.closeSync(fd);
+    }
     return Promise.resolve();
   }
   remove(path: string, recursive: boolean): Promise<void> {
-    Deno.removeSync(path, { recursive });
+    // A recursive removal below the open directory never follows a link (Rust's
+    // remove_dir_all works through open directories itself).
+    _inDir(dirname(path), (at) => Deno.removeSync(at(basename(path)), { recursive }));
     return Promise.resolve();
   }
   list(path: string): Promise<{ name: string; kind: EntryKind }[]> {
+    const fd = _openChecked(path, O_RDONLY | O_DIRECTORY);
     const out: { name: string; kind: EntryKind }[] = [];
-    for (const e of Deno.readDirSync(path)) {
-      out.push({
-        name: e.name,
-        kind: e.isSymlink ? "symlink" : e.isFile ? "file" : e.isDirectory ? "dir" : "other",
-      });
+    try {
+      for (const e of Deno.readDirSync(_procFds ? `/proc/self/fd/${fd}` : path)) {
+        out.push({
+          name: e.name,
+          kind: e.isSymlink ? "symlink" : e.isFile ? "file" : e.isDirectory ? "dir" : "other",
+        });
+      }
+    } finally {
+      nodeFs.closeSync(fd);
     }
     out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     return Promise.resolve(out);
@@ -113,9 +154,96 @@ export class HostFileSystem implements FileSystemProvider {
   lstat(path: string): Promise<FileStat> {
     return Promise.resolve(_fileStat(Deno.lstatSync(path)));
   }
+  statEntry(path: string): Promise<FileStat> {
+    return Promise.resolve(
+      _inDir(dirname(path), (at) => _fileStat(Deno.lstatSync(at(basename(path))))),
+    );
+  }
 }
 
-const { O_RDONLY, O_WRONLY, O_CREAT, O_NONBLOCK, O_NOFOLLOW } = nodeFs.constants;
+const { O_RDONLY, O_WRONLY, O_CREAT, O_NONBLOCK, O_NOFOLLOW, O_DIRECTORY } = nodeFs.constants;
+
+/**
+ * Whether this runtime may name its open files as `/proc/self/fd/N` (learnt at
+ * the first checked open; a runtime without --allow-all may not).
+ */
+let _procFds: boolean | null = null;
+
+/**
+ * Run `use` with the directory `dir` (a checked real path) held open and proven
+ * to be `dir` itself. `at(name)` names an entry inside the open directory, so
+ * what `use` does lands there whatever another process renames meanwhile.
+ * Without `/proc/self/fd`, `at` names the path (a narrower guarantee).
+ */
+function _inDir<T>(dir: string, use: (at: (name: string) => string) => T): T {
+  const fd = _openChecked(dir, O_RDONLY | O_DIRECTORY);
+  try {
+    return _hostNamed(fd, dir, () => use((name) => _at(fd, dir, name)));
+  } finally {
+    nodeFs.closeSync(fd);
+  }
+}
+
+/** The name of entry `name` inside open directory `fd` (which is `dir`). */
+function _at(fd: number, dir: string, name: string): string {
+  return _procFds ? `/proc/self/fd/${fd}/${name}` : join(dir, name);
+}
+
+/** Run `act`, its host errors naming `dir` rather than its open file's `/proc` name. */
+function _hostNamed<T>(fd: number, dir: string, act: () => T): T {
+  try {
+    return act();
+  } catch (e) {
+    const prefix = `/proc/self/fd/${fd}`;
+    if (!(e instanceof Error) || !e.message.includes(prefix)) throw e;
+    const Same = e.constructor as new (message: string) => Error;
+    throw new Same(e.message.replaceAll(prefix, dir));
+  }
+}
+
+/** Open the entry at `path` (a checked real path) through its proven directory, never through a final link. */
+function _openEntry(path: string, flags: number): number {
+  const dir = dirname(path);
+  return _inDir(
+    dir,
+    (at) => _procFds ? _open(at(basename(path)), flags, path) : _openChecked(path, flags),
+  );
+}
+
+/** Whether anything is at `path` (a link counts). */
+function _isEntry(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+function _isLink(path: string): boolean {
+  try {
+    return Deno.lstatSync(path).isSymlink;
+  } catch {
+    return false;
+  }
+}
+
+/** `openSync` without following a final link; errors as Deno's own calls report them, naming `path`. */
+function _open(at: string, flags: number, path: string): number {
+  try {
+    return nodeFs.openSync(at, flags | O_NOFOLLOW, 0o666);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    // A final link refused: ELOOP, or ENOTDIR where a directory was asked for.
+    if (code === "ELOOP" || (code === "ENOTDIR" && flags & O_DIRECTORY && _isLink(at))) {
+      throw _swapped(path);
+    }
+    // As Deno's own calls report them (the primitives map those to error codes).
+    const As = code ? _DENO_ERRORS[code] : undefined;
+    throw As ? new As((e as Error).message.replaceAll(at, path)) : e;
+  }
+}
 
 /**
  * Open `path` (a real path, checked by the caller) without following a final
@@ -125,24 +253,17 @@ const { O_RDONLY, O_WRONLY, O_CREAT, O_NONBLOCK, O_NOFOLLOW } = nodeFs.constants
  * open file (`/proc/self/fd`) must be `path` itself. EPERM otherwise.
  */
 function _openChecked(path: string, flags: number): number {
-  let fd: number;
-  try {
-    fd = nodeFs.openSync(path, flags | O_NOFOLLOW, 0o666);
-  } catch (e) {
-    const code = (e as { code?: string }).code;
-    if (code === "ELOOP") throw _swapped(path);
-    // As Deno's own calls report them (the primitives map those to error codes).
-    const As = code ? _DENO_ERRORS[code] : undefined;
-    throw As ? new As((e as Error).message) : e;
-  }
+  const fd = _open(path, flags, path);
   let same: boolean;
   try {
     same = Deno.readLinkSync(`/proc/self/fd/${fd}`) === path;
+    _procFds = true;
   } catch (e) {
     if (!(e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied)) {
       nodeFs.closeSync(fd);
       throw e;
     }
+    _procFds = false;
     // A runtime without --allow-all may not read /proc/self: compare the open file
     // with what `path` names now (a narrower check: a swap undone in between passes).
     const open = nodeFs.fstatSync(fd);

@@ -42,8 +42,14 @@ export interface FileSystemProvider {
   remove(path: string, recursive: boolean): Promise<void>;
   /** List a directory. */
   list(path: string): Promise<{ name: string; kind: EntryKind }[]>;
-  /** Metadata without following a final symlink. */
+  /** Metadata without following a final symlink (what path checks look at). */
   lstat(path: string): Promise<FileStat>;
+  /**
+   * Metadata of the entry at `path`, a checked real path, without following a
+   * final symlink: what a primitive reports, read so that no link swapped in
+   * since the check leads elsewhere.
+   */
+  statEntry(path: string): Promise<FileStat>;
 }
 
 /** What a command did to one path. */
