@@ -159,6 +159,13 @@ function _int(
   return Number(raw);
 }
 
+/** The `:pid` in a path: a process id written plainly (no sign, base, exponent or leading zero), or a 400. */
+function _pidParam(c: Context): number | Response {
+  const raw = c.req.param("pid") ?? "";
+  if (!/^[1-9]\d{0,14}$/.test(raw)) return _invalid(c, "pid", "must be a process id");
+  return Number(raw);
+}
+
 /** A registered JIT tool as shown: its name, hash, the checks it passed and its warnings. */
 interface _JitToolView {
   name: string;
@@ -568,8 +575,9 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
 
   // ---- checkpoints: listed by the subtree's root, inspected and diffed (no payloads)
   app.get("/api/processes/:pid/checkpoints", async (c) => {
-    const pid = Number(c.req.param("pid"));
-    const proc = Number.isSafeInteger(pid) ? await store.getProcess(pid) : null;
+    const pid = _pidParam(c);
+    if (pid instanceof Response) return pid;
+    const proc = await store.getProcess(pid);
     if (!proc) return _fail(c, { status: 404, code: "ENOENT", message: "pid: no such process" });
     return c.json({ pid, checkpoints: await rt.listCheckpoints(pid, null) });
   });
@@ -602,8 +610,9 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
 
   // ---- a model-driven process's conversation, its calls and their token use
   app.get("/api/processes/:pid/conversation", async (c) => {
-    const pid = Number(c.req.param("pid"));
-    const proc = Number.isSafeInteger(pid) ? await store.getProcess(pid) : null;
+    const pid = _pidParam(c);
+    if (pid instanceof Response) return pid;
+    const proc = await store.getProcess(pid);
     if (!proc) return _fail(c, { status: 404, code: "ENOENT", message: "pid: no such process" });
     const clearance = proc.policy.human_clearance;
     const entries = (await store.readModelLog(pid, 0) as ConvEntry[])
@@ -626,8 +635,8 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
 
   // A human releases exactly one held-back item (by hash) to the process's model.
   app.post("/api/processes/:pid/release", async (c) => {
-    const pid = Number(c.req.param("pid"));
-    if (!Number.isSafeInteger(pid) || pid < 1) return _invalid(c, "pid", "must be a process id");
+    const pid = _pidParam(c);
+    if (pid instanceof Response) return pid;
     const body = await _jsonBody(c, ["sha256"]);
     if (body instanceof Response) return body;
     if (typeof body.sha256 !== "string") return _invalid(c, "sha256", "must be a string");

@@ -1340,3 +1340,54 @@ Deno.test("server: a process's checkpoints with their diff and the effects since
     await rt.close();
   }
 });
+
+Deno.test("server: a pid in a path is a process id written plainly; 0x1, 1e0, 01 or +1 is a 400 naming pid", async () => {
+  await using env = await queueEnv();
+  const pid = await launch(env, []);
+  assert.equal(pid, 1, "the first process");
+  const { app, stop } = appFor(env);
+  try {
+    for (const path of ["checkpoints", "conversation"]) {
+      assert.equal((await app.request(`/api/processes/1/${path}`, { headers: AUTH })).status, 200);
+      assert.equal((await app.request(`/api/processes/2/${path}`, { headers: AUTH })).status, 404);
+    }
+    const wrong: string[] = [];
+    for (
+      const raw of [
+        "0x1",
+        "1e0",
+        "01",
+        "+1",
+        "1.0",
+        "0",
+        "-1",
+        "%201",
+        "1%20",
+        "0b1",
+        "9".repeat(16),
+      ]
+    ) {
+      for (
+        const [method, path] of [["GET", "checkpoints"], ["GET", "conversation"], [
+          "POST",
+          "release",
+        ]]
+      ) {
+        const res = await app.request(`/api/processes/${raw}/${path}`, {
+          method,
+          headers: { ...AUTH, "Content-Type": "application/json" },
+          body: method === "POST" ? JSON.stringify({ sha256: "0".repeat(64) }) : undefined,
+        });
+        const body = await json(res);
+        if (res.status !== 400 || errorOf(body).field !== "pid") {
+          wrong.push(
+            `${method} ${raw}/${path}: ${res.status} ${JSON.stringify(body).slice(0, 80)}`,
+          );
+        }
+      }
+    }
+    assert.deepEqual(wrong, []);
+  } finally {
+    stop.abort();
+  }
+});
