@@ -55,9 +55,17 @@ export interface AppOptions {
   signal?: AbortSignal;
   /** Event-stream poll interval in milliseconds (default 200). */
   pollMs?: number;
+  /**
+   * Event streams open at once (default {@link MAX_EVENT_STREAMS}); one more is
+   * a 503 `ELIMIT` with `Retry-After`. Each polls the store while it waits.
+   */
+  maxEventStreams?: number;
   /** Who the audit names as the decider (default `human:owner via http`). */
   decidedBy?: string;
 }
+
+/** Event streams a console serves at once, by default: a few humans' tabs, not a fleet. */
+export const MAX_EVENT_STREAMS = 64;
 
 /** Who decisions made over HTTP are attributed to. */
 export const HTTP_DECIDER = "human:owner via http";
@@ -469,6 +477,8 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
   const pollMs = opts.pollMs ?? 200;
   const app = new Hono();
   let tail = 0; // last event id known to exist, so new streams do not rescan from 0
+  const maxStreams = opts.maxEventStreams ?? MAX_EVENT_STREAMS;
+  let streams = 0; // event streams open now
 
   // Headers on every response, including errors.
   app.use("*", async (c, next) => {
@@ -780,6 +790,15 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
     }
     // An id past the newest event (a store restarted smaller, or a made-up one) starts at the end.
     if (after > tail) after = Math.min(after, await newestEvent());
+    if (streams >= maxStreams) {
+      c.header("Retry-After", "5");
+      return _fail(c, {
+        status: 503,
+        code: "ELIMIT",
+        message: `events: ${maxStreams} event streams are open, the most this server keeps`,
+      });
+    }
+    streams++;
     const enc = new TextEncoder();
     let ended = false;
     let quiet = 0;
@@ -787,6 +806,7 @@ export function createApp(rt: Runtime, opts: AppOptions): Hono {
     let wake: (() => void) | undefined;
     let out: ReadableStreamDefaultController<Uint8Array> | undefined;
     const end = () => {
+      if (!ended) streams--;
       ended = true;
       clearTimeout(timer);
       wake?.();

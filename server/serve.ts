@@ -25,6 +25,8 @@ export interface ServeOptions {
   tokenFile?: string;
   /** Event-stream poll interval in milliseconds (default 200). */
   pollMs?: number;
+  /** Event streams open at once (default `MAX_EVENT_STREAMS`, 64). */
+  maxEventStreams?: number;
   /** Called when a background scheduler run throws (default: log to stderr). */
   onSchedulerError?: (e: unknown) => void;
 }
@@ -172,6 +174,7 @@ export async function serve(rt: Runtime, options: ServeOptions): Promise<Served>
     origins,
     signal: stop.signal,
     pollMs: options.pollMs,
+    maxEventStreams: options.maxEventStreams,
     onDecision: () => pump.kick(),
   });
   handler = (req) => app.fetch(req);

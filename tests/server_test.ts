@@ -1391,3 +1391,52 @@ Deno.test("server: a pid in a path is a process id written plainly; 0x1, 1e0, 01
     stop.abort();
   }
 });
+
+Deno.test("server: event streams are capped; one more is a 503 ELIMIT with Retry-After, and a client that leaves frees its slot", async () => {
+  await using env = await queueEnv();
+  const srv = await serve(env.rt, { port: 0, pollMs: 20, maxEventStreams: 2 });
+  const open = async (signal?: AbortSignal) => {
+    const res = await fetch(`${srv.url}/api/events`, {
+      headers: { Authorization: `Bearer ${srv.token}` },
+      signal,
+    });
+    if (res.status !== 200) return { status: res.status, res, close: () => res.body?.cancel() };
+    // The first frame says the stream is set up.
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    assert.match(new TextDecoder().decode(first.value), /event: ready/);
+    return { status: 200, res, close: () => reader.cancel() };
+  };
+  try {
+    const leaving = new AbortController();
+    const a = await open(leaving.signal);
+    const b = await open();
+    assert.deepEqual([a.status, b.status], [200, 200]);
+    const refused = await open();
+    assert.equal(refused.status, 503);
+    assert.equal(refused.res.headers.get("Retry-After"), "5");
+    const err = errorOf(await json(refused.res));
+    assert.equal(err.code, "ELIMIT");
+    assert.match(err.message, /2 event streams are open/);
+    // Other requests are not refused.
+    const list = await fetch(`${srv.url}/api/processes`, {
+      headers: { Authorization: `Bearer ${srv.token}` },
+    });
+    assert.equal(list.status, 200);
+    await list.body?.cancel();
+    // The first client goes away: its slot is free again soon.
+    leaving.abort();
+    let again: Awaited<ReturnType<typeof open>> | undefined;
+    for (let i = 0; i < 100; i++) {
+      again = await open();
+      if (again.status === 200) break;
+      await again.close();
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(again!.status, 200, "the slot of a client that left was never freed");
+    await again!.close();
+    await b.close();
+  } finally {
+    await srv.close();
+  }
+});
