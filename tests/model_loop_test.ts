@@ -465,6 +465,40 @@ Deno.test("model: replies no honest server sends fail the call; nothing of them 
   }
 });
 
+Deno.test("model: a stream chunk that is not JSON fails the call as a protocol error; the SDKs print nothing of it", async () => {
+  const printed: unknown[][] = [];
+  const saved = {
+    error: console.error,
+    warn: console.warn,
+    log: console.log,
+    debug: console.debug,
+  };
+  const keep = (...a: unknown[]) => void printed.push(a);
+  for (const provider of ["openai", "anthropic"] as const) {
+    await using srv = startFakeModelServer();
+    await using env = await makeEnv();
+    const garbage = "data: {not json, SERVER-DATA-7f3a\n\n";
+    srv.push({
+      sse: provider === "openai" ? [oaiChunk({ role: "assistant", content: "hi" }), garbage] : [
+        anthEvent("message_start", { message: { model: "m", usage: { input_tokens: 1 } } }),
+        `event: content_block_delta\n${garbage}`,
+      ],
+    });
+    const pid = await agent(env, srv, { provider, model: { max_attempts: 1, stream: true } });
+    Object.assign(console, { error: keep, warn: keep, log: keep, debug: keep });
+    try {
+      await env.rt.runUntilIdle();
+    } finally {
+      Object.assign(console, saved);
+    }
+    const p = await env.rt.process(pid);
+    assert.equal(p.status, "failed", `${provider}: ${p.exit_reason}`);
+    const [c] = await calls(env, pid);
+    assert.deepEqual(c.attempts.map((a) => a.outcome), ["protocol"], provider);
+  }
+  assert.deepEqual(printed.map((a) => a.map(String).join(" ").slice(0, 120)), []);
+});
+
 Deno.test("model: an error the server reports inside a streamed reply is retried like a 5xx", async () => {
   await using srv = startFakeModelServer();
   await using env = await makeEnv();

@@ -162,6 +162,9 @@ export class AnthropicChat implements ChatProvider {
         authToken: null,
         baseURL: this.#endpoint.baseUrl ?? ANTHROPIC_DEFAULT_BASE_URL,
         maxRetries: 0,
+        // The SDK would print what it cannot parse of a server's reply to the runtime's
+        // stderr (and its *_LOG variable could turn on more): the ledger records failures.
+        logLevel: "off",
         // The global fetch, its bodies bounded as they arrive. (Measured here: the SDK's
         // default fetch path costs ~0.3 ms more per call than handing it one directly.)
         fetch: boundedFetch(),
