@@ -67,6 +67,7 @@ import type {
 import { authorize } from "./authorize.ts";
 import { type Call, optStr, pidArg, type Primitive, str } from "./call.ts";
 import { propagateRestrictions } from "./capability.ts";
+import { checkFlow } from "./filesystem.ts";
 import { newOid } from "../runtime/oids.ts";
 
 /** What creating a checkpoint returns. */
@@ -998,6 +999,8 @@ export const CHECKPOINT: Record<string, Primitive> = {
       const pid = call.args.pid === undefined ? call.proc.pid : pidArg(call);
       const label = optStr(call, "label", 200) ?? null;
       await _authorizeOver(call, pid, "write");
+      // A label is text anyone listing the checkpoints reads: the caller's data may not go there.
+      if (label !== null) await checkFlow(call, "normal", "checkpoint label");
       const self = pid === call.proc.pid ? _selfStep(call) : null;
       const out = await createCheckpoint(call.k, pid, { label, by: `pid:${call.proc.pid}`, self });
       // The step's result in the checkpoint is this value without its hash.

@@ -5,11 +5,12 @@
  */
 import { denied, invalid, LibosError } from "../runtime/errors.ts";
 import type { HumanAnswer } from "../runtime/providers/types.ts";
-import type { HumanRequestStatus } from "../runtime/types.ts";
+import type { HumanRequestStatus, Label } from "../runtime/types.ts";
+import { maxLabel } from "../runtime/labels.ts";
 import { applyDecision, authorize } from "./authorize.ts";
 import { type Call, optStr, type Primitive, str } from "./call.ts";
 import { withEffect } from "./effects.ts";
-import { checkFlow } from "./filesystem.ts";
+import { checkFlow, taint } from "./filesystem.ts";
 
 const _ANSWERS = ["allow_once", "always_allow", "deny", "always_deny"] as const;
 
@@ -50,6 +51,8 @@ export const HUMAN: Record<string, Primitive> = {
         const p = await call.k.store.getProcess(r.pid);
         if (p && _root(p) !== _root(call.proc)) out.push(r);
       }
+      // The requests' arguments carry their asking processes' data: its labels come along.
+      await taint(call, maxLabel(...out.flatMap((r): Label[] => r.labels)));
       return out;
     },
   },

@@ -6,6 +6,7 @@
 import { parseImage } from "../runtime/images.ts";
 import { authorize, peek } from "./authorize.ts";
 import type { Primitive } from "./call.ts";
+import { checkFlow } from "./filesystem.ts";
 
 /** The image family. */
 export const IMAGE: Record<string, Primitive> = {
@@ -15,6 +16,8 @@ export const IMAGE: Record<string, Primitive> = {
       const image = parseImage(call.args.image, call.k.toolNames);
       call.target = `image:${image.name}`;
       await authorize(call, { resource: call.target, right: "write" });
+      // The registry is read by other processes (and its prompts become theirs): normal data at most.
+      await checkFlow(call, "normal", call.target);
       await call.k.store.putImage(image, `pid:${call.proc.pid}`);
       await call.k.emit("image.registered", `pid:${call.proc.pid}`, call.target, {
         tools: image.tools,

@@ -24,7 +24,7 @@ import type {
 import { authorize } from "./authorize.ts";
 import { type Call, optInt, optStr, pidArg, type Primitive, str } from "./call.ts";
 import { delegate, findDelegable, propagateRestrictions } from "./capability.ts";
-import { resolvePath } from "./filesystem.ts";
+import { resolvePath, taint } from "./filesystem.ts";
 
 /** Fork modes. */
 export const FORK_MODES = ["copy", "restricted", "speculative", "worker"] as const;
@@ -295,6 +295,8 @@ const wait: Primitive = {
       call.k.noteWaitTarget(call.proc.pid, child.pid);
       throw new LibosError("EAGAIN", `${call.name}: process ${child.pid} is ${child.status}`);
     }
+    // The result (and the code) come from the child: its taint comes with them.
+    await taint(call, child.taint);
     return {
       pid: child.pid,
       status: child.status,
