@@ -957,6 +957,14 @@ async function _authorizeOver(call: Call, pid: number, right: Right): Promise<Pr
   const chosen = found.find((f) => f.d.effect === "deny" && f.d.cap) ??
     found.find((f) => f.d.cap !== null);
   await authorize(call, { resource: chosen?.resource ?? call.target, right });
+  // Every operation here covers the whole subtree: a DENY or ASK the caller holds on a
+  // process below wins over its authority on the root, as if that process were named.
+  for (const below of await call.k.store.subtreePids(pid)) {
+    if (below === pid) continue;
+    const resource = `checkpoint:process:${below}`;
+    const d = decide(caps, resource, right, binding, now);
+    if (d.cap && d.effect !== "allow") await authorize(call, { resource, right });
+  }
   return target;
 }
 

@@ -378,3 +378,39 @@ Deno.test("hardening: a revocation committed by another process is honoured by t
   await env.rt.kernel.store.revokeCascade(own);
   await rejectsCode(env.rt.syscall(pid2, "filesystem.read", { path: "a.txt" }), "EPERM");
 });
+
+Deno.test("hardening: a DENY on a descendant's checkpoints is not bypassed through an ancestor's subtree", async () => {
+  await using env = await makeEnv();
+  const r = await launch(env, [
+    cap("checkpoint:process:self", "read", "write", "execute"),
+    cap("process:spawn", "execute"),
+  ]);
+  const { pid: e } = await env.rt.syscall(r, "process.spawn", { goal: "e" }) as { pid: number };
+  await env.rt.kernel.grant(e, { resource: "process:spawn", rights: ["execute"] }, "host");
+  const { pid: d } = await env.rt.syscall(e, "process.spawn", { goal: "d" }) as { pid: number };
+  await env.rt.syscall(d, "memory.put", { kind: "claim", name: "d-private", payload: "v1" });
+  // Before the DENY: a checkpoint of e's subtree, which holds d.
+  const early = await env.rt.syscall(r, "checkpoint.create", { pid: e }) as {
+    checkpoint_id: string;
+  };
+  await env.rt.kernel.grant(r, {
+    resource: `checkpoint:process:${d}`,
+    rights: ["read", "write", "execute"],
+    effect: "deny",
+  }, "host");
+  await rejectsCode(env.rt.syscall(r, "checkpoint.create", { pid: d }), "EPERM");
+  // Every operation on a subtree that holds d is refused as well.
+  await rejectsCode(env.rt.syscall(r, "checkpoint.create", { pid: e }), "EPERM");
+  await rejectsCode(env.rt.syscall(r, "checkpoint.create", {}), "EPERM");
+  const id = early.checkpoint_id;
+  await rejectsCode(env.rt.syscall(r, "checkpoint.inspect", { checkpoint_id: id }), "EPERM");
+  await env.rt.syscall(d, "memory.put", { kind: "claim", name: "d-later", payload: "v2" });
+  await rejectsCode(env.rt.syscall(r, "checkpoint.restore", { checkpoint_id: id }), "EPERM");
+  const names = (await env.rt.kernel.store.listObjects(`proc:${d}`)).map((o) => o.name).sort();
+  assert.deepEqual(names, ["d-later", "d-private", "goal"], "d was restored");
+  // Each refusal is audited, naming the DENY on d.
+  const refused = (await env.rt.kernel.store.listAudit({ actor: `pid:${r}` }))
+    .filter((a) => a.decision === "deny");
+  assert.equal(refused.length, 5);
+  for (const a of refused) assert.match(a.reason, new RegExp(`checkpoint:process:${d}\\b`));
+});
