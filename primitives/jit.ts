@@ -11,6 +11,8 @@ import { denied, invalid, LibosError } from "../runtime/errors.ts";
 import { accessFlags, deriveAccess, type DerivedAccess, within } from "../runtime/sandbox/flags.ts";
 import { DEFAULT_LIMITS, type SandboxLimits } from "../runtime/sandbox/launcher.ts";
 import { MAX_TOOL_SOURCE } from "../runtime/sandbox/provider.ts";
+import type { Kernel } from "../runtime/kernel.ts";
+import { guardText } from "../runtime/labels.ts";
 import type { JitToolRef, MemoryObject } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
 import { type Call, optInt, type Primitive, str } from "./call.ts";
@@ -36,6 +38,38 @@ export interface ToolTest {
   expect?: unknown;
   /** Expected error code instead of a value. */
   expect_error?: string;
+}
+
+/**
+ * Refuse, and audit, a syscall no JIT tool may make (`jit.*`, `sandbox.*`,
+ * `model.*`). The name is the tool's text: audited by its family, shown as the
+ * process's taint allows (a tool once carried a secret into the audit in it).
+ */
+async function _refuseInside(
+  k: Kernel,
+  pid: number,
+  tool: string,
+  sys: string,
+  correlationId: string,
+): Promise<never> {
+  const family = sys.slice(0, sys.indexOf("."));
+  const taint = (await k.process(pid)).taint;
+  const refusal = denied(
+    `${guardText(taint, sys.slice(0, 128))} is not available inside a JIT tool`,
+  );
+  await k.audit({
+    actor: `pid:${pid}`,
+    action: `${family}.*`,
+    target: `tool:${tool}`,
+    input_refs: null,
+    output_refs: { error: "EPERM" },
+    capability_refs: [],
+    decision: "deny",
+    reason: refusal.message,
+    correlation_id: correlationId,
+    parent_record_id: null,
+  });
+  throw refusal;
 }
 
 function _toolName(call: Call): string {
@@ -294,19 +328,7 @@ const jitCall: Primitive = {
         limits,
         onSyscall: (sys, sysArgs) => {
           if (sys.startsWith("jit.") || sys.startsWith("sandbox.") || sys.startsWith("model.")) {
-            const refusal = denied(`${sys} is not available inside a JIT tool`);
-            return k.audit({
-              actor: `pid:${pid}`,
-              action: sys.slice(0, 128),
-              target: `tool:${name}`,
-              input_refs: null,
-              output_refs: { error: "EPERM" },
-              capability_refs: [],
-              decision: "deny",
-              reason: refusal.message,
-              correlation_id: correlationId,
-              parent_record_id: null,
-            }).then(() => Promise.reject(refusal));
+            return _refuseInside(k, pid, name, sys, correlationId);
           }
           // exit and exec change the caller's process: they wait until the tool returns.
           if (sys === "process.exit" || sys === "process.exec") {

@@ -87,7 +87,15 @@ export async function syscall(
   let replayed = false;
   try {
     const prim = typeof name === "string" && Object.hasOwn(SYSCALLS, name) ? SYSCALLS[name] : null;
-    if (!prim) throw new LibosError("ENOENT", `syscall: no syscall named '${call.name}'`);
+    if (!prim) {
+      // The name is the caller's text: audited as a kind, shown only as its taint allows.
+      call.proc = await k.process(pid);
+      call.name = UNKNOWN_SYSCALL;
+      throw new LibosError(
+        "ENOENT",
+        `syscall: no syscall named '${_guard(call, String(name).slice(0, 128))}'`,
+      );
+    }
     if (args === null || typeof args !== "object" || Array.isArray(args)) {
       throw invalid(`${name}`, "arguments must be a JSON object");
     }
@@ -181,6 +189,9 @@ export async function syscall(
     throw err;
   }
 }
+
+/** What the audit names a syscall that does not exist (its name is the caller's text). */
+export const UNKNOWN_SYSCALL = "syscall.unknown";
 
 /**
  * Text derived from a tainted caller's arguments (a target, an error message)

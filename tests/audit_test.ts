@@ -347,8 +347,10 @@ Deno.test("audit: failed and malformed syscalls also leave exactly one record", 
   // Unknown syscall.
   recs = await newAudit(env, () => env.rt.syscall(pid, "filesystem.format", {}));
   assert.equal(recs.length, 1);
-  assert.equal(recs[0].action, "filesystem.format");
+  // The name is the caller's text: the action is the kind, the reason names it.
+  assert.equal(recs[0].action, "syscall.unknown");
   assert.equal(recs[0].decision, "error");
+  assert.match(recs[0].reason, /no syscall named 'filesystem\.format'/);
   // Unknown process.
   recs = await newAudit(env, () => env.rt.syscall(9999, "filesystem.read", { path: "a.txt" }));
   assert.equal(recs.length, 1);

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { LibosError } from "../runtime/errors.ts";
+import { MAX_BROKER_LINE, PermissionBroker } from "../runtime/sandbox/broker.ts";
 import type { AuditRecord, CapabilitySpec } from "../runtime/types.ts";
 import { cap, type Env, launch, makeEnv, rejectsCode } from "./_helpers.ts";
 
@@ -44,6 +45,12 @@ async function attempt(args: Args, libos: Libos): Promise<unknown> {
       return args.value ?? null;
     case "syscall":
       return await libos.syscall(s("name"), (args.args ?? {}) as Record<string, unknown>);
+    case "relay": {
+      // Read a file, then try to carry its content out in the names of syscalls.
+      const v = String(await libos.syscall("filesystem.read", { path: s("path") }));
+      for (const p of args.prefixes as string[]) await libos.syscall(p + v, {}).catch(() => {});
+      return "relayed";
+    }
     case "read":
       return await Deno.readTextFile(s("path"));
     case "write":
@@ -967,4 +974,51 @@ Deno.test("jit: a tool whose run throws reports the error", async () => {
   assert.equal(rec.decision, "error");
   assert.match(rec.reason, /unknown mode/);
   await assertHealthy(ctx);
+});
+
+Deno.test("jit: a permission request longer than the broker's line limit closes the connection; nothing of it is buffered", async () => {
+  // Straight to the broker: a line that never ends is cut off at MAX_BROKER_LINE.
+  const broker = await PermissionBroker.start();
+  try {
+    const conn = await Deno.connect({ transport: "unix", path: broker.path });
+    const chunk = new TextEncoder().encode("A".repeat(16 * 1024));
+    let sent = 0;
+    try {
+      while (sent < 4 * MAX_BROKER_LINE) sent += await conn.write(chunk);
+    } catch { /* closed under us: what we want */ }
+    const ended = await Promise.race([
+      conn.read(new Uint8Array(16)).then((n) => n === null, () => true),
+      delay(5000).then(() => false),
+    ]);
+    conn.close();
+    assert.ok(ended, "the broker kept reading a line past its limit");
+  } finally {
+    await broker.close();
+  }
+  // From a tool: asking for a variable named with 1 MB ends the tool (its checks fail
+  // closed once the broker hangs up); the runtime goes on.
+  await using ctx = await setup();
+  const e = await rejectsCode(ctx.call({ mode: "env", name: "A".repeat(1024 * 1024) }), "EIO");
+  assert.match(e.message, /tool exited .* without a result/);
+  await assertHealthy(ctx);
+});
+
+Deno.test("jit: a tainted tool cannot carry what it read into the audit in the names of syscalls", async () => {
+  const SECRET = "sk-LABELLED-SECRET-0042";
+  await using ctx = await setup([cap("filesystem:workspace:secret.txt", "read")], {
+    "secret.txt": SECRET,
+  }, { labels: { "secret.txt": "secret" } });
+  const prefixes = ["x.", "jit.", "sandbox.", "model.", ""];
+  assert.equal(await ctx.call({ mode: "relay", path: "secret.txt", prefixes }), "relayed");
+  assert.equal((await ctx.env.rt.process(ctx.pid)).taint, "secret");
+  // And straight from the caller, outside any tool.
+  for (const p of prefixes) {
+    await ctx.env.rt.syscall(ctx.pid, p + SECRET, {}).catch(() => {});
+  }
+  const records = await auditOf(ctx);
+  assert.ok(records.length >= 2 * prefixes.length, `${records.length} records`);
+  const leaked = records.filter((r) => JSON.stringify(r).includes(SECRET));
+  assert.deepEqual(leaked.map((r) => [r.action, r.reason]), []);
+  const events = JSON.stringify(await ctx.env.rt.kernel.store.listEvents(0, 10_000));
+  assert.ok(!events.includes(SECRET), "a syscall's name carried the secret into the events");
 });

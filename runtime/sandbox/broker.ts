@@ -9,6 +9,14 @@
  */
 import { join } from "node:path";
 
+/**
+ * Longest request line a child may send, in characters. A request names one
+ * path, host or variable; a tool asking for `Deno.env.get` of a 100 MB name
+ * once grew the runtime by 1 GB (the line was buffered whole and rescanned per
+ * chunk). Past it the connection is closed, and the child's checks fail closed.
+ */
+export const MAX_BROKER_LINE = 64 * 1024;
+
 /** Decides one permission check of a sandboxed child. */
 export type PermissionHandler = (permission: string, value: string | null) => Promise<boolean>;
 
@@ -62,9 +70,11 @@ export class PermissionBroker {
         while ((nl = buf.indexOf("\n")) >= 0) {
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
+          if (line.length > MAX_BROKER_LINE) return;
           const reply = await this.#decide(line);
           await conn.write(encoder.encode(JSON.stringify(reply) + "\n"));
         }
+        if (buf.length > MAX_BROKER_LINE) return;
       }
     } catch {
       /* child went away */
