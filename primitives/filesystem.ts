@@ -9,6 +9,7 @@ import { denied, invalid, LibosError } from "../runtime/errors.ts";
 import { maxLabel, mayFlow, parseLabel } from "../runtime/labels.ts";
 import { foldResource, isLive, restrictionMatches } from "../runtime/capabilities.ts";
 import type { FileStat } from "../runtime/providers/types.ts";
+import { canonicalPath } from "../runtime/sandbox/flags.ts";
 import type { Label } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
 import { type Call, optBool, type Primitive, str } from "./call.ts";
@@ -180,6 +181,24 @@ export async function fileLabel(call: Call, p: ResolvedPath): Promise<Label> {
     if (restrictionMatches(full, p.resource)) label = maxLabel(label, l);
   }
   return label;
+}
+
+/**
+ * Every real path in the caller's workspace that carries a label: the policy's
+ * patterns (`dir/*` stands for `dir`, wider, never narrower) and the labels
+ * recorded on files.
+ */
+export async function labelledPaths(call: Call): Promise<{ path: string; label: Label }[]> {
+  const ws = call.proc.workspace;
+  const out: { path: string; label: Label }[] = [];
+  for (const [pattern, label] of Object.entries(call.proc.policy.labels)) {
+    const full = pattern.startsWith("filesystem:") ? pattern : `filesystem:workspace:${pattern}`;
+    if (!full.startsWith("filesystem:workspace:")) continue;
+    const rel = full.slice("filesystem:workspace:".length);
+    const base = rel === "*" ? "." : rel.endsWith("/*") ? rel.slice(0, -2) : rel;
+    out.push({ path: canonicalPath(join(ws, base)), label });
+  }
+  return [...out, ...await call.k.store.fileLabelsUnder(ws)];
 }
 
 /** Raise the caller's taint to `label` (labels follow data into the process). */

@@ -16,7 +16,7 @@ import { guardText } from "../runtime/labels.ts";
 import type { JitToolRef, MemoryObject } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
 import { type Call, optInt, type Primitive, str } from "./call.ts";
-import { checkFlow, fileLabel, resolvePath, taint } from "./filesystem.ts";
+import { checkFlow, fileLabel, labelledPaths, resolvePath, taint } from "./filesystem.ts";
 import { authorizeObject } from "./memory.ts";
 
 /** Hard ceilings a caller can raise a call's limits to. */
@@ -364,6 +364,23 @@ const jitCall: Primitive = {
   },
 };
 
+/**
+ * Writing a directory (renaming, removing, changing its mode) moves what is
+ * below it out from under the paths rules and labels name: refused when
+ * anything below is denied, asked or labelled.
+ */
+async function _refuseAbove(call: Call, derived: DerivedAccess, real: string): Promise<void> {
+  const below = (path: string) => path !== real && within([real], path);
+  const ruled = [...derived.denyRead, ...derived.denyWrite].find(below) ??
+    (await labelledPaths(call)).find((l) => below(l.path))?.path;
+  if (ruled) {
+    const rel = call.k.hidePaths(ruled, call.proc.workspace);
+    throw denied(
+      `${call.name}: writing ${call.target} would move ${rel}, which a rule or label names`,
+    );
+  }
+}
+
 const access: Primitive = {
   fields: ["permission", "value"],
   async run(call) {
@@ -389,6 +406,7 @@ const access: Primitive = {
     if (!within(allowed, p.real) || within(deny, p.real)) {
       throw denied(`${call.name} ${p.resource}: outside the derived --allow-${permission} flags`);
     }
+    if (permission === "write") await _refuseAbove(call, derived, p.real);
     await authorize(call, { resource: p.resource, right: permission });
     const label = await fileLabel(call, p);
     if (permission === "read") await taint(call, label);

@@ -17,12 +17,12 @@ import { denied, invalid } from "../runtime/errors.ts";
 import { guardText, labelRank, maxLabel, mayFlow, redactionFor } from "../runtime/labels.ts";
 import type { FileChange, ShellResult, ShellSandbox } from "../runtime/providers/types.ts";
 import { noSandbox, type ShellView } from "../runtime/sandbox/bwrap.ts";
-import { canonicalPath, deriveGrants } from "../runtime/sandbox/flags.ts";
+import { deriveGrants } from "../runtime/sandbox/flags.ts";
 import type { Effect, Label } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
 import { type Call, optInt, type Primitive } from "./call.ts";
 import { withEffect } from "./effects.ts";
-import { checkFlow, fileLabel, resolvePath, taint } from "./filesystem.ts";
+import { checkFlow, fileLabel, labelledPaths, resolvePath, taint } from "./filesystem.ts";
 
 /** Default and largest timeout of a shell command. */
 export const SHELL_TIMEOUT_MS = { default: 30_000, max: 300_000 };
@@ -361,22 +361,12 @@ async function _symlinkBase(
 
 /** Real paths to mask and to keep read-only because of their labels (see {@link SHELL_LABEL}). */
 async function _labelled(call: Call): Promise<{ hide: string[]; readOnly: string[] }> {
-  const ws = call.proc.workspace;
   const hide: string[] = [];
   const readOnly: string[] = [];
-  const sort = (path: string, label: Label) => {
+  for (const { path, label } of await labelledPaths(call)) {
     if (labelRank(label) > labelRank(SHELL_LABEL)) hide.push(path);
     else if (labelRank(label) < labelRank(SHELL_LABEL)) readOnly.push(path);
-  };
-  for (const [pattern, label] of Object.entries(call.proc.policy.labels)) {
-    const full = pattern.startsWith("filesystem:") ? pattern : `filesystem:workspace:${pattern}`;
-    if (!full.startsWith("filesystem:workspace:")) continue;
-    const rel = full.slice("filesystem:workspace:".length);
-    // `dir/*` labels what is below dir: masking dir itself is wider, never narrower.
-    const base = rel === "*" ? "." : rel.endsWith("/*") ? rel.slice(0, -2) : rel;
-    sort(canonicalPath(join(ws, base)), label);
   }
-  for (const r of await call.k.store.fileLabelsUnder(ws)) sort(r.path, r.label);
   return { hide, readOnly };
 }
 

@@ -45,6 +45,12 @@ async function attempt(args: Args, libos: Libos): Promise<unknown> {
       return args.value ?? null;
     case "syscall":
       return await libos.syscall(s("name"), (args.args ?? {}) as Record<string, unknown>);
+    case "remove":
+      await Deno.remove(s("path"), { recursive: true });
+      return "removed";
+    case "rename":
+      await Deno.rename(s("from"), s("to"));
+      return "renamed";
     case "relay": {
       // Read a file, then try to carry its content out in the names of syscalls.
       const v = String(await libos.syscall("filesystem.read", { path: s("path") }));
@@ -1021,4 +1027,34 @@ Deno.test("jit: a tainted tool cannot carry what it read into the audit in the n
   assert.deepEqual(leaked.map((r) => [r.action, r.reason]), []);
   const events = JSON.stringify(await ctx.env.rt.kernel.store.listEvents(0, 10_000));
   assert.ok(!events.includes(SECRET), "a syscall's name carried the secret into the events");
+});
+
+Deno.test("jit: a tool cannot rename or remove a directory above a DENY'd or labelled path", async () => {
+  await using ctx = await setup([
+    cap("filesystem:workspace:*", "read", "write"),
+    { resource: "filesystem:workspace:config/.env", rights: ["read", "write"], effect: "deny" },
+  ], {
+    "config/.env": "TOKEN=SECRET-4711",
+    "keys/id.txt": "SECRET-KEY-9999",
+    "free/x.txt": "x",
+  }, { labels: { "keys/id.txt": "secret" } });
+  const ws = ctx.env.ws;
+  for (const [from, to] of [["config", "moved"], ["keys", "k2"]]) {
+    const r = await attempt(ctx, { mode: "rename", from: join(ws, from), to: join(ws, to) });
+    assert.equal(r.ok, false, `rename ${from}: ${JSON.stringify(r)}`);
+    assert.equal(r.name, "NotCapable", JSON.stringify(r));
+    const gone = await attempt(ctx, { mode: "remove", path: join(ws, from) });
+    assert.equal(gone.ok, false, `remove ${from}: ${JSON.stringify(gone)}`);
+  }
+  assert.equal(await Deno.readTextFile(join(ws, "config/.env")), "TOKEN=SECRET-4711");
+  assert.equal(await Deno.readTextFile(join(ws, "keys/id.txt")), "SECRET-KEY-9999");
+  // A directory holding nothing protected is the tool's to rename.
+  const free = await attempt(ctx, {
+    mode: "rename",
+    from: join(ws, "free"),
+    to: join(ws, "free2"),
+  });
+  assert.equal(free.ok, true, JSON.stringify(free));
+  const refused = await accessRecords(ctx, join(ws, "config"), "deny");
+  assert.ok(refused.some((a) => /config\/\.env/.test(a.reason)), JSON.stringify(refused));
 });

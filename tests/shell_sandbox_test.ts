@@ -1135,3 +1135,58 @@ Deno.test("shell sandbox: ps and the console show which processes run commands u
   const js = await Deno.readTextFile(new URL("../server/console/console.js", import.meta.url));
   assert.match(js, /shell_sandbox === "none"/, "the console marks unsandboxed processes");
 });
+
+// ---------------------------------------------------------------- renaming what a rule names
+
+Deno.test("shell sandbox: a directory above a DENY'd, labelled or read-only path cannot be renamed away from its rule", async () => {
+  await using env = await makeEnv({
+    files: {
+      "config/.env": "TOKEN=SECRET-4711\n",
+      "config/app.json": "{}\n",
+      "keys/id.txt": "SECRET-KEY-9999\n",
+      "a/b/key.pem": "PRIVATE-KEY-777\n",
+      ".github/workflows/ci.yml": "run: tests\n",
+      "src/app.py": "print('orig')\n",
+      "free/x.txt": "x\n",
+    },
+  });
+  const pid = await launch(env, [
+    fsCap("*", "read", "write", "delete"),
+    deny("config/.env", "read", "write", "delete"),
+    deny("a/b/*", "read", "write", "delete"),
+    deny(".github/workflows/*", "write", "delete"),
+    deny("src/app.py", "write", "delete"),
+    sh("mv"),
+    sh("cat"),
+    sh("sh"),
+  ], { policy: { shell: "always_allow", labels: { "keys/id.txt": "secret" } } });
+  // Each rename would carry a protected path out from under the path its rule names.
+  for (
+    const [from, to] of [["config", "moved"], ["keys", "k2"], ["a", "a2"], [".github", ".old"]]
+  ) {
+    const r = await run(env, pid, ["mv", from, to]);
+    assert.notEqual(r.code, 0, `mv ${from} ${to} succeeded`);
+    assert.match(r.stderr, /busy/i, r.stderr);
+    assert.ok(await exists(join(env.ws, from)) && !(await exists(join(env.ws, to))));
+  }
+  // In one command: move the parent, then write the protected path anew.
+  await Deno.writeTextFile(
+    join(env.ws, "swap.sh"),
+    "mv src .old-src && mkdir src && echo 'evil()' > src/app.py\n" +
+      "mv .github .old-github && mkdir -p .github/workflows && echo evil > .github/workflows/ci.yml\n",
+  );
+  const r = await run(env, pid, ["sh", "swap.sh"]);
+  assert.notEqual(r.code, 0);
+  assert.equal(await Deno.readTextFile(join(env.ws, "src/app.py")), "print('orig')\n");
+  assert.equal(await Deno.readTextFile(join(env.ws, ".github/workflows/ci.yml")), "run: tests\n");
+  // Nothing protected was read, and the process read nothing labelled.
+  for (const path of ["config/.env", "keys/id.txt", "a/b/key.pem"]) {
+    const c = await run(env, pid, ["cat", path]).catch((e) => ({ stdout: String(e.code) }));
+    assert.ok(!/SECRET|PRIVATE/.test(c.stdout), `${path}: ${c.stdout}`);
+  }
+  // (Commands carry normal data: nothing above it came through.)
+  assert.equal((await env.rt.process(pid)).taint, "normal");
+  // A directory holding nothing protected still renames.
+  const free = await run(env, pid, ["mv", "free", "free2"]);
+  assert.equal(free.code, 0, free.stderr);
+});

@@ -213,8 +213,8 @@ function _workspaceMounts(view: ShellView): WorkspaceMount[] {
   // read-only itself, with its existing entries mounted again in their own mode.
   const sealed = new Set(modes.protectedMissing().map(_existingAncestor));
   const out: WorkspaceMount[] = [];
-  const push = (m: WorkspaceMount) => {
-    out.push(m);
+  const push = (m: WorkspaceMount, at = out.length) => {
+    out.splice(at, 0, m);
     if (out.length > MAX_WORKSPACE_MOUNTS) {
       throw new LibosError(
         "ELIMIT",
@@ -238,6 +238,14 @@ function _workspaceMounts(view: ShellView): WorkspaceMount[] {
       } else push({ path: x, kind: m });
     }
     if (!st.isDirectory) return;
+    // A writable directory above a mount is made a mount point itself (bound onto
+    // itself): renaming it would carry the mount below it along and leave the host
+    // path a rule names free, for this command and for every later one to fill.
+    const at = out.length;
+    visitBelow(x, m, seal);
+    if (m === "rw" && inherited === "rw" && out.length > at) push({ path: x, kind: "rw" }, at);
+  };
+  const visitBelow = (x: string, m: Mode, seal: boolean) => {
     // Below, `m` is what an entry gets without a mount of its own (inside a mask
     // or the skeleton: nothing, it does not exist unless mounted).
     if (seal) {
