@@ -36,7 +36,12 @@ import { payloadRef } from "../runtime/canonical.ts";
 import { invalid, LibosError, toLibosError } from "../runtime/errors.ts";
 import { parseImage, parseModelConfig } from "../runtime/images.ts";
 import { Kernel } from "../runtime/kernel.ts";
-import { HostClock, HostFileSystem, HostShell } from "../runtime/providers/host.ts";
+import {
+  ByNameFileSystem,
+  HostClock,
+  HostFileSystem,
+  HostShell,
+} from "../runtime/providers/host.ts";
 import { DenyingHuman, parseScript, ScriptedModel } from "../runtime/providers/scripted.ts";
 import { HostSandbox } from "../runtime/sandbox/provider.ts";
 import type { HumanAnswer, OutcomeAnswer, Providers } from "../runtime/providers/types.ts";
@@ -169,6 +174,10 @@ export class Runtime {
       : await Deno.makeTempDir({ prefix: "libos-jit-" });
     const cacheDir = resolve(options.jitCacheDir ?? tempCache ?? `${storePath}.jit`);
     const providers = { ...hostProviders(cacheDir), ...options.providers };
+    // Without real paths the file system acts by name too (the ablation's whole mechanism).
+    if (ablations.has("no-realpath") && !options.providers?.fs) {
+      providers.fs = new ByNameFileSystem();
+    }
     const kernel = new Kernel(store, providers, BUILTIN_TOOL_NAMES, { ablations });
     kernel.setToolSpecs(_toolSpecs());
     for (const m of Object.values(providers.models)) if (m instanceof ModelLoop) m.attach(kernel);

@@ -447,7 +447,8 @@ async function _recordWrites(
     decision: "info",
     reason: ["created", "changed", "deleted"]
       .map((k) => `${changes.filter((c) => c.change === k).length} ${k}`)
-      .join(", ") + (r.writes_complete ? "" : " (walk limit reached: list incomplete)"),
+      .join(", ") +
+      (r.writes_complete ? "" : " (the write audit could not see everything: list incomplete)"),
     correlation_id: call.correlationId,
     parent_record_id: null,
   });

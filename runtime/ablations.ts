@@ -13,7 +13,7 @@ import { invalid } from "./errors.ts";
 /** Every ablation, with the one mechanism it switches off. */
 export const ABLATIONS = {
   "no-realpath":
-    "paths are resolved lexically: symlinks are not followed before authorization and dangling links are not refused",
+    "paths are resolved lexically and files opened by name: symlinks are not followed before authorization, an open follows them, and dangling links are not refused",
   "no-labels":
     "data labels do not gate flows: no check of a write, human output or shell command against the caller's taint",
   "no-one-shot-binding":

@@ -51,6 +51,7 @@ interface RunResult {
   timed_out: boolean;
   truncated: boolean;
   writes: Change[];
+  writes_complete: boolean | null;
 }
 
 const SECRET = "TOKEN=SECRET-4711";
@@ -1189,4 +1190,110 @@ Deno.test("shell sandbox: a directory above a DENY'd, labelled or read-only path
   // A directory holding nothing protected still renames.
   const free = await run(env, pid, ["mv", "free", "free2"]);
   assert.equal(free.code, 0, free.stderr);
+});
+
+// ---------------------------------------------------------------- what the write audit sees
+
+/** A process with read on the workspace, read+write on out/*, and the given programs. */
+async function auditEnv(files: Record<string, string>, programs: string[]) {
+  const env = await makeEnv({ files: { "out/.keep": "", ...files } });
+  const caps = [
+    fsCap("*", "read"),
+    fsCap("out/*", "read", "write"),
+    ...programs.map(sh),
+  ];
+  const pid = await launch(env, caps, { policy: { shell: "always_allow" } });
+  return Object.assign(env, { pid, caps });
+}
+
+Deno.test("shell sandbox: the write audit sees past PATH_MAX, says when a name is not UTF-8, and catches a same-size edit with its mtime put back", async () => {
+  await using env = await auditEnv({
+    "deep.py": "import os\nos.chdir('out')\nfor i in range(24):\n" +
+      "    os.mkdir('d' * 200); os.chdir('d' * 200)\nopen('payload.txt', 'w').write('DEEP')\n",
+    "bytes.py": "import os\nos.chdir(b'out')\nopen(b'\\xff.txt', 'wb').write(b'HIDDEN')\n",
+    "src/a.txt": "amount=100\n",
+    "edit.sh":
+      "cp -p out/r.txt /tmp/ref\nprintf 'amount=999\\n' > out/r.txt\ntouch -r /tmp/ref out/r.txt\n",
+  }, ["python3", "cp", "sh", "rm"]);
+  // 24 levels of 200 characters: 4,800 characters of path, past the host's 4,096.
+  const deep = await run(env, env.pid, ["python3", "deep.py"]);
+  assert.equal(deep.code, 0, deep.stderr);
+  assert.ok(deep.writes_complete);
+  const payload = deep.writes.find((w) => w.path.endsWith("/payload.txt"));
+  assert.ok(payload, `payload.txt is not in the audit (${deep.writes.length} entries)`);
+  assert.equal(payload.size, 4);
+  assert.ok(payload.path.length > 4096);
+  // The host hands over no name that is not UTF-8: the audit says it is incomplete.
+  const bytes = await run(env, env.pid, ["python3", "bytes.py"]);
+  assert.equal(bytes.code, 0, bytes.stderr);
+  assert.equal(bytes.writes_complete, false, JSON.stringify(bytes.writes));
+  // A later command still runs; its audit says the same.
+  const later = await run(env, env.pid, ["cp", "src/a.txt", "out/r.txt"]);
+  assert.equal(later.code, 0, later.stderr);
+  assert.equal(later.writes_complete, false);
+  await Deno.remove(join(env.ws, "out", "\uFFFD.txt")).catch(() => {});
+  await new Deno.Command("python3", {
+    args: ["-c", "import os; os.remove(b'out/\\xff.txt')"],
+    cwd: env.ws,
+  }).output();
+  // Within one second of the last change, a same-size edit with its mtime put back
+  // (the host reports change times in whole seconds).
+  while (Date.now() % 1000 > 200) await new Promise((r) => setTimeout(r, 5));
+  const copied = await run(env, env.pid, ["cp", "src/a.txt", "out/r.txt"]);
+  assert.ok(copied.writes_complete);
+  const edit = await run(env, env.pid, ["sh", "edit.sh"]);
+  assert.equal(edit.code, 0, edit.stderr);
+  assert.equal(await Deno.readTextFile(join(env.ws, "out/r.txt")), "amount=999\n");
+  const seen = edit.writes.find((w) => w.path === "out/r.txt");
+  assert.ok(seen, `the edit is not in the audit: ${JSON.stringify(edit.writes)}`);
+  assert.equal(seen.change, "changed");
+});
+
+Deno.test("shell sandbox: a link swapped in by a concurrent command leads the write audit nowhere", async () => {
+  // Another process of the agent exchanges a directory with a link to a host directory,
+  // and a file with a link to /dev/zero, as fast as it can.
+  const SWAP = `import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+os.chdir("out")
+os.mkdir("a")
+open("f", "w").write("f")
+os.symlink(open("../host.txt").read(), "s")
+os.symlink("/dev/zero", "z")
+print("ready", flush=True)
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    libc.renameat2(-100, b"a", -100, b"s", 2)
+    libc.renameat2(-100, b"f", -100, b"z", 2)
+`;
+  await using env = await auditEnv({ "swap.py": SWAP }, ["python3", "true"]);
+  const host = join(env.root, "host-dir");
+  await Deno.mkdir(host);
+  await Deno.writeTextFile(join(host, "canary-host-file"), "HOST-CONTENT");
+  const other = await launch(env, env.caps, { policy: { shell: "always_allow" } });
+  // (The agent could write where the link points with filesystem.write.)
+  await Deno.writeTextFile(join(env.ws, "host.txt"), host);
+  const swapper = run(env, other, ["python3", "swap.py", "4"], { timeout_ms: 20_000 });
+  await new Promise((r) => setTimeout(r, 800));
+  const seen: string[] = [];
+  let runs = 0;
+  let slowest = 0;
+  const until = Date.now() + 2_500;
+  while (Date.now() < until) {
+    const t0 = performance.now();
+    const r = await Promise.race([
+      run(env, env.pid, ["true"]),
+      new Promise<null>((ok) => setTimeout(() => ok(null), 10_000)),
+    ]);
+    slowest = Math.max(slowest, performance.now() - t0);
+    assert.ok(r, "a command's write audit never returned (it followed a link to /dev/zero)");
+    runs++;
+    for (const w of r.writes) if (/canary|^out\/[as]\//.test(w.path)) seen.push(w.path);
+  }
+  const mine = await swapper;
+  assert.equal(mine.code, 0, mine.stderr);
+  for (const w of mine.writes) if (/canary|^out\/[as]\//.test(w.path)) seen.push(w.path);
+  assert.ok(runs >= 3, `${runs} commands ran`);
+  assert.deepEqual(seen, [], `the audit walked through the link into the host directory`);
+  const all = JSON.stringify(await env.rt.kernel.store.listEffects());
+  assert.ok(!all.includes("canary-host-file"));
 });

@@ -161,6 +161,53 @@ export class HostFileSystem implements FileSystemProvider {
   }
 }
 
+/**
+ * The file system as a runtime that never resolves real paths has it: every
+ * effect acts on the path by name, following any link on the way. For the
+ * safety benchmark's `no-realpath` ablation only (together with lexical path
+ * checks in the primitives): it shows what checking real paths is worth.
+ */
+export class ByNameFileSystem extends HostFileSystem {
+  override readText(path: string, maxBytes: number, known?: FileStat): Promise<string> {
+    const info = known ?? _fileStat(Deno.statSync(path));
+    if (info.kind !== "file") throw new LibosError("EINVAL", `path: not a regular file`);
+    if (info.size > maxBytes) {
+      throw new LibosError("ELIMIT", `path: file is ${info.size} bytes, limit ${maxBytes}`);
+    }
+    return Promise.resolve(Deno.readTextFileSync(path));
+  }
+  override writeText(path: string, content: string): Promise<void> {
+    Deno.writeTextFileSync(path, content);
+    return Promise.resolve();
+  }
+  override mkdir(path: string): Promise<void> {
+    Deno.mkdirSync(path, { recursive: true });
+    return Promise.resolve();
+  }
+  override remove(path: string, recursive: boolean): Promise<void> {
+    Deno.removeSync(path, { recursive });
+    return Promise.resolve();
+  }
+  override list(path: string): Promise<{ name: string; kind: EntryKind }[]> {
+    return Promise.resolve(
+      [...Deno.readDirSync(path)].map((e) => ({
+        name: e.name,
+        kind:
+          (e.isSymlink
+            ? "symlink"
+            : e.isFile
+            ? "file"
+            : e.isDirectory
+            ? "dir"
+            : "other") as EntryKind,
+      })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+    );
+  }
+  override statEntry(path: string): Promise<FileStat> {
+    return this.lstat(path);
+  }
+}
+
 const { O_RDONLY, O_WRONLY, O_CREAT, O_NONBLOCK, O_NOFOLLOW, O_DIRECTORY } = nodeFs.constants;
 
 /**
@@ -332,7 +379,10 @@ export class HostShell implements ShellProvider {
     const sb = o.sandbox;
     const plan = planSandbox(sb.view, o.cwd);
     const before = snapshot(plan.writable, plan.excluded, sb.maxWritableEntries);
-    if (!before.complete) {
+    // Past its entry limit the walk saw nothing of the rest: no diff could be trusted.
+    // (Other gaps, a name that is not UTF-8 say, leave the rest audited: the result
+    // then says its write audit is incomplete.)
+    if (before.overLimit) {
       throw new LibosError(
         "ELIMIT",
         `shell.run: the writable paths hold more than ${sb.maxWritableEntries} entries, ` +
@@ -380,11 +430,11 @@ export class HostShell implements ShellProvider {
       // The launcher execs bwrap in place: killing this pid kills bwrap, and bwrap's
       // death (--die-with-parent) ends the sandbox's pid namespace, every process in it.
       const out = await _collect(child, o, (c) => _kill(c));
-      const after = snapshot(plan.writable, plan.excluded, 2 * sb.maxWritableEntries);
+      const after = snapshot(plan.writable, plan.excluded, 2 * sb.maxWritableEntries, before);
       return {
         ...out,
         writes: await diffSnapshots(before, after),
-        writes_complete: after.complete,
+        writes_complete: before.complete && after.complete,
         limits: kinds,
       };
     } finally {
