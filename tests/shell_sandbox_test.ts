@@ -1297,3 +1297,41 @@ while time.time() < end:
   const all = JSON.stringify(await env.rt.kernel.store.listEffects());
   assert.ok(!all.includes("canary-host-file"));
 });
+
+Deno.test("shell sandbox: file descriptors the runtime inherited never reach a command", async () => {
+  const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-fds-" }));
+  try {
+    const ws = join(root, "ws");
+    await Deno.mkdir(ws);
+    const secret = join(root, "host-secret.txt");
+    const log = join(root, "host-log.txt");
+    await Deno.writeTextFile(secret, "HOST-SECRET-FD-0042\n");
+    await Deno.writeTextFile(log, "");
+    // The runtime starts with a host file open for reading on 7 and for appending on
+    // 12 and 251 (a harness's pipes look like that), none of them close-on-exec.
+    const out = await new Deno.Command("/bin/bash", {
+      args: [
+        "-c",
+        'exec "$0" run -A "$1" "$2" "$3" 7<"$4" 12>>"$5" 251>>"$5"',
+        Deno.execPath(),
+        SHELL_RUN_FIXTURE,
+        ws,
+        "ls /proc/self/fd\ncat <&7\necho appended-by-sandbox >&12\necho again >&251\n",
+        secret,
+        log,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const r = JSON.parse(text.slice(text.indexOf("{")));
+    assert.ok(!r.stdout.includes("HOST-SECRET"), r.stdout);
+    assert.equal(await Deno.readTextFile(log), "", "a command wrote to a descriptor of the host's");
+    // Only the command's own standard streams (and ls's own directory).
+    const fds = r.stdout.split("\n").filter((l: string) => /^\d+$/.test(l)).map(Number);
+    assert.deepEqual(fds.filter((n: number) => n > 3), [], r.stdout);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

@@ -457,13 +457,38 @@ export function checkedCommand(plan: BwrapPlan, argv: string[]): string[] {
     "-c",
     _CHECK,
     "libos-mount-check",
+    // The script again, for its one re-run under bash (see _CHECK).
+    _CHECK,
     String(plan.mounts.length),
     ...pairs,
     ...argv,
   ];
 }
 
-const _CHECK = `n=$1; shift
+/**
+ * Closes every descriptor above 2, then runs the check again with dash (its
+ * one argument: the script). Only when dash met one it cannot name (above 9);
+ * bash exports a SHLVL of its own to what it execs, hence `env -u`.
+ */
+const _CLOSE_ALL =
+  'for f in /proc/self/fd/*; do fd=${f##*/}; case $fd in 0|1|2) ;; *) eval "exec $fd>&-" ;; esac; done; ' +
+  'exec /usr/bin/env -u SHLVL LIBOS_FDS_CLOSED=1 /bin/sh -c "$1" libos-mount-check "$@"';
+
+const _CHECK =
+  `# Descriptors the runtime inherited without close-on-exec (a harness's pipes, files a
+# parent left open) are the host's: none reaches the command. dash closes 3 to 9;
+# above that only bash can, so the script runs once more under bash's closing.
+script=$1; shift
+high=
+for f in /proc/self/fd/*; do
+  fd=\${f##*/}
+  case $fd in 0|1|2) ;; [3-9]) eval "exec $fd>&-" ;; *) high=1 ;; esac
+done
+if [ -n "$high" ] && [ -z "$LIBOS_FDS_CLOSED" ]; then
+  exec /bin/bash -c '${_CLOSE_ALL}' libos-close-fds "$script" "$@"
+fi
+unset LIBOS_FDS_CLOSED
+n=$1; shift
 nl='
 '
 exp=$nl; i=0
