@@ -30,6 +30,25 @@ import { type BenchResult, parseRunners, runBench, RUNNERS } from "../safety/ben
 import { renderReport } from "../safety/report.ts";
 import { SCENARIO_DIR } from "../safety/scenario.ts";
 
+/**
+ * Agent-written text (paths, summaries, reasons, labels) as one field of a
+ * printed row: control characters (escapes that move the cursor or hide
+ * text, tabs and newlines that forge columns and rows), C1 controls and
+ * bidirectional overrides are shown escaped, never sent to the terminal.
+ */
+function _clean(value: unknown): string {
+  return String(value).replace(
+    // deno-lint-ignore no-control-regex -- matching control characters is the point
+    /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+/** One printed row: fields cleaned (see {@link _clean}), joined by tabs. */
+function _row(...fields: unknown[]): string {
+  return fields.map(_clean).join("\t");
+}
+
 const USAGE = `usage:
   libos run IMAGE.json --workspace DIR (--script SCRIPT.json | --goal TEXT [--model openai:MODEL|anthropic:MODEL] [--base-url URL]) [--store FILE|URL] [--grant RESOURCE=RIGHT,RIGHT]... [--human deny|queue|script:FILE] [--json]
   libos submit IMAGE.json --workspace DIR (--script SCRIPT.json | --goal TEXT --model openai:MODEL|anthropic:MODEL [--base-url URL]) [--store FILE|URL] [--grant RESOURCE=RIGHT,RIGHT]... [--json]
@@ -445,9 +464,15 @@ async function _human(args: string[]): Promise<number> {
       else {
         for (const r of reqs) {
           console.log(
-            `${r.request_id}\t${r.status}\t${
-              r.kind ?? "permission"
-            }\tpid ${r.pid}\t${r.effect}\t${r.resource}\t${r.summary}`,
+            _row(
+              r.request_id,
+              r.status,
+              r.kind ?? "permission",
+              `pid ${r.pid}`,
+              r.effect,
+              r.resource,
+              r.summary,
+            ),
           );
         }
       }
@@ -613,9 +638,7 @@ async function _audit(args: string[]): Promise<number> {
     if (values.json) console.log(JSON.stringify(recs));
     else {
       for (const r of recs) {
-        console.log(
-          `${r.seq}\t${r.timestamp}\t${r.actor}\t${r.action}\t${r.target}\t${r.decision}\t${r.reason}`,
-        );
+        console.log(_row(r.seq, r.timestamp, r.actor, r.action, r.target, r.decision, r.reason));
       }
     }
     return 0;
@@ -637,11 +660,9 @@ function _tree(procs: ProcessRecord[]): string[] {
   const lines: string[] = [];
   const walk = (p: ProcessRecord, depth: number) => {
     lines.push(
-      `${
-        "  ".repeat(depth)
-      }${p.pid}\t${p.status}\t${p.image}\t${p.origin}\tcwd=${p.cwd}\ttaint=${p.taint}\t${
-        _shellSandbox(p) === "none" ? "shell=none(UNSAFE)" : "shell=bwrap"
-      }${
+      `${"  ".repeat(depth)}${
+        _row(p.pid, p.status, p.image, p.origin, `cwd=${p.cwd}`, `taint=${p.taint}`)
+      }\t${_shellSandbox(p) === "none" ? "shell=none(UNSAFE)" : "shell=bwrap"}${
         p.usage.model_calls
           ? `\tmodel=${p.usage.model_calls} calls, ${p.usage.input_tokens ?? 0} in/${
             p.usage.output_tokens ?? 0
@@ -698,9 +719,15 @@ async function _caps(args: string[]): Promise<number> {
     else {
       for (const c of caps) {
         console.log(
-          `${c.cap_id}\t${c.status}\t${c.effect}\t${c.resource}\t${c.rights.join(",")}\tuses=${
-            c.uses_remaining ?? "∞"
-          }\tby=${c.issued_by}`,
+          _row(
+            c.cap_id,
+            c.status,
+            c.effect,
+            c.resource,
+            c.rights.join(","),
+            `uses=${c.uses_remaining ?? "∞"}`,
+            `by=${c.issued_by}`,
+          ),
         );
       }
     }
@@ -936,7 +963,7 @@ async function _calls(args: string[]): Promise<number> {
             r.attempts,
             r.finish_reason ?? "-",
             r.created_at,
-          ].join("\t"),
+          ].map(_clean).join("\t"),
         );
       }
     }
@@ -1136,9 +1163,14 @@ function _printCheckpoint(sub: string, out: unknown): void {
     case "list":
       for (const c of out as Record<string, unknown>[]) {
         console.log(
-          `${c.checkpoint_id}\t${c.created_at}\tpid ${c.root_pid}\t${c.processes} processes\t${c.objects} objects\t${
-            c.label ?? ""
-          }`,
+          _row(
+            c.checkpoint_id,
+            c.created_at,
+            `pid ${c.root_pid}`,
+            `${c.processes} processes`,
+            `${c.objects} objects`,
+            c.label ?? "",
+          ),
         );
       }
       return;
@@ -1200,7 +1232,7 @@ function _printEffects(e: Record<string, unknown>): void {
   console.log(
     `effects since (not undone): ${e.effects_total} effects, ${e.model_calls_total} model calls`,
   );
-  for (const f of fx) console.log(`  pid ${f.pid}\t${f.syscall}\t${f.resource}\t${f.status}`);
+  for (const f of fx) console.log(`  ${_row(`pid ${f.pid}`, f.syscall, f.resource, f.status)}`);
   for (const c of calls) console.log(`  pid ${c.pid}\tmodel call turn ${c.turn}\t${c.status}`);
 }
 
@@ -1242,9 +1274,7 @@ async function _objects(args: string[]): Promise<number> {
       console.log("OID\tNAMESPACE\tKIND\tNAME\tVERSION\tLABEL\tSIZE\tPREVIEW");
       for (const r of rows) {
         console.log(
-          [r.oid, r.namespace, r.kind, r.name ?? "-", r.version, r.label, r.size, r.preview].join(
-            "\t",
-          ),
+          _row(r.oid, r.namespace, r.kind, r.name ?? "-", r.version, r.label, r.size, r.preview),
         );
       }
     }

