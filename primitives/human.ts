@@ -14,21 +14,53 @@ import { checkFlow, taint } from "./filesystem.ts";
 
 const _ANSWERS = ["allow_once", "always_allow", "deny", "always_deny"] as const;
 
-/** The root of a process's tree (the host-launched process it descends from). */
-function _root(p: { pid: number; lineage: number[] }): number {
-  return p.lineage[0] ?? p.pid;
+/** Forks of forks followed at most this far back (deeper counts as related). */
+const _MAX_FORK_CHAIN = 64;
+
+/**
+ * The root of a process's tree: the host-launched process it descends from.
+ * A copy made from a checkpoint is the same agent: its tree is the tree of
+ * the process the checkpoint was taken of, followed back through forks of
+ * forks. (Null when the chain is too long to follow.)
+ */
+async function _root(
+  k: Call["k"],
+  p: { pid: number; lineage: number[]; origin: string },
+): Promise<number | null> {
+  let pid = p.lineage[0] ?? p.pid;
+  let origin = pid === p.pid ? p.origin : (await k.store.getProcess(pid))?.origin ?? "";
+  for (let hops = 0; origin.startsWith("checkpoint:"); hops++) {
+    if (hops >= _MAX_FORK_CHAIN) return null;
+    const ck = await k.store.getCheckpoint(origin.slice("checkpoint:".length));
+    const taken = ck ? await k.store.getProcess(ck.root_pid) : null;
+    if (!taken) break;
+    pid = taken.lineage[0] ?? taken.pid;
+    origin = pid === taken.pid ? taken.origin : (await k.store.getProcess(pid))?.origin ?? "";
+  }
+  return pid;
+}
+
+/** Whether two processes are of one tree (or cannot be told apart: then they count as one). */
+async function _related(
+  k: Call["k"],
+  a: { pid: number; lineage: number[]; origin: string },
+  b: { pid: number; lineage: number[]; origin: string },
+): Promise<boolean> {
+  const [ra, rb] = [await _root(k, a), await _root(k, b)];
+  return ra === null || rb === null || ra === rb;
 }
 
 /**
  * May the caller decide `requester`'s requests? Never one of its own tree:
  * not its own, not a descendant's (a child acts with authority its parent
  * passed down), not an ancestor's or a sibling's (the approving authority
- * came down the same tree). Any of those would let a tree mint authority for
- * itself from authority it already holds; only an unrelated process may.
+ * came down the same tree), not a checkpoint copy's or its original's (one
+ * agent, copied). Any of those would let a tree mint authority for itself
+ * from authority it already holds; only an unrelated process may.
  */
 async function _assertNotSelfDealing(call: Call, requester: number): Promise<void> {
   const r = await call.k.store.getProcess(requester);
-  if (!r || _root(r) === _root(call.proc)) {
+  if (!r || await _related(call.k, r, call.proc)) {
     throw denied(
       `${call.name}: process ${call.proc.pid} cannot decide requests of a process in its own tree`,
     );
@@ -49,7 +81,7 @@ export const HUMAN: Record<string, Primitive> = {
         // What happened to an effect is for the host's human to say, not a process.
         if (r.kind === "outcome") continue;
         const p = await call.k.store.getProcess(r.pid);
-        if (p && _root(p) !== _root(call.proc)) out.push(r);
+        if (p && !(await _related(call.k, p, call.proc))) out.push(r);
       }
       // The requests' arguments carry their asking processes' data: its labels come along.
       await taint(call, maxLabel(...out.flatMap((r): Label[] => r.labels)));

@@ -944,3 +944,51 @@ Deno.test("human: a child or a sibling holding approve cannot decide a request o
   const listed = await env.rt.syscall(outsider, "human.requests", {}) as HumanRequestRecord[];
   assert.equal(listed.length, 2);
 });
+
+Deno.test("human: a fork of a checkpoint is of its original's tree; it cannot decide its original's requests, nor the original its copy's", async () => {
+  await using env = await makeEnv({
+    files: { "src/a.py": "" },
+    providers: { human: new QueueHuman() },
+  });
+  const p = await launch(env, [
+    cap("human:owner", "approve"),
+    cap("filesystem:workspace:src/*", "write"),
+    { resource: "filesystem:workspace:src/*", rights: ["write"], effect: "ask" },
+  ]);
+  const ck = await env.rt.createCheckpoint(p, { label: "explore" });
+  // The host forks it (as `libos checkpoint fork` does): a root of its own, lineage [].
+  const copy = (await env.rt.forkCheckpoint(ck.checkpoint_id)).pid;
+  // And a fork of the fork.
+  const ck2 = await env.rt.createCheckpoint(copy, { label: "again" });
+  const copy2 = (await env.rt.forkCheckpoint(ck2.checkpoint_id)).pid;
+  await rejectsCode(
+    env.rt.syscall(p, "filesystem.write", { path: "src/a.py", content: "evil" }),
+    "EAGAIN",
+  );
+  const [r] = await env.rt.humanRequests("pending");
+  for (const who of [copy, copy2]) {
+    assert.deepEqual(await env.rt.syscall(who, "human.requests", {}), [], `pid ${who} lists it`);
+    await rejectsCode(
+      env.rt.syscall(who, "human.decide", { request_id: r.request_id, decision: "always_allow" }),
+      "EPERM",
+    );
+  }
+  // Nor the other way round.
+  await rejectsCode(
+    env.rt.syscall(copy2, "filesystem.write", { path: "src/a.py", content: "evil2" }),
+    "EAGAIN",
+  );
+  const theirs = (await env.rt.humanRequests("pending")).find((x) => x.pid === copy2)!;
+  await rejectsCode(
+    env.rt.syscall(p, "human.decide", { request_id: theirs.request_id, decision: "allow_once" }),
+    "EPERM",
+  );
+  assert.equal(await Deno.readTextFile(`${env.ws}/src/a.py`), "");
+  // An unrelated approver still may.
+  const other = await launch(env, [cap("human:owner", "approve")]);
+  const decided = await env.rt.syscall(other, "human.decide", {
+    request_id: r.request_id,
+    decision: "deny",
+  }) as { status: string };
+  assert.equal(decided.status, "denied");
+});
