@@ -8,7 +8,13 @@
 import { isAbsolute } from "node:path";
 import { canonicalJson } from "../runtime/canonical.ts";
 import { denied, invalid, LibosError } from "../runtime/errors.ts";
-import { accessFlags, deriveAccess, type DerivedAccess, within } from "../runtime/sandbox/flags.ts";
+import {
+  accessFlags,
+  denoAccess,
+  type DerivedAccess,
+  deriveGrants,
+  within,
+} from "../runtime/sandbox/flags.ts";
 import { DEFAULT_LIMITS, type SandboxLimits } from "../runtime/sandbox/launcher.ts";
 import { MAX_TOOL_SOURCE } from "../runtime/sandbox/provider.ts";
 import type { Kernel } from "../runtime/kernel.ts";
@@ -307,12 +313,13 @@ const jitCall: Primitive = {
       maxSyscalls: optInt(call, "max_syscalls", 1, JIT_MAX.syscalls) ?? DEFAULT_LIMITS.maxSyscalls,
     };
     const now = k.providers.clock.now();
-    const access = deriveAccess(
+    const grants = deriveGrants(
       await k.store.capabilitiesOf(call.proc.pid),
       call.proc.workspace,
       now,
       now + limits.timeoutMs,
     );
+    const access = denoAccess(grants);
     const pid = call.proc.pid;
     const correlationId = call.correlationId;
     const deferred: [string, Record<string, unknown>][] = [];
@@ -325,6 +332,8 @@ const jitCall: Primitive = {
         toolPath: art.toolPath,
         args,
         flags: accessFlags({ ...access, read: [...access.read, art.toolPath] }),
+        // Labels are the broker's to apply, access by access: nothing is masked for them.
+        view: { workspace: call.proc.workspace, grants, hide: [], readOnly: [], callRead: [] },
         limits,
         onSyscall: (sys, sysArgs) => {
           if (sys.startsWith("jit.") || sys.startsWith("sandbox.") || sys.startsWith("model.")) {

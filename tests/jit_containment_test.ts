@@ -48,6 +48,10 @@ async function attempt(args: Args, libos: Libos): Promise<unknown> {
     case "remove":
       await Deno.remove(s("path"), { recursive: true });
       return "removed";
+    case "chmod":
+      await Deno.writeTextFile(s("path"), "#!/bin/sh\n");
+      await Deno.chmod(s("path"), Number(args.mode_bits));
+      return (await Deno.stat(s("path"))).mode;
     case "rename":
       await Deno.rename(s("from"), s("to"));
       return "renamed";
@@ -282,16 +286,22 @@ async function procText(script: string): Promise<string> {
   return new TextDecoder().decode(out.stdout);
 }
 
-/** OS pids of live sandbox subprocesses running the artifact in `dir`. */
-async function sandboxPids(dir: string): Promise<number[]> {
+/**
+ * OS pids of live sandbox subprocesses running the artifact in `dir` (bwrap's
+ * too, for a call behind the OS wall); with `denoOnly`, only the Deno process
+ * that runs the tool.
+ */
+async function sandboxPids(dir: string, denoOnly = false): Promise<number[]> {
   // One record per argument: "/proc/<pid>/cmdline:<arg>" (this script's own args never name `dir`).
   const text = await procText("grep -azH . /proc/[0-9]*/cmdline 2>/dev/null; true");
-  const pids = new Set<number>();
+  const argv = new Map<number, string[]>();
   for (const rec of text.split("\0")) {
     const m = rec.match(/^\/proc\/(\d+)\/cmdline:([\s\S]*)$/);
-    if (m && m[2].includes(dir)) pids.add(Number(m[1]));
+    if (m) argv.set(Number(m[1]), [...argv.get(Number(m[1])) ?? [], m[2]]);
   }
-  return [...pids];
+  return [...argv].filter(([, args]) =>
+    args.some((a) => a.includes(dir)) && (!denoOnly || args[0] === Deno.execPath())
+  ).map(([pid]) => pid);
 }
 
 /** Start a call, wait for its subprocess to appear, hand its OS pid to `inspect`, then settle. */
@@ -305,7 +315,7 @@ async function whileRunning(
   const settled = pending.then((v) => ({ v }), (e) => ({ e }));
   let seen = false;
   for (let i = 0; i < 500 && !seen; i++) {
-    const pids = await sandboxPids(ctx.dir);
+    const pids = await sandboxPids(ctx.dir, true);
     if (pids.length) {
       await inspect(pids[0]);
       seen = true;
@@ -1057,4 +1067,81 @@ Deno.test("jit: a tool cannot rename or remove a directory above a DENY'd or lab
   assert.equal(free.ok, true, JSON.stringify(free));
   const refused = await accessRecords(ctx, join(ws, "config"), "deny");
   assert.ok(refused.some((a) => /config\/\.env/.test(a.reason)), JSON.stringify(refused));
+});
+
+// ------------------------------------------------------------ the OS wall under a tool's files
+
+/** Swaps ws/a and ws/b, or reads or writes through ws/a/d, as fast as it can for `ms`. */
+const RACE = String.raw`import type { Libos } from "./libos.ts";
+export async function run(args: { ws: string; mode: string; ms: number }, _libos: Libos): Promise<unknown> {
+  const ws = args.ws;
+  const t0 = Date.now();
+  let tries = 0;
+  let got: string | null = null;
+  while (Date.now() - t0 < args.ms && !got) {
+    tries++;
+    try {
+      if (args.mode === "swap") {
+        Deno.renameSync(ws + "/a", ws + "/t");
+        Deno.renameSync(ws + "/b", ws + "/a");
+        Deno.renameSync(ws + "/t", ws + "/b");
+      } else if (args.mode === "read") {
+        const s = Deno.readTextFileSync(ws + "/a/d/secret.txt");
+        if (s.includes("OUTSIDE")) got = s;
+      } else {
+        Deno.writeTextFileSync(ws + "/a/d/planted.txt", "written by a JIT tool");
+      }
+    } catch (_) { /* denied or missing: again */ }
+  }
+  return { mode: args.mode, tries, got };
+}
+`;
+
+Deno.test("jit: a directory swapped in by a concurrent tool after the broker's check leads nowhere outside the workspace", async () => {
+  // A link out of the workspace inside it (cloned content, a venv): b/d -> the directory above.
+  await using env = await makeEnv({
+    files: { "a/d/secret.txt": "decoy inside the workspace", "b/.keep": "" },
+    jitCacheDir: CACHE,
+  });
+  await Deno.writeTextFile(join(env.root, "secret.txt"), "OUTSIDE-SECRET-42");
+  await Deno.symlink(env.root, join(env.ws, "b", "d"));
+  const pid = await launch(env, [
+    cap("tool:race", "write"),
+    cap("filesystem:workspace:*", "read", "write"),
+  ], { tools: [], budgets: { max_syscalls: 1_000_000 } });
+  const c = await env.rt.syscall(pid, "jit.propose", { name: "race", source: RACE }) as {
+    oid: string;
+  };
+  const a = await env.rt.syscall(pid, "jit.validate", { oid: c.oid }) as { oid: string };
+  await env.rt.syscall(pid, "jit.register", { oid: a.oid });
+  const call = (mode: string, ms: number) =>
+    env.rt.syscall(pid, "jit.call", {
+      name: "race",
+      args: { ws: env.ws, mode, ms },
+      timeout_ms: ms + 4000,
+    }) as Promise<{ tries: number; got: string | null }>;
+  const [, read] = await Promise.all([call("swap", 2500), call("read", 2500)]);
+  assert.equal(read.got, null, `read outside the workspace after ${read.tries} tries`);
+  assert.ok(read.tries > 10, `${read.tries} tries`);
+  await Promise.all([call("swap", 1500), call("write", 1500)]);
+  assert.equal(await exists(join(env.root, "planted.txt")), false, "written outside the workspace");
+});
+
+Deno.test("jit: a tool cannot set set-id bits on a file it may write", async () => {
+  await using ctx = await setup([cap("filesystem:workspace:build/*", "read", "write")], {
+    "build/tool.bin": "",
+  });
+  const file = join(ctx.env.ws, "build", "tool.bin");
+  for (const mode of [0o4755, 0o2755, 0o6755]) {
+    const r = await attempt(ctx, { mode: "chmod", path: file, mode_bits: mode });
+    assert.equal(r.ok, false, `chmod ${mode.toString(8)}: ${JSON.stringify(r)}`);
+    const st = await Deno.stat(file);
+    assert.equal(st.mode! & 0o6000, 0, `mode on disk ${st.mode!.toString(8)}`);
+  }
+  // Plain mode bits stay the tool's to set.
+  assert.equal(
+    (await ctx.call({ mode: "chmod", path: file, mode_bits: 0o755 }) as number) & 0o777,
+    0o755,
+  );
+  await assertHealthy(ctx);
 });

@@ -7,7 +7,7 @@
  * request is routed by the child's OS pid to the handler of its call.
  * @module
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 
 /**
  * Longest request line a child may send, in characters. A request names one
@@ -52,13 +52,46 @@ export class PermissionBroker {
     this.#handlers.delete(osPid);
   }
 
+  /**
+   * A socket of its own for one call, every check on it decided by `handler`
+   * (until released): a child in a pid namespace of its own cannot be told
+   * apart by the pid it reports.
+   */
+  listenFor(handler: PermissionHandler): { path: string; release(): void } {
+    const path = join(dirname(this.path), `call-${crypto.randomUUID()}.sock`);
+    const listener = Deno.listen({ transport: "unix", path });
+    let live = true;
+    (async () => {
+      try {
+        for await (const conn of listener) {
+          this.#serve(conn as Deno.Conn, () => live ? handler : undefined);
+        }
+      } catch { /* listener closed */ }
+    })();
+    return {
+      path,
+      release: () => {
+        live = false;
+        try {
+          listener.close();
+        } catch { /* closed */ }
+        Deno.remove(path).catch(() => {});
+      },
+    };
+  }
+
   async #accept(): Promise<void> {
     try {
-      for await (const conn of this.#listener) this.#serve(conn as Deno.Conn);
+      for await (const conn of this.#listener) {
+        this.#serve(conn as Deno.Conn, (pid) => this.#handlers.get(pid));
+      }
     } catch { /* listener closed */ }
   }
 
-  async #serve(conn: Deno.Conn): Promise<void> {
+  async #serve(
+    conn: Deno.Conn,
+    route: (pid: number) => PermissionHandler | undefined,
+  ): Promise<void> {
     this.#conns.add(conn);
     const decoder = new TextDecoder();
     const encoder = new TextEncoder();
@@ -71,7 +104,7 @@ export class PermissionBroker {
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
           if (line.length > MAX_BROKER_LINE) return;
-          const reply = await this.#decide(line);
+          const reply = await this.#decide(line, route);
           await conn.write(encoder.encode(JSON.stringify(reply) + "\n"));
         }
         if (buf.length > MAX_BROKER_LINE) return;
@@ -86,14 +119,17 @@ export class PermissionBroker {
     }
   }
 
-  async #decide(line: string): Promise<{ id: unknown; result: "allow" | "deny"; reason: string }> {
+  async #decide(
+    line: string,
+    route: (pid: number) => PermissionHandler | undefined,
+  ): Promise<{ id: unknown; result: "allow" | "deny"; reason: string }> {
     let req: { pid?: unknown; id?: unknown; permission?: unknown; value?: unknown };
     try {
       req = JSON.parse(line);
     } catch {
       return { id: null, result: "deny", reason: "malformed request" };
     }
-    const handler = typeof req.pid === "number" ? this.#handlers.get(req.pid) : undefined;
+    const handler = typeof req.pid === "number" ? route(req.pid) : undefined;
     if (!handler || typeof req.permission !== "string") {
       return { id: req.id, result: "deny", reason: "unknown sandbox" };
     }

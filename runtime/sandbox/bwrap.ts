@@ -74,6 +74,16 @@ export interface BwrapPlan {
   excluded: string[];
 }
 
+/** What a sandbox needs besides the workspace and the system (a JIT tool's: Deno, its runner, its artifact). */
+export interface PlanExtras {
+  /** Host paths bound at the same path (outside the workspace), after everything else. */
+  binds?: { path: string; kind: "ro" | "rw" }[];
+  /** Environment of the sandboxed program over PATH, HOME and LANG (null: unset). */
+  env?: Record<string, string | null>;
+  /** Whether the listed `/etc` entries are there (default true; a JIT tool's Deno needs none). */
+  etc?: boolean;
+}
+
 /** Most workspace mounts one call may need; more is refused (ELIMIT) rather than cut. */
 export const MAX_WORKSPACE_MOUNTS = 256;
 
@@ -277,7 +287,7 @@ function _checkWorkspace(ws: string): void {
 }
 
 /** bwrap options for the system part of the sandbox (everything but the workspace). */
-function _systemArgs(): string[] {
+function _systemArgs(etc: boolean): string[] {
   const args = [
     "--unshare-all",
     "--unshare-user",
@@ -309,7 +319,7 @@ function _systemArgs(): string[] {
     if (st.isSymlink) args.push("--symlink", Deno.readLinkSync(`/${d}`), `/${d}`);
     else if (st.isDirectory) args.push("--ro-bind", `/${d}`, `/${d}`);
   }
-  for (const e of ETC_ENTRIES) args.push("--ro-bind-try", `/etc/${e}`, `/etc/${e}`);
+  if (etc) { for (const e of ETC_ENTRIES) args.push("--ro-bind-try", `/etc/${e}`, `/etc/${e}`); }
   // The command's uid is the runtime's own in a user namespace (root when the runtime is
   // root): with /proc writable it could set global sysctls (kernel.core_pattern runs a
   // program as host root) although it holds no capability. Read-only, /proc cannot.
@@ -327,10 +337,13 @@ function _systemArgs(): string[] {
  * EPERM when the cwd is hidden from commands, ELIMIT when the view needs too
  * many mounts, EINVAL when the workspace is a system directory.
  */
-export function planSandbox(view: ShellView, cwd: string): BwrapPlan {
+export function planSandbox(view: ShellView, cwd: string, extra: PlanExtras = {}): BwrapPlan {
   _checkWorkspace(view.workspace);
   const mounts = _workspaceMounts(view);
-  const args = _systemArgs();
+  const args = _systemArgs(extra.etc ?? true);
+  for (const [k, v] of Object.entries(extra.env ?? {})) {
+    args.push(...(v === null ? ["--unsetenv", k] : ["--setenv", k, v]));
+  }
   const remountRo: string[] = [];
   for (const m of mounts) {
     if (m.kind === "skeleton") {
@@ -353,6 +366,9 @@ export function planSandbox(view: ShellView, cwd: string): BwrapPlan {
     throw new LibosError("EPERM", "shell.run: the process cwd is hidden from commands");
   }
   if (holder?.kind === "skeleton" && holder.path !== cwd) args.push("--dir", cwd);
+  for (const b of extra.binds ?? []) {
+    args.push(b.kind === "rw" ? "--bind" : "--ro-bind", b.path, b.path);
+  }
   for (const p of remountRo) args.push("--remount-ro", p);
   args.push("--remount-ro", "/", "--chdir", cwd);
   // Every read-write mount is walked from its own root, and every walk stops at any

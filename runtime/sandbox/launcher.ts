@@ -13,6 +13,7 @@ import { MAX_JSON_DEPTH, nestsDeeper } from "../canonical.ts";
 import { LibosError } from "../errors.ts";
 import type { ErrorCode } from "../errors.ts";
 import type { PermissionBroker, PermissionHandler } from "./broker.ts";
+import type { ShellView } from "./bwrap.ts";
 
 /** Limits of one call. */
 export interface SandboxLimits {
@@ -53,12 +54,30 @@ export interface SandboxRequest {
   args: unknown;
   /** Derived `--allow-*` / `--deny-*` flags. */
   flags: string[];
+  /**
+   * What the call may reach of its workspace, as a shell command's view; when it
+   * grants any file, the call runs behind an OS wall derived from it too (see
+   * `HostSandbox`), so a link swapped in after a check leads nowhere.
+   */
+  view?: ShellView;
   /** Host side of a syscall; throws LibosError to fail it. */
   onSyscall(name: string, args: Record<string, unknown>): Promise<unknown>;
   /** Permission checks of the child (through the broker); absent = deny all. */
   onPermission?: PermissionHandler;
   /** Limits. */
   limits: SandboxLimits;
+}
+
+/**
+ * The OS wall around one call: the command line that starts Deno inside
+ * bubblewrap (mounts derived like a shell command's, a seccomp filter, its
+ * own pid namespace), and what to undo when the call ends.
+ */
+export interface SandboxWall {
+  /** The full command line for Deno's own argv (`deno run ...`). */
+  command(deno: string[]): string[];
+  /** Release what the wall holds (the broker socket, cgroups). */
+  end(): Promise<void>;
 }
 
 /** What a call came to. */
@@ -279,11 +298,51 @@ function _rssReader(
   };
 }
 
+/** The one child of `pid` (bwrap's sandboxed process), or null before it exists. */
+function _onlyChild(pid: number): number | null {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotCapable)) return null;
+    // Deno refuses /proc to a runtime without --allow-all: the same mount namespace's cat may read it.
+    const out = new Deno.Command("/bin/cat", {
+      args: [`/proc/${pid}/task/${pid}/children`],
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "null",
+    }).outputSync();
+    text = new TextDecoder().decode(out.stdout);
+  }
+  const first = Number(text.trim().split(/\s+/)[0]);
+  return Number.isSafeInteger(first) && first > 0 ? first : null;
+}
+
+/** Resident pages of the process bwrap (`pid`) runs, found at the first read that sees it. */
+function _walledRss(
+  pid: number,
+  shared?: RssProbe,
+): { pages(): Promise<number>; close(): Promise<void> } {
+  let inner: ReturnType<typeof _rssReader> | null = null;
+  return {
+    pages() {
+      if (!inner) {
+        const deno = _onlyChild(pid);
+        if (deno === null) return Promise.resolve(0);
+        inner = _rssReader(deno, shared);
+      }
+      return inner.pages();
+    },
+    close: () => inner?.close() ?? Promise.resolve(),
+  };
+}
+
 /** Run one call. Never throws for anything the tool does; returns the outcome. */
 export async function runInSandbox(
   broker: PermissionBroker | null,
   req: SandboxRequest,
   rssProbe?: RssProbe,
+  wall?: SandboxWall,
 ): Promise<SandboxOutcome> {
   const { limits } = req;
   const denoArgs = [
@@ -307,20 +366,24 @@ export async function runInSandbox(
     DENO_NO_UPDATE_CHECK: "1",
   };
   if (broker) env.DENO_PERMISSION_BROKER_PATH = broker.path;
-  const [cmd, args] = PRLIMIT
-    ? [PRLIMIT, [`--cpu=${limits.cpuSeconds}`, "--", Deno.execPath(), ...denoArgs]]
-    : [Deno.execPath(), denoArgs];
+  // Walled, the environment is set inside the sandbox (bwrap clears it) and the
+  // broker socket is the call's own.
+  const [cmd, ...args] = wall
+    ? wall.command([Deno.execPath(), ...denoArgs])
+    : PRLIMIT
+    ? [PRLIMIT, `--cpu=${limits.cpuSeconds}`, "--", Deno.execPath(), ...denoArgs]
+    : [Deno.execPath(), ...denoArgs];
   const child = new Deno.Command(cmd, {
     args,
-    cwd: req.artifactDir,
+    cwd: wall ? "/" : req.artifactDir,
     clearEnv: true,
-    env,
+    env: wall ? {} : env,
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
   const denyAll: PermissionHandler = () => Promise.resolve(false);
-  broker?.attach(child.pid, req.onPermission ?? denyAll);
+  if (!wall) broker?.attach(child.pid, req.onPermission ?? denyAll);
 
   let syscalls = 0;
   let stderr = "";
@@ -373,7 +436,8 @@ export async function runInSandbox(
     () => fail("ETIMEDOUT", `tool ran longer than ${limits.timeoutMs} ms`),
     limits.timeoutMs,
   );
-  const rss = _rssReader(child.pid, rssProbe);
+  // Walled, Deno is bwrap's child (the pid spawned is bwrap's): its pid is found once it exists.
+  const rss = wall ? _walledRss(child.pid, rssProbe) : _rssReader(child.pid, rssProbe);
   let probing = false;
   const watchdog = setInterval(async () => {
     if (probing || killed) return;

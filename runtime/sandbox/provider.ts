@@ -4,11 +4,25 @@
  * tool's code until its own tests run, and those run in the same sandbox.
  * @module
  */
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { sha256 } from "../canonical.ts";
 import { LibosError } from "../errors.ts";
 import { PermissionBroker } from "./broker.ts";
-import { RssProbe, runInSandbox, type SandboxOutcome, type SandboxRequest } from "./launcher.ts";
+import { checkedCommand, planSandbox, type ShellView } from "./bwrap.ts";
+import {
+  type CommandGroup,
+  endCommandGroup,
+  hasCommandGroups,
+  newCommandGroup,
+} from "./cgroups.ts";
+import {
+  RssProbe,
+  runInSandbox,
+  type SandboxOutcome,
+  type SandboxRequest,
+  type SandboxWall,
+} from "./launcher.ts";
+import { noSetIdFilter } from "./seccomp.ts";
 
 /** Largest JIT tool source, in characters. */
 export const MAX_TOOL_SOURCE = 64 * 1024;
@@ -118,6 +132,43 @@ export interface SandboxProvider {
 }
 
 const CLIENT = new URL("../../tools/jit/libos.ts", import.meta.url).pathname;
+const RUNNER = new URL("./runner.ts", import.meta.url).pathname;
+
+function _firstFile(paths: string[]): string | null {
+  return paths.find((p) => {
+    try {
+      return Deno.statSync(p).isFile;
+    } catch {
+      return false;
+    }
+  }) ?? null;
+}
+
+const _BWRAP = _firstFile(["/usr/bin/bwrap", "/bin/bwrap"]);
+const _PRLIMIT = _firstFile(["/usr/bin/prlimit", "/bin/prlimit"]);
+const _SECCOMP = noSetIdFilter();
+/** Tasks of one walled call (Deno's own threads included). */
+const _WALL_TASKS = 256;
+/**
+ * Arguments: the filter file, each group's `cgroup.procs`, `--`, the command.
+ * Opens the filter on descriptor 3 (for `bwrap --seccomp 3`), joins each group,
+ * then becomes the command; if it cannot join, nothing runs.
+ */
+const _OPEN_FILTER_JOIN_EXEC = 'exec 3<"$1" || exit 1; shift; ' +
+  'while [ "$1" != -- ]; do echo $$ > "$1" || exit 1; shift; done; shift; exec "$@"';
+
+/** Whether a call's view grants any workspace file (then it runs behind the wall). */
+function _touchesFiles(view: ShellView | undefined): boolean {
+  return view !== undefined && view.grants.read.length + view.grants.write.length > 0;
+}
+
+function _noWall(): LibosError {
+  return new LibosError(
+    "ENOSYS",
+    "jit.call: a tool that may touch workspace files runs behind an OS wall, and this host has none: " +
+      "install the Debian package 'bubblewrap' (and util-linux for prlimit; x86_64 or aarch64)",
+  );
+}
 const CHECK_TIMEOUT_MS = 60_000;
 
 /**
@@ -151,6 +202,7 @@ export class HostSandbox implements SandboxProvider {
   #broker: Promise<PermissionBroker> | null = null;
   // Reads the RSS of calls when this host may not read /proc itself.
   #rss = new RssProbe();
+  #filterAt: string | null = null;
 
   /** Artifacts live under `cacheDir` (created if missing). */
   constructor(cacheDir: string) {
@@ -372,7 +424,98 @@ export class HostSandbox implements SandboxProvider {
 
   async run(req: SandboxRequest, useBroker: boolean): Promise<SandboxOutcome> {
     const broker = useBroker ? await (this.#broker ??= PermissionBroker.start()) : null;
-    return await runInSandbox(broker, req, this.#rss);
+    const wall = broker && _touchesFiles(req.view) ? this.#wall(broker, req) : undefined;
+    try {
+      return await runInSandbox(broker, req, this.#rss, wall);
+    } finally {
+      await wall?.end();
+    }
+  }
+
+  /**
+   * The OS wall of a call that may touch workspace files: Deno runs inside
+   * bubblewrap with the workspace mounted as a shell command's would be (the
+   * same derivation, no labels: the broker labels each access), the Deno
+   * executable, the runner and the artifact read-only (its cache writable), no
+   * network, a pid namespace of its own, the seccomp filter that refuses
+   * set-id mode bits, and cgroups for its tasks and memory where the host has
+   * them. The broker still decides every access; the wall makes sure what it
+   * allowed is what is opened: a link or directory swapped in after a check
+   * finds nothing outside the mounts, and what a rule protects inside them is
+   * masked or read-only. Without bubblewrap (or prlimit, or the filter) a
+   * call that touches files is refused (ENOSYS), as a shell command is.
+   */
+  #wall(broker: PermissionBroker, req: SandboxRequest): SandboxWall {
+    if (!_BWRAP || !_PRLIMIT || !_SECCOMP) throw _noWall();
+    const view = req.view!;
+    const sock = broker.listenFor(req.onPermission ?? (() => Promise.resolve(false)));
+    let group: CommandGroup | null = null;
+    try {
+      const filter = this.#seccompFile(broker);
+      const plan = planSandbox(view, req.artifactDir, {
+        etc: false,
+        binds: [
+          { path: Deno.execPath(), kind: "ro" },
+          { path: dirname(RUNNER), kind: "ro" },
+          { path: req.artifactDir, kind: "ro" },
+          { path: join(req.artifactDir, "deno_dir"), kind: "rw" },
+          { path: sock.path, kind: "rw" },
+        ],
+        // As outside the wall: no PATH (a bare program name finds nothing), a private HOME.
+        env: {
+          PATH: null,
+          LANG: null,
+          HOME: join(req.artifactDir, "home"),
+          DENO_DIR: join(req.artifactDir, "deno_dir"),
+          NO_COLOR: "1",
+          DENO_NO_UPDATE_CHECK: "1",
+          DENO_PERMISSION_BROKER_PATH: sock.path,
+        },
+      });
+      // A backstop only: the RSS watchdog names the limit first.
+      if (hasCommandGroups()) {
+        group = newCommandGroup(_WALL_TASKS, 2 * req.limits.rssMb * 1024 ** 2);
+      }
+      const g = group;
+      return {
+        command: (deno) => [
+          "/bin/sh",
+          "-c",
+          _OPEN_FILTER_JOIN_EXEC,
+          "sh",
+          filter,
+          ...(g?.procs ?? []),
+          "--",
+          _PRLIMIT!,
+          `--cpu=${req.limits.cpuSeconds}`,
+          "--",
+          _BWRAP!,
+          "--seccomp",
+          "3",
+          ...plan.args,
+          "--",
+          ...checkedCommand(plan, deno),
+        ],
+        end: async () => {
+          sock.release();
+          if (g) await endCommandGroup(g);
+        },
+      };
+    } catch (e) {
+      sock.release();
+      if (group) endCommandGroup(group).catch(() => {});
+      throw e;
+    }
+  }
+
+  /** The seccomp filter as a file in the broker's private directory (written once). */
+  #seccompFile(broker: PermissionBroker): string {
+    const path = join(dirname(broker.path), "no-set-id.bpf");
+    if (this.#filterAt !== path) {
+      Deno.writeFileSync(path, _SECCOMP!, { mode: 0o600 });
+      this.#filterAt = path;
+    }
+    return path;
   }
 
   async close(): Promise<void> {
