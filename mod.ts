@@ -141,6 +141,7 @@ export { planSandbox } from "./runtime/sandbox/bwrap.ts";
 export type {
   BwrapPlan,
   CommandLimits,
+  PlanExtras,
   ShellView,
   WorkspaceMount,
 } from "./runtime/sandbox/bwrap.ts";

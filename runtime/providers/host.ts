@@ -6,7 +6,15 @@
 import * as nodeFs from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { LibosError } from "../errors.ts";
-import { checkedCommand, noSandbox, planSandbox, SANDBOX_PATH } from "../sandbox/bwrap.ts";
+import {
+  BWRAP_PATHS,
+  checkedCommand,
+  firstFile,
+  noSandbox,
+  planSandbox,
+  PRLIMIT,
+  SANDBOX_PATH,
+} from "../sandbox/bwrap.ts";
 import {
   type CommandGroup,
   commandLimitKinds,
@@ -361,7 +369,7 @@ export class HostShell implements ShellProvider {
   readonly #bwrap: string | null;
   /** A shell runner; see {@link HostShellOptions}. */
   constructor(options: HostShellOptions = {}) {
-    this.#bwrap = options.bwrap === undefined ? _firstFile(BWRAP_PATHS) : options.bwrap;
+    this.#bwrap = options.bwrap === undefined ? firstFile([...BWRAP_PATHS]) : options.bwrap;
     // At the runtime's start: end what a runtime killed mid-command left behind.
     if (this.sandboxAvailable()) sweepOrphanGroups().catch(() => {});
   }
@@ -469,24 +477,12 @@ export class HostShell implements ShellProvider {
   }
 }
 
-const BWRAP_PATHS = ["/usr/bin/bwrap", "/bin/bwrap"];
-const PRLIMIT = _firstFile(["/usr/bin/prlimit", "/bin/prlimit"]);
 const SECCOMP = noSetIdFilter();
 /** Runs the launcher that joins a command's cgroups. */
-const JOIN_SH = _firstFile(["/bin/sh", "/usr/bin/sh"]);
+const JOIN_SH = firstFile(["/bin/sh", "/usr/bin/sh"]);
 /** Arguments: each group's `cgroup.procs`, `--`, the command. Join each, then become the command. */
 const _JOIN_THEN_EXEC =
   'while [ "$1" != -- ]; do echo $$ > "$1" || exit 1; shift; done; shift; exec "$@"';
-
-function _firstFile(paths: string[]): string | null {
-  return paths.find((p) => {
-    try {
-      return Deno.statSync(p).isFile;
-    } catch {
-      return false;
-    }
-  }) ?? null;
-}
 
 /** The command's cgroups; without them nothing runs (EIO, naming the cause). */
 function _commandGroup(processes: number, memoryBytes: number): CommandGroup {

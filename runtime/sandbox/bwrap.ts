@@ -84,6 +84,23 @@ export interface PlanExtras {
   etc?: boolean;
 }
 
+/** The first of `paths` that is a file, or null. */
+export function firstFile(paths: string[]): string | null {
+  return paths.find((p) => {
+    try {
+      return Deno.statSync(p).isFile;
+    } catch {
+      return false;
+    }
+  }) ?? null;
+}
+
+/** Where bubblewrap is looked for. */
+export const BWRAP_PATHS: readonly string[] = ["/usr/bin/bwrap", "/bin/bwrap"];
+
+/** util-linux's prlimit (CPU, address space and file size limits of a command), or null. */
+export const PRLIMIT: string | null = firstFile(["/usr/bin/prlimit", "/bin/prlimit"]);
+
 /** Most workspace mounts one call may need; more is refused (ELIMIT) rather than cut. */
 export const MAX_WORKSPACE_MOUNTS = 256;
 

@@ -13,7 +13,7 @@ import { MAX_JSON_DEPTH, nestsDeeper } from "../canonical.ts";
 import { LibosError } from "../errors.ts";
 import type { ErrorCode } from "../errors.ts";
 import type { PermissionBroker, PermissionHandler } from "./broker.ts";
-import type { ShellView } from "./bwrap.ts";
+import { PRLIMIT, type ShellView } from "./bwrap.ts";
 
 /** Limits of one call. */
 export interface SandboxLimits {
@@ -76,6 +76,8 @@ export interface SandboxRequest {
 export interface SandboxWall {
   /** The full command line for Deno's own argv (`deno run ...`). */
   command(deno: string[]): string[];
+  /** Deny every permission check of the call from now on (its result is in, or it is being killed). */
+  revoke(): void;
   /** Release what the wall holds (the broker socket, cgroups). */
   end(): Promise<void>;
 }
@@ -86,13 +88,6 @@ export type SandboxOutcome =
   | { ok: false; error: { code: ErrorCode; message: string }; syscalls: number; stderr: string };
 
 const RUNNER = new URL("./runner.ts", import.meta.url).pathname;
-const PRLIMIT = ["/usr/bin/prlimit", "/bin/prlimit"].find((p) => {
-  try {
-    return Deno.statSync(p).isFile;
-  } catch {
-    return false;
-  }
-});
 const _TOOL_CODES = ["EPERM", "ENOENT", "EINVAL", "EEXIST", "ECONFLICT", "ESTATE", "EAGAIN", "EIO"];
 const FRAME_KEYS: Record<string, string[]> = {
   syscall: ["type", "id", "name", "args"],
@@ -395,6 +390,7 @@ export async function runInSandbox(
     killed = true;
     // From now on every permission check of the child is denied.
     broker?.release(child.pid);
+    wall?.revoke();
     try {
       child.kill("SIGKILL");
     } catch { /* gone */ }

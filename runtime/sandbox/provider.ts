@@ -8,7 +8,14 @@ import { dirname, join, resolve } from "node:path";
 import { sha256 } from "../canonical.ts";
 import { LibosError } from "../errors.ts";
 import { PermissionBroker } from "./broker.ts";
-import { checkedCommand, planSandbox, type ShellView } from "./bwrap.ts";
+import {
+  BWRAP_PATHS,
+  checkedCommand,
+  firstFile,
+  planSandbox,
+  PRLIMIT,
+  type ShellView,
+} from "./bwrap.ts";
 import {
   type CommandGroup,
   endCommandGroup,
@@ -134,18 +141,7 @@ export interface SandboxProvider {
 const CLIENT = new URL("../../tools/jit/libos.ts", import.meta.url).pathname;
 const RUNNER = new URL("./runner.ts", import.meta.url).pathname;
 
-function _firstFile(paths: string[]): string | null {
-  return paths.find((p) => {
-    try {
-      return Deno.statSync(p).isFile;
-    } catch {
-      return false;
-    }
-  }) ?? null;
-}
-
-const _BWRAP = _firstFile(["/usr/bin/bwrap", "/bin/bwrap"]);
-const _PRLIMIT = _firstFile(["/usr/bin/prlimit", "/bin/prlimit"]);
+const _BWRAP = firstFile([...BWRAP_PATHS]);
 const _SECCOMP = noSetIdFilter();
 /** Tasks of one walled call (Deno's own threads included). */
 const _WALL_TASKS = 256;
@@ -446,7 +442,7 @@ export class HostSandbox implements SandboxProvider {
    * call that touches files is refused (ENOSYS), as a shell command is.
    */
   #wall(broker: PermissionBroker, req: SandboxRequest): SandboxWall {
-    if (!_BWRAP || !_PRLIMIT || !_SECCOMP) throw _noWall();
+    if (!_BWRAP || !PRLIMIT || !_SECCOMP) throw _noWall();
     const view = req.view!;
     const sock = broker.listenFor(req.onPermission ?? (() => Promise.resolve(false)));
     let group: CommandGroup | null = null;
@@ -486,7 +482,7 @@ export class HostSandbox implements SandboxProvider {
           filter,
           ...(g?.procs ?? []),
           "--",
-          _PRLIMIT!,
+          PRLIMIT!,
           `--cpu=${req.limits.cpuSeconds}`,
           "--",
           _BWRAP!,
@@ -496,6 +492,7 @@ export class HostSandbox implements SandboxProvider {
           "--",
           ...checkedCommand(plan, deno),
         ],
+        revoke: () => sock.release(),
         end: async () => {
           sock.release();
           if (g) await endCommandGroup(g);
