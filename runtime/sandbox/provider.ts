@@ -143,15 +143,8 @@ const RUNNER = new URL("./runner.ts", import.meta.url).pathname;
 
 const _BWRAP = firstFile([...BWRAP_PATHS]);
 const _SECCOMP = noSetIdFilter();
-/** Tasks of one walled call (Deno's own threads included). */
-const _WALL_TASKS = 256;
-/**
- * Arguments: the filter file, each group's `cgroup.procs`, `--`, the command.
- * Opens the filter on descriptor 3 (for `bwrap --seccomp 3`), joins each group,
- * then becomes the command; if it cannot join, nothing runs.
- */
-const _OPEN_FILTER_JOIN_EXEC = 'exec 3<"$1" || exit 1; shift; ' +
-  'while [ "$1" != -- ]; do echo $$ > "$1" || exit 1; shift; done; shift; exec "$@"';
+/** Opens the filter file (its one argument) on descriptor 3, for `bwrap --seccomp 3`, then becomes the command. */
+const _OPEN_FILTER_EXEC = 'exec 3<"$1" || exit 1; shift; exec "$@"';
 
 /** Whether a call's view grants any workspace file (then it runs behind the wall). */
 function _touchesFiles(view: ShellView | undefined): boolean {
@@ -434,8 +427,10 @@ export class HostSandbox implements SandboxProvider {
    * same derivation, no labels: the broker labels each access), the Deno
    * executable, the runner and the artifact read-only (its cache writable), no
    * network, a pid namespace of its own, the seccomp filter that refuses
-   * set-id mode bits, and cgroups for its tasks and memory where the host has
-   * them. The broker still decides every access; the wall makes sure what it
+   * set-id mode bits, and the same limits as outside it (CPU by prlimit, the
+   * heap cap, the RSS watchdog, the timeout; no cgroups: joining one costs a
+   * call about 11 ms here, and a tool can start no process to bound). The
+   * broker still decides every access; the wall makes sure what it
    * allowed is what is opened: a link or directory swapped in after a check
    * finds nothing outside the mounts, and what a rule protects inside them is
    * masked or read-only. Without bubblewrap (or prlimit, or the filter) a
@@ -445,7 +440,6 @@ export class HostSandbox implements SandboxProvider {
     if (!_BWRAP || !PRLIMIT || !_SECCOMP) throw _noWall();
     const view = req.view!;
     const sock = broker.listenFor(req.onPermission ?? (() => Promise.resolve(false)));
-    let group: CommandGroup | null = null;
     try {
       const filter = this.#seccompFile(broker);
       const plan = planSandbox(view, req.artifactDir, {
@@ -468,20 +462,13 @@ export class HostSandbox implements SandboxProvider {
           DENO_PERMISSION_BROKER_PATH: sock.path,
         },
       });
-      // A backstop only: the RSS watchdog names the limit first.
-      if (hasCommandGroups()) {
-        group = newCommandGroup(_WALL_TASKS, 2 * req.limits.rssMb * 1024 ** 2);
-      }
-      const g = group;
       return {
         command: (deno) => [
           "/bin/sh",
           "-c",
-          _OPEN_FILTER_JOIN_EXEC,
+          _OPEN_FILTER_EXEC,
           "sh",
           filter,
-          ...(g?.procs ?? []),
-          "--",
           PRLIMIT!,
           `--cpu=${req.limits.cpuSeconds}`,
           "--",
@@ -493,14 +480,13 @@ export class HostSandbox implements SandboxProvider {
           ...checkedCommand(plan, deno),
         ],
         revoke: () => sock.release(),
-        end: async () => {
+        end: () => {
           sock.release();
-          if (g) await endCommandGroup(g);
+          return Promise.resolve();
         },
       };
     } catch (e) {
       sock.release();
-      if (group) endCommandGroup(group).catch(() => {});
       throw e;
     }
   }
