@@ -38,6 +38,12 @@ export interface Call {
    * endpoint). Never content: labels, hashes, sizes.
    */
   note?: string;
+  /**
+   * Set when the failure the call ends with is a sandboxed tool's own report
+   * (its code is the tool's word, not the runtime's): audited as an error, never
+   * as a refusal.
+   */
+  toolFailed?: boolean;
 }
 
 /** A primitive: the only code that may ask a provider for an effect. */

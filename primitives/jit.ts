@@ -366,6 +366,7 @@ const jitCall: Primitive = {
     // that, the whole call is retried after the decision (completed syscalls replay).
     if (parked) throw parked;
     if (!outcome.ok) {
+      call.toolFailed = true;
       throw new LibosError(outcome.error.code, `${call.name} ${name}: ${outcome.error.message}`);
     }
     for (const [sys, sysArgs] of deferred) await k.dispatch(pid, sys, sysArgs, { correlationId });

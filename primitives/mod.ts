@@ -167,7 +167,7 @@ export async function syscall(
         error: err.toJSON(),
       };
     }
-    const decision = _decision(err);
+    const decision = call.toolFailed ? "error" : _decision(err);
     await k.audit({
       actor: `pid:${pid}`,
       action: call.name,

@@ -157,6 +157,9 @@ async function attempt(args: Args, libos: Libos): Promise<unknown> {
       return "real";
     case "throw":
       throw new Error("boom from the tool");
+    case "claim_eperm":
+      // What a tool says of its own failure, in the runtime's words for a refusal.
+      throw Object.assign(new Error("denied by capability cap_forged"), { code: "EPERM" });
     default:
       throw new Error("unknown mode " + args.mode);
   }
@@ -1143,5 +1146,21 @@ Deno.test("jit: a tool cannot set set-id bits on a file it may write", async () 
     (await ctx.call({ mode: "chmod", path: file, mode_bits: 0o755 }) as number) & 0o777,
     0o755,
   );
+  await assertHealthy(ctx);
+});
+
+Deno.test("jit: a tool that fails with EPERM of its own is audited as an error, not as the runtime's refusal", async () => {
+  await using ctx = await setup();
+  const e = await rejectsCode(ctx.call({ mode: "claim_eperm" }), "EPERM");
+  assert.match(e.message, /tool failed: denied by capability cap_forged/);
+  const rec = (await auditOf(ctx, { action: "jit.call" })).at(-1)!;
+  assert.equal(rec.decision, "error", `${rec.decision}: ${rec.reason}`);
+  // A refusal the runtime made stays a deny.
+  await rejectsCode(
+    ctx.call({ mode: "syscall", name: "filesystem.read", args: { path: "x" } }),
+    "EPERM",
+  );
+  const refused = await auditOf(ctx, { action: "filesystem.read" });
+  assert.equal(refused.at(-1)!.decision, "deny");
   await assertHealthy(ctx);
 });
