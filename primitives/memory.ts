@@ -8,7 +8,7 @@
  */
 import { decide } from "../runtime/capabilities.ts";
 import { invalid, LibosError } from "../runtime/errors.ts";
-import { maxLabel, parseLabel } from "../runtime/labels.ts";
+import { guardText, maxLabel, mayFlow, parseLabel } from "../runtime/labels.ts";
 import {
   type Label,
   type MemoryObject,
@@ -208,7 +208,15 @@ const list: Primitive = {
     const ns = _namespace(call);
     call.target = `object_namespace:${ns}`;
     await authorize(call, { resource: call.target, right: "read" });
-    return (await call.k.store.listObjects(ns)).map((o) => _view(o, false));
+    // A name is free text its writer chose: labelled above what the caller already
+    // carries, it shows as a label and a hash (reading it would not raise the taint).
+    return (await call.k.store.listObjects(ns)).map((o) => {
+      const v = _view(o, false);
+      if (o.name !== null && !mayFlow(o.label, call.proc.taint)) {
+        v.name = guardText(o.label, o.name);
+      }
+      return v;
+    });
   },
 };
 

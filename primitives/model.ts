@@ -26,6 +26,7 @@ import {
   viewStart,
 } from "../runtime/conversation.ts";
 import { LibosError } from "../runtime/errors.ts";
+import { guardText, maxLabel, mayFlow } from "../runtime/labels.ts";
 import {
   type AttemptRecord,
   type ChatReply,
@@ -140,12 +141,19 @@ function _checkBudgets(call: Call, estimate: number): void {
   over(b.max_output_tokens, u.output_tokens ?? 0, "max_output_tokens");
 }
 
-/** Count a finished call against the process's usage. */
-function _use(call: Call, reply: ChatReply): void {
+/**
+ * Count a finished call against the process's usage: what the provider
+ * counted; where it counted nothing (a server that leaves usage out says 0),
+ * the request's estimate and the reply's rough size, so budgets still bind.
+ */
+function _use(call: Call, reply: ChatReply, estimate: number): void {
   const u = call.k.usage(call.proc);
   u.model_calls = (u.model_calls ?? 0) + 1;
-  u.input_tokens = (u.input_tokens ?? 0) + reply.usage.input_tokens;
-  u.output_tokens = (u.output_tokens ?? 0) + reply.usage.output_tokens;
+  const output = reply.text.length +
+    reply.tool_calls.reduce((n, c) => n + c.name.length + c.arguments.length, 0);
+  u.input_tokens = (u.input_tokens ?? 0) + (reply.usage.input_tokens || estimate);
+  // About four characters a token, as the rough counter has it.
+  u.output_tokens = (u.output_tokens ?? 0) + (reply.usage.output_tokens || Math.ceil(output / 4));
 }
 
 /**
@@ -306,10 +314,19 @@ async function _compact(
       redactions: [],
     },
   });
-  _use(call, reply);
+  _use(call, reply, est);
+  // Constraints keep their words, unless they carry data above the endpoint's clearance
+  // (another process may have put them here): then a label and a hash stand in. The
+  // summary carries the labels of what it holds in clear.
+  let label = call.proc.taint;
   const constraints = (await k.store.listObjects(call.proc.namespace))
     .filter((o) => o.kind === "constraint")
-    .map((o) => `- ${typeof o.payload === "string" ? o.payload : JSON.stringify(o.payload)}`);
+    .map((o) => {
+      const words = typeof o.payload === "string" ? o.payload : JSON.stringify(o.payload);
+      if (!mayFlow(o.label, sink.clearance)) return `- ${guardText(o.label, words)}`;
+      label = maxLabel(label, o.label);
+      return `- ${words}`;
+    });
   const open = (await k.store.listHumanRequests({ pid: call.proc.pid, status: "pending" }))
     .map((r) => `- ${r.request_id}: ${r.summary}`);
   const text = [
@@ -321,7 +338,7 @@ async function _compact(
     const obj = await tx.insertObject({
       namespace: call.proc.namespace,
       kind: "summary",
-      label: call.proc.taint,
+      label,
       payload: { text, covers: [start.from, cut], call_id: callId },
       created_by: call.proc.pid,
     });
@@ -330,7 +347,7 @@ async function _compact(
       text,
       covers: [start.from, cut],
       oid: obj.oid,
-      label: call.proc.taint,
+      label,
     };
     await conv.append(tx.store, [draft], count);
     await done(tx, obj.oid);
@@ -427,7 +444,7 @@ const modelCall: Primitive = {
         redactions: view.redactions.map(({ label, sha256, size }) => ({ label, sha256, size })),
       },
     });
-    _use(call, reply);
+    _use(call, reply, view.tokens + fixed);
     // The reply, its place in the conversation and the ledger's outcome land together.
     await k.atomically(async (tx) => {
       const obj = await tx.insertObject({

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { QueueHuman } from "../runtime/providers/scripted.ts";
 import { cap, launch, makeEnv, rejectsCode } from "./_helpers.ts";
+import { type FakeRequest, startFakeModelServer } from "./fake_models.ts";
 
 const SECRET = "TOPSECRET-4242";
 
@@ -117,4 +118,91 @@ Deno.test("label flow: a tainted process cannot write its data into checkpoint l
   const cks = JSON.stringify(await env.rt.listCheckpoints(p, null));
   assert.ok(!imgs.includes(SECRET) && !cks.includes(SECRET));
   assert.match(cks, new RegExp(before.checkpoint_id));
+});
+
+/** A process that read a secret (`.env`, labelled secret) and may write `pid`'s namespace. */
+async function secretWriter(
+  env: Awaited<ReturnType<typeof makeEnv>>,
+  pid: number,
+): Promise<number> {
+  const q = await launch(env, [
+    cap("filesystem:workspace:.env", "read"),
+    cap(`object_namespace:proc:${pid}`, "read", "write"),
+  ], { policy: { labels: { ".env": "secret" } } });
+  await env.rt.syscall(q, "filesystem.read", { path: ".env" });
+  return q;
+}
+
+Deno.test("label flow: a constraint carrying data above the endpoint's clearance is kept out of a summary's words", async () => {
+  Deno.env.set("OPENAI_API_KEY", "sk-test-label-flow");
+  const KEY = "AKIA-" + crypto.randomUUID();
+  await using srv = startFakeModelServer();
+  const files: Record<string, string> = { ".env": `TOKEN=${KEY}\n` };
+  for (let i = 0; i < 6; i++) files[`logs/${i}.log`] = `log ${i}: ` + "x".repeat(1500);
+  await using env = await makeEnv({ files });
+  let reads = 0;
+  const answer = (req: FakeRequest) => {
+    if (((req.body.tools as unknown[] | undefined) ?? []).length === 0) return { text: "summary" };
+    if (reads < 6) {
+      return { tool_calls: [{ name: "read_file", arguments: { path: `logs/${reads++}.log` } }] };
+    }
+    return { text: "all clean" };
+  };
+  for (let i = 0; i < 30; i++) srv.push(answer);
+  const p = await env.rt.launch({
+    image: { name: "agent", tools: ["read_file"], system_prompt: "agent" },
+    workspace: env.ws,
+    grants: [cap("filesystem:workspace:logs/*", "read")],
+    goal: "Check every log.",
+    model: {
+      provider: "openai",
+      name: "m",
+      base_url: srv.openaiBaseUrl,
+      context_window: 2048,
+      compact_at: 0.5,
+    },
+  });
+  const q = await secretWriter(env, p.pid);
+  await env.rt.syscall(q, "memory.put", {
+    namespace: `proc:${p.pid}`,
+    kind: "constraint",
+    payload: `never print ${KEY}`,
+  });
+  await env.rt.runUntilIdle();
+  assert.equal((await env.rt.process(p.pid)).status, "exited");
+  const summaries = (await env.rt.kernel.store.listObjects(`proc:${p.pid}`))
+    .filter((o) => o.kind === "summary");
+  assert.ok(summaries.length > 0, "compaction never ran");
+  assert.equal(
+    srv.requests.filter((r) => r.raw.includes(KEY)).length,
+    0,
+    "the key reached a request",
+  );
+  for (const s of summaries) {
+    assert.ok(!JSON.stringify(s.payload).includes(KEY) || s.label === "secret", s.label);
+    assert.match(JSON.stringify(s.payload), /\[redacted:secret\]/);
+  }
+});
+
+Deno.test("label flow: a listing shows the name of an object labelled above the caller as a label and a hash", async () => {
+  const KEY = "AKIA-" + crypto.randomUUID();
+  await using env = await makeEnv({ files: { ".env": `TOKEN=${KEY}\n` } });
+  const p = await launch(env, []);
+  const q = await secretWriter(env, p);
+  await env.rt.syscall(q, "memory.put", {
+    namespace: `proc:${p}`,
+    kind: "evidence",
+    name: `token-${KEY}`,
+    payload: "x",
+  });
+  const seen = JSON.stringify(await env.rt.syscall(p, "memory.list", {}));
+  assert.ok(!seen.includes(KEY), seen);
+  assert.match(seen, /\[redacted:secret\]/);
+  assert.equal((await env.rt.process(p)).taint, "public");
+  // The writer, which carries the secret already, sees the name.
+  assert.ok(
+    JSON.stringify(await env.rt.syscall(q, "memory.list", { namespace: `proc:${p}` })).includes(
+      KEY,
+    ),
+  );
 });

@@ -992,3 +992,30 @@ Deno.test("model: no tool can reach model.call: a JIT tool is refused it and no 
     assert.ok(seen.every((n) => !n.startsWith("model.")), `${name} issued ${seen.join(",")}`);
   }
 });
+
+Deno.test("model: a server that counts no usage still runs into max_input_tokens and max_output_tokens", async () => {
+  for (const budget of ["max_input_tokens", "max_output_tokens"] as const) {
+    await using srv = startFakeModelServer();
+    await using env = await makeEnv({ files: { "a.txt": "alpha ".repeat(100) } });
+    const none = { input_tokens: 0, output_tokens: 0 };
+    for (let i = 0; i < 40; i++) {
+      srv.push({
+        text: "y".repeat(400),
+        tool_calls: [{ name: "read_file", arguments: { path: "a.txt" } }],
+        usage: none,
+      });
+    }
+    const pid = await agent(env, srv, {
+      grants: [cap("filesystem:workspace:a.txt", "read")],
+      budgets: budget === "max_input_tokens"
+        ? { max_input_tokens: 3000 }
+        : { max_output_tokens: 400 },
+    });
+    await env.rt.runUntilIdle();
+    const p = await env.rt.process(pid);
+    assert.equal(p.status, "failed", `${budget}: ${p.status} ${p.exit_reason}`);
+    assert.match(p.exit_reason!, new RegExp(budget));
+    // Stopped within a few turns, not after all 40.
+    assert.ok(srv.requests.length < 15, `${budget}: ${srv.requests.length} requests`);
+  }
+});
