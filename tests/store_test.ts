@@ -1879,3 +1879,35 @@ Deno.test("store: a status changed by another connection is seen through the rea
     await a.close();
   }
 });
+
+Deno.test(
+  "store: a new SQLite store and the files beside it are the owner's alone (mode 0600)",
+  SQLITE_ONLY,
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "libos-modes-" });
+    try {
+      await Deno.chmod(dir, 0o755); // a shared directory: only the files' own modes protect them
+      const path = join(dir, "s.db");
+      const rt = await Runtime.open({ store: path });
+      try {
+        await rt.launch({
+          image: { name: "m", tools: ["put_object"] },
+          workspace: await Deno.makeTempDir({ dir }),
+          script: { steps: [{ tool: "put_object", args: { kind: "claim", payload: "x" } }] },
+        });
+        await rt.runUntilIdle();
+        const modes: Record<string, string> = {};
+        for (const suffix of ["", "-wal", "-shm", "-auditlog", "-steps"]) {
+          const st = await Deno.stat(path + suffix).catch(() => null);
+          if (st) modes[suffix || "db"] = (st.mode! & 0o777).toString(8);
+        }
+        assert.ok(Object.keys(modes).length >= 4, JSON.stringify(modes));
+        for (const [f, m] of Object.entries(modes)) assert.equal(m, "600", `${f}: ${m}`);
+      } finally {
+        await rt.close();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

@@ -7,7 +7,7 @@
 
 /** Open `path` (created if missing) for appending under an exclusive lock; null if another holds it. */
 export function openLocked(path: string): Deno.FsFile | null {
-  const file = Deno.openSync(path, { read: true, append: true, create: true });
+  const file = Deno.openSync(path, { read: true, append: true, create: true, mode: 0o600 });
   if (file.tryLockSync(true)) return file;
   file.close();
   return null;

@@ -182,6 +182,11 @@ export const SQLITE_SCHEMA_VERSION = 1;
 /** Open the file, or say in one line why it cannot be a store (EINVAL). */
 function _openFile(path: string): DatabaseSync {
   try {
+    // A new store is the owner's alone (SQLite gives its -wal and -shm the same mode):
+    // it holds object payloads and labelled data, not for other local users.
+    try {
+      Deno.openSync(path, { write: true, createNew: true, mode: 0o600 }).close();
+    } catch { /* there already, or SQLite will say why not */ }
     return new DatabaseSync(path);
   } catch (e) {
     let why = (e as Error).message;
