@@ -180,6 +180,9 @@ export class WorkerLoop implements QuantumDriver {
     const maxQuanta = options.maxQuanta ?? Number.MAX_SAFE_INTEGER;
     const slots = this.#sched.concurrency;
     const active = new Map<number, Promise<void>>();
+    // A quantum that failed for a reason other than its lost lease (the store went
+    // away, say) ends the run: claimed work stays leased until it expires elsewhere.
+    const failures: unknown[] = [];
     let quanta = 0;
     let freed!: Promise<void>;
     let free!: () => void;
@@ -193,6 +196,7 @@ export class WorkerLoop implements QuantumDriver {
     await this.#listen();
     try {
       for (;;) {
+        if (failures.length) throw failures[0];
         if (options.signal?.aborted || closing.aborted) break;
         this.#woken = false;
         // Requests that expired undecided count as denied: wake their processes now and then.
@@ -204,7 +208,7 @@ export class WorkerLoop implements QuantumDriver {
           quanta++;
           active.set(
             c.pid,
-            this.#serve(c).finally(() => {
+            this.#serve(c).catch((error) => void failures.push(error)).finally(() => {
               active.delete(c.pid);
               free();
             }),
@@ -231,6 +235,7 @@ export class WorkerLoop implements QuantumDriver {
         const expiry = act.nextExpiryMs === null ? Infinity : act.nextExpiryMs + 5;
         await this.#idleWait(Math.min(this.#pollMs, expiry));
       }
+      if (failures.length) throw failures[0];
       return { quanta, idle: false };
     } finally {
       options.signal?.removeEventListener("abort", stop);

@@ -736,3 +736,27 @@ Deno.test(
     assert.deepEqual(tables.map((r) => r.table_name), ["objects"]);
   },
 );
+
+Deno.test(
+  "worker: a quantum that fails for a reason other than a lost lease ends the run with that error, not the worker's process",
+  NEEDS_PG,
+  async () => {
+    await using env = await fleetEnv();
+    await submit(env.url, env.ws, 4, () => puts(50, 5));
+    const rt = await Runtime.open({ store: env.url, concurrency: 4 });
+    // The store goes away under one quantum (as a dropped connection does: ECONNRESET, EIO).
+    const run = rt.scheduler.runQuantum.bind(rt.scheduler);
+    let quanta = 0;
+    rt.scheduler.runQuantum = async (pid: number) => {
+      if (++quanta === 10) throw new Error("connect ENOENT /tmp/.s.PGSQL.5432");
+      await run(pid);
+    };
+    try {
+      const ended = await rt.runUntilIdle().then(() => null, (e: unknown) => e);
+      assert.ok(ended instanceof Error, `the run ended without the error: ${ended}`);
+      assert.match((ended as Error).message, /connect ENOENT/);
+    } finally {
+      await rt.close();
+    }
+  },
+);
