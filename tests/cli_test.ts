@@ -313,6 +313,19 @@ Deno.test("cli: malformed script and grant name the field and leave no state", a
       ],
       "script.steps[0].args: nest deeper than 64 levels",
     ],
+    // 17 MB of arguments: every quantum would read and parse the whole script again.
+    [
+      [
+        "--script",
+        await f.file("s5.json", {
+          steps: Array.from({ length: 17 }, () => ({
+            tool: "write_file",
+            args: { path: "a", content: "x".repeat(1024 * 1024) },
+          })),
+        }),
+      ],
+      "script.steps[15]: the script's arguments pass 16777216 characters",
+    ],
     [["--script", good, "--grant", "filesystem:workspace:a"], "--grant"],
     [["--script", good, "--grant", "nope:x=read"], "--grant"],
     [["--script", good, "--grant", "shell:ls=teleport"], "--grant"],

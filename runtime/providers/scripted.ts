@@ -24,6 +24,13 @@ export interface ScriptStep {
   args: Record<string, unknown>;
 }
 
+/**
+ * Most characters of a script's arguments, all steps together. The script is
+ * the process's model input, read back as a whole when it is not cached: a
+ * 70 MB one made every quantum of its worker parse 70 MB.
+ */
+export const MAX_SCRIPT_CHARS = 16 * 1024 * 1024;
+
 /** Validate a script document `{"steps":[{"tool":..., "args":{...}}, ...]}`. */
 export function parseScript(raw: unknown): ScriptStep[] {
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
@@ -33,6 +40,7 @@ export function parseScript(raw: unknown): ScriptStep[] {
   for (const k of Object.keys(o)) if (k !== "steps") throw invalid(`script.${k}`, "unknown field");
   if (!Array.isArray(o.steps)) throw invalid("script.steps", "must be an array");
   if (o.steps.length > 100_000) throw invalid("script.steps", "more than 100000 steps");
+  let chars = 0;
   return o.steps.map((s, i) => {
     const f = `script.steps[${i}]`;
     if (s === null || typeof s !== "object" || Array.isArray(s)) {
@@ -50,6 +58,10 @@ export function parseScript(raw: unknown): ScriptStep[] {
       throw invalid(`${f}.args`, "must be an object");
     }
     if (nestsDeeper(args)) throw invalid(`${f}.args`, `nest deeper than ${MAX_JSON_DEPTH} levels`);
+    chars += JSON.stringify(args).length;
+    if (chars > MAX_SCRIPT_CHARS) {
+      throw invalid(f, `the script's arguments pass ${MAX_SCRIPT_CHARS} characters here`);
+    }
     return { tool: step.tool, args: args as Record<string, unknown> };
   });
 }
