@@ -17,12 +17,6 @@ import {
   type ShellView,
 } from "./bwrap.ts";
 import {
-  type CommandGroup,
-  endCommandGroup,
-  hasCommandGroups,
-  newCommandGroup,
-} from "./cgroups.ts";
-import {
   RssProbe,
   runInSandbox,
   type SandboxOutcome,
