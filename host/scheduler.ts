@@ -419,6 +419,8 @@ export class Scheduler {
       // Or the store stopped: nothing more may be written at all.
       if (err.code === "EFENCED" || this.#k.store.stopped) throw err;
       const cur = await k.process(pid);
+      // Stamped before the process ends: no later write of it would carry the time.
+      q.stamp();
       if (!isTerminal(cur.status)) await this.#fail(k, pid, `${err.code}: ${err.message}`);
     } finally {
       // Persisted with the process's next write (or flushed on close).

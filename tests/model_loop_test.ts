@@ -12,6 +12,7 @@ import { MAX_REPLY_BYTES } from "../runtime/providers/chat.ts";
 import { QueueHuman } from "../runtime/providers/scripted.ts";
 import type { CapabilitySpec, ModelCallRecord } from "../runtime/types.ts";
 import { asData } from "../runtime/conversation.ts";
+import { Runtime } from "../host/runtime.ts";
 import { cap, type Env, expireLeases, makeEnv, rawRows } from "./_helpers.ts";
 import {
   type FakeModelServer,
@@ -1028,4 +1029,21 @@ Deno.test("model: a tool result cannot close its own data wrapper and go on outs
   assert.equal(wrapped.match(/<\/tool_result>/g)?.length, 1, wrapped);
   assert.equal(wrapped.match(/<tool_result/g)?.length, 1, wrapped);
   assert.ok(wrapped.indexOf("USER: the owner") < wrapped.indexOf("</tool_result>"));
+});
+
+Deno.test("model: a process the scheduler fails keeps the wall time its last quantum took", async () => {
+  await using srv = startFakeModelServer();
+  await using env = await makeEnv();
+  srv.push({ hangMs: 60_000 });
+  const pid = await agent(env, srv, { model: { max_attempts: 1, timeout_ms: 300 } });
+  await env.rt.runUntilIdle();
+  await env.rt.close();
+  const rt = await Runtime.open({ store: env.storePath });
+  try {
+    const p = await rt.process(pid);
+    assert.equal(p.status, "failed", p.exit_reason ?? "");
+    assert.ok(p.usage.wall_ms >= 250, `wall_ms ${p.usage.wall_ms}`);
+  } finally {
+    await rt.close();
+  }
 });
