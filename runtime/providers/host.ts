@@ -6,6 +6,7 @@
 import * as nodeFs from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { LibosError } from "../errors.ts";
+import { canNameOpenFiles, entryKind, openChecked, openNoFollow } from "../open_files.ts";
 import {
   BWRAP_PATHS,
   checkedCommand,
@@ -36,15 +37,31 @@ import type {
   ShellRunOptions,
 } from "./types.ts";
 
-function _kind(info: Deno.FileInfo): EntryKind {
-  return info.isSymlink ? "symlink" : info.isFile ? "file" : info.isDirectory ? "dir" : "other";
-}
-
 function _fileStat(info: Deno.FileInfo): FileStat {
-  return { kind: _kind(info), size: info.size, mtime: info.mtime?.getTime() ?? null };
+  return { kind: entryKind(info), size: info.size, mtime: info.mtime?.getTime() ?? null };
 }
 
 const _decoder = new TextDecoder();
+
+/**
+ * What a file read may open: a regular file within `maxBytes` (`known` is its
+ * stat if taken). Opening a FIFO would block the whole runtime, and a huge file
+ * would fill memory: anything else is refused before reading.
+ */
+function _readable(path: string, maxBytes: number, known?: FileStat): FileStat {
+  const info = known ?? _fileStat(Deno.statSync(path));
+  if (info.kind !== "file") throw new LibosError("EINVAL", `path: not a regular file`);
+  if (info.size > maxBytes) {
+    throw new LibosError("ELIMIT", `path: file is ${info.size} bytes, limit ${maxBytes}`);
+  }
+  return info;
+}
+
+/** A directory's entries by name, with their kinds. */
+function _listing(entries: Iterable<Deno.DirEntry>): { name: string; kind: EntryKind }[] {
+  return [...entries].map((e) => ({ name: e.name, kind: entryKind(e) }))
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
 
 /**
  * The host file system. Small synchronous calls: cheaper than a thread-pool hop
@@ -57,13 +74,7 @@ export class HostFileSystem implements FileSystemProvider {
     return Promise.resolve(Deno.realPathSync(path));
   }
   readText(path: string, maxBytes: number, known?: FileStat): Promise<string> {
-    // Opening a FIFO would block the whole runtime, and a huge file would fill
-    // memory: refuse anything but a regular file within the limit before reading.
-    const info = known ?? _fileStat(Deno.statSync(path));
-    if (info.kind !== "file") throw new LibosError("EINVAL", `path: not a regular file`);
-    if (info.size > maxBytes) {
-      throw new LibosError("ELIMIT", `path: file is ${info.size} bytes, limit ${maxBytes}`);
-    }
+    const info = _readable(path, maxBytes, known);
     // Non-blocking, should a FIFO have been swapped in since; no fstat (a Node Stats
     // object costs more than the read): the size is checked as the bytes arrive.
     const fd = _openEntry(path, O_RDONLY | O_NONBLOCK);
@@ -114,7 +125,7 @@ export class HostFileSystem implements FileSystemProvider {
       missing.unshift(basename(base));
       base = dirname(base);
     }
-    let fd = _openChecked(base, O_RDONLY | O_DIRECTORY);
+    let fd = openChecked(base, O_RDONLY | O_DIRECTORY);
     try {
       for (const name of missing) {
         const at = _at(fd, base, name);
@@ -126,9 +137,9 @@ export class HostFileSystem implements FileSystemProvider {
           }
         });
         base = join(base, name);
-        const next = _procFds
-          ? _open(at, O_RDONLY | O_DIRECTORY, base)
-          : _openChecked(base, O_RDONLY | O_DIRECTORY);
+        const next = canNameOpenFiles()
+          ? openNoFollow(at, O_RDONLY | O_DIRECTORY, base)
+          : openChecked(base, O_RDONLY | O_DIRECTORY);
         nodeFs.closeSync(fd);
         fd = next;
       }
@@ -144,20 +155,14 @@ export class HostFileSystem implements FileSystemProvider {
     return Promise.resolve();
   }
   list(path: string): Promise<{ name: string; kind: EntryKind }[]> {
-    const fd = _openChecked(path, O_RDONLY | O_DIRECTORY);
-    const out: { name: string; kind: EntryKind }[] = [];
+    const fd = openChecked(path, O_RDONLY | O_DIRECTORY);
     try {
-      for (const e of Deno.readDirSync(_procFds ? `/proc/self/fd/${fd}` : path)) {
-        out.push({
-          name: e.name,
-          kind: e.isSymlink ? "symlink" : e.isFile ? "file" : e.isDirectory ? "dir" : "other",
-        });
-      }
+      return Promise.resolve(
+        _listing(Deno.readDirSync(canNameOpenFiles() ? `/proc/self/fd/${fd}` : path)),
+      );
     } finally {
       nodeFs.closeSync(fd);
     }
-    out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    return Promise.resolve(out);
   }
   lstat(path: string): Promise<FileStat> {
     return Promise.resolve(_fileStat(Deno.lstatSync(path)));
@@ -177,11 +182,7 @@ export class HostFileSystem implements FileSystemProvider {
  */
 export class ByNameFileSystem extends HostFileSystem {
   override readText(path: string, maxBytes: number, known?: FileStat): Promise<string> {
-    const info = known ?? _fileStat(Deno.statSync(path));
-    if (info.kind !== "file") throw new LibosError("EINVAL", `path: not a regular file`);
-    if (info.size > maxBytes) {
-      throw new LibosError("ELIMIT", `path: file is ${info.size} bytes, limit ${maxBytes}`);
-    }
+    _readable(path, maxBytes, known);
     return Promise.resolve(Deno.readTextFileSync(path));
   }
   override writeText(path: string, content: string): Promise<void> {
@@ -197,32 +198,14 @@ export class ByNameFileSystem extends HostFileSystem {
     return Promise.resolve();
   }
   override list(path: string): Promise<{ name: string; kind: EntryKind }[]> {
-    return Promise.resolve(
-      [...Deno.readDirSync(path)].map((e) => ({
-        name: e.name,
-        kind:
-          (e.isSymlink
-            ? "symlink"
-            : e.isFile
-            ? "file"
-            : e.isDirectory
-            ? "dir"
-            : "other") as EntryKind,
-      })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
-    );
+    return Promise.resolve(_listing(Deno.readDirSync(path)));
   }
   override statEntry(path: string): Promise<FileStat> {
     return this.lstat(path);
   }
 }
 
-const { O_RDONLY, O_WRONLY, O_CREAT, O_NONBLOCK, O_NOFOLLOW, O_DIRECTORY } = nodeFs.constants;
-
-/**
- * Whether this runtime may name its open files as `/proc/self/fd/N` (learnt at
- * the first checked open; a runtime without --allow-all may not).
- */
-let _procFds: boolean | null = null;
+const { O_RDONLY, O_WRONLY, O_CREAT, O_NONBLOCK, O_DIRECTORY } = nodeFs.constants;
 
 /**
  * Run `use` with the directory `dir` (a checked real path) held open and proven
@@ -231,7 +214,7 @@ let _procFds: boolean | null = null;
  * Without `/proc/self/fd`, `at` names the path (a narrower guarantee).
  */
 function _inDir<T>(dir: string, use: (at: (name: string) => string) => T): T {
-  const fd = _openChecked(dir, O_RDONLY | O_DIRECTORY);
+  const fd = openChecked(dir, O_RDONLY | O_DIRECTORY);
   try {
     return _hostNamed(fd, dir, () => use((name) => _at(fd, dir, name)));
   } finally {
@@ -241,7 +224,7 @@ function _inDir<T>(dir: string, use: (at: (name: string) => string) => T): T {
 
 /** The name of entry `name` inside open directory `fd` (which is `dir`). */
 function _at(fd: number, dir: string, name: string): string {
-  return _procFds ? `/proc/self/fd/${fd}/${name}` : join(dir, name);
+  return canNameOpenFiles() ? `/proc/self/fd/${fd}/${name}` : join(dir, name);
 }
 
 /** Run `act`, its host errors naming `dir` rather than its open file's `/proc` name. */
@@ -261,7 +244,8 @@ function _openEntry(path: string, flags: number): number {
   const dir = dirname(path);
   return _inDir(
     dir,
-    (at) => _procFds ? _open(at(basename(path)), flags, path) : _openChecked(path, flags),
+    (at) =>
+      canNameOpenFiles() ? openNoFollow(at(basename(path)), flags, path) : openChecked(path, flags),
   );
 }
 
@@ -274,78 +258,6 @@ function _isEntry(path: string): boolean {
     if (e instanceof Deno.errors.NotFound) return false;
     throw e;
   }
-}
-
-function _isLink(path: string): boolean {
-  try {
-    return Deno.lstatSync(path).isSymlink;
-  } catch {
-    return false;
-  }
-}
-
-/** `openSync` without following a final link; errors as Deno's own calls report them, naming `path`. */
-function _open(at: string, flags: number, path: string): number {
-  try {
-    return nodeFs.openSync(at, flags | O_NOFOLLOW, 0o666);
-  } catch (e) {
-    const code = (e as { code?: string }).code;
-    // A final link refused: ELOOP, or ENOTDIR where a directory was asked for.
-    if (code === "ELOOP" || (code === "ENOTDIR" && flags & O_DIRECTORY && _isLink(at))) {
-      throw _swapped(path);
-    }
-    // As Deno's own calls report them (the primitives map those to error codes).
-    const As = code ? _DENO_ERRORS[code] : undefined;
-    throw As ? new As((e as Error).message.replaceAll(at, path)) : e;
-  }
-}
-
-/**
- * Open `path` (a real path, checked by the caller) without following a final
- * symlink, and make sure the open file is the one at `path`: a symlink or a
- * directory swapped in since the check (by another process) would otherwise
- * lead the open outside what was authorized. The kernel's own name for the
- * open file (`/proc/self/fd`) must be `path` itself. EPERM otherwise.
- */
-function _openChecked(path: string, flags: number): number {
-  const fd = _open(path, flags, path);
-  let same: boolean;
-  try {
-    same = Deno.readLinkSync(`/proc/self/fd/${fd}`) === path;
-    _procFds = true;
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied)) {
-      nodeFs.closeSync(fd);
-      throw e;
-    }
-    _procFds = false;
-    // A runtime without --allow-all may not read /proc/self: compare the open file
-    // with what `path` names now (a narrower check: a swap undone in between passes).
-    const open = nodeFs.fstatSync(fd);
-    const named = Deno.lstatSync(path);
-    same = open.dev === named.dev && open.ino === named.ino && Deno.realPathSync(path) === path;
-  }
-  if (!same) {
-    nodeFs.closeSync(fd);
-    throw _swapped(path);
-  }
-  return fd;
-}
-
-const _DENO_ERRORS: Record<string, new (message: string) => Error> = {
-  ENOENT: Deno.errors.NotFound,
-  EISDIR: Deno.errors.IsADirectory,
-  ENOTDIR: Deno.errors.NotADirectory,
-  EACCES: Deno.errors.PermissionDenied,
-  EPERM: Deno.errors.PermissionDenied,
-  EEXIST: Deno.errors.AlreadyExists,
-};
-
-function _swapped(path: string): LibosError {
-  return new LibosError(
-    "EPERM",
-    `path: '${path}' changed while it was opened (a symlink or directory swapped in); nothing was read or written`,
-  );
 }
 
 /** Fixed PATH for shell commands: the host's environment never leaks in. */

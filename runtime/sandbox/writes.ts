@@ -19,6 +19,7 @@
 import { createHash } from "node:crypto";
 import * as nodeFs from "node:fs";
 import { join } from "node:path";
+import { canNameOpenFiles, entryKind, openChecked } from "../open_files.ts";
 import type { EntryKind, FileChange } from "../providers/types.ts";
 
 /** One entry's metadata, enough to tell a change without reading it. */
@@ -61,12 +62,8 @@ const _HOT_MS = 2_000;
 
 const { O_RDONLY, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK } = nodeFs.constants;
 
-function _kind(i: Deno.FileInfo): EntryKind {
-  return i.isSymlink ? "symlink" : i.isFile ? "file" : i.isDirectory ? "dir" : "other";
-}
-
 function _state(at: string, i: Deno.FileInfo): _State {
-  const kind = _kind(i);
+  const kind = entryKind(i);
   let link: string | null = null;
   if (kind === "symlink") {
     try {
@@ -84,51 +81,33 @@ function _state(at: string, i: Deno.FileInfo): _State {
   };
 }
 
-/** Whether this runtime may name its open files as `/proc/self/fd/N` (a runtime without --allow-all may not). */
-let _procFds: boolean | null = null;
-
-function _viaProc(): boolean {
-  if (_procFds === null) {
-    try {
-      Deno.readLinkSync("/proc/self");
-      _procFds = true;
-    } catch (e) {
-      _procFds =
-        !(e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied);
-    }
-  }
-  return _procFds;
-}
-
 /**
- * Open directory `path` (at `at`) without following a link, and make sure the
- * open one is `path` itself: a root by its `/proc/self/fd` name; an entry
- * opened by name inside an open directory is that entry already; without
- * `/proc/self/fd`, by its device and inode as listed. Null when it cannot be
- * opened or is not what was listed.
+ * Open directory entry `at` (inside an open directory: it is that entry, or a
+ * link refused) without following a link. Without `/proc/self/fd`, `at` is a
+ * path: the open one must have the device and inode `listed`. Null when it
+ * cannot be opened or is not what was listed.
  */
-function _openDir(
-  at: string,
-  path: string,
-  listed: Deno.FileInfo | null,
-  root: boolean,
-): number | null {
+function _openChild(at: string, listed: Deno.FileInfo): number | null {
   let fd: number;
   try {
     fd = nodeFs.openSync(at, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
   } catch {
     return null;
   }
-  let same: boolean;
-  if (_viaProc()) {
-    same = !root || Deno.readLinkSync(`/proc/self/fd/${fd}`) === path;
-  } else {
-    const open = nodeFs.fstatSync(fd);
-    same = listed !== null && open.dev === listed.dev && open.ino === listed.ino;
-  }
-  if (same) return fd;
+  if (canNameOpenFiles()) return fd;
+  const open = nodeFs.fstatSync(fd);
+  if (open.dev === listed.dev && open.ino === listed.ino) return fd;
   nodeFs.closeSync(fd);
   return null;
+}
+
+/** Open a walk's root, proven to be `root` itself (see `openChecked`); null if it is not. */
+function _openRoot(root: string): number | null {
+  try {
+    return openChecked(root, O_RDONLY | O_DIRECTORY);
+  } catch {
+    return null;
+  }
 }
 
 /** sha256 of the regular file at `at` (never through a link), at most `max` bytes; null otherwise. */
@@ -210,7 +189,7 @@ export function snapshot(
   };
 
   const walk = (fd: number, dir: string, depth: number): void => {
-    const base = _viaProc() ? `/proc/self/fd/${fd}` : dir;
+    const base = canNameOpenFiles() ? `/proc/self/fd/${fd}` : dir;
     let listing: Iterable<Deno.DirEntry>;
     try {
       listing = Deno.readDirSync(base);
@@ -243,7 +222,7 @@ export function snapshot(
         stop(`directories nested deeper than ${MAX_WALK_DEPTH}`);
         return;
       }
-      const child = _openDir(at, path, info, false);
+      const child = _openChild(at, info);
       if (child === null) {
         stop(`${path} cannot be opened, or changed while it was listed`);
         continue;
@@ -267,7 +246,7 @@ export function snapshot(
       record(root, root, info);
       continue;
     }
-    const fd = _openDir(root, root, info, true);
+    const fd = _openRoot(root);
     if (fd === null) {
       stop(`${root} cannot be opened`);
       continue;
