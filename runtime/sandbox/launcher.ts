@@ -76,10 +76,25 @@ export interface SandboxRequest {
 export interface SandboxWall {
   /** The full command line for Deno's own argv (`deno run ...`). */
   command(deno: string[]): string[];
-  /** Deny every permission check of the call from now on (its result is in, or it is being killed). */
+  /**
+   * Deny every permission check of the call from now on and free its broker
+   * socket (its result is in, it is being killed, or it ended).
+   */
   revoke(): void;
-  /** Release what the wall holds (the broker socket, cgroups). */
-  end(): Promise<void>;
+}
+
+/**
+ * The whole environment of a tool's Deno: a private HOME and DENO_DIR in its
+ * artifact, and the broker socket its permission checks go to (if any).
+ */
+export function toolEnv(artifactDir: string, brokerPath: string | null): Record<string, string> {
+  return {
+    HOME: `${artifactDir}/home`,
+    DENO_DIR: `${artifactDir}/deno_dir`,
+    NO_COLOR: "1",
+    DENO_NO_UPDATE_CHECK: "1",
+    ...(brokerPath === null ? {} : { DENO_PERMISSION_BROKER_PATH: brokerPath }),
+  };
 }
 
 /** What a call came to. */
@@ -87,7 +102,8 @@ export type SandboxOutcome =
   | { ok: true; value: unknown; syscalls: number; stderr: string }
   | { ok: false; error: { code: ErrorCode; message: string }; syscalls: number; stderr: string };
 
-const RUNNER = new URL("./runner.ts", import.meta.url).pathname;
+/** The runner every tool subprocess runs (its main module). */
+export const RUNNER = new URL("./runner.ts", import.meta.url).pathname;
 const _TOOL_CODES = ["EPERM", "ENOENT", "EINVAL", "EEXIST", "ECONFLICT", "ESTATE", "EAGAIN", "EIO"];
 const FRAME_KEYS: Record<string, string[]> = {
   syscall: ["type", "id", "name", "args"],
@@ -354,13 +370,7 @@ export async function runInSandbox(
     ...(broker ? req.flags : [`--allow-read=${req.toolPath}`]),
     RUNNER,
   ];
-  const env: Record<string, string> = {
-    HOME: `${req.artifactDir}/home`,
-    DENO_DIR: `${req.artifactDir}/deno_dir`,
-    NO_COLOR: "1",
-    DENO_NO_UPDATE_CHECK: "1",
-  };
-  if (broker) env.DENO_PERMISSION_BROKER_PATH = broker.path;
+  const env = toolEnv(req.artifactDir, broker?.path ?? null);
   // Walled, the environment is set inside the sandbox (bwrap clears it) and the
   // broker socket is the call's own.
   const [cmd, ...args] = wall

@@ -19,9 +19,11 @@ import {
 import {
   RssProbe,
   runInSandbox,
+  RUNNER,
   type SandboxOutcome,
   type SandboxRequest,
   type SandboxWall,
+  toolEnv,
 } from "./launcher.ts";
 import { noSetIdFilter } from "./seccomp.ts";
 
@@ -133,7 +135,6 @@ export interface SandboxProvider {
 }
 
 const CLIENT = new URL("../../tools/jit/libos.ts", import.meta.url).pathname;
-const RUNNER = new URL("./runner.ts", import.meta.url).pathname;
 
 const _BWRAP = firstFile([...BWRAP_PATHS]);
 const _SECCOMP = noSetIdFilter();
@@ -411,7 +412,7 @@ export class HostSandbox implements SandboxProvider {
     try {
       return await runInSandbox(broker, req, this.#rss, wall);
     } finally {
-      await wall?.end();
+      wall?.revoke();
     }
   }
 
@@ -445,16 +446,8 @@ export class HostSandbox implements SandboxProvider {
           { path: join(req.artifactDir, "deno_dir"), kind: "rw" },
           { path: sock.path, kind: "rw" },
         ],
-        // As outside the wall: no PATH (a bare program name finds nothing), a private HOME.
-        env: {
-          PATH: null,
-          LANG: null,
-          HOME: join(req.artifactDir, "home"),
-          DENO_DIR: join(req.artifactDir, "deno_dir"),
-          NO_COLOR: "1",
-          DENO_NO_UPDATE_CHECK: "1",
-          DENO_PERMISSION_BROKER_PATH: sock.path,
-        },
+        // As outside the wall: no PATH (a bare program name finds nothing), no LANG.
+        env: { PATH: null, LANG: null, ...toolEnv(req.artifactDir, sock.path) },
       });
       return {
         command: (deno) => [
@@ -474,10 +467,6 @@ export class HostSandbox implements SandboxProvider {
           ...checkedCommand(plan, deno),
         ],
         revoke: () => sock.release(),
-        end: () => {
-          sock.release();
-          return Promise.resolve();
-        },
       };
     } catch (e) {
       sock.release();
