@@ -27,17 +27,17 @@ async function _root(
   k: Call["k"],
   p: { pid: number; lineage: number[]; origin: string },
 ): Promise<number | null> {
-  let pid = p.lineage[0] ?? p.pid;
-  let origin = pid === p.pid ? p.origin : (await k.store.getProcess(pid))?.origin ?? "";
-  for (let hops = 0; origin.startsWith("checkpoint:"); hops++) {
-    if (hops >= _MAX_FORK_CHAIN) return null;
-    const ck = await k.store.getCheckpoint(origin.slice("checkpoint:".length));
+  let cur = p;
+  for (let hops = 0; hops <= _MAX_FORK_CHAIN; hops++) {
+    const pid = cur.lineage[0] ?? cur.pid;
+    const root = pid === cur.pid ? cur : await k.store.getProcess(pid);
+    if (!root?.origin.startsWith("checkpoint:")) return pid;
+    const ck = await k.store.getCheckpoint(root.origin.slice("checkpoint:".length));
     const taken = ck ? await k.store.getProcess(ck.root_pid) : null;
-    if (!taken) break;
-    pid = taken.lineage[0] ?? taken.pid;
-    origin = pid === taken.pid ? taken.origin : (await k.store.getProcess(pid))?.origin ?? "";
+    if (!taken) return pid;
+    cur = taken;
   }
-  return pid;
+  return null;
 }
 
 /** Whether two processes are of one tree (or cannot be told apart: then they count as one). */

@@ -402,17 +402,12 @@ const recv: Primitive = {
     const limit = optInt(call, "limit", 1, 1000) ?? 100;
     call.target = `process:${call.proc.pid}`;
     const msgs = await call.k.store.takeMessages(call.proc.pid, limit);
-    let label = call.proc.taint;
     const out = msgs.map((m) => {
       const b = m.body as { data: unknown; label: Label };
-      label = maxLabel(label, b.label);
       return { msg_id: m.msg_id, from: m.from_pid, kind: m.kind, body: b.data, label: b.label };
     });
-    if (label !== call.proc.taint) {
-      call.proc.taint = label;
-      await call.k.saveProcess(call.proc.pid, { taint: label });
-    }
-    call.resultLabel = label;
+    // The result is labelled with the caller's taint too, as it always was.
+    await taint(call, maxLabel(call.proc.taint, ...out.map((m) => m.label)));
     return out;
   },
 };
