@@ -54,6 +54,7 @@ export type {
   LedgerMark,
   LedgerSince,
   ObjectVersion,
+  Renewal,
   Store,
   StoreActivity,
   TransactionOptions,

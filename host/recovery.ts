@@ -10,7 +10,8 @@
  * A SQLite store's one scheduler does this for the whole store when it opens
  * ({@link recoverStore}); on a store several workers share, only for a process
  * whose lease expired, by the worker that claims it next ({@link recoverProcess}),
- * never for another live worker's.
+ * never for another live worker's, and only once what that worker started has
+ * surely ended.
  * @module
  */
 import { askOutcome } from "../primitives/authorize.ts";
@@ -19,6 +20,7 @@ import type { Kernel } from "../runtime/kernel.ts";
 import { redactionFor } from "../runtime/labels.ts";
 import type { EffectRecord, ProcessRecord } from "../runtime/types.ts";
 import type { Scheduler } from "./scheduler.ts";
+import { SHELL_DEADLINE_GRACE_MS, SHELL_TIMEOUT_MS } from "../primitives/shell.ts";
 
 /** Recover everything a stopped runtime left in the store (one scheduler, at open). */
 export async function recoverStore(k: Kernel, scheduler: Scheduler): Promise<void> {
@@ -48,12 +50,32 @@ export async function recoverStore(k: Kernel, scheduler: Scheduler): Promise<voi
 }
 
 /**
+ * How far the clocks of a fleet's machines may disagree (ms): an effect
+ * another machine started is taken to have ended this long after its `ends_by`.
+ */
+export const FLEET_CLOCK_SKEW_MS = 1_000;
+
+/** Longest a takeover is put off for one effect (a corrupt `ends_by` holds nothing forever). */
+const _MAX_DEFER_MS = SHELL_TIMEOUT_MS.max + SHELL_DEADLINE_GRACE_MS + FLEET_CLOCK_SKEW_MS;
+
+/**
  * Recover one process a worker took over from a worker whose lease expired,
  * through `k` (the kernel fenced by the new lease): its pending effects and
  * model calls, and its step if it was caught inside one.
+ *
+ * The worker that lost the lease may not be dead (a stalled one is not): an
+ * effect it started may still be under way. While one can be (before its
+ * `ends_by`), nothing is recovered and no human is asked whether it happened:
+ * this returns how many ms to wait (0 once recovered).
  */
-export async function recoverProcess(k: Kernel, scheduler: Scheduler, pid: number): Promise<void> {
+export async function recoverProcess(
+  k: Kernel,
+  scheduler: Scheduler,
+  pid: number,
+): Promise<number> {
   const pending = (await k.store.listEffects("pending")).filter((e) => e.pid === pid);
+  const wait = untilEnded(pending, Date.now());
+  if (wait > 0) return wait;
   const unknown = await k.store.markPendingEffectsUnknown(k.now(), pid);
   if (unknown > 0) {
     await k.emit("effect.unknown", "recovery", "ledger", { pid, count: unknown });
@@ -63,11 +85,23 @@ export async function recoverProcess(k: Kernel, scheduler: Scheduler, pid: numbe
     await k.emit("effect.unknown", "recovery", "model_calls", { pid, count: calls });
   }
   const p = await k.process(pid);
-  if (p.status !== "running" && pending.length === 0) return;
+  if (p.status !== "running" && pending.length === 0) return 0;
   await k.atomically(async (tx) => {
     if (p.status === "running") await recoverInterrupted(tx, scheduler, p, pending);
     else for (const e of pending) await askOutcome(tx, e, p, null);
   });
+  return 0;
+}
+
+/** Ms from `now` until every one of `effects` has surely ended (0: all have). */
+export function untilEnded(effects: readonly EffectRecord[], now: number): number {
+  let wait = 0;
+  for (const e of effects) {
+    const end = e.ends_by ? Date.parse(e.ends_by) : NaN;
+    if (Number.isNaN(end)) continue;
+    wait = Math.max(wait, Math.min(end + FLEET_CLOCK_SKEW_MS - now, _MAX_DEFER_MS));
+  }
+  return Math.ceil(wait);
 }
 
 /** A process caught inside a step: ask about its effects, or record the step unknown. */

@@ -13,7 +13,11 @@
  * replayed) and a step caught mid-flight gets "outcome unknown" (EIO) as its
  * result. A worker that lost a lease writes nothing more for that process:
  * every write is refused (`EFENCED`), so it cannot commit anything for a
- * process another worker now runs.
+ * process another worker now runs. It also stops the process's effect under
+ * way (a shell command, a JIT tool) as soon as it finds the lease lost or
+ * cannot renew it in time; and a worker that stalled instead cannot leave
+ * one running behind a takeover: the next holder waits for the effect's hard
+ * deadline (`ends_by`, held by the sandbox itself) before it recovers anything.
  *
  * Idle workers wait for a `NOTIFY` (a decision, a wake, a new process) and
  * poll as a fallback.
@@ -54,6 +58,12 @@ export interface WorkerStats {
   takenOver: number;
   /** Quanta cut short because this worker's lease was lost (nothing written after). */
   lost: number;
+  /**
+   * Takeovers put off because an effect the last holder started could still
+   * be under way (that worker may have stalled, not died): the process is
+   * held until the effect has surely ended, then recovered.
+   */
+  deferred: number;
 }
 
 /** Options of {@link WorkerLoop.run}. */
@@ -80,7 +90,7 @@ export class WorkerLoop implements QuantumDriver {
   /** This worker's id in leases. */
   readonly id: string;
   /** What it did so far. */
-  readonly stats: WorkerStats = { quanta: 0, takenOver: 0, lost: 0 };
+  readonly stats: WorkerStats = { quanta: 0, takenOver: 0, lost: 0, deferred: 0 };
   #k: Kernel;
   #sched: Scheduler;
   #leases: LeaseStore;
@@ -88,7 +98,10 @@ export class WorkerLoop implements QuantumDriver {
   #pollMs: number;
   #onQuantum: ((pid: number) => void) | null;
   #held = new Map<number, Fence>();
+  /** Per held process: the timer that stops its effects if its lease is not renewed in time. */
+  #watch = new Map<number, number>();
   #renewTimer: number | null = null;
+  #renewing = false;
   #unlisten: (() => Promise<void>) | null = null;
   #listening: Promise<void> | null = null;
   #poke: (() => void) | null = null;
@@ -137,16 +150,19 @@ export class WorkerLoop implements QuantumDriver {
       for (const c of claims) {
         const fence: Fence = { pid: c.pid, worker: c.worker, token: c.token };
         this.#k.bindStore(c.pid, this.#leases.fenced(fence));
+        let deferred = false;
         try {
-          await this.#recover(c.pid);
-          this.stats.takenOver++;
-          n++;
+          deferred = await this.#recover(fence);
+          if (!deferred) {
+            this.stats.takenOver++;
+            n++;
+          }
         } catch (e) {
           if (toLibosError(e).code !== "EFENCED") throw e;
         } finally {
           this.#k.unbindStore(c.pid);
           this.#k.forget(c.pid);
-          await this.#leases.release([fence], false).catch(() => {});
+          if (!deferred) await this.#leases.release([fence], false).catch(() => {});
         }
       }
     }
@@ -154,8 +170,9 @@ export class WorkerLoop implements QuantumDriver {
 
   /** Claim `pid` and give it one quantum, if it is runnable and nobody holds it. */
   async quantum(pid: number): Promise<void> {
+    const sent = performance.now();
     const [claim] = await this.#leases.claim(this.id, 1, this.#leaseMs, { pid });
-    if (claim) await this.#serve(claim);
+    if (claim) await this.#serve(claim, sent);
   }
 
   /**
@@ -203,12 +220,13 @@ export class WorkerLoop implements QuantumDriver {
         if (Date.now() - this.#lastSweep >= _EXPIRY_SWEEP_MS) await this.#sweepExpired();
         let claims: Claim[] = [];
         const room = Math.min(slots - active.size, maxQuanta - quanta);
+        const sent = performance.now();
         if (room > 0) claims = await this.#leases.claim(this.id, room, this.#leaseMs);
         for (const c of claims) {
           quanta++;
           active.set(
             c.pid,
-            this.#serve(c).catch((error) => void failures.push(error)).finally(() => {
+            this.#serve(c, sent).catch((error) => void failures.push(error)).finally(() => {
               active.delete(c.pid);
               free();
             }),
@@ -259,9 +277,10 @@ export class WorkerLoop implements QuantumDriver {
     if (un) await un();
   }
 
-  // One claimed process: recover it if its last holder died, run one quantum
-  // through a kernel fenced by the lease, and give it back.
-  async #serve(claim: Claim): Promise<void> {
+  // One claimed process (claimed by a statement sent at `sent`): recover it if
+  // its last holder died, run one quantum through a kernel fenced by the lease,
+  // and give it back.
+  async #serve(claim: Claim, sent: number): Promise<void> {
     const fence: Fence = {
       pid: claim.pid,
       worker: claim.worker,
@@ -275,14 +294,17 @@ export class WorkerLoop implements QuantumDriver {
       return;
     }
     this.#held.set(fence.pid, fence);
-    this.#startRenewal();
     k.bindStore(fence.pid, this.#leases.fenced(fence));
+    this.#watchLease(fence.pid, sent);
+    this.#startRenewal();
     k.enterQuantum(fence.pid);
     let ran = false;
+    let deferred = false;
     try {
       if (claim.takenOver) {
+        deferred = await this.#recover(fence);
+        if (deferred) return;
         this.stats.takenOver++;
-        await this.#recover(fence.pid);
       }
       this.stats.quanta++;
       ran = true;
@@ -297,26 +319,86 @@ export class WorkerLoop implements QuantumDriver {
       k.unbindStore(fence.pid);
       k.forget(fence.pid);
       this.#held.delete(fence.pid);
+      clearTimeout(this.#watch.get(fence.pid));
+      this.#watch.delete(fence.pid);
       if (this.#held.size === 0) this.#stopRenewal();
-      // A lost lease releases nothing (the token no longer matches).
-      await this.#leases.release([fence], ran).catch(() => {});
+      // A lost lease releases nothing (the token no longer matches); a deferred
+      // takeover keeps its lease until the effect it waits for has ended.
+      if (!deferred) await this.#leases.release([fence], ran).catch(() => {});
     }
   }
 
   // The worker that held this process died or stalled: what it left pending
   // becomes unknown (never replayed; a human is asked about its effects), and
   // a step caught mid-flight waits for those answers or gets "outcome unknown".
-  async #recover(pid: number): Promise<void> {
-    await recoverProcess(this.#k.forPid(pid), this.#sched, pid);
+  // While an effect it started may still be under way, nothing is done: the
+  // lease is stretched to when that effect has surely ended (whoever claims the
+  // process then recovers it), and this says true.
+  async #recover(fence: Fence): Promise<boolean> {
+    const wait = await recoverProcess(this.#k.forPid(fence.pid), this.#sched, fence.pid);
+    if (wait <= 0) return false;
+    const { renewed } = await this.#leases.renew([fence], wait);
+    if (renewed.length === 0) {
+      throw new LibosError("EFENCED", `the lease on process ${fence.pid} was lost`);
+    }
+    this.stats.deferred++;
+    return true;
+  }
+
+  // Stop `pid`'s effects under way unless its lease (set by a statement sent at
+  // `sent`) is renewed before a sixth of it is left: by then another worker may
+  // be about to take the process over. (An effect starts only with a third left.)
+  #watchLease(pid: number, sent: number): void {
+    clearTimeout(this.#watch.get(pid));
+    const at = sent + this.#leaseMs - this.#leaseMs / 6 - performance.now();
+    this.#watch.set(
+      pid,
+      setTimeout(
+        () => this.#stopEffects(pid, "could not be renewed in time"),
+        Math.max(0, at),
+      ) as unknown as number,
+    );
+  }
+
+  #stopEffects(pid: number, why: string): void {
+    this.#k.abortEffects(
+      pid,
+      new LibosError(
+        "EFENCED",
+        `worker ${this.id}: the lease on process ${pid} ${why}: its effect under way was stopped`,
+      ),
+    );
   }
 
   #startRenewal(): void {
     if (this.#renewTimer !== null) return;
-    this.#renewTimer = setInterval(() => {
-      const fences = [...this.#held.values()];
-      // A lease that could not be renewed is lost: the next write for it is refused.
-      this.#leases.renew(fences, this.#leaseMs).catch(() => {});
-    }, Math.max(50, Math.floor(this.#leaseMs / 3))) as unknown as number;
+    this.#renewTimer = setInterval(
+      () => this.#renew(),
+      Math.max(50, Math.floor(this.#leaseMs / 3)),
+    ) as unknown as number;
+  }
+
+  // One renewal statement at a time. A lost lease stops the process's effects at
+  // once (the next write for it is refused anyway); one whose row was locked is
+  // tried again shortly, not a third of a lease later.
+  #renew(): void {
+    if (this.#renewing || this.#held.size === 0) return;
+    const fences = [...this.#held.values()];
+    const sent = performance.now();
+    this.#renewing = true;
+    this.#leases.renew(fences, this.#leaseMs).then(({ renewed, lost }) => {
+      for (const f of renewed) {
+        if (this.#held.get(f.pid)?.token === f.token) this.#watchLease(f.pid, sent);
+      }
+      for (const f of lost) {
+        if (this.#held.get(f.pid)?.token === f.token) this.#stopEffects(f.pid, "was lost");
+      }
+      if (renewed.length + lost.length < fences.length && this.#renewTimer !== null) {
+        setTimeout(() => this.#renew(), 50);
+      }
+    }).catch(() => {}).finally(() => {
+      this.#renewing = false;
+    });
   }
 
   #stopRenewal(): void {

@@ -8,12 +8,18 @@ import { payloadRef } from "../runtime/canonical.ts";
 import { toLibosError } from "../runtime/errors.ts";
 import type { Call } from "./call.ts";
 
-/** Run `act` as a ledgered external effect on `resource`. */
+/**
+ * Run `act` as a ledgered external effect on `resource`. `endsBy` (epoch ms,
+ * the real clock) is when the effect has surely ended even if this runtime
+ * stalls (an OS-enforced deadline `act` holds to): recorded with the intent,
+ * so that no other runtime asks a human about it before then.
+ */
 export async function withEffect<T>(
   call: Call,
   resource: string,
   act: () => Promise<T>,
   summarize: (value: T) => unknown = (v) => payloadRef(v),
+  endsBy?: number,
 ): Promise<T> {
   const k = call.k;
   const effect_id = k.newId("fx");
@@ -27,6 +33,7 @@ export async function withEffect<T>(
     outcome: null,
     created_at: k.now(),
     finished_at: null,
+    ...(endsBy === undefined ? {} : { ends_by: new Date(endsBy).toISOString() }),
   });
   let value: T;
   try {

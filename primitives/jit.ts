@@ -335,6 +335,7 @@ const jitCall: Primitive = {
         // Labels are the broker's to apply, access by access: nothing is masked for them.
         view: { workspace: call.proc.workspace, grants, hide: [], readOnly: [], callRead: [] },
         limits,
+        signal: k.effectSignal(pid),
         onSyscall: (sys, sysArgs) => {
           if (sys.startsWith("jit.") || sys.startsWith("sandbox.") || sys.startsWith("model.")) {
             return _refuseInside(k, pid, name, sys, correlationId);

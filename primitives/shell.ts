@@ -26,6 +26,12 @@ import { checkFlow, fileLabel, labelledPaths, resolvePath, taint } from "./files
 
 /** Default and largest timeout of a shell command. */
 export const SHELL_TIMEOUT_MS = { default: 30_000, max: 300_000 };
+/**
+ * A command's hard deadline comes this long after its timeout would (ms): time
+ * to set up its sandbox. The runtime's own timer fires first; the sandbox's
+ * timer holds when the runtime has stalled.
+ */
+export const SHELL_DEADLINE_GRACE_MS = 5_000;
 /** Output kept per stream. */
 export const SHELL_MAX_OUTPUT = 1024 * 1024;
 /** Address space (RLIMIT_AS) and largest file (RLIMIT_FSIZE) of every sandboxed process; tasks and memory of a command. */
@@ -489,6 +495,8 @@ const run: Primitive = {
     }
     const cwd = (await resolvePath(call, ".", "cwd")).real;
     const sandbox = sandboxed ? await _sandbox(call, args.files, timeoutMs) : null;
+    // Past this the command is dead whatever becomes of this runtime (see withEffect).
+    const deadline = Date.now() + timeoutMs + SHELL_DEADLINE_GRACE_MS;
     const result = await withEffect(
       call,
       resource,
@@ -496,6 +504,8 @@ const run: Primitive = {
         call.k.providers.shell.run(argv, {
           cwd,
           timeoutMs,
+          deadline,
+          signal: call.k.effectSignal(call.proc.pid),
           maxOutputBytes: SHELL_MAX_OUTPUT,
           sandbox,
         }),
@@ -508,6 +518,7 @@ const run: Primitive = {
         limits: r.limits,
         writes: r.writes ? _listing(_relChanges(call, r.writes), r.writes_complete) : null,
       }),
+      deadline,
     );
     // Output is data: what the command could see (workspace files, at most SHELL_LABEL)
     // and what it was given (the caller's arguments) label it.

@@ -90,6 +90,7 @@ interface _Shared {
   conversations: Map<number, Conversation>;
   modelText: ((pid: number, text: string) => void) | null;
   fenced: Map<number, Kernel>;
+  effectAborts: Map<number, AbortController>;
   waitTargets: Map<number, number>;
   inQuantum: Set<number>;
   frozen: Map<number, number>;
@@ -154,6 +155,7 @@ export class Kernel {
         modelText: null,
         ablations: options.ablations ?? parseAblations(undefined),
         fenced: new Map(),
+        effectAborts: new Map(),
         waitTargets: new Map(),
         inQuantum: new Set(),
         frozen: new Map(),
@@ -176,12 +178,33 @@ export class Kernel {
   bindStore(pid: number, store: Store): Kernel {
     const k = new Kernel(store, this.providers, this.toolNames, {}, this.#shared);
     this.#shared.fenced.set(pid, k);
+    this.#shared.effectAborts.set(pid, new AbortController());
     return k;
   }
 
   /** Stop acting for `pid` through a fenced store. */
   unbindStore(pid: number): void {
     this.#shared.fenced.delete(pid);
+    this.#shared.effectAborts.delete(pid);
+  }
+
+  /**
+   * Aborts when the effects under way for `pid` must stop now: the lease this
+   * runtime acts under for it is lost, or may be (see {@link abortEffects}).
+   * Providers that run something long (a shell command, a JIT tool) end it
+   * then. Undefined when `pid` is not acted for under a lease.
+   */
+  effectSignal(pid: number): AbortSignal | undefined {
+    return this.#shared.effectAborts.get(pid)?.signal;
+  }
+
+  /**
+   * End `pid`'s effects under way, with `reason` as their error: another
+   * runtime may run the process now, and asks a human about an effect only
+   * once it has surely ended. No-op when nothing is acted for under a lease.
+   */
+  abortEffects(pid: number, reason: LibosError): void {
+    this.#shared.effectAborts.get(pid)?.abort(reason);
   }
 
   /**

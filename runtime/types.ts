@@ -560,6 +560,14 @@ export interface EffectRecord {
   created_at: string;
   /** ISO time of the outcome. */
   finished_at: string | null;
+  /**
+   * ISO time (the host's real clock) by which the effect has surely ended
+   * whatever became of the runtime that started it: its OS-enforced deadline
+   * (a shell command is killed at it by its sandbox, and never starts after
+   * it). Absent for effects that end with the runtime's own steps. Another
+   * runtime asks no human about it before then.
+   */
+  ends_by?: string;
 }
 
 /** One attempt of a model call (the ledger keeps every one). */

@@ -365,3 +365,17 @@ export async function expireLeases(path: string): Promise<void> {
     JSON.stringify({ id: "dead", os_pid: 0, heartbeat: 0 }),
   );
 }
+
+/** Host pids (not zombies) whose command line contains `marker`. */
+export function liveWith(marker: string): number[] {
+  const out: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      if (!Deno.readTextFileSync(`/proc/${e.name}/cmdline`).includes(marker)) continue;
+      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      if (!stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) out.push(Number(e.name));
+    } catch { /* gone */ }
+  }
+  return out;
+}

@@ -101,6 +101,11 @@ export async function dropPgStore(url: string): Promise<void> {
   await _admin((a) => a.unsafe(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`));
 }
 
+/** A connection of its own to a PostgreSQL store (a client that holds locks, say); end it. */
+export function pgClient(url: string): postgres.Sql {
+  return postgres({ ..._options(url), max: 1 });
+}
+
 /**
  * Run `sql` (with `?` placeholders) directly against a PostgreSQL store, as
  * someone with the database's password could: for tests that tamper.

@@ -13,12 +13,14 @@ import {
   type Env,
   launch,
   libos,
+  liveWith,
   makeEnv,
   rejectsCode,
   storeBytes,
 } from "./_helpers.ts";
 import { createApp } from "../server/app.ts";
 import { HostShell } from "../runtime/providers/host.ts";
+import { LibosError } from "../runtime/errors.ts";
 import { ScriptedHuman } from "../runtime/providers/scripted.ts";
 import type { HumanAnswer, ShellRunOptions, ShellSandbox } from "../runtime/providers/types.ts";
 import {
@@ -127,20 +129,6 @@ async function storeText(env: Env): Promise<string> {
   const all = JSON.stringify([await s.listAudit(), await s.listEvents(), await s.listEffects()]);
   return all +
     await storeBytes(env.storePath, ["", "-wal", "-shm", "-journal", "-auditlog", "-steps"]);
-}
-
-/** Host pids (not zombies) whose command line contains `marker`. */
-function liveWith(marker: string): number[] {
-  const out: number[] = [];
-  for (const e of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    try {
-      if (!Deno.readTextFileSync(`/proc/${e.name}/cmdline`).includes(marker)) continue;
-      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
-      if (!stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) out.push(Number(e.name));
-    } catch { /* gone */ }
-  }
-  return out;
 }
 
 /**
@@ -631,6 +619,98 @@ Deno.test("shell sandbox: what a runtime killed mid-command left (its cgroups, a
     assert.equal(next.code, 0, new TextDecoder().decode(next.stderr));
     assert.deepEqual(mine(), []);
     assert.deepEqual(liveWith(`sleep\u0000${marker}`), [], "the crashed runtime's command runs on");
+  } finally {
+    await Deno.remove(ws, { recursive: true });
+  }
+});
+
+Deno.test("shell sandbox: a command ends at its deadline by the sandbox's own timer while its runtime is stopped", async () => {
+  const ws = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-deadline-" }));
+  const marker = `35.${Math.floor(Math.random() * 1e6)}`;
+  // The runtime's own timeout is 20 s; the command's deadline 2.5 s from its start.
+  const stalled = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-check", SHELL_RUN_FIXTURE, ws, `sleep ${marker}\n`, "2500"],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  try {
+    for (const until = Date.now() + 10_000; Date.now() < until;) {
+      if (liveWith(`sleep\u0000${marker}`).length > 0) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.ok(liveWith(`sleep\u0000${marker}`).length > 0, "the command never started");
+    // The runtime stalls (a stopped worker, say): none of its timers fire.
+    Deno.kill(stalled.pid, "SIGSTOP");
+    const started = Date.now();
+    for (const until = started + 6000; Date.now() < until;) {
+      if (liveWith(`sleep\u0000${marker}`).length === 0) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.deepEqual(liveWith(`sleep\u0000${marker}`), [], "the command outlived its deadline");
+    // Its runtime, going on, sees it as timed out.
+    Deno.kill(stalled.pid, "SIGCONT");
+    const text = new TextDecoder().decode((await stalled.output()).stdout);
+    const out = JSON.parse(text.trim().split("\n").at(-1)!);
+    assert.equal(out.code, 137);
+  } finally {
+    try {
+      stalled.kill("SIGKILL");
+    } catch { /* ended */ }
+    await Deno.remove(ws, { recursive: true });
+  }
+});
+
+Deno.test("shell sandbox: a command whose deadline passed before it started runs nothing", async () => {
+  const ws = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-deadline-" }));
+  try {
+    const shell = new HostShell();
+    const options = directOptions(ws, "filesystem:workspace:*", ["read", "write"]);
+    const late = await shell.run(["touch", "made"], { ...options, deadline: Date.now() - 1 });
+    assert.equal(late.code, 125);
+    assert.match(late.stderr, /deadline passed before it started; nothing ran/);
+    assert.equal(await exists(join(ws, "made")), false);
+    assert.deepEqual(late.writes, []);
+    // In time, the same command runs (and the deadline changes nothing else).
+    const r = await shell.run(["touch", "made"], { ...options, deadline: Date.now() + 10_000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.timed_out, false);
+    assert.equal(await exists(join(ws, "made")), true);
+    // Unsandboxed (the unsafe policy), the deadline holds too.
+    const bare = new HostShell({ bwrap: null });
+    const free = { cwd: ws, timeoutMs: 20_000, maxOutputBytes: 1024, sandbox: null };
+    await rejectsCode(
+      bare.run(["touch", "late"], { ...free, deadline: Date.now() - 1 }),
+      "ETIMEDOUT",
+    );
+    assert.equal(await exists(join(ws, "late")), false);
+    const t0 = Date.now();
+    const cut = await bare.run(["sleep", "30"], { ...free, deadline: Date.now() + 1200 });
+    assert.equal(cut.timed_out, true);
+    assert.ok(Date.now() - t0 < 10_000, `ran ${Date.now() - t0} ms`);
+  } finally {
+    await Deno.remove(ws, { recursive: true });
+  }
+});
+
+Deno.test("shell sandbox: an aborted call kills its command at once and fails with the abort's reason", async () => {
+  const ws = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-abort-" }));
+  const marker = `36.${Math.floor(Math.random() * 1e6)}`;
+  try {
+    const shell = new HostShell();
+    const stop = new AbortController();
+    const options = directOptions(ws, "filesystem:workspace:*", ["read"], { timeoutMs: 20_000 });
+    const running = shell.run(["sleep", marker], { ...options, signal: stop.signal });
+    for (const until = Date.now() + 10_000; Date.now() < until;) {
+      if (liveWith(`sleep\u0000${marker}`).length > 0) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    stop.abort(new LibosError("EFENCED", "the lease was lost"));
+    const e = await rejectsCode(running, "EFENCED");
+    assert.match(e.message, /lease was lost/);
+    assert.equal(await noneAlive(`sleep\u0000${marker}`), true);
+    // Aborted before it starts: nothing runs.
+    await rejectsCode(shell.run(["touch", "made"], { ...options, signal: stop.signal }), "EFENCED");
+    assert.equal(await exists(join(ws, "made")), false);
   } finally {
     await Deno.remove(ws, { recursive: true });
   }

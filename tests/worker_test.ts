@@ -17,8 +17,8 @@ import type { CapabilitySpec } from "../runtime/types.ts";
 import { PgStore } from "../runtime/store/postgres.ts";
 import { parsePgUrl, redactUrl, scrubUrls } from "../runtime/store/_pg_url.ts";
 import { serve } from "../server/serve.ts";
-import { libos, rawRows, rawSql, rejectsCode, storeBytes } from "./_helpers.ts";
-import { dropPgStore, freshPgStore, NEEDS_PG } from "./_pg.ts";
+import { libos, liveWith, rawRows, rawSql, rejectsCode, storeBytes } from "./_helpers.ts";
+import { dropPgStore, freshPgStore, NEEDS_PG, pgClient } from "./_pg.ts";
 
 const UNBOUNDED = { max_quanta: null, max_wall_ms: null, max_syscalls: null };
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
@@ -448,6 +448,186 @@ Deno.test(
       assert.equal((await store.verifyAudit()).ok, true);
     } finally {
       await store.close();
+    }
+  },
+);
+
+/** A process running one shell command, `sleep <marker>`, with `timeoutMs`. */
+function sleepCommand(marker: string, timeoutMs: number) {
+  return [{ tool: "shell", args: { argv: ["sleep", marker], timeout_ms: timeoutMs } }];
+}
+
+const SHELL_IMAGE = { tools: ["shell"], policy: { shell: "always_allow" } };
+const SLEEP_GRANT: CapabilitySpec[] = [{ resource: "shell:sleep", rights: ["execute"] }];
+
+/** Whether no host process carries `marker` within `ms`. */
+async function noneAliveWithin(marker: string, ms: number): Promise<boolean> {
+  for (const until = Date.now() + ms; Date.now() < until;) {
+    if (liveWith(marker).length === 0) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return false;
+}
+
+/** Wait until a host process runs `sleep <marker>` (a command is under way). */
+async function commandStarted(marker: string): Promise<void> {
+  for (const until = Date.now() + 30_000; Date.now() < until;) {
+    if (liveWith(`sleep\u0000${marker}`).length > 0) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`sleep ${marker} never started`);
+}
+
+Deno.test(
+  "worker: a stalled worker's shell command has ended before a takeover asks whether it happened",
+  NEEDS_PG,
+  async () => {
+    await using env = await fleetEnv();
+    const marker = `37.${Math.floor(Math.random() * 1e6)}`;
+    const [pid] = await submit(
+      env.url,
+      env.ws,
+      1,
+      () => sleepCommand(marker, 2000),
+      SHELL_IMAGE,
+      SLEEP_GRANT,
+    );
+    const stalled = spawnWorker(env.url, ["--lease-ms", "1500"]);
+    const b = await Runtime.open({
+      store: env.url,
+      providers: { human: new QueueHuman() },
+      worker: { leaseMs: 1500 },
+    });
+    try {
+      await commandStarted(marker);
+      // The worker stalls mid-command (stopped, not dead: its command runs on, and none
+      // of its timers fire). Its lease runs out; worker b takes the process over.
+      Deno.kill(stalled.pid, "SIGSTOP");
+      let endedAt = Infinity;
+      const watching = (async () => {
+        for (const until = Date.now() + 60_000; Date.now() < until;) {
+          if (liveWith(`sleep\u0000${marker}`).length === 0) return void (endedAt = Date.now());
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      })();
+      const rb = await b.runUntilIdle();
+      await watching;
+      assert.equal(rb.idle, true);
+      const [req] = await b.humanRequests();
+      assert.ok(req, "nobody was asked whether the command ran");
+      assert.equal(req.kind, "outcome");
+      assert.ok(
+        Date.parse(req.created_at) >= endedAt,
+        `asked at ${req.created_at}; the command ran until ${new Date(endedAt).toISOString()}`,
+      );
+      assert.ok(b.worker!.stats.deferred >= 1);
+      assert.equal((await b.process(pid)).status, "waiting_human");
+    } finally {
+      stalled.kill("SIGKILL");
+      await stalled.output();
+      await b.close();
+    }
+  },
+);
+
+Deno.test(
+  "worker: a worker that finds its lease lost stops the shell command under way at once",
+  NEEDS_PG,
+  async () => {
+    await using env = await fleetEnv();
+    const marker = `39.${Math.floor(Math.random() * 1e6)}`;
+    const [pid] = await submit(
+      env.url,
+      env.ws,
+      1,
+      () => sleepCommand(marker, 20_000),
+      SHELL_IMAGE,
+      SLEEP_GRANT,
+    );
+    const a = await Runtime.open({ store: env.url, worker: { leaseMs: 1500 } });
+    try {
+      // Its model's decision, then the command.
+      const running = a.worker!.run({ maxQuanta: 2 });
+      await commandStarted(marker);
+      // Another worker holds the process now (its claim after the lease lapsed, say).
+      await rawSql(
+        env.url,
+        `UPDATE process_state SET lease_worker = 'other', lease_token = lease_token + 1
+         WHERE pid = ${pid}`,
+      );
+      const t0 = Date.now();
+      assert.equal(await noneAliveWithin(`sleep\u0000${marker}`, 3000), true);
+      assert.ok(Date.now() - t0 < 3000);
+      await running;
+      assert.equal(a.worker!.stats.lost, 1);
+      // Nothing was written for the process after: its effect is still pending, for the
+      // holder to recover once it has surely ended.
+      const [fx] = await a.kernel.store.listEffects();
+      assert.equal(fx.status, "pending");
+    } finally {
+      await a.close();
+    }
+  },
+);
+
+Deno.test(
+  "worker: a row another client keeps locked costs a worker none of its other leases",
+  NEEDS_PG,
+  async () => {
+    await using env = await fleetEnv();
+    const marker = `38.${Math.floor(Math.random() * 1e6)}`;
+    const [x] = await submit(
+      env.url,
+      env.ws,
+      1,
+      () => sleepCommand(marker, 20_000),
+      SHELL_IMAGE,
+      SLEEP_GRANT,
+    );
+    const [y] = await submit(env.url, env.ws, 1, () => sleepCommand(`${marker}1`, 20_000), {
+      ...SHELL_IMAGE,
+    }, SLEEP_GRANT);
+    const a = await Runtime.open({ store: env.url, concurrency: 2, worker: { leaseMs: 1500 } });
+    const stop = new AbortController();
+    const running = a.worker!.run({ signal: stop.signal });
+    const sql = pgClient(env.url);
+    const unlock = Promise.withResolvers<void>();
+    let locking: Promise<unknown> | null = null;
+    try {
+      await commandStarted(marker);
+      await commandStarted(`${marker}1`);
+      // Another client locks y's row and keeps it (a console stalled mid-decision, say).
+      const locked = Promise.withResolvers<void>();
+      locking = sql.begin(async (tx) => {
+        await tx`SELECT pid FROM process_state WHERE pid = ${y} FOR UPDATE`;
+        locked.resolve();
+        await unlock.promise;
+      });
+      await locked.promise;
+      // Three leases' time: x's lease is renewed all along, its command runs on.
+      for (let i = 0; i < 15; i++) {
+        await new Promise((r) => setTimeout(r, 300));
+        const [row] = await rawRows(
+          env.url,
+          `SELECT lease_worker, lease_until > clock_timestamp() AS held FROM process_state
+           WHERE pid = ${x}`,
+        );
+        assert.equal(row.lease_worker, a.worker!.id);
+        assert.equal(row.held, true, `x's lease lapsed after ${(i + 1) * 300} ms`);
+      }
+      assert.ok(liveWith(`sleep\u0000${marker}`).length > 0, "x's command was stopped");
+      assert.equal(a.worker!.stats.lost, 0);
+      // y's lease could not be renewed: its command was stopped before it lapsed.
+      assert.deepEqual(liveWith(`sleep\u0000${marker}1`), [], "y's command outlived its lease");
+    } finally {
+      unlock.resolve();
+      await locking;
+      await sql.end();
+      stop.abort();
+      // x's command is stopped by closing (its quantum ends with the run).
+      for (const p of liveWith(`sleep\u0000${marker}`)) Deno.kill(p, "SIGKILL");
+      await running.catch(() => {});
+      await a.close();
     }
   },
 );

@@ -291,6 +291,7 @@ export class HostShell implements ShellProvider {
   }
 
   async run(argv: string[], o: ShellRunOptions): Promise<ShellResult> {
+    if (o.signal?.aborted) throw _aborted(o.signal);
     if (!_onPath(argv[0])) {
       throw new LibosError("ENOENT", `argv[0]: executable '${argv[0]}' not found`);
     }
@@ -324,7 +325,7 @@ export class HostShell implements ShellProvider {
       "0",
       ...plan.args,
       "--",
-      ...checkedCommand(plan, argv),
+      ...checkedCommand(plan, argv, o.deadline),
     ];
     await sweepOrphanGroups().catch(() => {});
     const group = hasCommandGroups() ? _commandGroup(l.processes, l.memoryBytes) : null;
@@ -350,6 +351,7 @@ export class HostShell implements ShellProvider {
       // The launcher execs bwrap in place: killing this pid kills bwrap, and bwrap's
       // death (--die-with-parent) ends the sandbox's pid namespace, every process in it.
       const out = await _collect(child, o, (c) => _kill(c));
+      if (o.signal?.aborted) throw _aborted(o.signal);
       const after = snapshot(plan.writable, plan.excluded, 2 * sb.maxWritableEntries, before);
       return {
         ...out,
@@ -366,8 +368,16 @@ export class HostShell implements ShellProvider {
   async #runUnsandboxed(argv: string[], o: ShellRunOptions): Promise<ShellResult> {
     // The command leads a process group of its own (setsid execs it in place),
     // so the timeout, and its end, take everything it started with it.
+    // The deadline holds without the runtime too: `timeout` kills the command there.
+    const left = o.deadline === undefined ? null : (o.deadline - Date.now()) / 1000;
+    if (left !== null && left <= 0) {
+      throw new LibosError(
+        "ETIMEDOUT",
+        "shell.run: its deadline passed before it started; nothing ran",
+      );
+    }
     const cmd = new Deno.Command(SETSID, {
-      args: argv,
+      args: left === null ? argv : [TIMEOUT, "-s", "KILL", left.toFixed(3), ...argv],
       cwd: o.cwd,
       clearEnv: true,
       env: { PATH: SHELL_PATH, HOME: o.cwd, LANG: "C.UTF-8" },
@@ -385,6 +395,7 @@ export class HostShell implements ShellProvider {
       throw e;
     }
     const out = await _collect(child, o, _killGroup);
+    if (o.signal?.aborted) throw _aborted(o.signal);
     return { ...out, writes: null, writes_complete: false, limits: null };
   }
 }
@@ -419,6 +430,9 @@ async function _collect(
     timedOut = true;
     kill(child);
   }, o.timeoutMs);
+  const stop = () => kill(child);
+  o.signal?.addEventListener("abort", stop);
+  if (o.signal?.aborted) stop();
   try {
     const [stdout, stderr, status] = await Promise.all([
       _readCapped(child.stdout, o.maxOutputBytes),
@@ -426,16 +440,28 @@ async function _collect(
       // Background children left behind would hold the pipes open and outlive the call.
       child.status.then((s) => (kill(child), s)),
     ]);
+    // Killed by the sandbox's own timer at the deadline (the runtime's fired late).
+    const atDeadline = o.deadline !== undefined && status.code === 137 &&
+      Date.now() >= o.deadline - 1000;
     return {
       code: status.code,
       stdout: stdout.text,
       stderr: stderr.text,
-      timed_out: timedOut,
+      timed_out: timedOut || atDeadline,
       truncated: stdout.truncated || stderr.truncated,
     };
   } finally {
     clearTimeout(timer);
+    o.signal?.removeEventListener("abort", stop);
   }
+}
+
+/** The error of a command ended by its signal: the reason it was given, or EIO. */
+function _aborted(signal: AbortSignal): LibosError {
+  const why = signal.reason;
+  return why instanceof LibosError
+    ? why
+    : new LibosError("EIO", "shell.run: the command was stopped");
 }
 
 /** SIGKILL one process (bwrap: its sandbox dies with it). */
@@ -447,6 +473,8 @@ function _kill(child: Deno.ChildProcess): void {
 
 /** Starts each command in a new session and process group (util-linux). */
 const SETSID = "/usr/bin/setsid";
+/** Kills a command at its deadline (coreutils). */
+const TIMEOUT = "/usr/bin/timeout";
 
 /** Whether `exe` is an executable file in one of SHELL_PATH's directories. */
 function _onPath(exe: string): boolean {

@@ -82,6 +82,14 @@ export interface ShellRunOptions {
   cwd: string;
   /** Kill after this many milliseconds. */
   timeoutMs: number;
+  /**
+   * Epoch ms (the real clock) past which the command never runs, enforced
+   * outside the runtime: the sandbox kills it there even if the runtime has
+   * stalled, and one started later runs nothing. Absent: the timeout alone.
+   */
+  deadline?: number;
+  /** Aborts when the command must end now (its reason is the call's error). */
+  signal?: AbortSignal;
   /** Keep at most this many bytes of each output stream. */
   maxOutputBytes: number;
   /**

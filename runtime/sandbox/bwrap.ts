@@ -473,8 +473,10 @@ function _bindRoot(src: string, host: _HostMount[]): string {
  * The command that runs inside the sandbox: a POSIX shell that checks every
  * workspace mount in `/proc/self/mountinfo` against what was derived (mount
  * point and source), then execs `argv` (no shell interpretation: `"$@"`).
+ * With a `deadline` (epoch ms), `argv` runs under a timer of the sandbox's
+ * own that kills it there, and not at all once it has passed.
  */
-export function checkedCommand(plan: BwrapPlan, argv: string[]): string[] {
+export function checkedCommand(plan: BwrapPlan, argv: string[], deadline?: number): string[] {
   const host = _hostMounts();
   const pairs: string[] = [];
   for (const m of plan.mounts) {
@@ -492,6 +494,8 @@ export function checkedCommand(plan: BwrapPlan, argv: string[]): string[] {
     "libos-mount-check",
     // The script again, for its one re-run under bash (see _CHECK).
     _CHECK,
+    // Whole seconds of the epoch: the command's end at the latest (see _CHECK).
+    deadline === undefined ? "-" : String(Math.floor(deadline / 1000)),
     String(plan.mounts.length),
     ...pairs,
     ...argv,
@@ -521,6 +525,7 @@ if [ -n "$high" ] && [ -z "$LIBOS_FDS_CLOSED" ]; then
   exec /bin/bash -c '${_CLOSE_ALL}' libos-close-fds "$script" "$@"
 fi
 unset LIBOS_FDS_CLOSED
+deadline=$1; shift
 n=$1; shift
 nl='
 '
@@ -543,4 +548,14 @@ if [ "$seen" -ne "$n" ]; then
 fi
 # The shell exports a PWD of its own; the command gets exactly the cleared environment.
 unset PWD
-exec "$@"`;
+[ "$deadline" = - ] && exec "$@"
+# The deadline holds whatever becomes of the runtime (stalled, say): the command is
+# killed there by the sandbox's own timer, and one started after it runs nothing.
+# (Whole seconds, one spare: the end comes no later than the deadline.)
+now=$(/usr/bin/date +%s) || exit ${MOUNT_CHECK_FAILED}
+left=$((deadline - now - 1))
+if [ "$left" -le 0 ]; then
+  echo "libos: the command's deadline passed before it started; nothing ran" >&2
+  exit ${MOUNT_CHECK_FAILED}
+fi
+exec /usr/bin/timeout -s KILL "$left" "$@"`;

@@ -66,6 +66,8 @@ export interface SandboxRequest {
   onPermission?: PermissionHandler;
   /** Limits. */
   limits: SandboxLimits;
+  /** Aborts when the call must end now (its reason, a LibosError, is the call's error). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -348,6 +350,12 @@ function _walledRss(
   };
 }
 
+/** Why a call was stopped by its signal: the reason it was given, or EIO. */
+function _stopped(signal: AbortSignal): LibosError {
+  const why = signal.reason;
+  return why instanceof LibosError ? why : new LibosError("EIO", "the call was stopped");
+}
+
 /** Run one call. Never throws for anything the tool does; returns the outcome. */
 export async function runInSandbox(
   broker: PermissionBroker | null,
@@ -356,6 +364,10 @@ export async function runInSandbox(
   wall?: SandboxWall,
 ): Promise<SandboxOutcome> {
   const { limits } = req;
+  if (req.signal?.aborted) {
+    const { code, message } = _stopped(req.signal);
+    return { ok: false, error: { code, message }, syscalls: 0, stderr: "" };
+  }
   const denoArgs = [
     "run",
     "--no-config",
@@ -442,6 +454,12 @@ export async function runInSandbox(
     () => fail("ETIMEDOUT", `tool ran longer than ${limits.timeoutMs} ms`),
     limits.timeoutMs,
   );
+  const stop = () => {
+    const why = _stopped(req.signal!);
+    fail(why.code, why.message);
+  };
+  req.signal?.addEventListener("abort", stop);
+  if (req.signal?.aborted) stop();
   // Walled, Deno is bwrap's child (the pid spawned is bwrap's): its pid is found once it exists.
   const rss = wall ? _walledRss(child.pid, rssProbe) : _rssReader(child.pid, rssProbe);
   let probing = false;
@@ -536,6 +554,7 @@ export async function runInSandbox(
   write({ type: "run", tool: new URL(`file://${req.toolPath}`).href, args: req.args });
   const status = await child.status;
   clearTimeout(timer);
+  req.signal?.removeEventListener("abort", stop);
   clearInterval(watchdog);
   await rss.close();
   broker?.release(child.pid);

@@ -58,6 +58,7 @@ import type {
   LedgerMark,
   LedgerSince,
   ObjectVersion,
+  Renewal,
   Store,
   StoreActivity,
   TransactionOptions,
@@ -109,8 +110,13 @@ interface _Shared {
   inputs: { map: Map<number, { value: unknown; chars: number }>; chars: number };
   auditQueue: _AuditItem[];
   auditFlights: Set<Promise<void>>;
+  /** Releases put off because another transaction held their rows locked. */
+  releaseTimers: Set<number>;
   closed: boolean;
 }
+
+/** How soon a release a locked row put off is tried again (ms). */
+const _RELEASE_RETRY_MS = 100;
 
 function _deepFreeze<T>(v: T): T {
   if (v !== null && typeof v === "object" && !Object.isFrozen(v)) {
@@ -206,6 +212,7 @@ export class PgStore implements Store, LeaseStore {
       inputs: { map: new Map(), chars: 0 },
       auditQueue: [],
       auditFlights: new Set(),
+      releaseTimers: new Set(),
       closed: false,
     };
     const store = new PgStore(sh, sql as unknown as _Q, false, null);
@@ -366,6 +373,8 @@ export class PgStore implements Store, LeaseStore {
     if (this.#sh.closed) return;
     await this.auditIndexed();
     this.#sh.closed = true;
+    for (const t of this.#sh.releaseTimers) clearTimeout(t);
+    this.#sh.releaseTimers.clear();
     await this.#sh.sql.end({ timeout: 5 });
     await this.#sh.leaseSql.end({ timeout: 5 });
   }
@@ -422,19 +431,42 @@ export class PgStore implements Store, LeaseStore {
     }));
   }
 
-  async renew(fences: readonly Fence[], leaseMs: number): Promise<Fence[]> {
-    if (fences.length === 0) return [];
+  async renew(fences: readonly Fence[], leaseMs: number): Promise<Renewal> {
+    if (fences.length === 0) return { renewed: [], lost: [] };
+    // A row another transaction has locked (a decision being written, a client
+    // that stalled holding it) is skipped, not waited for: one such row would
+    // hold up every other lease of this worker until they expired. It is
+    // neither renewed nor lost now: the caller tries it again soon.
     const rows = await this.#run(
-      `UPDATE process_state s SET lease_until = clock_timestamp() + $4::float8 * interval '1 millisecond'
-       FROM unnest($1::integer[], $2::text[], $3::bigint[]) AS f(pid, worker, token)
-       WHERE s.pid = f.pid AND s.lease_worker = f.worker AND s.lease_token = f.token
-         AND s.lease_until > clock_timestamp()
-       RETURNING s.pid`,
+      `WITH f AS (
+         SELECT * FROM unnest($1::integer[], $2::text[], $3::bigint[]) AS f(pid, worker, token)),
+       mine AS (
+         SELECT s.pid FROM process_state s
+         JOIN f ON s.pid = f.pid AND s.lease_worker = f.worker AND s.lease_token = f.token
+         WHERE s.lease_until > clock_timestamp()
+         FOR NO KEY UPDATE OF s SKIP LOCKED),
+       up AS (
+         UPDATE process_state s
+         SET lease_until = clock_timestamp() + $4::float8 * interval '1 millisecond'
+         FROM mine WHERE s.pid = mine.pid RETURNING s.pid)
+       SELECT f.pid, up.pid IS NOT NULL AS renewed, EXISTS (
+         SELECT 1 FROM process_state s
+         WHERE s.pid = f.pid AND s.lease_worker = f.worker AND s.lease_token = f.token
+           AND s.lease_until > clock_timestamp()) AS held
+       FROM f LEFT JOIN up ON up.pid = f.pid`,
       [fences.map((f) => f.pid), fences.map((f) => f.worker), fences.map((f) => f.token), leaseMs],
       this.#sh.leaseSql as unknown as _Q,
     );
-    const held = new Set(rows.map((r) => Number(r.pid)));
-    return fences.filter((f) => held.has(f.pid));
+    const renewed = new Set<number>();
+    const lost = new Set<number>();
+    for (const r of rows) {
+      if (r.renewed) renewed.add(Number(r.pid));
+      else if (!r.held) lost.add(Number(r.pid));
+    }
+    return {
+      renewed: fences.filter((f) => renewed.has(f.pid)),
+      lost: fences.filter((f) => lost.has(f.pid)),
+    };
   }
 
   async hold(worker: string, pids: readonly number[], leaseMs: number): Promise<Claim[]> {
@@ -461,13 +493,34 @@ export class PgStore implements Store, LeaseStore {
     }));
   }
 
+  /**
+   * A row another transaction holds locked is not waited for (every lease
+   * statement of this runtime would wait behind it): it is given back again
+   * shortly, in the background, until it is, or is no longer this lease.
+   */
   async release(fences: readonly Fence[], stamp = true): Promise<void> {
     if (fences.length === 0) return;
-    await this.#run(
-      `UPDATE process_state s SET lease_worker = NULL, lease_until = NULL,
-         last_run = CASE WHEN $4 THEN clock_timestamp() ELSE s.last_run END
-       FROM unnest($1::integer[], $2::text[], $3::bigint[]) AS f(pid, worker, token)
-       WHERE s.pid = f.pid AND s.lease_worker = f.worker AND s.lease_token = f.token`,
+    const busy = await this.#releaseOnce(fences, stamp);
+    if (busy.length) this.#releaseLater(busy, stamp);
+  }
+
+  // Give back what is not locked now; returns the fences whose rows were.
+  async #releaseOnce(fences: readonly Fence[], stamp: boolean): Promise<Fence[]> {
+    const rows = await this.#run(
+      `WITH f AS (
+         SELECT * FROM unnest($1::integer[], $2::text[], $3::bigint[]) AS f(pid, worker, token)),
+       mine AS (
+         SELECT s.pid FROM process_state s
+         JOIN f ON s.pid = f.pid AND s.lease_worker = f.worker AND s.lease_token = f.token
+         FOR NO KEY UPDATE OF s SKIP LOCKED),
+       up AS (
+         UPDATE process_state s SET lease_worker = NULL, lease_until = NULL,
+           last_run = CASE WHEN $4 THEN clock_timestamp() ELSE s.last_run END
+         FROM mine WHERE s.pid = mine.pid RETURNING s.pid)
+       SELECT f.pid FROM f
+       WHERE NOT EXISTS (SELECT 1 FROM up WHERE up.pid = f.pid) AND EXISTS (
+         SELECT 1 FROM process_state s
+         WHERE s.pid = f.pid AND s.lease_worker = f.worker AND s.lease_token = f.token)`,
       [
         fences.map((f) => f.pid),
         fences.map((f) => f.worker),
@@ -476,6 +529,20 @@ export class PgStore implements Store, LeaseStore {
       ],
       this.#sh.leaseSql as unknown as _Q,
     );
+    const busy = new Set(rows.map((r) => Number(r.pid)));
+    return fences.filter((f) => busy.has(f.pid));
+  }
+
+  #releaseLater(fences: readonly Fence[], stamp: boolean): void {
+    const sh = this.#sh;
+    if (sh.closed) return;
+    const timer = setTimeout(async () => {
+      sh.releaseTimers.delete(timer);
+      if (sh.closed) return;
+      const busy = await this.#releaseOnce(fences, stamp).catch(() => []);
+      if (busy.length) this.#releaseLater(busy, stamp);
+    }, _RELEASE_RETRY_MS) as unknown as number;
+    sh.releaseTimers.add(timer);
   }
 
   async activity(): Promise<StoreActivity> {

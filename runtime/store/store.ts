@@ -145,8 +145,12 @@ export interface LeaseStore {
     leaseMs: number,
     only?: { pid?: number; abandoned?: boolean },
   ): Promise<Claim[]>;
-  /** Extend the leases still held; returns the fences that were (the rest are lost). */
-  renew(fences: readonly Fence[], leaseMs: number): Promise<Fence[]>;
+  /**
+   * Extend the leases still held to `leaseMs` from now. Says which were
+   * renewed and which are lost; one whose row another transaction holds
+   * locked is neither (its lease stands as it was: try again soon).
+   */
+  renew(fences: readonly Fence[], leaseMs: number): Promise<Renewal>;
   /**
    * Hold processes whatever their status (a checkpoint's quiescent point):
    * each one nobody holds is leased to `worker` for `leaseMs`, so no worker
@@ -167,6 +171,14 @@ export interface LeaseStore {
    * decision, a wake, a new process); returns a function that stops it.
    */
   onRunnable(fn: () => void): Promise<() => Promise<void>>;
+}
+
+/** What {@link LeaseStore.renew} did. */
+export interface Renewal {
+  /** Extended. */
+  renewed: Fence[];
+  /** Expired or taken by another worker: this runtime may write nothing more for them. */
+  lost: Fence[];
 }
 
 /**
