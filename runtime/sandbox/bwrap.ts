@@ -494,12 +494,25 @@ export function checkedCommand(plan: BwrapPlan, argv: string[], deadline?: numbe
     "libos-mount-check",
     // The script again, for its one re-run under bash (see _CHECK).
     _CHECK,
-    // Whole seconds of the epoch: the command's end at the latest (see _CHECK).
-    deadline === undefined ? "-" : String(Math.floor(deadline / 1000)),
+    deadline === undefined ? "-" : _deadlineArg(deadline),
     String(plan.mounts.length),
     ...pairs,
     ...argv,
   ];
+}
+
+/**
+ * A deadline (epoch ms) as the check reads it: whole seconds since boot
+ * (`up:N`, compared with `/proc/uptime`, read without a fork), or whole
+ * seconds of the epoch where this runtime may not read `/proc/uptime` (the
+ * check then runs `date`).
+ */
+function _deadlineArg(deadline: number): string {
+  try {
+    const up = Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
+    if (Number.isFinite(up)) return `up:${Math.floor(up + (deadline - Date.now()) / 1000)}`;
+  } catch { /* no read permission on /proc: the epoch, and date */ }
+  return String(Math.floor(deadline / 1000));
 }
 
 /**
@@ -548,11 +561,15 @@ if [ "$seen" -ne "$n" ]; then
 fi
 # The shell exports a PWD of its own; the command gets exactly the cleared environment.
 unset PWD
-[ "$deadline" = - ] && exec "$@"
 # The deadline holds whatever becomes of the runtime (stalled, say): the command is
 # killed there by the sandbox's own timer, and one started after it runs nothing.
-# (Whole seconds, one spare: the end comes no later than the deadline.)
-now=$(/usr/bin/date +%s) || exit ${MOUNT_CHECK_FAILED}
+# Whole seconds since boot (read without a fork), or of the epoch; one spare: the
+# end comes no later than the deadline.
+case $deadline in
+  -) exec "$@" ;;
+  up:*) read now _ < /proc/uptime || exit ${MOUNT_CHECK_FAILED}; now=\${now%.*}; deadline=\${deadline#up:} ;;
+  *) now=$(/usr/bin/date +%s) || exit ${MOUNT_CHECK_FAILED} ;;
+esac
 left=$((deadline - now - 1))
 if [ "$left" -le 0 ]; then
   echo "libos: the command's deadline passed before it started; nothing ran" >&2
