@@ -22,8 +22,27 @@ import type { EffectRecord, ProcessRecord } from "../runtime/types.ts";
 import type { Scheduler } from "./scheduler.ts";
 import { SHELL_DEADLINE_GRACE_MS, SHELL_TIMEOUT_MS } from "../primitives/shell.ts";
 
-/** Recover everything a stopped runtime left in the store (one scheduler, at open). */
-export async function recoverStore(k: Kernel, scheduler: Scheduler): Promise<void> {
+/** Options of {@link recoverStore}. */
+export interface RecoverStoreOptions {
+  /**
+   * The runtime that left the store may still be alive (it stalled past its
+   * lease rather than died), so an effect it started may still be under way:
+   * a process with such an effect (before its `ends_by`) is left as it is.
+   */
+  underWayMayRun?: boolean;
+}
+
+/**
+ * Recover everything a stopped runtime left in the store (one scheduler, at
+ * open). Returns 0, or, when a process was left because an effect of it may
+ * still be under way, how many ms until it should be recovered (call again).
+ */
+export async function recoverStore(
+  k: Kernel,
+  scheduler: Scheduler,
+  options: RecoverStoreOptions = {},
+): Promise<number> {
+  if (options.underWayMayRun) return await _recoverEach(k, scheduler);
   const pending = await k.store.listEffects("pending");
   const unknown = await k.store.markPendingEffectsUnknown(k.now());
   if (unknown > 0) await k.emit("effect.unknown", "kernel", "ledger", { count: unknown });
@@ -32,7 +51,7 @@ export async function recoverStore(k: Kernel, scheduler: Scheduler): Promise<voi
   const calls = await k.store.markPendingModelCallsUnknown(k.now());
   if (calls > 0) await k.emit("effect.unknown", "kernel", "model_calls", { count: calls });
   const running = await k.store.pidsWithStatus("running");
-  if (pending.length === 0 && running.length === 0) return;
+  if (pending.length === 0 && running.length === 0) return 0;
   const byPid = new Map<number, EffectRecord[]>();
   for (const e of pending) byPid.set(e.pid, [...(byPid.get(e.pid) ?? []), e]);
   await k.atomically(async (tx) => {
@@ -47,6 +66,16 @@ export async function recoverStore(k: Kernel, scheduler: Scheduler): Promise<voi
       for (const e of effects) await askOutcome(tx, e, p, null);
     }
   });
+  return 0;
+}
+
+// Process by process, leaving those with an effect that may still be under way.
+async function _recoverEach(k: Kernel, scheduler: Scheduler): Promise<number> {
+  const pids = new Set((await k.store.listEffects("pending")).map((e) => e.pid));
+  for (const pid of await k.store.pidsWithStatus("running")) pids.add(pid);
+  let wait = 0;
+  for (const pid of pids) wait = Math.max(wait, await recoverProcess(k, scheduler, pid));
+  return wait;
 }
 
 /**

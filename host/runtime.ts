@@ -210,13 +210,14 @@ export class Runtime {
         throw e;
       }
     } else if (rt.#role === "scheduler") {
+      let stalled: boolean;
       try {
-        await rt.#takeLease();
+        stalled = await rt.#takeLease();
       } catch (e) {
         await rt.close();
         throw e;
       }
-      await rt.#recover();
+      await rt.#recover(stalled);
     }
     return rt;
   }
@@ -235,12 +236,15 @@ export class Runtime {
   }
   #leaseId = crypto.randomUUID();
   #heartbeat: number | null = null;
+  #recoverTimer: number | null = null;
 
   // One live scheduler per store: recovery resets `running` processes, which is
-  // only right when no other runtime is in the middle of running them.
-  async #takeLease(): Promise<void> {
+  // only right when no other runtime is in the middle of running them. Says
+  // whether the runtime whose stale lease this took may still be alive (it
+  // stalled rather than died): its commands may then still run.
+  async #takeLease(): Promise<boolean> {
     const k = this.kernel;
-    await k.store.transaction(async (tx) => {
+    const mayLive = await k.store.transaction(async (tx) => {
       const raw = await tx.getMeta("scheduler_lease");
       const held = raw
         ? JSON.parse(raw) as { id: string; os_pid: number; heartbeat: number }
@@ -255,7 +259,17 @@ export class Runtime {
         "scheduler_lease",
         JSON.stringify({ id: this.#leaseId, os_pid: Deno.pid, heartbeat: Date.now() }),
       );
+      return held !== null && typeof held.os_pid === "number" && _mayLive(held.os_pid);
     });
+    this.#beat();
+    return mayLive;
+  }
+
+  // Keep the lease: a heartbeat, and every write checked against it.
+  #beat(): void {
+    const k = this.kernel;
+    // From now on the store commits nothing once another runtime holds the lease.
+    k.store.writeUnderLease?.(this.#leaseId);
     const beat = setInterval(() => {
       k.store.setMeta(
         "scheduler_lease",
@@ -270,8 +284,18 @@ export class Runtime {
   // and a human is asked whether each happened; a process caught mid-step
   // waits for those answers, which become its step's result (or, when its step
   // had no external effect under way, gets "outcome unknown" as that result).
-  async #recover(): Promise<void> {
-    await recoverStore(this.kernel, this.scheduler);
+  // After a runtime that may still live, a process with an effect that may
+  // still be under way is recovered once that effect has surely ended.
+  async #recover(underWayMayRun: boolean): Promise<void> {
+    const wait = await recoverStore(this.kernel, this.scheduler, { underWayMayRun });
+    if (wait <= 0) return;
+    const timer = setTimeout(() => {
+      this.#recoverTimer = null;
+      this.#recover(true).catch(() => {/* a closed or stopped store: the next open recovers */});
+    }, wait) as unknown as number;
+    // A runtime that ends first leaves it to the next one to open the store.
+    Deno.unrefTimer(timer);
+    this.#recoverTimer = timer;
   }
 
   /**
@@ -557,24 +581,27 @@ export class Runtime {
         failure ??= e;
       }
     };
+    if (this.#recoverTimer !== null) clearTimeout(this.#recoverTimer);
     // Quanta in flight end before the store they write closes; none starts after.
     await part(() => this.scheduler.close());
     await part(async () => await this.#worker?.close());
+    await part(() => this.kernel.providers.sandbox.close());
+    // Usage is written while the lease is still held (a runtime that lost it writes nothing).
+    await part(() => this.kernel.flushUsage());
     if (this.#heartbeat !== null) {
       clearInterval(this.#heartbeat);
       this.#heartbeat = null;
       await part(async () => {
-        const raw = await this.kernel.store.getMeta("scheduler_lease");
-        if (raw && JSON.parse(raw).id === this.#leaseId) {
-          await this.kernel.store.setMeta(
-            "scheduler_lease",
-            JSON.stringify({ released: true, heartbeat: 0 }),
-          );
-        }
+        const store = this.kernel.store;
+        await store.transaction(async (tx) => {
+          const raw = await tx.getMeta("scheduler_lease");
+          if (raw && JSON.parse(raw).id === this.#leaseId) {
+            await tx.setMeta("scheduler_lease", JSON.stringify({ released: true, heartbeat: 0 }));
+          }
+        });
+        store.writeUnderLease?.(null);
       });
     }
-    await part(() => this.kernel.providers.sandbox.close());
-    await part(() => this.kernel.flushUsage());
     await part(() => this.kernel.store.close());
     if (this.#tempCache) await Deno.remove(this.#tempCache, { recursive: true }).catch(() => {});
     if (failure) throw failure;
@@ -657,4 +684,19 @@ function _toolSpecs(): Record<string, ToolSpec> {
       [name, t],
     ) => [name, { description: t.description, parameters: { ...t.parameters } }]),
   );
+}
+
+/**
+ * Whether OS process `pid` may be alive (this one counts: another runtime in
+ * it may have stalled; a zombie does not). Unknowable (no read permission on
+ * /proc): it may.
+ */
+function _mayLive(pid: number): boolean {
+  if (pid === Deno.pid) return true;
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch (e) {
+    return !(e instanceof Deno.errors.NotFound);
+  }
 }

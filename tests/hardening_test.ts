@@ -359,6 +359,53 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "hardening: a scheduler that stalled past its lease writes nothing more once another took the store",
+  SQLITE_ONLY,
+  async () => {
+    await using env = await makeEnv();
+    const steps = Array.from({ length: 6 }, (_, i) => ({
+      tool: "put_object",
+      args: { kind: "observation", name: `s${i}`, payload: { i } },
+    }));
+    const pid = await launch(env, [], { script: { steps } });
+    // Two of its steps (a model quantum and a tool quantum each) run here.
+    await env.rt.runUntilIdle(4);
+    // The runtime stalls (a terminal's Ctrl-Z, a stopped container) past its lease:
+    // no heartbeat for a minute. Another runtime takes the store over.
+    const lease = JSON.parse((await env.rt.kernel.store.getMeta("scheduler_lease"))!);
+    await env.rt.kernel.store.setMeta(
+      "scheduler_lease",
+      JSON.stringify({ ...lease, heartbeat: Date.now() - 60_000 }),
+    );
+    const next = await Runtime.open({ store: env.storePath });
+    try {
+      // The stalled one resumes: it may write nothing more for any process.
+      const e = await rejectsCode(env.rt.runUntilIdle(), "EFENCED");
+      assert.match(e.message, /another runtime/);
+      await rejectsCode(env.rt.kernel.store.setMeta("scheduler_lease", "{}"), "EFENCED");
+      // Its heartbeat did not take the lease back: the new runtime finishes the process,
+      // each step once.
+      assert.equal(
+        JSON.parse((await next.kernel.store.getMeta("scheduler_lease"))!).os_pid,
+        Deno.pid,
+      );
+      await next.runUntilIdle();
+      const p = await next.process(pid);
+      assert.equal(p.status, "exited", `${p.status} ${p.exit_reason}`);
+      const done = (await next.steps(pid)).map((s) => [s.step, s.ok]);
+      assert.deepEqual(done, steps.map((_, i) => [i, true]));
+      // What it audited before the stall is indexed into the chain once it closes.
+      await env.rt.close().catch(() => {});
+      const puts = await next.kernel.store.listAudit({ action: "memory.put" });
+      assert.equal(puts.length, steps.length);
+      assert.equal((await next.kernel.store.verifyAudit()).ok, true);
+    } finally {
+      await next.close();
+    }
+  },
+);
+
 Deno.test("hardening: a revocation committed by another process is honoured by the read cache", async () => {
   await using env = await makeEnv({ files: { "a.txt": "a" } });
   const pid = await launch(env, [cap("filesystem:workspace:a.txt", "read")]);

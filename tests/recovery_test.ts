@@ -8,7 +8,9 @@ import assert from "node:assert/strict";
 import { hashValue } from "../runtime/canonical.ts";
 import { Runtime } from "../host/runtime.ts";
 import { HostFileSystem } from "../runtime/providers/host.ts";
-import { cap, type Env, launch, makeEnv, rejectsCode } from "./_helpers.ts";
+import { join } from "node:path";
+import { cap, type Env, launch, liveWith, makeEnv, rawSql, rejectsCode } from "./_helpers.ts";
+import { SQLITE_ONLY } from "./_pg.ts";
 
 /** Counts the writes that reach the disk. */
 class CountingFs extends HostFileSystem {
@@ -241,3 +243,86 @@ Deno.test("recovery: a fork of a process waiting to hear what happened records t
     await rt.close();
   }
 });
+
+Deno.test(
+  "recovery: after a runtime that stalled, its command has ended before anyone is asked whether it happened",
+  SQLITE_ONLY,
+  async () => {
+    const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-stall-" }));
+    const ws = join(root, "ws");
+    await Deno.mkdir(ws);
+    const store = join(root, "libos.db");
+    const marker = `40.${Math.floor(Math.random() * 1e6)}`;
+    await Deno.writeTextFile(
+      join(root, "image.json"),
+      JSON.stringify({
+        name: "stall",
+        tools: ["shell"],
+        capabilities: [{ resource: "shell:sleep", rights: ["execute"] }],
+        policy: { shell: "always_allow" },
+      }),
+    );
+    await Deno.writeTextFile(
+      join(root, "script.json"),
+      JSON.stringify({
+        steps: [{ tool: "shell", args: { argv: ["sleep", marker], timeout_ms: 2000 } }],
+      }),
+    );
+    const cli = new URL("../cli/libos.ts", import.meta.url).pathname;
+    const stalled = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        cli,
+        "run",
+        join(root, "image.json"),
+        "--workspace",
+        ws,
+        "--script",
+        join(root, "script.json"),
+        "--store",
+        store,
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    let b: Runtime | null = null;
+    try {
+      for (const until = Date.now() + 30_000; Date.now() < until;) {
+        if (liveWith(`sleep\u0000${marker}`).length > 0) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.ok(liveWith(`sleep\u0000${marker}`).length > 0, "the command never started");
+      // The runtime stalls mid-command (stopped: alive, its command running on) and
+      // its lease goes stale; another runtime takes the store over.
+      Deno.kill(stalled.pid, "SIGSTOP");
+      await rawSql(
+        store,
+        "UPDATE meta SET value = json_set(value, '$.heartbeat', 0) WHERE key = 'scheduler_lease'",
+      );
+      b = await Runtime.open({ store });
+      let endedAt = Infinity;
+      const watching = (async () => {
+        for (const until = Date.now() + 30_000; Date.now() < until;) {
+          if (liveWith(`sleep\u0000${marker}`).length === 0) return void (endedAt = Date.now());
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      })();
+      assert.deepEqual(await b.humanRequests(), [], "asked while the command may still run");
+      let asked: Awaited<ReturnType<Runtime["humanRequests"]>> = [];
+      for (const until = Date.now() + 30_000; Date.now() < until && asked.length === 0;) {
+        await new Promise((r) => setTimeout(r, 50));
+        asked = await b.humanRequests();
+      }
+      await watching;
+      assert.equal(asked.length, 1, "nobody was asked once the command had ended");
+      assert.equal(asked[0].kind, "outcome");
+      assert.ok(Date.parse(asked[0].created_at) >= endedAt);
+    } finally {
+      stalled.kill("SIGKILL");
+      await stalled.status;
+      await b?.close();
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+);

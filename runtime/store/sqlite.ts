@@ -288,6 +288,10 @@ export const GROUP_MAX_MS = 2;
 /** How long a write waits for another connection's write transaction before EBUSY (ms). */
 export const BUSY_TIMEOUT_MS = 5000;
 
+/** Whether the scheduler lease names a runtime id. */
+const _LEASE_HELD =
+  "SELECT 1 AS held FROM meta WHERE key = 'scheduler_lease' AND json_extract(value, '$.id') = ?";
+
 /** What `#begin` returns while another connection holds the write lock. */
 const _LOCKED = Symbol("locked");
 
@@ -489,6 +493,12 @@ interface _Shared {
    * since, is released at once and replayed by the next store to open the file.
    */
   stopped: LibosError | null;
+  /**
+   * The scheduler lease this store writes under (see
+   * {@link SqliteStore.writeUnderLease}): every write transaction first checks
+   * the store still names it.
+   */
+  lease: string | null;
 }
 
 /** Options for {@link SqliteStore.open}. */
@@ -619,6 +629,7 @@ export class SqliteStore implements Store {
         stmts: new Map(),
         savepoint: null,
         stopped: null,
+        lease: null,
       },
       false,
       path,
@@ -973,6 +984,10 @@ export class SqliteStore implements Store {
     } finally {
       this.#q(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`).run();
     }
+    if (!this.#leaseHeld()) {
+      this.#rollback(null);
+      throw this.#fence();
+    }
     try {
       const start = this.#generation();
       this.#adoptGeneration(start);
@@ -981,6 +996,35 @@ export class SqliteStore implements Store {
       this.#rollback(null);
       throw e;
     }
+  }
+
+  // With the write lock held: does the store still name this runtime's lease?
+  #leaseHeld(): boolean {
+    const id = this.#s.lease;
+    return id === null || this.#q(_LEASE_HELD).get(id) !== undefined;
+  }
+
+  // Another runtime has taken the lease (this one stalled past it): the store
+  // stops, nothing more is written or served here.
+  #fence(): LibosError {
+    this.#s.journal?.close();
+    this.#s.journal = null;
+    return this.#s.stopped = new LibosError(
+      "EFENCED",
+      "store: another runtime has taken over this store's scheduler lease (this one stalled " +
+        "past it): it writes nothing more here",
+    );
+  }
+
+  /**
+   * Write only while the store's scheduler lease (the `scheduler_lease` meta
+   * entry) names `id`, the runtime that holds it; `null` ends the check (the
+   * runtime is letting go of it). Checked inside every write transaction, so
+   * a runtime that stalled past its lease and lost the store to another
+   * commits nothing after (`EFENCED`, and the store stops).
+   */
+  writeUnderLease(id: string | null): void {
+    this.#s.lease = id;
   }
 
   // COMMIT. The move of the generation since BEGIN is ours, and the entries we

@@ -233,6 +233,11 @@ export interface Store {
    */
   makeDurable?(): Promise<void>;
   /**
+   * Write only while the store's scheduler lease names `id` (a store with one
+   * scheduler; `null` ends the check): see `SqliteStore.writeUnderLease`.
+   */
+  writeUnderLease?(id: string | null): void;
+  /**
    * Set once a commit failed after deferred writes were acknowledged (their
    * callers acted on them): the store then refuses every call that reads or
    * writes its tables with this error (audit records still reach its log), and
