@@ -29,6 +29,7 @@ import { LibosError } from "../runtime/errors.ts";
 import { guardText, maxLabel, mayFlow } from "../runtime/labels.ts";
 import {
   type AttemptRecord,
+  ChatError,
   type ChatReply,
   type ChatRequest,
   type ChatTool,
@@ -213,6 +214,8 @@ async function _ledgeredCall(
       {
         sleep: (ms) => k.providers.clock.sleep(ms),
         random: Math.random,
+        deadline: _wallDeadline(call),
+        signal: k.effectSignal(call.proc.pid),
         onAttempt: async (a) => {
           attempts.push(a);
           // A failed attempt is recorded as it ends; a success with the outcome.
@@ -246,11 +249,32 @@ async function _ledgeredCall(
       call_id: callId,
       attempts: attempts.length,
     }, call.correlationId);
+    // Not the endpoint's failure: the process's own budget, or its runtime stopping it.
+    if (e instanceof ChatError && e.kind === "budget") {
+      throw new LibosError(
+        "ELIMIT",
+        `${call.name}: budget max_wall_ms ${call.proc.budgets.max_wall_ms} ran out during the call`,
+      );
+    }
+    const stop = k.effectSignal(call.proc.pid);
+    if (stop?.aborted && stop.reason instanceof LibosError) throw stop.reason;
     throw new LibosError(
       "EIO",
       `${call.name}: ${cfg.provider} ${cfg.name} failed after ${attempts.length} attempt(s): ${message}`,
     );
   }
+}
+
+/**
+ * When (`performance.now()`) the process's wall-clock budget runs out, if it
+ * has one and this call is inside its quantum: its time so far, the quantum's
+ * included, counts.
+ */
+function _wallDeadline(call: Call): number | undefined {
+  const max = call.proc.budgets.max_wall_ms;
+  const t0 = call.k.quantumStartedAt(call.proc.pid);
+  if (max === null || t0 === undefined) return undefined;
+  return t0 + max - call.k.usage(call.proc).wall_ms;
 }
 
 /** Transcript text of entries [from, to) under the sink rule, for the summariser. */

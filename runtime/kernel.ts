@@ -93,6 +93,7 @@ interface _Shared {
   effectAborts: Map<number, AbortController>;
   waitTargets: Map<number, number>;
   inQuantum: Set<number>;
+  quantumStart: Map<number, number>;
   frozen: Map<number, number>;
   quantumEnded: PromiseWithResolvers<void>;
 }
@@ -158,6 +159,7 @@ export class Kernel {
         effectAborts: new Map(),
         waitTargets: new Map(),
         inQuantum: new Set(),
+        quantumStart: new Map(),
         frozen: new Map(),
         quantumEnded: Promise.withResolvers<void>(),
       };
@@ -315,10 +317,17 @@ export class Kernel {
   /** The scheduler starts a quantum of `pid` (see {@link quiesce}). */
   enterQuantum(pid: number): void {
     this.#shared.inQuantum.add(pid);
+    this.#shared.quantumStart.set(pid, performance.now());
+  }
+
+  /** When (`performance.now()`) the quantum `pid` is inside began; undefined outside one. */
+  quantumStartedAt(pid: number): number | undefined {
+    return this.#shared.quantumStart.get(pid);
   }
 
   /** The scheduler ended a quantum of `pid`. */
   leaveQuantum(pid: number): void {
+    this.#shared.quantumStart.delete(pid);
     if (!this.#shared.inQuantum.delete(pid)) return;
     const ended = this.#shared.quantumEnded;
     this.#shared.quantumEnded = Promise.withResolvers<void>();

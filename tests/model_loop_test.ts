@@ -1047,3 +1047,25 @@ Deno.test("model: a process the scheduler fails keeps the wall time its last qua
     await rt.close();
   }
 });
+
+Deno.test("model: max_wall_ms ends a model quantum on time, retries and waits included", async () => {
+  await using srv = startFakeModelServer();
+  await using env = await makeEnv();
+  // A server that hangs, then asks for a long wait, then hangs again: with its own
+  // timeout and retries the call would take about 17 s.
+  srv.push({ hangMs: 60_000 }, { status: 429, retryAfter: "2" }, { hangMs: 60_000 });
+  const pid = await agent(env, srv, {
+    model: { max_attempts: 3, timeout_ms: 5000 },
+    budgets: { max_quanta: 100, max_wall_ms: 1500, max_syscalls: 100 },
+  });
+  const t0 = performance.now();
+  await env.rt.runUntilIdle();
+  const took = performance.now() - t0;
+  const p = await env.rt.process(pid);
+  assert.equal(p.status, "failed");
+  assert.match(p.exit_reason!, /ELIMIT: .*max_wall_ms 1500 ran out during the call/);
+  assert.ok(took < 4000, `the quantum ran ${Math.round(took)} ms against a 1500 ms budget`);
+  const [c] = await calls(env, pid);
+  assert.equal(c.status, "failed");
+  assert.equal(c.attempts.at(-1)!.outcome, "budget");
+});

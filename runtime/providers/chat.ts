@@ -142,7 +142,9 @@ export type ChatErrorKind =
   | "timeout" // our request timeout
   | "client" // other 4xx (bad request, auth): never retried
   | "too_large" // the reply broke an inbound bound
-  | "protocol"; // the reply could not be understood
+  | "protocol" // the reply could not be understood
+  | "budget" // the process's wall-clock budget ran out: never retried
+  | "stopped"; // the caller stopped the call (its lease was lost): never retried
 
 /** A failed attempt. The message never contains a key. */
 export class ChatError extends Error {
@@ -355,7 +357,10 @@ export interface AttemptRecord {
  * Call `provider` until it answers or the policy gives up: retries on 429
  * (waiting at least Retry-After), 5xx, connection errors and timeouts with
  * exponential backoff and full jitter. `onAttempt` sees every attempt as it
- * ends (the ledger records it). Throws the last {@link ChatError}.
+ * ends (the ledger records it). Throws the last {@link ChatError}. With a
+ * `deadline` (`performance.now()` ms: the end of the caller's wall-clock
+ * budget), no attempt runs or waits past it: the call ends there, a timeout
+ * that is not retried. `signal` ends it at once (the attempt under way too).
  */
 export async function completeWithRetries(
   provider: ChatProvider,
@@ -366,14 +371,21 @@ export async function completeWithRetries(
     sleep(ms: number): Promise<void>;
     random(): number;
     onAttempt(a: AttemptRecord): Promise<void> | void;
+    deadline?: number;
+    signal?: AbortSignal;
   },
 ): Promise<{ reply: ChatReply; attempts: number; latency_ms: number }> {
+  const deadline = env.deadline ?? Infinity;
   for (let attempt = 1;; attempt++) {
     const t0 = performance.now();
+    const left = deadline - t0;
+    if (left <= 0) throw _outOfTime();
+    if (env.signal?.aborted) throw _stopped(env.signal);
+    const timeout = AbortSignal.timeout(Math.min(policy.timeoutMs, Math.ceil(left)));
     try {
       const reply = await provider.complete(request, {
         ...options,
-        signal: AbortSignal.timeout(policy.timeoutMs),
+        signal: env.signal ? AbortSignal.any([timeout, env.signal]) : timeout,
       });
       const latency = Math.round(performance.now() - t0);
       await env.onAttempt({
@@ -385,12 +397,15 @@ export async function completeWithRetries(
       });
       return { reply, attempts: attempt, latency_ms: latency };
     } catch (e) {
-      const err = e instanceof ChatError ? e : new ChatError("protocol", String(e));
+      let err = e instanceof ChatError ? e : new ChatError("protocol", String(e));
+      if (env.signal?.aborted) err = _stopped(env.signal);
+      else if (performance.now() >= deadline) err = _outOfTime(err.message);
       const backoff = Math.round(
         env.random() * Math.min(policy.maxWaitMs, policy.baseMs * 2 ** (attempt - 1)),
       );
       const wait = Math.max(backoff, err.retryAfterMs ?? 0);
-      const again = err.retryable && attempt < policy.attempts && wait <= policy.maxWaitMs;
+      const again = err.retryable && attempt < policy.attempts && wait <= policy.maxWaitMs &&
+        !env.signal?.aborted && performance.now() + wait < deadline;
       await env.onAttempt({
         attempt,
         outcome: err.kind,
@@ -403,6 +418,20 @@ export async function completeWithRetries(
       await env.sleep(wait);
     }
   }
+}
+
+/** The caller's wall-clock budget ran out: a timeout no retry may follow. */
+function _outOfTime(during?: string): ChatError {
+  return new ChatError(
+    "budget",
+    `the process's wall-clock budget ran out${during ? ` during the call (${during})` : ""}`,
+  );
+}
+
+/** The caller stopped the call (its lease was lost, say): its reason's message. */
+function _stopped(signal: AbortSignal): ChatError {
+  const why = signal.reason;
+  return new ChatError("stopped", why instanceof Error ? why.message : "the call was stopped");
 }
 
 /**
