@@ -399,8 +399,10 @@ Deno.test("scheduler: the model position survives a restart at every quantum", a
 Deno.test("scheduler: closing the runtime during a run ends the quanta in flight first and starts no more", async () => {
   await using env = await makeEnv();
   const pids: number[] = [];
+  // Enough work that the run is surely under way, not over, when the close comes
+  // (20 x 20 steps could all run before the first records were seen).
   for (let i = 0; i < 20; i++) {
-    pids.push(await launch(env, [], { script: { steps: putSteps(`p${i}-`, 20) } }));
+    pids.push(await launch(env, [], { script: { steps: putSteps(`p${i}-`, 200) } }));
   }
   const run = env.rt.runUntilIdle();
   // Under way: some steps done, quanta in flight.
@@ -415,7 +417,7 @@ Deno.test("scheduler: closing the runtime during a run ends the quanta in flight
   });
   const report = await Promise.race([run, stuck]).finally(() => clearTimeout(timer));
   assert.equal(report.idle, false);
-  assert.ok(report.quanta > 0 && report.quanta < 20 * 41, `${report.quanta} quanta`);
+  assert.ok(report.quanta > 0 && report.quanta < 20 * 401, `${report.quanta} quanta`);
   assert.deepEqual(await env.rt.runUntilIdle(), { quanta: 0, idle: false }, "none after close");
   // Reopened, the rest runs: every step once.
   const rt = await Runtime.open({ store: env.storePath });
@@ -423,9 +425,9 @@ Deno.test("scheduler: closing the runtime during a run ends the quanta in flight
     assert.equal((await rt.runUntilIdle()).idle, true);
     for (const pid of pids) {
       assert.equal((await rt.process(pid)).status, "exited");
-      assert.equal((await rt.steps(pid)).filter((s) => s.ok).length, 20);
+      assert.equal((await rt.steps(pid)).filter((s) => s.ok).length, 200);
     }
-    assert.equal((await auditActors(rt, "memory.put")).length, 400);
+    assert.equal((await auditActors(rt, "memory.put")).length, 4000);
   } finally {
     await rt.close();
   }
