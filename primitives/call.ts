@@ -3,7 +3,7 @@
  * the offending field.
  * @module
  */
-import { invalid } from "../runtime/errors.ts";
+import { invalid, LibosError } from "../runtime/errors.ts";
 import type { Kernel } from "../runtime/kernel.ts";
 import type { Label, ProcessRecord } from "../runtime/types.ts";
 
@@ -100,4 +100,23 @@ export function optBool(call: Call, field: string): boolean | undefined {
 /** A required pid argument. */
 export function pidArg(call: Call, field = "pid"): number {
   return int(call, field, 1, Number.MAX_SAFE_INTEGER);
+}
+
+/**
+ * Count `bytes` this call adds to the store against the process's
+ * `max_store_bytes`: ELIMIT, before anything is written, when they would go
+ * past it. Counted at once (no await between the check and the count), so
+ * calls in flight together cannot each slip under it.
+ */
+export function chargeStore(call: Call, bytes: number): void {
+  const u = call.k.usage(call.proc);
+  const max = call.proc.budgets.max_store_bytes;
+  const was = u.store_bytes ?? 0;
+  if (max !== null && max !== undefined && was + bytes > max) {
+    throw new LibosError(
+      "ELIMIT",
+      `${call.name}: budget max_store_bytes ${max}: ${bytes} more bytes would pass it (${was} used)`,
+    );
+  }
+  u.store_bytes = was + bytes;
 }

@@ -65,7 +65,7 @@ import type {
   Right,
 } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
-import { type Call, optStr, pidArg, type Primitive, str } from "./call.ts";
+import { type Call, chargeStore, optStr, pidArg, type Primitive, str } from "./call.ts";
 import { propagateRestrictions } from "./capability.ts";
 import { checkFlow } from "./filesystem.ts";
 import { newOid } from "../runtime/oids.ts";
@@ -179,6 +179,8 @@ export interface CreateOptions {
    * the step's result.
    */
   self?: { pid: number; tool: string } | null;
+  /** Count the checkpoint's size before it is stored (throws to refuse it: nothing is kept). */
+  charge?: (bytes: number) => void;
 }
 
 /**
@@ -220,6 +222,7 @@ export async function createCheckpoint(
         ledger: await tx.store.ledgerMark(),
       };
       const { body, sha256 } = encodeCheckpointText(head, processes);
+      opts.charge?.(body.length);
       await tx.store.insertCheckpoint({
         checkpoint_id: id,
         root_pid: root,
@@ -1010,7 +1013,13 @@ export const CHECKPOINT: Record<string, Primitive> = {
       // A label is text anyone listing the checkpoints reads: the caller's data may not go there.
       if (label !== null) await checkFlow(call, "normal", "checkpoint label");
       const self = pid === call.proc.pid ? _selfStep(call) : null;
-      const out = await createCheckpoint(call.k, pid, { label, by: `pid:${call.proc.pid}`, self });
+      // A checkpoint copies the subtree's state: the caller's store budget pays for it.
+      const out = await createCheckpoint(call.k, pid, {
+        label,
+        by: `pid:${call.proc.pid}`,
+        self,
+        charge: (bytes) => chargeStore(call, bytes),
+      });
       // The step's result in the checkpoint is this value without its hash.
       return out;
     },

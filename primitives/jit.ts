@@ -21,7 +21,7 @@ import type { Kernel } from "../runtime/kernel.ts";
 import { guardText } from "../runtime/labels.ts";
 import type { JitToolRef, MemoryObject } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
-import { type Call, optInt, type Primitive, str } from "./call.ts";
+import { type Call, chargeStore, optInt, type Primitive, str } from "./call.ts";
 import { checkFlow, fileLabel, labelledPaths, resolvePath, taint } from "./filesystem.ts";
 import { authorizeObject } from "./memory.ts";
 
@@ -216,11 +216,13 @@ const propose: Primitive = {
     const parameters = _parameters(call);
     call.target = `tool:${name}`;
     await authorize(call, { resource: call.target, right: "write" });
+    const payload = { name, source, description, tests, parameters };
+    chargeStore(call, JSON.stringify(payload).length);
     const { oid } = await call.k.insertObject({
       namespace: call.proc.namespace,
       kind: "tool_candidate",
       label: call.proc.taint,
-      payload: { name, source, description, tests, parameters },
+      payload,
       created_by: call.proc.pid,
     });
     return { oid, name };
@@ -243,6 +245,8 @@ const validate: Primitive = {
     const art = await call.k.providers.sandbox.prepare(p.source);
     await _runTests(call, art.toolPath, art.dir, p.tests);
     const checks = [...art.checks, ...(p.tests.length ? [`tests (${p.tests.length})`] : [])];
+    // The artifact keeps the source again.
+    chargeStore(call, p.source.length);
     const { oid } = await call.k.insertObject({
       namespace: call.proc.namespace,
       kind: "tool_artifact",

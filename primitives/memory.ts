@@ -17,7 +17,7 @@ import {
   type Right,
 } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
-import { type Call, optInt, optStr, type Primitive, str } from "./call.ts";
+import { type Call, chargeStore, optInt, optStr, type Primitive, str } from "./call.ts";
 import { taint } from "./filesystem.ts";
 
 // Kinds only the runtime writes: a step's result, a validated JIT artifact.
@@ -34,14 +34,15 @@ function _kind(call: Call): ObjectKind {
   return v as ObjectKind;
 }
 
-function _payload(call: Call): unknown {
+/** The payload, as JSON would carry it, and its size in characters (what the store keeps). */
+function _payload(call: Call): { payload: unknown; size: number } {
   if (!("payload" in call.args)) throw invalid(`${call.name}.payload`, "is required");
   const json = JSON.stringify(call.args.payload);
   if (json === undefined) throw invalid(`${call.name}.payload`, "must be JSON");
   if (json.length > MAX_PAYLOAD_CHARS) {
     throw invalid(`${call.name}.payload`, `larger than ${MAX_PAYLOAD_CHARS} characters`);
   }
-  return JSON.parse(json);
+  return { payload: JSON.parse(json), size: json.length };
 }
 
 function _namespace(call: Call): string {
@@ -111,7 +112,7 @@ const put: Primitive = {
     if (_RUNTIME_KINDS.includes(kind)) {
       throw invalid(`${call.name}.kind`, `${kind} objects are written by the runtime only`);
     }
-    const payload = _payload(call);
+    const { payload, size } = _payload(call);
     const name = optStr(call, "name", 256) ?? null;
     const ns = _namespace(call);
     let label: Label = call.args.label === undefined
@@ -134,6 +135,7 @@ const put: Primitive = {
     if (name !== null && await call.k.store.getObjectByName(ns, name)) {
       throw new LibosError("EEXIST", `${call.name}.name: '${name}' already exists in ${ns}`);
     }
+    chargeStore(call, size);
     const obj = await call.k.insertObject({
       namespace: ns,
       kind,
@@ -168,7 +170,7 @@ const update: Primitive = {
   fields: ["oid", "payload", "expected_version", "label"],
   async run(call) {
     const obj = await _load(call, str(call, "oid", 256));
-    const payload = _payload(call);
+    const { payload, size } = _payload(call);
     const expected = optInt(call, "expected_version", 1, Number.MAX_SAFE_INTEGER);
     if (expected === undefined) throw invalid(`${call.name}.expected_version`, "is required");
     call.target = `object:${obj.oid}`;
@@ -181,6 +183,8 @@ const update: Primitive = {
       : parseLabel(call.args.label, `${call.name}.label`);
     const label = maxLabel(obj.label, asked, call.proc.taint);
     call.argsLabel = label;
+    // Every version is kept: each counts.
+    chargeStore(call, size);
     const next = await call.k.store.updateObject(obj.oid, expected, {
       payload,
       label,

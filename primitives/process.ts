@@ -7,12 +7,20 @@
  */
 import { denied, invalid, LibosError } from "../runtime/errors.ts";
 import { isTerminal } from "../runtime/lifecycle.ts";
+import {
+  BUDGET_NAMES,
+  type BudgetName,
+  carveBudgets,
+  returnBudgets,
+  unusedBudgets,
+} from "../runtime/budgets.ts";
 import { maxLabel } from "../runtime/labels.ts";
 import { isLive, parseCapabilitySpec, resourceCovers } from "../runtime/capabilities.ts";
 import { parseScript } from "../runtime/providers/scripted.ts";
 import type { Kernel } from "../runtime/kernel.ts";
 import type {
   AgentImage,
+  Budgets,
   Capability,
   CapabilitySpec,
   JitToolRef,
@@ -22,7 +30,7 @@ import type {
   Right,
 } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
-import { type Call, optInt, optStr, pidArg, type Primitive, str } from "./call.ts";
+import { type Call, chargeStore, optInt, optStr, pidArg, type Primitive, str } from "./call.ts";
 import { delegate, findDelegable, propagateRestrictions } from "./capability.ts";
 import { resolvePath, taint } from "./filesystem.ts";
 
@@ -72,9 +80,12 @@ async function _putGoal(
   });
 }
 
-async function _copyMemory(k: Kernel, from: ProcessRecord, to: ProcessRecord): Promise<void> {
+async function _copyMemory(call: Call, k: Kernel, to: ProcessRecord): Promise<void> {
+  const from = call.proc;
   for (const o of await k.store.listObjects(from.namespace)) {
     if (o.kind === "goal" && o.name === "goal") continue;
+    // A copy is stored anew: the forking process pays for it.
+    chargeStore(call, JSON.stringify(o.payload)?.length ?? 0);
     await k.insertObject({
       namespace: to.namespace,
       kind: o.kind,
@@ -135,9 +146,20 @@ async function _newChild(
   goal: string,
   tools: string[],
 ): Promise<ProcessRecord> {
+  // What the child is given to store (its goal, its script) counts as the
+  // parent's; then the child's budgets come out of what the parent has left
+  // (see runtime/budgets.ts).
+  chargeStore(call, goal.length + (JSON.stringify(call.args.script)?.length ?? 0));
+  const { child, parent } = carveBudgets(
+    call.proc.budgets,
+    k.usage(call.proc),
+    _budgetsArg(call),
+    `${call.name}.budgets`,
+  );
+  await k.saveProcess(call.proc.pid, { budgets: parent });
   return await k.createProcess({
     ppid: call.proc.pid,
-    image: _imageOf(call.proc),
+    image: { ..._imageOf(call.proc), budgets: child },
     workspace: call.proc.workspace,
     cwd: call.proc.cwd,
     goal,
@@ -184,6 +206,26 @@ function _jitToolsArg(call: Call): Record<string, JitToolRef> {
   return out;
 }
 
+/** Budgets asked for the child (each at most what the parent has left); default half. */
+function _budgetsArg(call: Call): Partial<Budgets> {
+  const v = call.args.budgets;
+  if (v === undefined) return {};
+  if (v === null || typeof v !== "object" || Array.isArray(v)) {
+    throw invalid(`${call.name}.budgets`, "must be an object");
+  }
+  const out: Partial<Record<BudgetName, number | null>> = {};
+  for (const [name, n] of Object.entries(v)) {
+    if (!(BUDGET_NAMES as string[]).includes(name)) {
+      throw invalid(`${call.name}.budgets.${name.slice(0, 40)}`, "unknown budget");
+    }
+    if (n !== null && (!Number.isSafeInteger(n) || (n as number) < 1)) {
+      throw invalid(`${call.name}.budgets.${name}`, "must be a positive integer or null");
+    }
+    out[name as BudgetName] = n as number | null;
+  }
+  return out as Partial<Budgets>;
+}
+
 function _toolsArg(call: Call): string[] {
   const v = call.args.tools;
   if (v === undefined) return [...call.proc.tools];
@@ -206,7 +248,7 @@ async function _direct(call: Call, pid: number): Promise<ProcessRecord> {
 }
 
 const spawn: Primitive = {
-  fields: ["goal", "tools", "jit_tools", "script"],
+  fields: ["goal", "tools", "jit_tools", "script", "budgets"],
   async run(call) {
     const goal = str(call, "goal", 100_000);
     const tools = _toolsArg(call);
@@ -223,7 +265,7 @@ const spawn: Primitive = {
 };
 
 const fork: Primitive = {
-  fields: ["mode", "goal", "capabilities", "tools", "jit_tools", "script"],
+  fields: ["mode", "goal", "capabilities", "tools", "jit_tools", "script", "budgets"],
   async run(call) {
     const mode = call.args.mode as ForkMode;
     if (!FORK_MODES.includes(mode)) {
@@ -242,7 +284,7 @@ const fork: Primitive = {
     const child = await call.k.atomically(async (k) => {
       const child = await _newChild(call, k, `fork:${mode}`, goal, tools);
       await _putGoal(k, child, goal, call.proc.taint);
-      if (mode !== "worker") await _copyMemory(k, call.proc, child);
+      if (mode !== "worker") await _copyMemory(call, k, child);
       for (const { parent, spec } of plan) await delegate(k, parent, child.pid, spec);
       await propagateRestrictions(k, call.proc.pid, child.pid);
       return child;
@@ -297,6 +339,14 @@ const wait: Primitive = {
     }
     // The result (and the code) come from the child: its taint comes with them.
     await taint(call, child.taint);
+    // What the child did not use of its budgets comes back, once.
+    if (!child.budgets_returned) {
+      const back = returnBudgets(call.proc.budgets, unusedBudgets(child.budgets, child.usage));
+      await call.k.atomically(async (k) => {
+        await k.saveProcess(child.pid, { budgets_returned: true });
+        await k.saveProcess(call.proc.pid, { budgets: back });
+      });
+    }
     return {
       pid: child.pid,
       status: child.status,
@@ -376,6 +426,7 @@ const send: Primitive = {
       throw new LibosError("ESTATE", `${call.name}: process ${to} has ended`);
     }
     call.target = `process:${to}`;
+    chargeStore(call, json.length);
     const m = await call.k.store.insertMessage({
       from_pid: call.proc.pid,
       to_pid: to,

@@ -42,6 +42,7 @@ export const DEFAULT_BUDGETS: Budgets = {
   max_quanta: 10_000,
   max_wall_ms: 600_000,
   max_syscalls: 10_000,
+  max_store_bytes: 256 * 1024 * 1024,
 };
 
 function _obj(raw: unknown, field: string): Record<string, unknown> {
@@ -154,6 +155,7 @@ function _budgets(raw: unknown): Budgets {
     "max_model_calls",
     "max_input_tokens",
     "max_output_tokens",
+    "max_store_bytes",
   ] as const;
   _noUnknown(o, [...keys], "budgets");
   const b: Budgets = { ...DEFAULT_BUDGETS };

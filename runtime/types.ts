@@ -34,6 +34,12 @@ export interface Budgets {
   max_input_tokens?: number | null;
   /** Most output tokens over all model calls. */
   max_output_tokens?: number | null;
+  /**
+   * Most bytes the process may add to the store: Object Memory payloads (each
+   * version), messages it sends, checkpoints it takes, scripts and goals of
+   * children it starts, memory a fork copies.
+   */
+  max_store_bytes?: number | null;
 }
 
 /** What the process has used so far, checked against its {@link Budgets}. */
@@ -50,6 +56,8 @@ export interface Usage {
   input_tokens?: number;
   /** Output tokens the provider counted over all calls. */
   output_tokens?: number;
+  /** Bytes added to the store (see {@link Budgets.max_store_bytes}). */
+  store_bytes?: number;
 }
 
 /** The shell policy of an image (see the README's policy table). */
@@ -280,6 +288,8 @@ export interface ProcessRecord {
   exit_reason: string | null;
   /** How the process came to be: root, spawn or a fork mode. */
   origin: string;
+  /** Set once its parent, waiting for it, got back what it left of its budgets. */
+  budgets_returned?: boolean;
   /** Set by a `cancel` signal: the process ends at its next quantum boundary. */
   cancel_requested: boolean;
   /** ISO time of creation. */

@@ -1130,3 +1130,94 @@ Deno.test("process: a use-limited delegation from an unlimited capability gets e
   // The parent's own capability is untouched: still unlimited.
   await env.rt.syscall(pid, "filesystem.write", { path: "r/three.txt", content: "3" });
 });
+
+/** Every process of the store's total use of `counter`. */
+async function treeUsage(env: Env, counter: "syscalls" | "quanta" | "store_bytes") {
+  let n = 0;
+  for (const p of await env.rt.kernel.store.listProcesses()) n += p.usage[counter] ?? 0;
+  return n;
+}
+
+/** A failed step's error. */
+function errorOf(s: { ok: boolean }): { code: string; message: string } {
+  assert.equal(s.ok, false);
+  return (s as unknown as { error: { code: string; message: string } }).error;
+}
+
+const putStep = (name: string, size = 10) => ({
+  tool: "put_object",
+  args: { kind: "observation", name, payload: { pad: "x".repeat(size) } },
+});
+
+Deno.test("process: a fork bomb runs out of its root's budgets: the tree does no more than the host gave the root", async () => {
+  await using env = await makeEnv();
+  // Each child would do 50 syscalls; the root may do 60 in all.
+  const child = { steps: Array.from({ length: 50 }, (_, i) => putStep(`c${i}`)) };
+  const root = await launch(env, [SPAWN], {
+    script: {
+      steps: Array.from(
+        { length: 30 },
+        () => ({ tool: "spawn", args: { goal: "g", script: child } }),
+      ),
+    },
+    budgets: { max_quanta: 10_000, max_wall_ms: null, max_syscalls: 60 },
+  });
+  await env.rt.runUntilIdle();
+  const all = await env.rt.kernel.store.listProcesses();
+  assert.ok(all.length > 1, "no child ran");
+  // Before, every child got the root's 60 syscalls anew: 30 children, 1,530 syscalls.
+  const used = await treeUsage(env, "syscalls");
+  assert.ok(used <= 60, `the tree issued ${used} syscalls against the root's 60`);
+  const steps = await env.rt.steps(root);
+  const refused = steps.filter((s) => !s.ok);
+  assert.ok(refused.length > 0, "every spawn went through");
+  assert.match(errorOf(refused[0]).message, /budgets\.max_syscalls: \d+ left/);
+  assert.equal(errorOf(refused[0]).code, "ELIMIT");
+});
+
+Deno.test("process: max_store_bytes bounds what a process adds to the store, refused before anything is written", async () => {
+  await using env = await makeEnv();
+  const pid = await launch(env, [], {
+    script: { steps: [putStep("a", 4000), putStep("b", 4000), putStep("c", 4000)] },
+    budgets: { max_store_bytes: 10_000 },
+  });
+  await env.rt.runUntilIdle();
+  const steps = await env.rt.steps(pid);
+  assert.deepEqual(steps.map((s) => s.ok), [true, true, false]);
+  assert.equal(errorOf(steps[2]).code, "ELIMIT");
+  assert.match(errorOf(steps[2]).message, /max_store_bytes 10000/);
+  const names = (await env.rt.kernel.store.listObjects(`proc:${pid}`))
+    .filter((o) => o.kind === "observation").map((o) => o.name);
+  assert.deepEqual(names, ["a", "b"]);
+  // A bad budget is named.
+  await rejectsCode(launch(env, [], { budgets: { max_store_bytes: 0 } }), "EINVAL");
+});
+
+Deno.test("process: a child's budgets come out of its parent's and what it leaves comes back when the parent waits", async () => {
+  await using env = await makeEnv();
+  const child = { steps: [putStep("only"), { tool: "exit", args: { code: 0 } }] };
+  const parent = await launch(env, [SPAWN], {
+    script: {
+      steps: [
+        { tool: "spawn", args: { goal: "g", script: child, budgets: { max_syscalls: 40 } } },
+        { tool: "wait", args: { pid: 2 } },
+        { tool: "spawn", args: { goal: "g", script: child, budgets: { max_syscalls: 1000 } } },
+      ],
+    },
+    budgets: { max_quanta: 10_000, max_wall_ms: null, max_syscalls: 100 },
+  });
+  await env.rt.runUntilIdle();
+  const steps = await env.rt.steps(parent);
+  assert.equal(steps[0].ok, true);
+  assert.equal((await env.rt.process(2)).budgets.max_syscalls, 40);
+  assert.equal(steps[1].ok, true);
+  // The child used 2 of its 40 (put_object, exit): 38 came back to the parent.
+  const p = await env.rt.process(parent);
+  assert.equal(p.budgets.max_syscalls, 100 - 40 + 38);
+  // More than the parent has left is refused, naming what is left.
+  assert.equal(steps[2].ok, false);
+  assert.equal(errorOf(steps[2]).code, "ELIMIT");
+  assert.match(errorOf(steps[2]).message, /max_syscalls: 1000 asked, \d+ left to give/);
+  // Waiting again gives nothing back twice.
+  assert.equal((await env.rt.process(2)).budgets_returned, true);
+});

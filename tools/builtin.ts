@@ -124,6 +124,11 @@ const writeObjectToFile = _tool(
   },
 );
 
+/** What a child's budgets argument means (they come out of the caller's). */
+const _BUDGETS_DOC =
+  'The child\'s budgets, e.g. {"max_syscalls": 50}: each comes out of what you have left ' +
+  "(default half of it) and what the child leaves comes back when you wait for it";
+
 const _CAPS = {
   type: "array",
   description: "Capabilities to delegate, each a narrowing of one this process holds",
@@ -228,6 +233,7 @@ export const BUILTIN_TOOLS: Readonly<Record<string, BuiltinTool>> = Object.freez
       tools: _strs("Tools the child may use (a subset of yours)"),
       jit_tools: _strs("Your JIT tools to pass on"),
       script: _any("Scripted steps, for a scripted child"),
+      budgets: _any(_BUDGETS_DOC),
     }, ["goal"]),
   ),
   fork: _wrap(
@@ -240,6 +246,7 @@ export const BUILTIN_TOOLS: Readonly<Record<string, BuiltinTool>> = Object.freez
       tools: _strs("Tools the child may use (a subset of yours)"),
       jit_tools: _strs("Your JIT tools to pass on"),
       script: _any("Scripted steps, for a scripted child"),
+      budgets: _any(_BUDGETS_DOC),
     }, ["mode"]),
   ),
   exec: _wrap(
