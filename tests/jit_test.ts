@@ -872,3 +872,39 @@ Deno.test("jit: cli tool run exits 2 on bad usage", async () => {
     await Deno.remove(root, { recursive: true });
   }
 });
+
+/** Bytes of every file under `dir`. */
+async function treeBytes(dir: string): Promise<number> {
+  let n = 0;
+  for await (const e of Deno.readDir(dir)) {
+    const p = join(dir, e.name);
+    if (e.isDirectory) n += await treeBytes(p);
+    else if (e.isFile) n += (await Deno.lstat(p)).size;
+  }
+  return n;
+}
+
+Deno.test("jit: a tool cannot grow its Deno cache without bound through data: imports", async () => {
+  await using env = await jitEnv();
+  const pid = await launch(env, [cap("tool:importer", "write")], { tools: [] });
+  // Each call imports 20 distinct modules of ~1 MB: Deno transpiles and caches each.
+  const source = `export async function run(args: { seed: number }): Promise<unknown> {
+  const pad = "/*" + "x".repeat(1_000_000) + "*/";
+  for (let i = 0; i < 20; i++) {
+    const code = "export const v: number = " + (args.seed * 1000 + i) + ";" + pad;
+    await import("data:application/typescript," + encodeURIComponent(code));
+  }
+  return "imported";
+}
+`;
+  const t = await install(env, pid, "importer", source);
+  const denoDir = join(CACHE, t.sha256, "deno_dir");
+  for (let seed = 1; seed <= 4; seed++) {
+    assert.equal(await call(env, pid, "importer", { seed }), "imported");
+  }
+  // Before, four calls left about 350 MB here.
+  const size = await treeBytes(denoDir);
+  assert.ok(size <= 64 * 1024 * 1024, `the tool's cache holds ${Math.round(size / 1e6)} MB`);
+  // The tool still works (its own module is cached again as needed).
+  assert.equal(await call(env, pid, "importer", { seed: 5 }), "imported");
+});

@@ -413,6 +413,7 @@ export class HostSandbox implements SandboxProvider {
       return await runInSandbox(broker, req, this.#rss, wall);
     } finally {
       wall?.revoke();
+      await boundToolCache(join(req.artifactDir, "deno_dir"));
     }
   }
 
@@ -489,4 +490,35 @@ export class HostSandbox implements SandboxProvider {
     this.#broker = null;
     await this.#rss.close();
   }
+}
+
+/** Most a tool's Deno cache may hold after a call (bytes). */
+export const TOOL_CACHE_MAX_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Keep a tool's Deno cache (`DENO_DIR`, which its calls must be able to
+ * write) within {@link TOOL_CACHE_MAX_BYTES}: past it, it is emptied. Deno
+ * caches what every module a tool imports compiles to, and `data:` imports
+ * need no permission, so a tool with no grant at all grew its cache by
+ * hundreds of MB a call. A tool's own modules are cached again by its next
+ * call (a few ms, once).
+ */
+export async function boundToolCache(denoDir: string): Promise<void> {
+  let bytes = 0;
+  let entries = 0;
+  const over = async (dir: string, depth: number): Promise<boolean> => {
+    for await (const e of Deno.readDir(dir)) {
+      if (++entries > 10_000 || depth > 16) return true;
+      const p = join(dir, e.name);
+      if (e.isDirectory) {
+        if (await over(p, depth + 1)) return true;
+      } else if ((bytes += (await Deno.lstat(p)).size) > TOOL_CACHE_MAX_BYTES) return true;
+    }
+    return false;
+  };
+  try {
+    if (!(await over(denoDir, 0))) return;
+    await Deno.remove(denoDir, { recursive: true });
+    await Deno.mkdir(denoDir);
+  } catch { /* gone already, or another call is emptying it too */ }
 }
