@@ -17,7 +17,9 @@
  * - fork copies the subtree under new pids and oids; each copy holds at most
  *   what its original still holds now, and only what a `process.fork` copy
  *   could be delegated (live, delegable, unlimited ALLOW), plus every DENY
- *   and ASK its original holds.
+ *   and ASK its original holds. Copies an agent makes run on its budgets
+ *   (each gets a share of half of what it has left, and no more than its
+ *   original had left); a host's keep their originals' limits.
  * - commit makes an image (tools, prompt, policy, budgets, required
  *   capabilities) and grants nothing.
  *
@@ -52,7 +54,9 @@ import type { Kernel } from "../runtime/kernel.ts";
 import { guardText, maxLabel, mayFlow } from "../runtime/labels.ts";
 import { isTerminal } from "../runtime/lifecycle.ts";
 import type { LedgerMark } from "../runtime/store/store.ts";
+import { shareBudgets } from "../runtime/budgets.ts";
 import type {
+  Budgets,
   Capability,
   CapabilitySpec,
   CheckpointMeta,
@@ -519,6 +523,12 @@ export interface ForkOptions {
   by: string;
   /** The process the new subtree's root becomes a child of (null: a root of its own). */
   parent: number | null;
+  /**
+   * The copies' budgets, one per process of the checkpoint in its order
+   * (called inside the fork's transaction, so it may charge the caller).
+   * Absent: each copy keeps its original's limits (a host's fork).
+   */
+  budgets?: (tx: Kernel, originals: ProcessRecord[]) => Promise<Budgets[]>;
 }
 
 /**
@@ -541,9 +551,12 @@ export async function forkCheckpoint(
     for (const s of doc.processes) {
       for (const o of s.objects) oids.set(o.oid, newOid());
     }
+    const budgets = await opts.budgets?.(tx, doc.processes.map((s) => s.record));
     const copies: ProcessRecord[] = [];
-    for (const s of doc.processes) {
-      copies.push(await _copyProcess(tx, doc, s, parent, pids, oids, at));
+    for (const [i, s] of doc.processes.entries()) {
+      copies.push(
+        await _copyProcess(tx, doc, s, parent, pids, oids, at, budgets?.[i] ?? s.record.budgets),
+      );
     }
     const caps = new Map<string, string>();
     const dropped: ForkResult["capabilities"]["dropped"] = [];
@@ -578,6 +591,7 @@ async function _copyProcess(
   pids: Map<number, number>,
   oids: Map<string, string>,
   at: string,
+  budgets: Budgets,
 ): Promise<ProcessRecord> {
   const r = s.record;
   const isRoot = r.pid === doc.root;
@@ -604,7 +618,7 @@ async function _copyProcess(
     goal: r.goal,
     policy: r.policy,
     taint: r.taint,
-    budgets: r.budgets,
+    budgets,
     usage: { quanta: 0, wall_ms: 0, syscalls: 0 },
     model: r.model,
     pending: _copiedAction(r),
@@ -1071,6 +1085,17 @@ export const CHECKPOINT: Record<string, Primitive> = {
       return await forkCheckpoint(call.k, id, {
         by: `pid:${call.proc.pid}`,
         parent: call.proc.pid,
+        // The copies run on the caller's budgets, as children it forked would.
+        budgets: async (tx, originals) => {
+          const { copies, parent } = shareBudgets(
+            call.proc.budgets,
+            tx.usage(call.proc),
+            originals,
+            `${call.name}.budgets`,
+          );
+          await tx.saveProcess(call.proc.pid, { budgets: parent });
+          return copies;
+        },
       });
     },
   },

@@ -108,3 +108,44 @@ export function returnBudgets(b: Budgets, back: Partial<Budgets>): Budgets {
   }
   return out as Budgets;
 }
+
+/**
+ * Budgets for copies a process makes of others (a checkpoint's subtree it
+ * forks), paid out of its own (`b`, with `u` used): per bounded budget, each
+ * copy gets an even share of half of what the caller has left, and no more
+ * than its original had left; the caller's limit drops by what they got. An
+ * unbounded budget of the caller leaves the originals' limits as they were.
+ * ELIMIT when a share would be under 1.
+ */
+export function shareBudgets(
+  b: Budgets,
+  u: Usage,
+  originals: readonly { budgets: Budgets; usage: Usage }[],
+  field: string,
+): { copies: Budgets[]; parent: Budgets } {
+  const copies: _Loose[] = originals.map((o) => ({ ...o.budgets }));
+  const parent: _Loose = { ...b };
+  for (const name of BUDGET_NAMES) {
+    const max = b[name];
+    if (max === null || max === undefined) continue;
+    const left = max - used(u, name);
+    const share = Math.floor(left / 2 / Math.max(1, originals.length));
+    if (share < 1) {
+      throw new LibosError(
+        "ELIMIT",
+        `${field}.${name}: ${left} left, too little to give ${originals.length} copies any`,
+      );
+    }
+    let given = 0;
+    originals.forEach((o, i) => {
+      const own = o.budgets[name];
+      const ownLeft = own === null || own === undefined
+        ? share
+        : Math.max(0, own - used(o.usage, name));
+      copies[i][name] = Math.min(share, ownLeft);
+      given += copies[i][name]!;
+    });
+    parent[name] = max - given;
+  }
+  return { copies: copies as Budgets[], parent: parent as Budgets };
+}

@@ -620,3 +620,33 @@ Deno.test("checkpoint: a model-driven process restored continues its conversatio
   assert.equal(await Deno.readTextFile(`${env.ws}/w.txt`), "after", "not undone");
   assert.equal(await Deno.readTextFile(`${env.ws}/w2.txt`), "again");
 });
+
+Deno.test("checkpoint: copies an agent forks from a checkpoint get their budgets out of its own", async () => {
+  await using env = await makeEnv();
+  const p = await env.rt.launch({
+    image: {
+      name: "forker",
+      tools: CKPT_TOOLS,
+      budgets: { max_quanta: 1000, max_wall_ms: null, max_syscalls: 40 },
+    },
+    workspace: env.ws,
+    grants: SELF_RIGHTS,
+  });
+  const root = p.pid;
+  const { checkpoint_id } = await sys<{ checkpoint_id: string }>(env, root, "checkpoint.create");
+  // Each fork used to be a new tree with the checkpoint's 40 syscalls and none used.
+  let refused = 0;
+  for (let i = 0; i < 10; i++) {
+    try {
+      await sys(env, root, "checkpoint.fork", { checkpoint_id });
+    } catch (e) {
+      assert.equal((e as { code?: string }).code, "ELIMIT", String(e));
+      refused++;
+    }
+  }
+  const all = await env.rt.kernel.store.listProcesses();
+  assert.ok(all.length > 1, "no copy was made");
+  const total = all.reduce((n, q) => n + (q.budgets.max_syscalls ?? Infinity), 0);
+  assert.ok(total <= 40, `the tree may make ${total} syscalls; its root was given 40`);
+  assert.ok(refused > 0, "every fork went through");
+});
