@@ -323,6 +323,15 @@ Deno.test("hardening: a refused recursive delete uses up no limited capability",
 
 // The one-scheduler rule is a SQLite store's; on PostgreSQL many workers share a store
 // (worker_test.ts covers their leases).
+/** `rt`'s scheduler lease, as if it had not beaten for a minute (it stays `rt`'s). */
+async function staleSchedulerLease(rt: Runtime): Promise<void> {
+  const lease = JSON.parse((await rt.kernel.store.getMeta("scheduler_lease"))!);
+  await rt.kernel.store.setMeta(
+    "scheduler_lease",
+    JSON.stringify({ ...lease, heartbeat: Date.now() - 60_000 }),
+  );
+}
+
 Deno.test(
   "hardening: one live scheduler per store; a client decides alongside it; a dead one's lease expires",
   SQLITE_ONLY,
@@ -342,11 +351,7 @@ Deno.test(
     await client.close();
     assert.equal((await env.rt.process(pid)).status, "running");
     // A scheduler that died without closing: its lease goes stale and recovery runs.
-    const lease = JSON.parse((await env.rt.kernel.store.getMeta("scheduler_lease"))!);
-    await env.rt.kernel.store.setMeta(
-      "scheduler_lease",
-      JSON.stringify({ ...lease, heartbeat: Date.now() - 60_000 }),
-    );
+    await staleSchedulerLease(env.rt);
     const next = await Runtime.open({ store: env.storePath });
     try {
       assert.equal((await next.process(pid)).status, "runnable");
@@ -373,11 +378,7 @@ Deno.test(
     await env.rt.runUntilIdle(4);
     // The runtime stalls (a terminal's Ctrl-Z, a stopped container) past its lease:
     // no heartbeat for a minute. Another runtime takes the store over.
-    const lease = JSON.parse((await env.rt.kernel.store.getMeta("scheduler_lease"))!);
-    await env.rt.kernel.store.setMeta(
-      "scheduler_lease",
-      JSON.stringify({ ...lease, heartbeat: Date.now() - 60_000 }),
-    );
+    await staleSchedulerLease(env.rt);
     const next = await Runtime.open({ store: env.storePath });
     try {
       // The stalled one resumes: it may write nothing more for any process.

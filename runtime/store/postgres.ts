@@ -115,6 +115,21 @@ interface _Shared {
   closed: boolean;
 }
 
+/**
+ * The start of a lease statement over fences `$1..$3` (pids, workers,
+ * tokens): `f`, the fences, and `mine`, the rows still leased by them (and
+ * matching `where`), locked, skipping rows another transaction holds locked.
+ */
+function _leasedRows(where: string): string {
+  return `WITH f AS (
+         SELECT * FROM unnest($1::integer[], $2::text[], $3::bigint[]) AS f(pid, worker, token)),
+       mine AS (
+         SELECT s.pid FROM process_state s
+         JOIN f ON s.pid = f.pid AND s.lease_worker = f.worker AND s.lease_token = f.token
+         ${where}
+         FOR NO KEY UPDATE OF s SKIP LOCKED)`;
+}
+
 /** How soon a release a locked row put off is tried again (ms). */
 const _RELEASE_RETRY_MS = 100;
 
@@ -438,13 +453,7 @@ export class PgStore implements Store, LeaseStore {
     // hold up every other lease of this worker until they expired. It is
     // neither renewed nor lost now: the caller tries it again soon.
     const rows = await this.#run(
-      `WITH f AS (
-         SELECT * FROM unnest($1::integer[], $2::text[], $3::bigint[]) AS f(pid, worker, token)),
-       mine AS (
-         SELECT s.pid FROM process_state s
-         JOIN f ON s.pid = f.pid AND s.lease_worker = f.worker AND s.lease_token = f.token
-         WHERE s.lease_until > clock_timestamp()
-         FOR NO KEY UPDATE OF s SKIP LOCKED),
+      `${_leasedRows("WHERE s.lease_until > clock_timestamp()")},
        up AS (
          UPDATE process_state s
          SET lease_until = clock_timestamp() + $4::float8 * interval '1 millisecond'
@@ -507,12 +516,7 @@ export class PgStore implements Store, LeaseStore {
   // Give back what is not locked now; returns the fences whose rows were.
   async #releaseOnce(fences: readonly Fence[], stamp: boolean): Promise<Fence[]> {
     const rows = await this.#run(
-      `WITH f AS (
-         SELECT * FROM unnest($1::integer[], $2::text[], $3::bigint[]) AS f(pid, worker, token)),
-       mine AS (
-         SELECT s.pid FROM process_state s
-         JOIN f ON s.pid = f.pid AND s.lease_worker = f.worker AND s.lease_token = f.token
-         FOR NO KEY UPDATE OF s SKIP LOCKED),
+      `${_leasedRows("")},
        up AS (
          UPDATE process_state s SET lease_worker = NULL, lease_until = NULL,
            last_run = CASE WHEN $4 THEN clock_timestamp() ELSE s.last_run END
