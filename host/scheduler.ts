@@ -24,7 +24,9 @@ import type { Kernel } from "../runtime/kernel.ts";
 import { isTerminal } from "../runtime/lifecycle.ts";
 import { MAX_CURSOR_CHARS } from "../runtime/model_context.ts";
 import type { ModelDecision } from "../runtime/providers/types.ts";
+import { storeBytes } from "../runtime/budgets.ts";
 import {
+  type Budgets,
   type ModelState,
   type PendingAction,
   PROCESS_STATUSES,
@@ -402,7 +404,7 @@ export class Scheduler {
       return;
     }
     const usage = k.usage(proc);
-    const over = _overBudget(proc, usage);
+    const over = _overBudget(k.budgets(proc), usage);
     if (over) {
       await k.emit("budget.exhausted", "scheduler", `pid:${pid}`, { budget: over });
       await this.#fail(k, pid, `budget exhausted: ${over}`);
@@ -684,6 +686,9 @@ export class Scheduler {
   // read it), indexed by step number (the model and the scheduler find it by key).
   async #record(k: Kernel, pid: number, result: StepResult): Promise<void> {
     const proc = await k.process(pid);
+    // Stored like anything the process writes: it counts against max_store_bytes.
+    const u = k.usage(proc);
+    u.store_bytes = (u.store_bytes ?? 0) + storeBytes(JSON.stringify(result));
     const obj = await k.insertObject({
       namespace: proc.namespace,
       kind: "tool_result",
@@ -703,15 +708,19 @@ export class Scheduler {
   }
 }
 
-/** The budget `proc` has used up, named, or null. */
-function _overBudget(proc: ProcessRecord, usage: Usage): string | null {
-  const b = proc.budgets;
+/** The budget of `b` that `usage` has used up, named, or null. */
+function _overBudget(b: Budgets, usage: Usage): string | null {
   if (b.max_quanta !== null && usage.quanta >= b.max_quanta) return `max_quanta ${b.max_quanta}`;
   if (b.max_wall_ms !== null && usage.wall_ms >= b.max_wall_ms) {
     return `max_wall_ms ${b.max_wall_ms}`;
   }
   if (b.max_syscalls !== null && usage.syscalls >= b.max_syscalls) {
     return `max_syscalls ${b.max_syscalls}`;
+  }
+  // Step results are stored whatever they hold: past the budget, the process stops.
+  const bytes = b.max_store_bytes;
+  if (bytes !== null && bytes !== undefined && (usage.store_bytes ?? 0) >= bytes) {
+    return `max_store_bytes ${bytes}`;
   }
   return null;
 }

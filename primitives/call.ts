@@ -110,7 +110,7 @@ export function pidArg(call: Call, field = "pid"): number {
  */
 export function chargeStore(call: Call, bytes: number): void {
   const u = call.k.usage(call.proc);
-  const max = call.proc.budgets.max_store_bytes;
+  const max = call.k.budgets(call.proc).max_store_bytes;
   const was = u.store_bytes ?? 0;
   if (max !== null && max !== undefined && was + bytes > max) {
     throw new LibosError(

@@ -54,7 +54,7 @@ import type { Kernel } from "../runtime/kernel.ts";
 import { guardText, maxLabel, mayFlow } from "../runtime/labels.ts";
 import { isTerminal } from "../runtime/lifecycle.ts";
 import type { LedgerMark } from "../runtime/store/store.ts";
-import { shareBudgets } from "../runtime/budgets.ts";
+import { shareBudgets, spentBudgets, storeBytes } from "../runtime/budgets.ts";
 import type {
   Budgets,
   Capability,
@@ -226,7 +226,7 @@ export async function createCheckpoint(
         ledger: await tx.store.ledgerMark(),
       };
       const { body, sha256 } = encodeCheckpointText(head, processes);
-      opts.charge?.(body.length);
+      opts.charge?.(storeBytes(body));
       await tx.store.insertCheckpoint({
         checkpoint_id: id,
         root_pid: root,
@@ -292,6 +292,8 @@ export interface RestoreOptions {
   by: string;
   /** The calling process (it may not be in the subtree), or null for the host. */
   caller: number | null;
+  /** Count the bytes the restore stores anew (objects put back as new versions); throws to refuse. */
+  charge?: (bytes: number) => void;
 }
 
 /**
@@ -326,7 +328,7 @@ export async function restoreCheckpoint(
       const snap = new Set(snapPids);
       const killed = await _killNewcomers(tx, procs.filter((p) => !snap.has(p.pid)), id);
       const revoked = await _revokeNewAllows(tx, doc, all, opts.by);
-      for (const s of doc.processes) await _restoreProcess(tx, s, at);
+      for (const s of doc.processes) await _restoreProcess(tx, s, at, opts.charge);
       await _closeNewRequests(tx, snapPids, doc.created_at, id);
       await tx.emit("checkpoint.restored", opts.by, `checkpoint:process:${doc.root}`, {
         checkpoint_id: id,
@@ -393,10 +395,15 @@ async function _revokeNewAllows(
 }
 
 /** Put one process back: its objects, links, steps, model log, mailbox and record. */
-async function _restoreProcess(k: Kernel, s: ProcessSnapshot, at: string): Promise<void> {
+async function _restoreProcess(
+  k: Kernel,
+  s: ProcessSnapshot,
+  at: string,
+  charge?: (bytes: number) => void,
+): Promise<void> {
   const pid = s.record.pid;
   const cur = await k.process(pid);
-  await _restoreObjects(k, s, cur.namespace, at);
+  await _restoreObjects(k, s, cur.namespace, at, charge);
   await _restoreSteps(k, pid, s.steps);
   await _restoreLog(k, pid, s.model_log);
   await _restoreMailbox(k, s);
@@ -418,11 +425,15 @@ async function _restoreProcess(k: Kernel, s: ProcessSnapshot, at: string): Promi
     cancel_requested: r.cancel_requested,
     updated_at: at,
   };
+  // Budgets are never given back: a process whose parent already got back
+  // what it left (it waited for it) has nothing left to spend.
+  if (cur.budgets_returned) patch.budgets = spentBudgets(cur.budgets, cur.usage);
   const now = await k.process(pid);
   if (!(await k.store.updateProcess(pid, patch, now.status))) {
     throw new LibosError("ESTATE", `checkpoint: process ${pid} changed while it was restored`);
   }
   k.dropConversation(pid);
+  k.dropBudgets(pid);
 }
 
 async function _restoreObjects(
@@ -430,6 +441,7 @@ async function _restoreObjects(
   s: ProcessSnapshot,
   namespace: string,
   at: string,
+  charge?: (bytes: number) => void,
 ): Promise<void> {
   const current = await k.store.listObjectVersions(namespace);
   const want = new Set(s.objects.map((o) => o.oid));
@@ -442,6 +454,8 @@ async function _restoreObjects(
     if (c && c.version === o.version) continue;
     back.push({ ...o, label: c ? maxLabel(o.label, c.label) : o.label, updated_at: at });
   }
+  // Each is stored as a new version (versions are kept).
+  if (charge && back.length) charge(storeBytes(JSON.stringify(back.map((o) => o.payload))));
   await k.store.restoreObjects(back, have);
   const key = (l: { from_oid: string; to_oid: string; relation: string }) =>
     `${l.from_oid}\u0000${l.to_oid}\u0000${l.relation}`;
@@ -528,7 +542,7 @@ export interface ForkOptions {
    * (called inside the fork's transaction, so it may charge the caller).
    * Absent: each copy keeps its original's limits (a host's fork).
    */
-  budgets?: (tx: Kernel, originals: ProcessRecord[]) => Promise<Budgets[]>;
+  budgets?: (tx: Kernel, originals: ProcessRecord[], bytes: number) => Promise<Budgets[]>;
 }
 
 /**
@@ -551,7 +565,13 @@ export async function forkCheckpoint(
     for (const s of doc.processes) {
       for (const o of s.objects) oids.set(o.oid, newOid());
     }
-    const budgets = await opts.budgets?.(tx, doc.processes.map((s) => s.record));
+    const budgets = opts.budgets
+      ? await opts.budgets(
+        tx,
+        doc.processes.map((s) => s.record),
+        storeBytes(JSON.stringify(doc.processes)),
+      )
+      : undefined;
     const copies: ProcessRecord[] = [];
     for (const [i, s] of doc.processes.entries()) {
       copies.push(
@@ -800,6 +820,7 @@ export async function commitCheckpoint(
   id: string,
   name: string,
   by: string,
+  charge?: (bytes: number) => void,
 ): Promise<{ checkpoint_id: string; image: string; tools: string[]; granted: [] }> {
   const doc = await loadCheckpoint(k, id);
   const root = doc.processes[0];
@@ -826,6 +847,7 @@ export async function commitCheckpoint(
     budgets: r.budgets,
     ...(input && typeof input === "object" && input.config ? { model: input.config } : {}),
   }, k.toolNames);
+  charge?.(storeBytes(JSON.stringify(image)));
   await k.store.putImage(image, by);
   await k.emit("checkpoint.committed", by, `image:${name}`, { checkpoint_id: id });
   return { checkpoint_id: id, image: name, tools: image.tools, granted: [] };
@@ -1071,6 +1093,7 @@ export const CHECKPOINT: Record<string, Primitive> = {
       return await restoreCheckpoint(call.k, id, {
         by: `pid:${call.proc.pid}`,
         caller: call.proc.pid,
+        charge: (bytes) => chargeStore(call, bytes),
       });
     },
   },
@@ -1085,15 +1108,18 @@ export const CHECKPOINT: Record<string, Primitive> = {
       return await forkCheckpoint(call.k, id, {
         by: `pid:${call.proc.pid}`,
         parent: call.proc.pid,
-        // The copies run on the caller's budgets, as children it forked would.
-        budgets: async (tx, originals) => {
+        // The copies run on the caller's budgets, as children it forked would, and
+        // what they are made of (objects, steps, logs, mailboxes) is stored anew
+        // at its expense.
+        budgets: async (tx, originals, bytes) => {
+          chargeStore(call, bytes);
           const { copies, parent } = shareBudgets(
-            call.proc.budgets,
+            tx.budgets(call.proc),
             tx.usage(call.proc),
             originals,
             `${call.name}.budgets`,
           );
-          await tx.saveProcess(call.proc.pid, { budgets: parent });
+          await tx.setBudgets(call.proc, parent);
           return copies;
         },
       });
@@ -1110,7 +1136,13 @@ export const CHECKPOINT: Record<string, Primitive> = {
       const root = await _authorizeCheckpoint(call, id, "materialize");
       await authorize(call, { resource: `image:${name}`, right: "write" });
       call.target = `checkpoint:process:${root}`;
-      return await commitCheckpoint(call.k, id, name, `pid:${call.proc.pid}`);
+      return await commitCheckpoint(
+        call.k,
+        id,
+        name,
+        `pid:${call.proc.pid}`,
+        (bytes) => chargeStore(call, bytes),
+      );
     },
   },
 };

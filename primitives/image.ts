@@ -5,7 +5,8 @@
  */
 import { parseImage } from "../runtime/images.ts";
 import { authorize, peek } from "./authorize.ts";
-import type { Primitive } from "./call.ts";
+import { storeBytes } from "../runtime/budgets.ts";
+import { chargeStore, type Primitive } from "./call.ts";
 import { checkFlow } from "./filesystem.ts";
 
 /** The image family. */
@@ -18,6 +19,7 @@ export const IMAGE: Record<string, Primitive> = {
       await authorize(call, { resource: call.target, right: "write" });
       // The registry is read by other processes (and its prompts become theirs): normal data at most.
       await checkFlow(call, "normal", call.target);
+      chargeStore(call, storeBytes(JSON.stringify(image)));
       await call.k.store.putImage(image, `pid:${call.proc.pid}`);
       await call.k.emit("image.registered", `pid:${call.proc.pid}`, call.target, {
         tools: image.tools,

@@ -21,6 +21,7 @@ import type { Kernel } from "../runtime/kernel.ts";
 import { guardText } from "../runtime/labels.ts";
 import type { JitToolRef, MemoryObject } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
+import { storeBytes } from "../runtime/budgets.ts";
 import { type Call, chargeStore, optInt, type Primitive, str } from "./call.ts";
 import { checkFlow, fileLabel, labelledPaths, resolvePath, taint } from "./filesystem.ts";
 import { authorizeObject } from "./memory.ts";
@@ -217,7 +218,7 @@ const propose: Primitive = {
     call.target = `tool:${name}`;
     await authorize(call, { resource: call.target, right: "write" });
     const payload = { name, source, description, tests, parameters };
-    chargeStore(call, JSON.stringify(payload).length);
+    chargeStore(call, storeBytes(JSON.stringify(payload)));
     const { oid } = await call.k.insertObject({
       namespace: call.proc.namespace,
       kind: "tool_candidate",
@@ -246,7 +247,7 @@ const validate: Primitive = {
     await _runTests(call, art.toolPath, art.dir, p.tests);
     const checks = [...art.checks, ...(p.tests.length ? [`tests (${p.tests.length})`] : [])];
     // The artifact keeps the source again.
-    chargeStore(call, p.source.length);
+    chargeStore(call, storeBytes(p.source));
     const { oid } = await call.k.insertObject({
       namespace: call.proc.namespace,
       kind: "tool_artifact",

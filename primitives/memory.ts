@@ -17,6 +17,7 @@ import {
   type Right,
 } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
+import { storeBytes } from "../runtime/budgets.ts";
 import { type Call, chargeStore, optInt, optStr, type Primitive, str } from "./call.ts";
 import { taint } from "./filesystem.ts";
 
@@ -42,7 +43,7 @@ function _payload(call: Call): { payload: unknown; size: number } {
   if (json.length > MAX_PAYLOAD_CHARS) {
     throw invalid(`${call.name}.payload`, `larger than ${MAX_PAYLOAD_CHARS} characters`);
   }
-  return { payload: JSON.parse(json), size: json.length };
+  return { payload: JSON.parse(json), size: storeBytes(json) };
 }
 
 function _namespace(call: Call): string {

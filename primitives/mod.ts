@@ -132,7 +132,7 @@ export async function syscall(
       }
     }
     const usage = k.usage(call.proc);
-    const max = call.proc.budgets.max_syscalls;
+    const max = k.budgets(call.proc).max_syscalls;
     if (max !== null && usage.syscalls >= max) {
       await k.emit("budget.exhausted", "kernel", `pid:${pid}`, { budget: "max_syscalls", max });
       throw new LibosError("ELIMIT", `${name}: process ${pid} used its ${max} syscalls`);

@@ -131,7 +131,7 @@ async function _tools(call: Call): Promise<ChatTool[]> {
 /** Usage so far against the budgets; ELIMIT when one is used up (or would be by `estimate`). */
 function _checkBudgets(call: Call, estimate: number): void {
   const u = call.k.usage(call.proc);
-  const b = call.proc.budgets;
+  const b = call.k.budgets(call.proc);
   const over = (max: number | null | undefined, used: number, what: string) => {
     if (max !== null && max !== undefined && used >= max) {
       throw new LibosError("ELIMIT", `${call.name}: budget ${what} ${max} is used up (${used})`);
@@ -253,7 +253,9 @@ async function _ledgeredCall(
     if (e instanceof ChatError && e.kind === "budget") {
       throw new LibosError(
         "ELIMIT",
-        `${call.name}: budget max_wall_ms ${call.proc.budgets.max_wall_ms} ran out during the call`,
+        `${call.name}: budget max_wall_ms ${
+          call.k.budgets(call.proc).max_wall_ms
+        } ran out during the call`,
       );
     }
     const stop = k.effectSignal(call.proc.pid);
@@ -271,7 +273,7 @@ async function _ledgeredCall(
  * included, counts.
  */
 function _wallDeadline(call: Call): number | undefined {
-  const max = call.proc.budgets.max_wall_ms;
+  const max = call.k.budgets(call.proc).max_wall_ms;
   const t0 = call.k.quantumStartedAt(call.proc.pid);
   if (max === null || t0 === undefined) return undefined;
   return t0 + max - call.k.usage(call.proc).wall_ms;

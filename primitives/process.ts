@@ -12,6 +12,7 @@ import {
   type BudgetName,
   carveBudgets,
   returnBudgets,
+  storeBytes,
   unusedBudgets,
 } from "../runtime/budgets.ts";
 import { maxLabel } from "../runtime/labels.ts";
@@ -85,7 +86,7 @@ async function _copyMemory(call: Call, k: Kernel, to: ProcessRecord): Promise<vo
   for (const o of await k.store.listObjects(from.namespace)) {
     if (o.kind === "goal" && o.name === "goal") continue;
     // A copy is stored anew: the forking process pays for it.
-    chargeStore(call, JSON.stringify(o.payload)?.length ?? 0);
+    chargeStore(call, storeBytes(JSON.stringify(o.payload) ?? ""));
     await k.insertObject({
       namespace: to.namespace,
       kind: o.kind,
@@ -148,15 +149,17 @@ async function _newChild(
 ): Promise<ProcessRecord> {
   // What the child is given to store (its goal, its script) counts as the
   // parent's; then the child's budgets come out of what the parent has left
-  // (see runtime/budgets.ts).
-  chargeStore(call, goal.length + (JSON.stringify(call.args.script)?.length ?? 0));
+  // (see runtime/budgets.ts), taken at once from the limits as they stand now:
+  // spawns in flight together each take from what the others left.
+  const asked = _budgetsArg(call);
+  chargeStore(call, storeBytes(goal) + storeBytes(JSON.stringify(call.args.script) ?? ""));
   const { child, parent } = carveBudgets(
-    call.proc.budgets,
+    k.budgets(call.proc),
     k.usage(call.proc),
-    _budgetsArg(call),
+    asked,
     `${call.name}.budgets`,
   );
-  await k.saveProcess(call.proc.pid, { budgets: parent });
+  await k.setBudgets(call.proc, parent);
   return await k.createProcess({
     ppid: call.proc.pid,
     image: { ..._imageOf(call.proc), budgets: child },
@@ -339,12 +342,16 @@ const wait: Primitive = {
     }
     // The result (and the code) come from the child: its taint comes with them.
     await taint(call, child.taint);
-    // What the child did not use of its budgets comes back, once.
-    if (!child.budgets_returned) {
-      const back = returnBudgets(call.proc.budgets, unusedBudgets(child.budgets, child.usage));
+    // What the child did not use of its budgets comes back, once (waits in flight
+    // together: the first one claims it, at once).
+    if (!child.budgets_returned && call.k.claimBudgetReturn(child.pid)) {
+      // Added at once to the limits as they stand (a spawn in flight may have taken
+      // some since this call began), then stored with the child's mark.
+      const mine = call.k.budgets(call.proc);
+      Object.assign(mine, returnBudgets(mine, unusedBudgets(child.budgets, child.usage)));
       await call.k.atomically(async (k) => {
         await k.saveProcess(child.pid, { budgets_returned: true });
-        await k.saveProcess(call.proc.pid, { budgets: back });
+        await k.saveBudgets(call.proc);
       });
     }
     return {
@@ -426,7 +433,7 @@ const send: Primitive = {
       throw new LibosError("ESTATE", `${call.name}: process ${to} has ended`);
     }
     call.target = `process:${to}`;
-    chargeStore(call, json.length);
+    chargeStore(call, storeBytes(json));
     const m = await call.k.store.insertMessage({
       from_pid: call.proc.pid,
       to_pid: to,

@@ -18,6 +18,7 @@
  * ```
  * @module
  */
+import { Buffer } from "node:buffer";
 import { invalid, LibosError } from "./errors.ts";
 import type { Budgets, Usage } from "./types.ts";
 
@@ -37,6 +38,11 @@ export type BudgetName = keyof typeof BUDGET_COUNTERS;
 
 /** Every budget's name. */
 export const BUDGET_NAMES = Object.keys(BUDGET_COUNTERS) as BudgetName[];
+
+/** What `text` takes in the store: its UTF-8 bytes (a character can take four). */
+export function storeBytes(text: string): number {
+  return Buffer.byteLength(text, "utf8");
+}
 
 /** How much of `name` is used. */
 export function used(u: Usage, name: BudgetName): number {
@@ -95,6 +101,17 @@ export function unusedBudgets(b: Budgets, u: Usage): Partial<Budgets> {
     out[name] = Math.max(0, max - used(u, name));
   }
   return out;
+}
+
+/** `b` with each bounded budget lowered to what `u` has used of it: nothing left to spend. */
+export function spentBudgets(b: Budgets, u: Usage): Budgets {
+  const out: _Loose = { ...b };
+  for (const name of BUDGET_NAMES) {
+    const max = b[name];
+    if (max === null || max === undefined) continue;
+    out[name] = Math.min(max, used(u, name));
+  }
+  return out as Budgets;
 }
 
 /** `b` with `back` added to its bounded budgets. */

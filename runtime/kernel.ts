@@ -16,6 +16,7 @@ import type { AuditDraft, Fence, Store, TransactionOptions } from "./store/store
 import { newOid } from "./oids.ts";
 import type {
   AgentImage,
+  Budgets,
   Capability,
   CapabilitySpec,
   EventType,
@@ -82,6 +83,8 @@ interface _Shared {
   nowText: { ms: number; text: string };
   dispatch: Dispatch | null;
   usage: Map<number, Usage>;
+  budgets: Map<number, Budgets>;
+  budgetsReturned: Set<number>;
   idCounter: number;
   idPrefix: string;
   hostRoots: HostRoot[];
@@ -148,6 +151,8 @@ export class Kernel {
         nowText: { ms: NaN, text: "" },
         dispatch: null,
         usage: new Map(),
+        budgets: new Map(),
+        budgetsReturned: new Set(),
         idCounter: 0,
         idPrefix: crypto.randomUUID().slice(0, 8),
         hostRoots: hostRoots([{ path: CODE_ROOT, name: "<libos>" }]),
@@ -216,6 +221,7 @@ export class Kernel {
    */
   forget(pid: number): void {
     this.#shared.usage.delete(pid);
+    this.#shared.budgets.delete(pid);
     this.#shared.conversations.delete(pid);
     this.#shared.journals.delete(pid);
     this.#shared.pendingWakes.delete(pid);
@@ -531,6 +537,50 @@ export class Kernel {
     });
   }
 
+  /**
+   * The process's budget limits as they stand now, one object per process in
+   * this runtime: what a child is given comes out of them, and what a child
+   * gives back goes into them, synchronously, so syscalls of one process in
+   * flight together (a JIT tool's) each see what the others did. Change them
+   * with {@link setBudgets}.
+   */
+  budgets(proc: ProcessRecord): Budgets {
+    let b = this.#shared.budgets.get(proc.pid);
+    if (!b) {
+      b = { ...proc.budgets };
+      this.#shared.budgets.set(proc.pid, b);
+    }
+    return b;
+  }
+
+  /** Set `pid`'s budget limits now (in memory, at once) and in the store. */
+  async setBudgets(proc: ProcessRecord, next: Budgets): Promise<void> {
+    Object.assign(this.budgets(proc), next);
+    await this.saveBudgets(proc);
+  }
+
+  /** Store `proc`'s budget limits as they stand in memory now. */
+  async saveBudgets(proc: ProcessRecord): Promise<void> {
+    await this.saveProcess(proc.pid, { budgets: { ...this.budgets(proc) } });
+  }
+
+  /**
+   * Claim the return of ended child `pid`'s unused budgets for its parent:
+   * true once per child in this runtime (the store's `budgets_returned`
+   * says so across runtimes).
+   */
+  claimBudgetReturn(pid: number): boolean {
+    const set = this.#shared.budgetsReturned;
+    if (set.has(pid)) return false;
+    set.add(pid);
+    return true;
+  }
+
+  /** Forget the limits held in memory for `pid` (the store's record changed them). */
+  dropBudgets(pid: number): void {
+    this.#shared.budgets.delete(pid);
+  }
+
   /** Usage counters, kept in memory between flushes. */
   usage(proc: ProcessRecord): Usage {
     let u = this.#usage.get(proc.pid);
@@ -561,6 +611,7 @@ export class Kernel {
         await this.emit("process.status", source, `pid:${pid}`, { from: cur.status, to });
         if (isTerminal(to)) {
           this.#usage.delete(pid);
+          this.#shared.budgets.delete(pid);
           this.#shared.conversations.delete(pid);
           await this.#closeRequests(pid);
           await this.#wakeParent(cur.ppid);

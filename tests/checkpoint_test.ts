@@ -650,3 +650,62 @@ Deno.test("checkpoint: copies an agent forks from a checkpoint get their budgets
   assert.ok(total <= 40, `the tree may make ${total} syscalls; its root was given 40`);
   assert.ok(refused > 0, "every fork went through");
 });
+
+Deno.test("checkpoint: restore never gives budgets back, and what fork and restore store anew is counted", async () => {
+  // A child restored after its parent waited for it (and got its unused budget back)
+  // used to run again on that same budget: five rounds, a root of 100 syscalls made 316.
+  {
+    await using env = await makeEnv();
+    const p = await env.rt.launch({
+      image: { name: "r", tools: CKPT_TOOLS, budgets: { max_syscalls: 100 } },
+      workspace: env.ws,
+      grants: SELF_RIGHTS,
+    });
+    const root = p.pid;
+    const { pid: child } = await sys<{ pid: number }>(env, root, "process.spawn", { goal: "g" });
+    const ck = await sys<{ checkpoint_id: string }>(env, root, "checkpoint.create", { pid: child });
+    await sys(env, child, "process.exit", {});
+    await sys(env, root, "process.wait", { pid: child });
+    await sys(env, root, "checkpoint.restore", { checkpoint_id: ck.checkpoint_id });
+    assert.equal((await env.rt.process(child)).status, "runnable");
+    await rejectsCode(sys(env, child, "process.self"), "ELIMIT");
+  }
+  // A fork stores the checkpoint's contents again, and a restore the objects it puts
+  // back as new versions: both at the caller's expense.
+  {
+    await using env = await makeEnv();
+    const p = await env.rt.launch({
+      image: { name: "f", tools: CKPT_TOOLS, budgets: { max_store_bytes: 1_000_000 } },
+      workspace: env.ws,
+      grants: SELF_RIGHTS,
+    });
+    const root = p.pid;
+    const { pid: child } = await sys<{ pid: number }>(env, root, "process.spawn", {
+      goal: "g",
+      budgets: { max_store_bytes: 200_000 },
+    });
+    const o = await sys<{ oid: string }>(env, child, "memory.put", {
+      kind: "evidence",
+      name: "big",
+      payload: "x".repeat(150_000),
+    });
+    const ck = await sys<{ checkpoint_id: string }>(env, root, "checkpoint.create", { pid: child });
+    let refused: string | null = null;
+    let version = 1;
+    for (let i = 0; i < 30 && !refused; i++) {
+      await sys(env, child, "memory.update", { oid: o.oid, payload: 0, expected_version: version });
+      try {
+        await sys(env, root, "checkpoint.restore", { checkpoint_id: ck.checkpoint_id });
+      } catch (e) {
+        refused = (e as { code?: string }).code ?? String(e);
+      }
+      version = (await env.rt.kernel.store.getObject(o.oid))!.version;
+    }
+    // Before, 30 rounds stored 4.5 MB of versions against a 1 MB budget.
+    assert.equal(refused, "ELIMIT");
+    assert.ok(version < 30, `${version} versions`);
+    const forked = await sys(env, root, "checkpoint.fork", { checkpoint_id: ck.checkpoint_id })
+      .then(() => "ok", (e) => (e as { code?: string }).code);
+    assert.equal(forked, "ELIMIT");
+  }
+});

@@ -1221,3 +1221,93 @@ Deno.test("process: a child's budgets come out of its parent's and what it leave
   // Waiting again gives nothing back twice.
   assert.equal((await env.rt.process(2)).budgets_returned, true);
 });
+
+Deno.test("process: spawns, waits and writes in flight together each take budgets from what the others left", async () => {
+  // Twenty spawns at once (a JIT tool's Promise.all): each carved from the same
+  // limits, they used to give the children 800 of a root's 100 syscalls.
+  {
+    await using env = await makeEnv();
+    const root = await launch(env, [SPAWN], { budgets: { max_syscalls: 100 } });
+    const spawned = await Promise.allSettled(
+      Array.from({ length: 20 }, () => env.rt.syscall(root, "process.spawn", { goal: "g" })),
+    );
+    let total = (await env.rt.process(root)).budgets.max_syscalls!;
+    for (const r of spawned) {
+      if (r.status === "fulfilled") {
+        total += (await env.rt.process((r.value as { pid: number }).pid)).budgets.max_syscalls!;
+      } else assert.equal((r.reason as { code?: string }).code, "ELIMIT", String(r.reason));
+    }
+    assert.ok(total <= 100, `the tree holds ${total} syscalls of the root's 100`);
+  }
+  // A wait beside a spawn: the wait used to write back limits from before the spawn's carve.
+  {
+    await using env = await makeEnv();
+    const root = await launch(env, [SPAWN], { budgets: { max_syscalls: 1000 } });
+    const { pid: first } = await env.rt.syscall(root, "process.spawn", {
+      goal: "a",
+      budgets: { max_syscalls: 10 },
+    }) as { pid: number };
+    await env.rt.syscall(first, "process.exit", {});
+    const [, second] = await Promise.all([
+      env.rt.syscall(root, "process.wait", { pid: first }),
+      env.rt.syscall(root, "process.spawn", { goal: "b", budgets: { max_syscalls: 400 } }),
+    ]) as [unknown, { pid: number }];
+    const r = await env.rt.process(root);
+    const c1 = await env.rt.process(first);
+    const c2 = await env.rt.process(second.pid);
+    const total = r.budgets.max_syscalls! + c1.usage.syscalls + c2.budgets.max_syscalls!;
+    assert.ok(total <= 1000, `the tree holds ${total} syscalls of the root's 1000`);
+  }
+  // A write beside a spawn checks the limit as the spawn left it.
+  {
+    await using env = await makeEnv();
+    const root = await launch(env, [SPAWN], { budgets: { max_store_bytes: 1_000_000 } });
+    const [s, p] = await Promise.allSettled([
+      env.rt.syscall(root, "process.spawn", { goal: "b", budgets: { max_store_bytes: 900_000 } }),
+      env.rt.syscall(root, "memory.put", { kind: "evidence", payload: "x".repeat(800_000) }),
+    ]);
+    assert.ok(s.status === "rejected" || p.status === "rejected", "both went through");
+    await env.rt.kernel.flushUsage();
+    const r = await env.rt.process(root);
+    assert.ok((r.usage.store_bytes ?? 0) <= r.budgets.max_store_bytes!);
+  }
+});
+
+Deno.test("process: max_store_bytes counts UTF-8 bytes, step results included", async () => {
+  await using env = await makeEnv();
+  // 100,000 euro signs are 300,000 bytes stored, not 100,000.
+  const a = await launch(env, [], { budgets: { max_store_bytes: 110_000 } });
+  await rejectsCode(
+    env.rt.syscall(a, "memory.put", { kind: "evidence", payload: "€".repeat(100_000) }),
+    "ELIMIT",
+  );
+  // Each step's result is stored too: reading a big object over and over used to add
+  // it to the store every step, uncounted.
+  const b = await launch(env, [], {
+    script: {
+      steps: [
+        putStep("big", 250_000),
+        ...Array.from({ length: 30 }, () => ({
+          tool: "get_object",
+          args: { name: "big" },
+        })),
+      ],
+    },
+    budgets: { max_store_bytes: 600_000 },
+  });
+  await env.rt.runUntilIdle();
+  const p = await env.rt.process(b);
+  assert.equal(p.status, "failed");
+  assert.match(p.exit_reason!, /max_store_bytes 600000/);
+  assert.ok((await env.rt.steps(b)).length <= 3);
+});
+
+Deno.test("process: image.register counts against max_store_bytes", async () => {
+  await using env = await makeEnv();
+  const pid = await launch(env, [cap("image:*", "write")], {
+    budgets: { max_store_bytes: 10_000 },
+  });
+  const image = { name: "big", tools: [], system_prompt: "p".repeat(100_000) };
+  await rejectsCode(env.rt.syscall(pid, "image.register", { image }), "ELIMIT");
+  assert.equal((await env.rt.kernel.store.listImages()).some((i) => i.name === "big"), false);
+});
