@@ -1105,24 +1105,25 @@ export const CHECKPOINT: Record<string, Primitive> = {
       // A fork makes processes: as for process.fork, the caller needs process:spawn.
       await authorize(call, { resource: "process:spawn", right: "execute" });
       call.target = `checkpoint:process:${root}`;
-      return await forkCheckpoint(call.k, id, {
-        by: `pid:${call.proc.pid}`,
-        parent: call.proc.pid,
-        // The copies run on the caller's budgets, as children it forked would, and
-        // what they are made of (objects, steps, logs, mailboxes) is stored anew
-        // at its expense.
-        budgets: async (tx, originals, bytes) => {
-          chargeStore(call, bytes);
-          const { copies, parent } = shareBudgets(
-            tx.budgets(call.proc),
-            tx.usage(call.proc),
-            originals,
-            `${call.name}.budgets`,
-          );
-          await tx.setBudgets(call.proc, parent);
-          return copies;
-        },
-      });
+      return await call.k.withBudgets(call.proc.pid, () =>
+        forkCheckpoint(call.k, id, {
+          by: `pid:${call.proc.pid}`,
+          parent: call.proc.pid,
+          // The copies run on the caller's budgets, as children it forked would, and
+          // what they are made of (objects, steps, logs, mailboxes) is stored anew
+          // at its expense.
+          budgets: async (tx, originals, bytes) => {
+            chargeStore(call, bytes);
+            const { copies, parent } = shareBudgets(
+              tx.budgets(call.proc),
+              tx.usage(call.proc),
+              originals,
+              `${call.name}.budgets`,
+            );
+            await tx.setBudgets(call.proc, parent);
+            return copies;
+          },
+        }));
     },
   },
   "checkpoint.commit": {

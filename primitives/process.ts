@@ -258,11 +258,13 @@ const spawn: Primitive = {
     _childModel(call);
     call.target = "process:spawn";
     await authorize(call, { resource: call.target, right: "execute" });
-    const child = await call.k.atomically(async (k) => {
-      const child = await _newChild(call, k, "spawn", goal, tools);
-      await _putGoal(k, child, goal, call.proc.taint);
-      return child;
-    });
+    // One budget change of this process at a time (see Kernel.withBudgets).
+    const child = await call.k.withBudgets(call.proc.pid, () =>
+      call.k.atomically(async (k) => {
+        const child = await _newChild(call, k, "spawn", goal, tools);
+        await _putGoal(k, child, goal, call.proc.taint);
+        return child;
+      }));
     return { pid: child.pid };
   },
 };
@@ -284,14 +286,15 @@ const fork: Primitive = {
     await authorize(call, { resource: call.target, right: "execute" });
     const plan = _plan(call, mode, await call.k.store.capabilitiesOf(call.proc.pid));
     // All or nothing: a failed delegation leaves no half-made child behind.
-    const child = await call.k.atomically(async (k) => {
-      const child = await _newChild(call, k, `fork:${mode}`, goal, tools);
-      await _putGoal(k, child, goal, call.proc.taint);
-      if (mode !== "worker") await _copyMemory(call, k, child);
-      for (const { parent, spec } of plan) await delegate(k, parent, child.pid, spec);
-      await propagateRestrictions(k, call.proc.pid, child.pid);
-      return child;
-    });
+    const child = await call.k.withBudgets(call.proc.pid, () =>
+      call.k.atomically(async (k) => {
+        const child = await _newChild(call, k, `fork:${mode}`, goal, tools);
+        await _putGoal(k, child, goal, call.proc.taint);
+        if (mode !== "worker") await _copyMemory(call, k, child);
+        for (const { parent, spec } of plan) await delegate(k, parent, child.pid, spec);
+        await propagateRestrictions(k, call.proc.pid, child.pid);
+        return child;
+      }));
     return { pid: child.pid, mode, delegated: plan.length };
   },
 };
@@ -345,14 +348,17 @@ const wait: Primitive = {
     // What the child did not use of its budgets comes back, once (waits in flight
     // together: the first one claims it, at once).
     if (!child.budgets_returned && call.k.claimBudgetReturn(child.pid)) {
-      // Added at once to the limits as they stand (a spawn in flight may have taken
-      // some since this call began), then stored with the child's mark.
-      const mine = call.k.budgets(call.proc);
-      Object.assign(mine, returnBudgets(mine, unusedBudgets(child.budgets, child.usage)));
-      await call.k.atomically(async (k) => {
-        await k.saveProcess(child.pid, { budgets_returned: true });
-        await k.saveBudgets(call.proc);
-      });
+      // Added to the limits as they stand (a spawn may have taken some since this
+      // call began), and stored with the child's mark.
+      await call.k.withBudgets(call.proc.pid, () =>
+        call.k.atomically(async (k) => {
+          await k.saveProcess(child.pid, { budgets_returned: true });
+          const mine = k.budgets(call.proc);
+          await k.setBudgets(
+            call.proc,
+            returnBudgets(mine, unusedBudgets(child.budgets, child.usage)),
+          );
+        }));
     }
     return {
       pid: child.pid,

@@ -85,6 +85,7 @@ interface _Shared {
   usage: Map<number, Usage>;
   budgets: Map<number, Budgets>;
   budgetsReturned: Set<number>;
+  budgetLocks: Map<number, Promise<void>>;
   idCounter: number;
   idPrefix: string;
   hostRoots: HostRoot[];
@@ -153,6 +154,7 @@ export class Kernel {
         usage: new Map(),
         budgets: new Map(),
         budgetsReturned: new Set(),
+        budgetLocks: new Map(),
         idCounter: 0,
         idPrefix: crypto.randomUUID().slice(0, 8),
         hostRoots: hostRoots([{ path: CODE_ROOT, name: "<libos>" }]),
@@ -557,6 +559,28 @@ export class Kernel {
   async setBudgets(proc: ProcessRecord, next: Budgets): Promise<void> {
     Object.assign(this.budgets(proc), next);
     await this.saveBudgets(proc);
+  }
+
+  /**
+   * Run `fn` (a transaction that changes `pid`'s budget limits: a spawn, a
+   * fork, a wait that gives some back) after every such one of `pid` before
+   * it has ended, in this runtime: their writes of the limits then land in the
+   * order the limits changed (concurrent transactions on PostgreSQL could
+   * otherwise commit an older value last).
+   */
+  async withBudgets<T>(pid: number, fn: () => Promise<T>): Promise<T> {
+    const locks = this.#shared.budgetLocks;
+    const prev = locks.get(pid) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = prev.then(() => new Promise<void>((r) => (release = r)));
+    locks.set(pid, mine);
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (locks.get(pid) === mine) locks.delete(pid);
+    }
   }
 
   /** Store `proc`'s budget limits as they stand in memory now. */
