@@ -686,8 +686,22 @@ export class Scheduler {
   // read it), indexed by step number (the model and the scheduler find it by key).
   async #record(k: Kernel, pid: number, result: StepResult): Promise<void> {
     const proc = await k.process(pid);
-    // Stored like anything the process writes: it counts against max_store_bytes.
+    // Stored like anything the process writes: it counts against max_store_bytes,
+    // and one that would pass it is not kept (the step happened: an error says so).
     const u = k.usage(proc);
+    const max = k.budgets(proc).max_store_bytes;
+    const bytes = storeBytes(JSON.stringify(result));
+    if (max !== null && max !== undefined && (u.store_bytes ?? 0) + bytes > max) {
+      result = {
+        step: result.step,
+        tool: result.tool,
+        ok: false,
+        error: {
+          code: "ELIMIT",
+          message: `its result of ${bytes} bytes was not kept: over max_store_bytes ${max}`,
+        },
+      };
+    }
     u.store_bytes = (u.store_bytes ?? 0) + storeBytes(JSON.stringify(result));
     const obj = await k.insertObject({
       namespace: proc.namespace,

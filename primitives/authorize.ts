@@ -22,7 +22,8 @@ import type {
   ProcessRecord,
   Right,
 } from "../runtime/types.ts";
-import type { Call } from "./call.ts";
+import { storeBytes } from "../runtime/budgets.ts";
+import { type Call, chargeStore } from "./call.ts";
 
 /** What a primitive asks the gate. */
 export interface AuthRequest {
@@ -155,6 +156,8 @@ async function _askHuman(
     decided_at: null,
     correlation_id: call.correlationId,
   };
+  // The arguments are stored with it (up to the 16 MiB a call may carry): they count.
+  chargeStore(call, storeBytes(JSON.stringify(request.args)));
   // Stored with the real resource (it is what a decision grants on); shown redacted.
   await k.store.insertHumanRequest({ ...request, resource: req.resource });
   await k.audit({

@@ -109,14 +109,22 @@ export function pidArg(call: Call, field = "pid"): number {
  * calls in flight together cannot each slip under it.
  */
 export function chargeStore(call: Call, bytes: number): void {
-  const u = call.k.usage(call.proc);
-  const max = call.k.budgets(call.proc).max_store_bytes;
-  const was = u.store_bytes ?? 0;
-  if (max !== null && max !== undefined && was + bytes > max) {
+  if (!fitsStore(call, bytes)) {
+    const u = call.k.usage(call.proc);
     throw new LibosError(
       "ELIMIT",
-      `${call.name}: budget max_store_bytes ${max}: ${bytes} more bytes would pass it (${was} used)`,
+      `${call.name}: budget max_store_bytes ${
+        call.k.budgets(call.proc).max_store_bytes
+      }: ${bytes} more bytes would pass it (${u.store_bytes ?? 0} used)`,
     );
   }
-  u.store_bytes = was + bytes;
+  const u = call.k.usage(call.proc);
+  u.store_bytes = (u.store_bytes ?? 0) + bytes;
+}
+
+/** Whether `bytes` more fit the process's `max_store_bytes`. */
+export function fitsStore(call: Call, bytes: number): boolean {
+  const max = call.k.budgets(call.proc).max_store_bytes;
+  return max === null || max === undefined ||
+    (call.k.usage(call.proc).store_bytes ?? 0) + bytes <= max;
 }

@@ -329,6 +329,7 @@ const jitCall: Primitive = {
     const correlationId = call.correlationId;
     const deferred: [string, Record<string, unknown>][] = [];
     let parked: LibosError | null = null;
+    const outOfSyscalls = new AbortController();
     _inFlight.set(correlationId, access);
     let outcome;
     try {
@@ -340,7 +341,7 @@ const jitCall: Primitive = {
         // Labels are the broker's to apply, access by access: nothing is masked for them.
         view: { workspace: call.proc.workspace, grants, hide: [], readOnly: [], callRead: [] },
         limits,
-        signal: k.effectSignal(pid),
+        signal: _signals(k.effectSignal(pid), outOfSyscalls.signal),
         onSyscall: (sys, sysArgs) => {
           if (sys.startsWith("jit.") || sys.startsWith("sandbox.") || sys.startsWith("model.")) {
             return _refuseInside(k, pid, name, sys, correlationId);
@@ -352,6 +353,16 @@ const jitCall: Primitive = {
           }
           return k.dispatch(pid, sys, sysArgs, { correlationId }).catch((e) => {
             if (e instanceof LibosError && e.wait === "human") parked ??= e;
+            // Out of syscalls: the call ends (a tool looping over refused calls would
+            // otherwise leave an audit record for each).
+            const max = k.budgets(call.proc).max_syscalls;
+            if (
+              max !== null && k.usage(call.proc).syscalls >= max && !outOfSyscalls.signal.aborted
+            ) {
+              outOfSyscalls.abort(
+                new LibosError("ELIMIT", `process ${pid} used its ${max} syscalls`),
+              );
+            }
             throw e;
           });
         },
@@ -379,6 +390,11 @@ const jitCall: Primitive = {
     return outcome.value;
   },
 };
+
+/** One signal for the call: the lease's, if any, and its own. */
+function _signals(lease: AbortSignal | undefined, own: AbortSignal): AbortSignal {
+  return lease ? AbortSignal.any([lease, own]) : own;
+}
 
 /**
  * Writing a directory (renaming, removing, changing its mode) moves what is

@@ -87,29 +87,35 @@ export async function syscall(
   let replayed = false;
   try {
     const prim = typeof name === "string" && Object.hasOwn(SYSCALLS, name) ? SYSCALLS[name] : null;
+    // A call refused before it could run still costs a syscall (its audit record is
+    // stored): a tool looping over bad calls runs out of budget like any other.
     if (!prim) {
       // The name is the caller's text: audited as a kind, shown only as its taint allows.
       call.proc = await k.process(pid);
       call.name = UNKNOWN_SYSCALL;
+      await _count(k, call, String(name).slice(0, 128));
       throw new LibosError(
         "ENOENT",
         `syscall: no syscall named '${_guard(call, String(name).slice(0, 128))}'`,
       );
     }
+    call.proc = await k.process(pid);
     if (args === null || typeof args !== "object" || Array.isArray(args)) {
+      await _count(k, call, name);
       throw invalid(`${name}`, "arguments must be a JSON object");
     }
     // Hashing, auditing and storing the arguments recurse through them.
     if (nestsDeeper(args)) {
+      await _count(k, call, name);
       throw invalid(`${name}`, `arguments nest deeper than ${MAX_JSON_DEPTH} levels`);
     }
-    call.proc = await k.process(pid);
     if (!_LIVE.has(call.proc.status)) {
       throw new LibosError("ESTATE", `${name}: process ${pid} is ${call.proc.status}`);
     }
     const ref = _hidePreview(call, payloadRef(args, redactionFor(call.proc.taint)));
     inputRef = ref;
     if (ref.size > MAX_ARGS_CHARS) {
+      await _count(k, call, name);
       throw invalid(name, `arguments larger than ${MAX_ARGS_CHARS} bytes`);
     }
     call.args = args as Record<string, unknown>;
@@ -131,13 +137,7 @@ export async function syscall(
         journal.entries.length = slot;
       }
     }
-    const usage = k.usage(call.proc);
-    const max = k.budgets(call.proc).max_syscalls;
-    if (max !== null && usage.syscalls >= max) {
-      await k.emit("budget.exhausted", "kernel", `pid:${pid}`, { budget: "max_syscalls", max });
-      throw new LibosError("ELIMIT", `${name}: process ${pid} used its ${max} syscalls`);
-    }
-    usage.syscalls++;
+    await _count(k, call, name);
     checkFields(call, prim.fields);
     const value = await prim.run(call);
     if (journal) journal.entries[slot] = { name, args_hash: call.argsHash, ok: true, value };
@@ -188,6 +188,21 @@ export async function syscall(
     }
     throw err;
   }
+}
+
+/** Count one syscall of `call`'s process against `max_syscalls` (ELIMIT when none is left). */
+async function _count(k: Kernel, call: Call, name: string): Promise<void> {
+  const usage = k.usage(call.proc);
+  const max = k.budgets(call.proc).max_syscalls;
+  if (max !== null && usage.syscalls >= max) {
+    const pid = call.proc.pid;
+    await k.emit("budget.exhausted", "kernel", `pid:${pid}`, { budget: "max_syscalls", max });
+    throw new LibosError(
+      "ELIMIT",
+      `${_guard(call, name)}: process ${pid} used its ${max} syscalls`,
+    );
+  }
+  usage.syscalls++;
 }
 
 /** What the audit names a syscall that does not exist (its name is the caller's text). */

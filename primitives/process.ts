@@ -31,7 +31,16 @@ import type {
   Right,
 } from "../runtime/types.ts";
 import { authorize } from "./authorize.ts";
-import { type Call, chargeStore, optInt, optStr, pidArg, type Primitive, str } from "./call.ts";
+import {
+  type Call,
+  chargeStore,
+  fitsStore,
+  optInt,
+  optStr,
+  pidArg,
+  type Primitive,
+  str,
+} from "./call.ts";
 import { delegate, findDelegable, propagateRestrictions } from "./capability.ts";
 import { resolvePath, taint } from "./filesystem.ts";
 
@@ -405,8 +414,12 @@ const exit: Primitive = {
   fields: ["code", "result"],
   async run(call) {
     const code = optInt(call, "code", 0, 255) ?? 0;
-    const result = optStr(call, "result", 100_000) ?? null;
+    let result = optStr(call, "result", 100_000) ?? null;
     call.target = `process:${call.proc.pid}`;
+    // The result is stored: past max_store_bytes the process still ends, without it.
+    const bytes = result === null ? 0 : storeBytes(result);
+    if (fitsStore(call, bytes)) chargeStore(call, bytes);
+    else result = `[a result of ${bytes} bytes was dropped: over max_store_bytes]`;
     await call.k.transition(call.proc.pid, "exited", { exit_code: code, exit_reason: result });
     await call.k.emit(
       "process.exited",

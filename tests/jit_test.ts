@@ -908,3 +908,33 @@ Deno.test("jit: a tool cannot grow its Deno cache without bound through data: im
   // The tool still works (its own module is cached again as needed).
   assert.equal(await call(env, pid, "importer", { seed: 5 }), "imported");
 });
+
+Deno.test("jit: a tool looping over refused syscalls ends when its process's syscalls run out", async () => {
+  await using env = await jitEnv();
+  const pid = await launch(env, [cap("tool:looper", "write")], {
+    tools: [],
+    budgets: { max_syscalls: 30 },
+  });
+  const source = `import type { Libos } from "./libos.ts";
+export async function run(_args: unknown, libos: Libos): Promise<unknown> {
+  let refused = 0;
+  for (let i = 0; i < 5000; i++) {
+    try {
+      await libos.syscall("nope.x" + i, {});
+    } catch {
+      refused++;
+    }
+  }
+  return refused;
+}
+`;
+  await install(env, pid, "looper", source);
+  // Before, every one was audited (and its event stored) up to the call's own limit,
+  // whatever the process's budget: 5,000 records for a budget of 30.
+  await rejectsCode(
+    env.rt.syscall(pid, "jit.call", { name: "looper", args: {}, max_syscalls: 100_000 }),
+    "ELIMIT",
+  );
+  const records = await audit(env, pid);
+  assert.ok(records.length <= 40, `${records.length} audit records for a budget of 30 syscalls`);
+});

@@ -1296,10 +1296,12 @@ Deno.test("process: max_store_bytes counts UTF-8 bytes, step results included", 
     budgets: { max_store_bytes: 600_000 },
   });
   await env.rt.runUntilIdle();
+  const steps = await env.rt.steps(b);
+  // The first read's result fits; every later one is not kept (its step says so).
+  assert.deepEqual(steps.slice(0, 3).map((s) => s.ok), [true, true, false]);
+  assert.match(errorOf(steps[2]).message, /not kept: over max_store_bytes 600000/);
   const p = await env.rt.process(b);
-  assert.equal(p.status, "failed");
-  assert.match(p.exit_reason!, /max_store_bytes 600000/);
-  assert.ok((await env.rt.steps(b)).length <= 3);
+  assert.ok((p.usage.store_bytes ?? 0) <= 600_000, `${p.usage.store_bytes} bytes stored`);
 });
 
 Deno.test("process: image.register counts against max_store_bytes", async () => {
@@ -1310,4 +1312,26 @@ Deno.test("process: image.register counts against max_store_bytes", async () => 
   const image = { name: "big", tools: [], system_prompt: "p".repeat(100_000) };
   await rejectsCode(env.rt.syscall(pid, "image.register", { image }), "ELIMIT");
   assert.equal((await env.rt.kernel.store.listImages()).some((i) => i.name === "big"), false);
+});
+
+Deno.test("process: what an ASK and an exit store count against max_store_bytes", async () => {
+  await using env = await makeEnv();
+  // A request keeps the arguments it asks about: 2 MB of them over a 1,000-byte budget
+  // used to be stored five times over, each denied.
+  const asker = await launch(env, [{
+    resource: "filesystem:workspace:big.txt",
+    rights: ["write"],
+    effect: "ask",
+  }], { budgets: { max_store_bytes: 1000 } });
+  await rejectsCode(
+    env.rt.syscall(asker, "filesystem.write", { path: "big.txt", content: "x".repeat(2_000_000) }),
+    "ELIMIT",
+  );
+  assert.deepEqual(await env.rt.humanRequests(), []);
+  // An exit's result is kept only within the budget; the process ends either way.
+  const exiter = await launch(env, [], { budgets: { max_store_bytes: 1000 } });
+  await env.rt.syscall(exiter, "process.exit", { code: 0, result: "r".repeat(50_000) });
+  const p = await env.rt.process(exiter);
+  assert.equal(p.status, "exited");
+  assert.match(p.exit_reason!, /a result of 50000 bytes was dropped: over max_store_bytes/);
 });
