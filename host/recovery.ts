@@ -104,7 +104,14 @@ export async function recoverProcess(
 ): Promise<number> {
   const pending = (await k.store.listEffects("pending")).filter((e) => e.pid === pid);
   const wait = untilEnded(pending, Date.now());
-  if (wait > 0) return wait;
+  if (wait > 0) {
+    // Visible to whoever watches (the console, `libos events`): why nothing is asked yet.
+    await k.emit("recovery.deferred", "recovery", `pid:${pid}`, {
+      until: new Date(Date.now() + wait).toISOString(),
+      effects: pending.map((e) => e.effect_id),
+    });
+    return wait;
+  }
   const unknown = await k.store.markPendingEffectsUnknown(k.now(), pid);
   if (unknown > 0) {
     await k.emit("effect.unknown", "recovery", "ledger", { pid, count: unknown });

@@ -510,6 +510,7 @@ export const EVENT_TYPES = [
   "effect.intent",
   "effect.completed",
   "effect.unknown",
+  "recovery.deferred",
   "budget.exhausted",
   "label.blocked",
   "model.request",

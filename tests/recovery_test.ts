@@ -309,6 +309,11 @@ Deno.test(
         }
       })();
       assert.deepEqual(await b.humanRequests(), [], "asked while the command may still run");
+      // Why nothing was asked yet is an event.
+      const deferred = (await b.kernel.store.listEvents()).filter((e) =>
+        e.type === "recovery.deferred"
+      );
+      assert.equal(deferred.length, 1);
       let asked: Awaited<ReturnType<Runtime["humanRequests"]>> = [];
       for (const until = Date.now() + 30_000; Date.now() < until && asked.length === 0;) {
         await new Promise((r) => setTimeout(r, 50));

@@ -521,6 +521,8 @@ Deno.test(
         `asked at ${req.created_at}; the command ran until ${new Date(endedAt).toISOString()}`,
       );
       assert.ok(b.worker!.stats.deferred >= 1);
+      const events = await b.kernel.store.listEvents();
+      assert.ok(events.some((e) => e.type === "recovery.deferred"), "no recovery.deferred event");
       assert.equal((await b.process(pid)).status, "waiting_human");
     } finally {
       stalled.kill("SIGKILL");
