@@ -690,7 +690,7 @@ export class Scheduler {
     // and one that would pass it is not kept (the step happened: an error says so).
     const u = k.usage(proc);
     const max = k.budgets(proc).max_store_bytes;
-    const bytes = storeBytes(JSON.stringify(result));
+    let bytes = storeBytes(JSON.stringify(result));
     if (max !== null && max !== undefined && (u.store_bytes ?? 0) + bytes > max) {
       result = {
         step: result.step,
@@ -701,8 +701,9 @@ export class Scheduler {
           message: `its result of ${bytes} bytes was not kept: over max_store_bytes ${max}`,
         },
       };
+      bytes = storeBytes(JSON.stringify(result));
     }
-    u.store_bytes = (u.store_bytes ?? 0) + storeBytes(JSON.stringify(result));
+    u.store_bytes = (u.store_bytes ?? 0) + bytes;
     const obj = await k.insertObject({
       namespace: proc.namespace,
       kind: "tool_result",

@@ -109,8 +109,8 @@ export function pidArg(call: Call, field = "pid"): number {
  * calls in flight together cannot each slip under it.
  */
 export function chargeStore(call: Call, bytes: number): void {
+  const u = call.k.usage(call.proc);
   if (!fitsStore(call, bytes)) {
-    const u = call.k.usage(call.proc);
     throw new LibosError(
       "ELIMIT",
       `${call.name}: budget max_store_bytes ${
@@ -118,7 +118,6 @@ export function chargeStore(call: Call, bytes: number): void {
       }: ${bytes} more bytes would pass it (${u.store_bytes ?? 0} used)`,
     );
   }
-  const u = call.k.usage(call.proc);
   u.store_bytes = (u.store_bytes ?? 0) + bytes;
 }
 

@@ -5,6 +5,7 @@
  * every field and names the first bad one; it grants nothing.
  * @module
  */
+import { BUDGET_NAMES } from "./budgets.ts";
 import { parseCapabilitySpec, parseResource } from "./capabilities.ts";
 import { invalid } from "./errors.ts";
 import { parseLabel } from "./labels.ts";
@@ -148,18 +149,9 @@ export function parsePolicy(raw: unknown, field = "policy"): Policy {
 function _budgets(raw: unknown): Budgets {
   if (raw === undefined) return { ...DEFAULT_BUDGETS };
   const o = _obj(raw, "budgets");
-  const keys = [
-    "max_quanta",
-    "max_wall_ms",
-    "max_syscalls",
-    "max_model_calls",
-    "max_input_tokens",
-    "max_output_tokens",
-    "max_store_bytes",
-  ] as const;
-  _noUnknown(o, [...keys], "budgets");
+  _noUnknown(o, BUDGET_NAMES, "budgets");
   const b: Budgets = { ...DEFAULT_BUDGETS };
-  for (const k of keys) {
+  for (const k of BUDGET_NAMES) {
     const v = o[k];
     if (v === undefined) continue;
     if (v !== null && (!Number.isInteger(v) || (v as number) < 1)) {

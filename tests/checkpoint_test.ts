@@ -42,9 +42,15 @@ async function proc(
   grants: CapabilitySpec[] = [],
   script?: unknown,
   name = "ckpt",
+  budgets?: Record<string, number | null>,
 ): Promise<number> {
   const p = await env.rt.launch({
-    image: { name, tools: CKPT_TOOLS, system_prompt: `prompt of ${name}` },
+    image: {
+      name,
+      tools: CKPT_TOOLS,
+      system_prompt: `prompt of ${name}`,
+      ...(budgets ? { budgets } : {}),
+    },
     workspace: env.ws,
     grants,
     ...(script ? { script } : {}),
@@ -623,16 +629,11 @@ Deno.test("checkpoint: a model-driven process restored continues its conversatio
 
 Deno.test("checkpoint: copies an agent forks from a checkpoint get their budgets out of its own", async () => {
   await using env = await makeEnv();
-  const p = await env.rt.launch({
-    image: {
-      name: "forker",
-      tools: CKPT_TOOLS,
-      budgets: { max_quanta: 1000, max_wall_ms: null, max_syscalls: 40 },
-    },
-    workspace: env.ws,
-    grants: SELF_RIGHTS,
+  const root = await proc(env, SELF_RIGHTS, undefined, "forker", {
+    max_quanta: 1000,
+    max_wall_ms: null,
+    max_syscalls: 40,
   });
-  const root = p.pid;
   const { checkpoint_id } = await sys<{ checkpoint_id: string }>(env, root, "checkpoint.create");
   // Each fork used to be a new tree with the checkpoint's 40 syscalls and none used.
   let refused = 0;
@@ -656,12 +657,7 @@ Deno.test("checkpoint: restore never gives budgets back, and what fork and resto
   // used to run again on that same budget: five rounds, a root of 100 syscalls made 316.
   {
     await using env = await makeEnv();
-    const p = await env.rt.launch({
-      image: { name: "r", tools: CKPT_TOOLS, budgets: { max_syscalls: 100 } },
-      workspace: env.ws,
-      grants: SELF_RIGHTS,
-    });
-    const root = p.pid;
+    const root = await proc(env, SELF_RIGHTS, undefined, "r", { max_syscalls: 100 });
     const { pid: child } = await sys<{ pid: number }>(env, root, "process.spawn", { goal: "g" });
     const ck = await sys<{ checkpoint_id: string }>(env, root, "checkpoint.create", { pid: child });
     await sys(env, child, "process.exit", {});
@@ -674,12 +670,7 @@ Deno.test("checkpoint: restore never gives budgets back, and what fork and resto
   // back as new versions: both at the caller's expense.
   {
     await using env = await makeEnv();
-    const p = await env.rt.launch({
-      image: { name: "f", tools: CKPT_TOOLS, budgets: { max_store_bytes: 1_000_000 } },
-      workspace: env.ws,
-      grants: SELF_RIGHTS,
-    });
-    const root = p.pid;
+    const root = await proc(env, SELF_RIGHTS, undefined, "f", { max_store_bytes: 1_000_000 });
     const { pid: child } = await sys<{ pid: number }>(env, root, "process.spawn", {
       goal: "g",
       budgets: { max_store_bytes: 200_000 },
